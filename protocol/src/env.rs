@@ -1,0 +1,65 @@
+//! Clocks, sleeping and randomness: everything the protocol takes from its surroundings
+//! besides the filesystem.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Time and randomness as the protocol sees them. The real one is [`StdEnv`]; the model
+/// checker supplies virtual clocks (with skew) and deterministic tokens.
+pub trait Env {
+    /// Wall-clock time in milliseconds since the Unix epoch. Deadlines stored in lockdirs are
+    /// on this clock.
+    fn now_ms(&self) -> u64;
+    /// Milliseconds on a clock that never goes backwards (for patience and backoff).
+    fn monotonic_ms(&self) -> u64;
+    /// Block this caller for `ms` milliseconds.
+    fn sleep_ms(&self, ms: u64);
+    /// A random 64-bit number; acquisition tokens are made of these.
+    fn random_u64(&self) -> u64;
+}
+
+/// [`Env`] on the standard library: `SystemTime`, `Instant`, `thread::sleep` and the OS
+/// random source (wasi:clocks and wasi:random inside the component).
+#[derive(Debug)]
+pub struct StdEnv {
+    start: Instant,
+}
+
+impl StdEnv {
+    /// A new environment; its monotonic clock starts at 0 now.
+    pub fn new() -> Self {
+        StdEnv {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Default for StdEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Env for StdEnv {
+    fn now_ms(&self) -> u64 {
+        // A clock before 1970 is a broken clock; treat it as the epoch rather than panic.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn sleep_ms(&self, ms: u64) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn random_u64(&self) -> u64 {
+        let mut bytes = [0u8; 8];
+        // Without randomness, tokens could collide and the protocol would be unsafe; there is
+        // no sensible fallback, and getrandom only fails on a broken platform.
+        getrandom::fill(&mut bytes).expect("the platform's random source failed");
+        u64::from_le_bytes(bytes)
+    }
+}

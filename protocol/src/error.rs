@@ -1,0 +1,85 @@
+//! Errors of the lock protocol.
+
+use std::fmt;
+
+use crate::entry::Holder;
+use crate::fs::FsError;
+use crate::name::NameError;
+
+/// Why a lock operation failed. Contention and running out of patience are not errors (see
+/// [`crate::Outcome`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The lock name was refused.
+    InvalidName(NameError),
+    /// An option is out of range; the string says which and why.
+    InvalidOption(String),
+    /// A filesystem operation failed unexpectedly.
+    Io {
+        /// The operation (`rename`, `read-dir`, ...).
+        operation: &'static str,
+        /// The path, relative to the lock directory.
+        path: String,
+        /// What the filesystem said.
+        source: FsError,
+    },
+    /// A lockdir holds something the protocol never writes (for example two state entries
+    /// for longer than a concurrent rename could explain).
+    Corrupt {
+        /// The lockdir, relative to the lock directory.
+        path: String,
+        /// What was found.
+        detail: String,
+    },
+    /// The handle does not hold the lock.
+    NotHeld,
+    /// The handle already holds the lock.
+    AlreadyHeld,
+    /// The handle held the lock, but it was taken over (or removed) since.
+    Compromised {
+        /// The fencing token this handle held.
+        fence: u64,
+        /// Who holds it now, if anyone.
+        now_held_by: Option<Holder>,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidName(e) => write!(f, "invalid lock name: {e}"),
+            Error::InvalidOption(e) => write!(f, "invalid lock option: {e}"),
+            Error::Io {
+                operation,
+                path,
+                source,
+            } => write!(
+                f,
+                "{operation} `{path}` in the lock directory failed: {}",
+                source.message
+            ),
+            Error::Corrupt { path, detail } => write!(
+                f,
+                "lockdir `{path}` holds something lockbydir never writes ({detail}); \
+                 if no process uses this lock, remove `{path}`"
+            ),
+            Error::NotHeld => write!(f, "this handle does not hold the lock"),
+            Error::AlreadyHeld => write!(f, "this handle already holds the lock"),
+            Error::Compromised { fence, now_held_by } => {
+                write!(f, "the lock held with fence {fence} expired and was lost")?;
+                match now_held_by {
+                    Some(h) => write!(f, "; it is now held by `{}` (fence {})", h.label, h.fence),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<NameError> for Error {
+    fn from(e: NameError) -> Self {
+        Error::InvalidName(e)
+    }
+}

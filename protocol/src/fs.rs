@@ -1,0 +1,110 @@
+//! The filesystem operations the protocol needs, and their implementation on `std::fs`.
+//!
+//! The protocol only creates, renames, removes and lists directories. It never writes a file
+//! and never reads a timestamp, so it works on any WASI host (including ones that refuse file
+//! writes) and does not depend on how a filesystem stores mtimes.
+
+use std::io;
+use std::path::PathBuf;
+
+/// How a filesystem operation failed, as far as the protocol cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsErrorKind {
+    /// The path (or, for `rename`, the source) does not exist.
+    NotFound,
+    /// The path to create already exists.
+    AlreadyExists,
+    /// Anything else (permissions, a non-empty target, I/O). The protocol does not branch on
+    /// these by kind: where they are expected it re-reads the state instead, because WASI does
+    /// not report ENOTEMPTY with a stable kind.
+    Other,
+}
+
+/// A failed filesystem operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FsError {
+    /// What kind of failure it was.
+    pub kind: FsErrorKind,
+    /// The system's message.
+    pub message: String,
+}
+
+impl FsError {
+    /// A failure of the given kind with the given message.
+    pub fn new(kind: FsErrorKind, message: impl Into<String>) -> Self {
+        FsError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<io::Error> for FsError {
+    fn from(err: io::Error) -> Self {
+        let kind = match err.kind() {
+            io::ErrorKind::NotFound => FsErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => FsErrorKind::AlreadyExists,
+            _ => FsErrorKind::Other,
+        };
+        FsError::new(kind, err.to_string())
+    }
+}
+
+/// Directory operations relative to the lock directory. Paths use `/` and never leave it.
+///
+/// Each call is one atomic filesystem step; the model checker schedules other actors between
+/// any two of them.
+pub trait Fs {
+    /// Create one directory; fails with `AlreadyExists` if the path exists.
+    fn create_dir(&self, path: &str) -> Result<(), FsError>;
+    /// Remove one empty directory.
+    fn remove_dir(&self, path: &str) -> Result<(), FsError>;
+    /// Atomically rename `from` to `to` (POSIX semantics: replaces `to` if it is an empty
+    /// directory, fails if it is a non-empty one; `NotFound` if `from` is missing).
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError>;
+    /// The names inside a directory (without `.` and `..`), in any order.
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError>;
+}
+
+/// [`Fs`] on `std::fs`, rooted at a directory. Inside the lock component the root is `.`, the
+/// preopened lock directory.
+#[derive(Clone, Debug)]
+pub struct StdFs {
+    root: PathBuf,
+}
+
+impl StdFs {
+    /// Operate inside `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StdFs { root: root.into() }
+    }
+
+    fn at(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+impl Fs for StdFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        Ok(std::fs::create_dir(self.at(path))?)
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        Ok(std::fs::remove_dir(self.at(path))?)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        Ok(std::fs::rename(self.at(from), self.at(to))?)
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(self.at(path))? {
+            // Names that are not UTF-8 cannot be ours; skip them rather than fail.
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+}

@@ -1,0 +1,33 @@
+//! The lockbydir protocol: named locks made only of directory operations.
+//!
+//! This crate is the whole lock logic. The lock component (`guest/`) compiles it for
+//! `wasm32-wasip2` with [`StdFs`] rooted at its preopened directory; natively it is unit-tested,
+//! model-checked and benchmarked through the same [`Fs`] and [`Env`] traits.
+//!
+//! ```no_run
+//! use lockbydir_protocol::{Lock, Options, Outcome, StdEnv, StdFs};
+//!
+//! let options = Options { timeout_ms: 10_000, holder: "me".into(), ..Options::default() };
+//! let mut lock = Lock::new(StdFs::new("/tmp/locks"), StdEnv::new(), "bed", options)?;
+//! if let Outcome::Acquired(grant) = lock.acquire()? {
+//!     println!("sleeping with fence {}", grant.fence);
+//!     lock.release()?;
+//! }
+//! # Ok::<(), lockbydir_protocol::Error>(())
+//! ```
+//!
+//! The argument for why it is safe is in [`lock`]'s module documentation.
+
+pub mod entry;
+pub mod env;
+pub mod error;
+pub mod fs;
+pub mod lock;
+pub mod name;
+
+pub use entry::Holder;
+pub use env::{Env, StdEnv};
+pub use error::Error;
+pub use fs::{Fs, FsError, FsErrorKind, StdFs};
+pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, inspect, list_locks};
+pub use name::{LockName, NameError};

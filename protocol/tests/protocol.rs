@@ -1,0 +1,401 @@
+//! The protocol on a real directory: acquire, contention, release, refresh, expiry, late
+//! release after takeover, and name and option validation. Time is a manual clock, so expiry
+//! is tested without waiting.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lockbydir_protocol::{
+    Env, Error, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs,
+    list_locks,
+};
+
+/// A clock that only moves when told to (or when someone sleeps), shared by all handles.
+#[derive(Clone)]
+struct ManualEnv {
+    now: Arc<AtomicU64>,
+    seed: Arc<AtomicU64>,
+    slept: Arc<Mutex<Vec<u64>>>,
+}
+
+impl ManualEnv {
+    fn new() -> Self {
+        ManualEnv {
+            now: Arc::new(AtomicU64::new(1_000_000)),
+            seed: Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15)),
+            slept: Arc::default(),
+        }
+    }
+    fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Env for ManualEnv {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+    fn monotonic_ms(&self) -> u64 {
+        self.now_ms()
+    }
+    fn sleep_ms(&self, ms: u64) {
+        self.slept.lock().unwrap().push(ms);
+        self.advance(ms);
+    }
+    fn random_u64(&self) -> u64 {
+        // splitmix64: distinct, deterministic tokens.
+        let z = self.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst);
+        let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lockbydir-protocol-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn entries(&self, sub: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.0.join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn opts(holder: &str, timeout_ms: u64) -> Options {
+    Options {
+        timeout_ms,
+        patience_ms: 0,
+        holder: holder.into(),
+        ..Options::default()
+    }
+}
+
+fn open(dir: &TempDir, env: &ManualEnv, holder: &str, timeout_ms: u64) -> Lock<StdFs, ManualEnv> {
+    Lock::new(StdFs::new(&dir.0), env.clone(), "bed", opts(holder, timeout_ms)).unwrap()
+}
+
+fn acquired(outcome: Outcome) -> lockbydir_protocol::Grant {
+    match outcome {
+        Outcome::Acquired(grant) => grant,
+        Outcome::Busy(h) => panic!("expected to acquire, but busy (holder {h:?})"),
+    }
+}
+
+#[test]
+fn acquire_creates_the_lockdir_with_one_held_entry() {
+    let dir = TempDir::new("acquire");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 5_000);
+    let grant = acquired(a.try_acquire().unwrap());
+    assert_eq!(grant.fence, 1);
+    assert_eq!(grant.deadline_ms, env.now_ms() + 5_000);
+    assert_eq!(grant.took_over, None);
+    assert_eq!(dir.entries(""), ["bed.lockdir"], "no staging directory is left");
+    let inside = dir.entries("bed.lockdir");
+    assert_eq!(inside.len(), 1);
+    assert!(inside[0].starts_with("held.1."), "{inside:?}");
+    assert!(inside[0].ends_with(".alice"), "{inside:?}");
+}
+
+#[test]
+fn a_held_lock_is_busy_for_others_and_names_its_holder() {
+    let dir = TempDir::new("busy");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 5_000);
+    let mut b = open(&dir, &env, "bob", 5_000);
+    acquired(a.try_acquire().unwrap());
+    match b.try_acquire().unwrap() {
+        Outcome::Busy(Some(h)) => {
+            assert_eq!(h.label, "alice");
+            assert_eq!(h.timeout_ms, 5_000);
+        }
+        other => panic!("bob should see alice holding: {other:?}"),
+    }
+    assert_eq!(a.try_acquire(), Err(Error::AlreadyHeld));
+}
+
+#[test]
+fn release_frees_the_lock_and_fences_keep_growing() {
+    let dir = TempDir::new("release");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 5_000);
+    let mut b = open(&dir, &env, "bob", 5_000);
+    assert_eq!(acquired(a.try_acquire().unwrap()).fence, 1);
+    assert_eq!(a.release(), Ok(Released::InTime));
+    assert_eq!(a.inspect(), Ok(LockState::Free(1)));
+    assert_eq!(a.release(), Err(Error::NotHeld));
+    assert_eq!(acquired(b.try_acquire().unwrap()).fence, 2);
+    b.release().unwrap();
+    assert_eq!(acquired(a.try_acquire().unwrap()).fence, 3);
+}
+
+#[test]
+fn refresh_moves_the_deadline_and_keeps_others_out() {
+    let dir = TempDir::new("refresh");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 1_000);
+    let mut b = open(&dir, &env, "bob", 1_000);
+    let first = acquired(a.try_acquire().unwrap()).deadline_ms;
+    env.advance(900);
+    let renewed = a.refresh().unwrap();
+    assert_eq!(renewed, first + 900);
+    env.advance(900); // past the first deadline, before the renewed one
+    assert!(matches!(b.try_acquire().unwrap(), Outcome::Busy(Some(_))));
+    assert!(matches!(a.inspect().unwrap(), LockState::Held(h) if h.deadline_ms == renewed));
+}
+
+#[test]
+fn an_expired_lock_is_taken_over_with_a_higher_fence() {
+    let dir = TempDir::new("expiry");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 1_000);
+    let mut b = open(&dir, &env, "bob", 60_000);
+    acquired(a.try_acquire().unwrap());
+    env.advance(1_000); // exactly at the deadline: still alice's
+    assert!(matches!(b.try_acquire().unwrap(), Outcome::Busy(Some(_))));
+    env.advance(1);
+    assert!(matches!(b.inspect().unwrap(), LockState::Expired(h) if h.label == "alice"));
+    let grant = acquired(b.try_acquire().unwrap());
+    assert_eq!(grant.fence, 2);
+    assert_eq!(grant.took_over.map(|h| h.label), Some("alice".into()));
+    // bob's own, longer timeout now governs.
+    env.advance(30_000);
+    assert!(matches!(a.inspect().unwrap(), LockState::Held(h) if h.label == "bob"));
+}
+
+#[test]
+fn a_late_release_after_takeover_changes_nothing_and_says_compromised() {
+    let dir = TempDir::new("late-release");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 1_000);
+    let mut b = open(&dir, &env, "bob", 5_000);
+    acquired(a.try_acquire().unwrap());
+    env.advance(1_001);
+    acquired(b.try_acquire().unwrap());
+    let before = dir.entries("bed.lockdir");
+    match a.release() {
+        Err(Error::Compromised { fence, now_held_by }) => {
+            assert_eq!(fence, 1);
+            assert_eq!(now_held_by.map(|h| (h.label, h.fence)), Some(("bob".into(), 2)));
+        }
+        other => panic!("alice's late release must report compromise: {other:?}"),
+    }
+    assert_eq!(dir.entries("bed.lockdir"), before, "bob's lock is untouched");
+    assert_eq!(a.fence(), None, "alice no longer believes she holds it");
+    assert_eq!(a.release(), Err(Error::NotHeld));
+}
+
+#[test]
+fn a_late_refresh_after_takeover_says_compromised() {
+    let dir = TempDir::new("late-refresh");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 1_000);
+    let mut b = open(&dir, &env, "bob", 5_000);
+    acquired(a.try_acquire().unwrap());
+    env.advance(2_000);
+    acquired(b.try_acquire().unwrap());
+    assert!(matches!(a.refresh(), Err(Error::Compromised { fence: 1, .. })));
+    assert!(matches!(b.inspect().unwrap(), LockState::Held(h) if h.label == "bob"));
+}
+
+#[test]
+fn a_late_release_nobody_took_over_is_reported_late() {
+    let dir = TempDir::new("late-ok");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 1_000);
+    acquired(a.try_acquire().unwrap());
+    env.advance(5_000);
+    assert_eq!(a.release(), Ok(Released::Late));
+    assert_eq!(a.inspect(), Ok(LockState::Free(1)));
+}
+
+#[test]
+fn dropping_a_holding_handle_releases_it() {
+    let dir = TempDir::new("drop");
+    let env = ManualEnv::new();
+    {
+        let mut a = open(&dir, &env, "alice", 5_000);
+        acquired(a.try_acquire().unwrap());
+    }
+    let a = open(&dir, &env, "alice", 5_000);
+    assert_eq!(a.inspect(), Ok(LockState::Free(1)));
+}
+
+#[test]
+fn a_waiter_sleeps_until_the_holders_deadline_not_blindly() {
+    let dir = TempDir::new("wait");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 10_000);
+    acquired(a.try_acquire().unwrap());
+    a.abandon(); // alice crashes while holding
+    let mut b = Lock::new(
+        StdFs::new(&dir.0),
+        env.clone(),
+        "bed",
+        Options {
+            patience_ms: 60_000,
+            min_poll_ms: 1,
+            max_poll_ms: 200,
+            ..opts("bob", 1_000)
+        },
+    )
+    .unwrap();
+    let start = env.now_ms();
+    let grant = acquired(b.acquire().unwrap());
+    assert_eq!(grant.took_over.map(|h| h.label), Some("alice".into()));
+    let waited = env.now_ms() - start;
+    assert!(waited > 10_000, "bob took over before alice's deadline ({waited} ms)");
+    assert!(waited <= 10_001, "bob overslept alice's deadline ({waited} ms)");
+    let slept = env.slept.lock().unwrap().clone();
+    assert!(slept.iter().all(|&ms| ms <= 200), "a pause exceeded max-poll: {slept:?}");
+}
+
+#[test]
+fn patience_runs_out_with_busy() {
+    let dir = TempDir::new("patience");
+    let env = ManualEnv::new();
+    let mut a = open(&dir, &env, "alice", 60_000);
+    acquired(a.try_acquire().unwrap());
+    let mut b = Lock::new(
+        StdFs::new(&dir.0),
+        env.clone(),
+        "bed",
+        Options {
+            patience_ms: 3_000,
+            max_poll_ms: 500,
+            ..opts("bob", 1_000)
+        },
+    )
+    .unwrap();
+    let start = env.now_ms();
+    assert!(matches!(b.acquire().unwrap(), Outcome::Busy(Some(h)) if h.label == "alice"));
+    assert_eq!(env.now_ms() - start, 3_000, "gave up exactly when patience ran out");
+}
+
+#[test]
+fn bad_names_and_options_are_refused_before_touching_the_disk() {
+    let dir = TempDir::new("bad");
+    let env = ManualEnv::new();
+    let fs = StdFs::new(&dir.0);
+    for (name, expected) in [
+        ("", NameError::Empty),
+        ("..", NameError::Dots),
+        ("../escape", NameError::BadChar('/')),
+        ("a\0", NameError::BadChar('\0')),
+    ] {
+        let err = Lock::new(fs.clone(), env.clone(), name, Options::default()).err();
+        assert_eq!(err, Some(Error::InvalidName(expected)), "{name:?}");
+    }
+    for bad in [
+        Options { timeout_ms: 0, ..Options::default() },
+        Options { min_poll_ms: 0, ..Options::default() },
+        Options { min_poll_ms: 10, max_poll_ms: 5, ..Options::default() },
+    ] {
+        let err = Lock::new(fs.clone(), env.clone(), "ok", bad.clone()).err();
+        assert!(matches!(err, Some(Error::InvalidOption(_))), "{bad:?}: {err:?}");
+    }
+    assert!(dir.entries("").is_empty());
+}
+
+#[test]
+fn an_empty_lockdir_from_the_original_script_is_replaced() {
+    let dir = TempDir::new("legacy");
+    let env = ManualEnv::new();
+    std::fs::create_dir(dir.0.join("bed.lockdir")).unwrap();
+    let mut a = open(&dir, &env, "alice", 5_000);
+    assert_eq!(a.inspect(), Ok(LockState::Absent));
+    assert_eq!(acquired(a.try_acquire().unwrap()).fence, 1);
+}
+
+#[test]
+fn two_state_entries_are_reported_as_corrupt() {
+    let dir = TempDir::new("corrupt");
+    let env = ManualEnv::new();
+    std::fs::create_dir_all(dir.0.join("bed.lockdir/free.1")).unwrap();
+    std::fs::create_dir_all(dir.0.join("bed.lockdir/free.2")).unwrap();
+    let mut a = open(&dir, &env, "alice", 5_000);
+    let err = a.try_acquire().unwrap_err();
+    assert!(matches!(&err, Error::Corrupt { path, .. } if path == "bed.lockdir"), "{err:?}");
+    assert!(err.to_string().contains("remove `bed.lockdir`"), "{err}");
+}
+
+#[test]
+fn list_locks_shows_every_lock_with_its_state() {
+    let dir = TempDir::new("list");
+    let env = ManualEnv::new();
+    let fs = StdFs::new(&dir.0);
+    let mut bed = open(&dir, &env, "alice", 5_000);
+    acquired(bed.try_acquire().unwrap());
+    let mut door = Lock::new(fs.clone(), env.clone(), "door", opts("bob", 5_000)).unwrap();
+    acquired(door.try_acquire().unwrap());
+    door.release().unwrap();
+    std::fs::create_dir(dir.0.join("not-a-lock")).unwrap();
+    let locks = list_locks(&fs, &env).unwrap();
+    let names: Vec<_> = locks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["bed", "door"]);
+    assert!(matches!(&locks[0].1, LockState::Held(h) if h.label == "alice"));
+    assert_eq!(locks[1].1, LockState::Free(1));
+}
+
+/// Real threads, real clock: many handles race to create and take the same lock; a plain
+/// read-modify-write counter under the lock must end exact.
+#[test]
+fn threads_hammering_one_lock_never_overlap() {
+    let dir = Arc::new(TempDir::new("hammer"));
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 50;
+    let counter = dir.0.join("counter");
+    std::fs::write(&counter, "0").unwrap();
+    let inside = Arc::new(AtomicU64::new(0));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (dir, counter, inside) = (dir.clone(), counter.clone(), inside.clone());
+            std::thread::spawn(move || {
+                let options = Options {
+                    timeout_ms: 60_000,
+                    holder: format!("thread-{t}"),
+                    ..Options::default()
+                };
+                let mut lock = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap();
+                for _ in 0..ROUNDS {
+                    acquired(lock.acquire().unwrap());
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    let n: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+                    std::fs::write(&counter, (n + 1).to_string()).unwrap();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                    assert_eq!(lock.release(), Ok(Released::InTime));
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let n: usize = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
+    assert_eq!(n, THREADS * ROUNDS);
+    let inside = dir.entries("bed.lockdir");
+    assert_eq!(inside, [format!("free.{}", THREADS * ROUNDS)]);
+    assert_eq!(dir.entries("").len(), 2, "only the lockdir and the counter: {:?}", dir.entries(""));
+}
