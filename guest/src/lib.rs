@@ -1,1 +1,102 @@
+//! The lockbydir lock as a WASI 0.2 component.
+//!
+//! Exports `lockbydir:lock/lock`. Everything it touches goes through WASI: the lock directory
+//! is the preopened directory mapped as `.`, deadlines use wasi:clocks, tokens wasi:random.
+//! Any component host that grants those can run it. The protocol itself lives in
+//! `lockbydir-protocol`; this crate only converts between it and the WIT types.
 
+mod convert;
+
+use std::cell::RefCell;
+
+use lockbydir_protocol as protocol;
+use protocol::{Env, StdEnv, StdFs};
+
+wit_bindgen::generate!({
+    path: "../wit",
+    world: "lock-component",
+});
+
+use exports::lockbydir::lock::lock::{
+    AcquireOutcome, Error, Guest, GuestLock, LockBorrow, LockState, LockStatus, Options,
+};
+
+/// The lock directory as this component sees it: its preopen, mapped as `.`.
+fn lock_dir() -> StdFs {
+    StdFs::new(".")
+}
+
+struct Component;
+
+impl Guest for Component {
+    type Lock = LockHandle;
+
+    fn list_locks() -> Result<Vec<LockStatus>, Error> {
+        let locks = protocol::list_locks(&lock_dir(), &StdEnv::new()).map_err(convert::error)?;
+        Ok(locks
+            .into_iter()
+            .map(|(name, state)| LockStatus {
+                name: name.as_str().to_owned(),
+                state: convert::state(state),
+            })
+            .collect())
+    }
+
+    fn now_ms() -> u64 {
+        StdEnv::new().now_ms()
+    }
+}
+
+/// One `lock` resource: a protocol handle. Dropping it releases a held lock.
+pub struct LockHandle(RefCell<protocol::Lock<StdFs, StdEnv>>);
+
+impl GuestLock for LockHandle {
+    fn open(name: String, options: Options) -> Result<exports::lockbydir::lock::lock::Lock, Error> {
+        let lock = protocol::Lock::new(lock_dir(), StdEnv::new(), &name, convert::options(options))
+            .map_err(convert::error)?;
+        Ok(exports::lockbydir::lock::lock::Lock::new(LockHandle(
+            RefCell::new(lock),
+        )))
+    }
+
+    fn name(&self) -> String {
+        self.0.borrow().name().as_str().to_owned()
+    }
+
+    fn acquire(&self) -> Result<AcquireOutcome, Error> {
+        let outcome = self.0.borrow_mut().acquire();
+        outcome.map(convert::outcome).map_err(convert::error)
+    }
+
+    fn try_acquire(&self) -> Result<AcquireOutcome, Error> {
+        let outcome = self.0.borrow_mut().try_acquire();
+        outcome.map(convert::outcome).map_err(convert::error)
+    }
+
+    fn refresh(&self) -> Result<u64, Error> {
+        self.0.borrow_mut().refresh().map_err(convert::error)
+    }
+
+    fn release(&self) -> Result<exports::lockbydir::lock::lock::ReleaseReport, Error> {
+        let released = self.0.borrow_mut().release();
+        released.map(convert::released).map_err(convert::error)
+    }
+
+    fn inspect(&self) -> Result<LockState, Error> {
+        self.0
+            .borrow()
+            .inspect()
+            .map(convert::state)
+            .map_err(convert::error)
+    }
+
+    fn fence(&self) -> Option<u64> {
+        self.0.borrow().fence()
+    }
+}
+
+// Unused borrow type kept out of warnings: resources are only used by handle here.
+#[allow(dead_code)]
+type _Borrow<'a> = LockBorrow<'a>;
+
+export!(Component);

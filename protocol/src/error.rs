@@ -31,6 +31,11 @@ pub enum Error {
         /// What was found.
         detail: String,
     },
+    /// The lock changed hands so fast that its state could not be read consistently.
+    Unsettled {
+        /// The lockdir, relative to the lock directory.
+        path: String,
+    },
     /// The handle does not hold the lock.
     NotHeld,
     /// The handle already holds the lock.
@@ -62,6 +67,10 @@ impl fmt::Display for Error {
                 f,
                 "lockdir `{path}` holds something lockbydir never writes ({detail}); \
                  if no process uses this lock, remove `{path}`"
+            ),
+            Error::Unsettled { path } => write!(
+                f,
+                "the state of `{path}` kept changing while it was read; try again"
             ),
             Error::NotHeld => write!(f, "this handle does not hold the lock"),
             Error::AlreadyHeld => write!(f, "this handle already holds the lock"),

@@ -66,6 +66,20 @@ pub trait Fs {
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError>;
 }
 
+/// How many times a listing that failed while its directory still exists is repeated.
+const LISTING_RETRIES: usize = 32;
+
+fn list(dir: &std::path::Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        // Names that are not UTF-8 cannot be ours; skip them rather than fail.
+        if let Ok(name) = entry?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
 /// [`Fs`] on `std::fs`, rooted at a directory. Inside the lock component the root is `.`, the
 /// preopened lock directory.
 #[derive(Clone, Debug)]
@@ -98,13 +112,26 @@ impl Fs for StdFs {
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(self.at(path))? {
-            // Names that are not UTF-8 cannot be ours; skip them rather than fail.
-            if let Ok(name) = entry?.file_name().into_string() {
-                names.push(name);
+        let dir = self.at(path);
+        let mut last = None;
+        for _ in 0..LISTING_RETRIES {
+            match list(&dir) {
+                Ok(names) => return Ok(names),
+                Err(e) => {
+                    // Under WASI a listing stats every entry, so an entry renamed meanwhile
+                    // fails the whole listing with NotFound although the directory exists.
+                    // Only a directory that is really gone is NotFound.
+                    if !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+                        return Err(e.into());
+                    }
+                    last = Some(e);
+                }
             }
         }
-        Ok(names)
+        let e = last.expect("at least one listing failed");
+        Err(FsError::new(
+            FsErrorKind::Other,
+            format!("listing kept failing while entries changed: {e}"),
+        ))
     }
 }

@@ -333,7 +333,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 // On a network filesystem a retried rename that did succeed can report
                 // NotFound: if the state is exactly what we renamed to, it was ours.
                 match read_entry(&self.fs, &self.lockdir) {
-                    Ok(Some(now)) if &now == to => Ok(()),
+                    Ok(Read::Entry(now)) if &now == to => Ok(()),
                     _ => Err(Error::NotHeld),
                 }
             }
@@ -343,9 +343,13 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// One read-decide-rename step.
     fn attempt(&mut self) -> Result<Attempt, Error> {
-        let Some(entry) = read_entry(&self.fs, &self.lockdir)? else {
-            create_lockdir(&self.fs, &self.env, &self.name)?;
-            return Ok(Attempt::LostRace(None));
+        let entry = match read_entry(&self.fs, &self.lockdir)? {
+            Read::Entry(entry) => entry,
+            Read::Unsettled => return Ok(Attempt::LostRace(None)),
+            Read::Missing => {
+                create_lockdir(&self.fs, &self.env, &self.name)?;
+                return Ok(Attempt::LostRace(None));
+            }
         };
         let now = self.env.now_ms();
         let took_over = match &entry {
@@ -405,33 +409,53 @@ fn io(operation: &'static str, path: String, source: FsError) -> Error {
     }
 }
 
-/// The state entry of `lockdir`; `None` if there is no lockdir or it is empty.
-fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Option<Entry>, Error> {
-    let mut last = Vec::new();
+/// What one look at a lockdir found.
+enum Read {
+    /// No lockdir, or one that stays empty (made by hand, or by the original lockbydir.py):
+    /// it carries no state, and creating the lock replaces it.
+    Missing,
+    /// The state entry.
+    Entry(Entry),
+    /// Every listing raced with a rename (it showed the entry twice, or not at all) and they
+    /// kept changing: the lock is busy changing hands.
+    Unsettled,
+}
+
+/// Read the state entry of `lockdir`.
+///
+/// Listing a directory is not atomic with respect to a rename inside it, so a listing can
+/// show the old and the new name, or neither. Such a listing is repeated; only one that stays
+/// the same every time is believed (an empty one means no state, two entries mean damage).
+fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
+    let mut first: Option<Vec<String>> = None;
+    let mut stable = true;
     for _ in 0..READ_RETRIES {
-        let names = match fs.read_dir(lockdir) {
+        let mut names = match fs.read_dir(lockdir) {
             Ok(names) => names,
-            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(io("read-dir", lockdir.to_owned(), e)),
         };
-        let mut entries: Vec<Entry> = names.iter().filter_map(|n| Entry::parse(n)).collect();
-        match entries.len() {
-            1 => return Ok(entries.pop()),
-            // A listing that raced with a rename can show the entry twice (old and new name)
-            // or not at all; look again.
-            _ => last = names,
+        names.retain(|n| Entry::parse(n).is_some());
+        if let [only] = names.as_slice() {
+            return Ok(Read::Entry(
+                Entry::parse(only).expect("filtered to parseable names"),
+            ));
+        }
+        names.sort();
+        match &first {
+            None => first = Some(names),
+            Some(seen) => stable &= *seen == names,
         }
     }
-    let states = last.iter().filter(|n| Entry::parse(n).is_some()).count();
-    if states == 0 {
-        // An empty lockdir (made by hand, or by the original lockbydir.py) carries no state;
-        // creating the lock replaces it.
-        return Ok(None);
+    let names = first.unwrap_or_default();
+    match (stable, names.len()) {
+        (false, _) => Ok(Read::Unsettled),
+        (true, 0) => Ok(Read::Missing),
+        (true, n) => Err(Error::Corrupt {
+            path: lockdir.to_owned(),
+            detail: format!("{n} state entries: {}", names.join(", ")),
+        }),
     }
-    Err(Error::Corrupt {
-        path: lockdir.to_owned(),
-        detail: format!("{states} state entries: {}", last.join(", ")),
-    })
 }
 
 /// Create `N.lockdir` holding `free.0`, unless someone else creates it first.
@@ -451,9 +475,9 @@ fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), E
     }
     if let Err(e) = fs.rename(&staging, &lockdir) {
         cleanup();
-        // Losing to another creator is expected (the target exists and is not empty); any
+        // Losing to another creator is expected: the lockdir exists (and is not empty). Any
         // other failure leaves no lockdir behind.
-        if read_entry(fs, &lockdir)?.is_none() {
+        if fs.read_dir(&lockdir).is_err() {
             return Err(io("rename", format!("{staging} -> {lockdir}"), e));
         }
     }
@@ -462,12 +486,17 @@ fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), E
 
 /// The state of lock `name` now.
 pub fn inspect(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<LockState, Error> {
-    Ok(match read_entry(fs, &name.lockdir())? {
-        None => LockState::Absent,
-        Some(Entry::Free { fence }) => LockState::Free(fence),
-        Some(Entry::Held(h)) if env.now_ms() > h.deadline_ms => LockState::Expired(h),
-        Some(Entry::Held(h)) => LockState::Held(h),
-    })
+    let lockdir = name.lockdir();
+    for _ in 0..RACE_RETRIES {
+        return Ok(match read_entry(fs, &lockdir)? {
+            Read::Unsettled => continue,
+            Read::Missing => LockState::Absent,
+            Read::Entry(Entry::Free { fence }) => LockState::Free(fence),
+            Read::Entry(Entry::Held(h)) if env.now_ms() > h.deadline_ms => LockState::Expired(h),
+            Read::Entry(Entry::Held(h)) => LockState::Held(h),
+        });
+    }
+    Err(Error::Unsettled { path: lockdir })
 }
 
 /// Every lock in the lock directory with its state, sorted by name.

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lockbydir_protocol::{
-    Env, Error, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs,
-    list_locks,
+    Env, Error, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs, list_locks,
 };
 
 /// A clock that only moves when told to (or when someone sleeps), shared by all handles.
@@ -93,7 +92,13 @@ fn opts(holder: &str, timeout_ms: u64) -> Options {
 }
 
 fn open(dir: &TempDir, env: &ManualEnv, holder: &str, timeout_ms: u64) -> Lock<StdFs, ManualEnv> {
-    Lock::new(StdFs::new(&dir.0), env.clone(), "bed", opts(holder, timeout_ms)).unwrap()
+    Lock::new(
+        StdFs::new(&dir.0),
+        env.clone(),
+        "bed",
+        opts(holder, timeout_ms),
+    )
+    .unwrap()
 }
 
 fn acquired(outcome: Outcome) -> lockbydir_protocol::Grant {
@@ -112,7 +117,11 @@ fn acquire_creates_the_lockdir_with_one_held_entry() {
     assert_eq!(grant.fence, 1);
     assert_eq!(grant.deadline_ms, env.now_ms() + 5_000);
     assert_eq!(grant.took_over, None);
-    assert_eq!(dir.entries(""), ["bed.lockdir"], "no staging directory is left");
+    assert_eq!(
+        dir.entries(""),
+        ["bed.lockdir"],
+        "no staging directory is left"
+    );
     let inside = dir.entries("bed.lockdir");
     assert_eq!(inside.len(), 1);
     assert!(inside[0].starts_with("held.1."), "{inside:?}");
@@ -198,11 +207,18 @@ fn a_late_release_after_takeover_changes_nothing_and_says_compromised() {
     match a.release() {
         Err(Error::Compromised { fence, now_held_by }) => {
             assert_eq!(fence, 1);
-            assert_eq!(now_held_by.map(|h| (h.label, h.fence)), Some(("bob".into(), 2)));
+            assert_eq!(
+                now_held_by.map(|h| (h.label, h.fence)),
+                Some(("bob".into(), 2))
+            );
         }
         other => panic!("alice's late release must report compromise: {other:?}"),
     }
-    assert_eq!(dir.entries("bed.lockdir"), before, "bob's lock is untouched");
+    assert_eq!(
+        dir.entries("bed.lockdir"),
+        before,
+        "bob's lock is untouched"
+    );
     assert_eq!(a.fence(), None, "alice no longer believes she holds it");
     assert_eq!(a.release(), Err(Error::NotHeld));
 }
@@ -216,7 +232,10 @@ fn a_late_refresh_after_takeover_says_compromised() {
     acquired(a.try_acquire().unwrap());
     env.advance(2_000);
     acquired(b.try_acquire().unwrap());
-    assert!(matches!(a.refresh(), Err(Error::Compromised { fence: 1, .. })));
+    assert!(matches!(
+        a.refresh(),
+        Err(Error::Compromised { fence: 1, .. })
+    ));
     assert!(matches!(b.inspect().unwrap(), LockState::Held(h) if h.label == "bob"));
 }
 
@@ -266,10 +285,19 @@ fn a_waiter_sleeps_until_the_holders_deadline_not_blindly() {
     let grant = acquired(b.acquire().unwrap());
     assert_eq!(grant.took_over.map(|h| h.label), Some("alice".into()));
     let waited = env.now_ms() - start;
-    assert!(waited > 10_000, "bob took over before alice's deadline ({waited} ms)");
-    assert!(waited <= 10_001, "bob overslept alice's deadline ({waited} ms)");
+    assert!(
+        waited > 10_000,
+        "bob took over before alice's deadline ({waited} ms)"
+    );
+    assert!(
+        waited <= 10_001,
+        "bob overslept alice's deadline ({waited} ms)"
+    );
     let slept = env.slept.lock().unwrap().clone();
-    assert!(slept.iter().all(|&ms| ms <= 200), "a pause exceeded max-poll: {slept:?}");
+    assert!(
+        slept.iter().all(|&ms| ms <= 200),
+        "a pause exceeded max-poll: {slept:?}"
+    );
 }
 
 #[test]
@@ -291,7 +319,11 @@ fn patience_runs_out_with_busy() {
     .unwrap();
     let start = env.now_ms();
     assert!(matches!(b.acquire().unwrap(), Outcome::Busy(Some(h)) if h.label == "alice"));
-    assert_eq!(env.now_ms() - start, 3_000, "gave up exactly when patience ran out");
+    assert_eq!(
+        env.now_ms() - start,
+        3_000,
+        "gave up exactly when patience ran out"
+    );
 }
 
 #[test]
@@ -309,12 +341,25 @@ fn bad_names_and_options_are_refused_before_touching_the_disk() {
         assert_eq!(err, Some(Error::InvalidName(expected)), "{name:?}");
     }
     for bad in [
-        Options { timeout_ms: 0, ..Options::default() },
-        Options { min_poll_ms: 0, ..Options::default() },
-        Options { min_poll_ms: 10, max_poll_ms: 5, ..Options::default() },
+        Options {
+            timeout_ms: 0,
+            ..Options::default()
+        },
+        Options {
+            min_poll_ms: 0,
+            ..Options::default()
+        },
+        Options {
+            min_poll_ms: 10,
+            max_poll_ms: 5,
+            ..Options::default()
+        },
     ] {
         let err = Lock::new(fs.clone(), env.clone(), "ok", bad.clone()).err();
-        assert!(matches!(err, Some(Error::InvalidOption(_))), "{bad:?}: {err:?}");
+        assert!(
+            matches!(err, Some(Error::InvalidOption(_))),
+            "{bad:?}: {err:?}"
+        );
     }
     assert!(dir.entries("").is_empty());
 }
@@ -337,7 +382,10 @@ fn two_state_entries_are_reported_as_corrupt() {
     std::fs::create_dir_all(dir.0.join("bed.lockdir/free.2")).unwrap();
     let mut a = open(&dir, &env, "alice", 5_000);
     let err = a.try_acquire().unwrap_err();
-    assert!(matches!(&err, Error::Corrupt { path, .. } if path == "bed.lockdir"), "{err:?}");
+    assert!(
+        matches!(&err, Error::Corrupt { path, .. } if path == "bed.lockdir"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("remove `bed.lockdir`"), "{err}");
 }
 
@@ -378,10 +426,15 @@ fn threads_hammering_one_lock_never_overlap() {
                     holder: format!("thread-{t}"),
                     ..Options::default()
                 };
-                let mut lock = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap();
+                let mut lock =
+                    Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap();
                 for _ in 0..ROUNDS {
                     acquired(lock.acquire().unwrap());
-                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    assert_eq!(
+                        inside.fetch_add(1, Ordering::SeqCst),
+                        0,
+                        "two holders at once"
+                    );
                     let n: u64 = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
                     std::fs::write(&counter, (n + 1).to_string()).unwrap();
                     inside.fetch_sub(1, Ordering::SeqCst);
@@ -397,5 +450,10 @@ fn threads_hammering_one_lock_never_overlap() {
     assert_eq!(n, THREADS * ROUNDS);
     let inside = dir.entries("bed.lockdir");
     assert_eq!(inside, [format!("free.{}", THREADS * ROUNDS)]);
-    assert_eq!(dir.entries("").len(), 2, "only the lockdir and the counter: {:?}", dir.entries(""));
+    assert_eq!(
+        dir.entries("").len(),
+        2,
+        "only the lockdir and the counter: {:?}",
+        dir.entries("")
+    );
 }

@@ -1,0 +1,90 @@
+//! Conversions between the protocol's Rust types and the WIT types of `lockbydir:lock/lock`.
+
+use lockbydir_protocol as protocol;
+
+use crate::exports::lockbydir::lock::lock as wit;
+
+/// WIT options to protocol options (range checks happen in the protocol).
+pub fn options(o: wit::Options) -> protocol::Options {
+    protocol::Options {
+        timeout_ms: o.timeout_ms,
+        patience_ms: o.patience_ms,
+        min_poll_ms: o.min_poll_ms,
+        max_poll_ms: o.max_poll_ms,
+        max_clock_skew_ms: o.max_clock_skew_ms,
+        holder: o.holder,
+    }
+}
+
+/// A protocol holder record as WIT.
+pub fn holder(h: protocol::Holder) -> wit::HolderInfo {
+    wit::HolderInfo {
+        holder: h.label,
+        fence: h.fence,
+        since_ms: h.since_ms,
+        deadline_ms: h.deadline_ms,
+        timeout_ms: h.timeout_ms,
+    }
+}
+
+/// A protocol lock state as WIT.
+pub fn state(s: protocol::LockState) -> wit::LockState {
+    match s {
+        protocol::LockState::Absent => wit::LockState::Absent,
+        protocol::LockState::Free(fence) => wit::LockState::Free(fence),
+        protocol::LockState::Held(h) => wit::LockState::Held(holder(h)),
+        protocol::LockState::Expired(h) => wit::LockState::Expired(holder(h)),
+    }
+}
+
+/// A protocol acquisition outcome as WIT.
+pub fn outcome(o: protocol::Outcome) -> wit::AcquireOutcome {
+    match o {
+        protocol::Outcome::Acquired(g) => wit::AcquireOutcome::Acquired(wit::Grant {
+            fence: g.fence,
+            deadline_ms: g.deadline_ms,
+            took_over: g.took_over.map(holder),
+        }),
+        protocol::Outcome::Busy(h) => wit::AcquireOutcome::Busy(h.map(holder)),
+    }
+}
+
+/// A protocol release report as WIT.
+pub fn released(r: protocol::Released) -> wit::ReleaseReport {
+    match r {
+        protocol::Released::InTime => wit::ReleaseReport::InTime,
+        protocol::Released::Late => wit::ReleaseReport::Late,
+    }
+}
+
+/// A protocol error as a WIT error value.
+pub fn error(e: protocol::Error) -> wit::Error {
+    match e {
+        protocol::Error::InvalidName(n) => wit::Error::InvalidName(n.to_string()),
+        protocol::Error::InvalidOption(o) => wit::Error::InvalidOption(o),
+        protocol::Error::Io {
+            operation,
+            path,
+            source,
+        } => wit::Error::Io(wit::IoError {
+            operation: operation.to_owned(),
+            path,
+            message: source.message,
+        }),
+        protocol::Error::Corrupt { ref path, .. } | protocol::Error::Unsettled { ref path } => {
+            wit::Error::Io(wit::IoError {
+                operation: "read-state".to_owned(),
+                path: path.clone(),
+                message: e.to_string(),
+            })
+        }
+        protocol::Error::NotHeld => wit::Error::NotHeld,
+        protocol::Error::AlreadyHeld => wit::Error::AlreadyHeld,
+        protocol::Error::Compromised { fence, now_held_by } => {
+            wit::Error::Compromised(wit::Compromise {
+                fence,
+                now_held_by: now_held_by.map(holder),
+            })
+        }
+    }
+}

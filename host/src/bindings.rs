@@ -1,0 +1,29 @@
+//! Generated bindings for the two worlds of `wit/lock.wit`, in one place.
+//!
+//! - [`lock_component`]: the world the lock component exports; the host calls into it.
+//! - [`plugin`]: the world plugins import; the host implements it by forwarding each call to
+//!   a lock component instance (see [`crate::plugin_locks`]).
+
+/// Bindings to call the lock component's exports.
+pub mod lock_component {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "lock-component",
+    });
+}
+
+/// Bindings to provide `lockbydir:lock/lock` to plugins.
+pub mod plugin {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: trappable },
+        with: {
+            "lockbydir:lock/lock.lock": crate::plugin_locks::PluginLock,
+        },
+    });
+}
+
+/// The lock interface's types as the lock component exports them. The host's Rust API uses
+/// these.
+pub use lock_component::exports::lockbydir::lock::lock as wit;

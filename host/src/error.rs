@@ -1,0 +1,73 @@
+//! Typed errors of the host's Rust API.
+
+use std::path::PathBuf;
+
+use crate::bindings::wit;
+
+/// What went wrong in the host.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The lock directory cannot be used.
+    #[error("lock directory {path}: {message}; create it or pass another with --locks")]
+    LockDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A directory granted to a plugin cannot be opened.
+    #[error("directory {path} granted to the plugin: {message}")]
+    GrantedDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A component could not be read, compiled or instantiated.
+    #[error("{what}: {source:#}")]
+    Component {
+        /// Which component, and what was being done with it.
+        what: String,
+        /// wasmtime's explanation.
+        source: wasmtime::Error,
+    },
+    /// The lock component returned an error value (bad name, I/O failure, compromise...).
+    #[error("lock `{lock}`: {}", describe(.error))]
+    Lock {
+        /// The lock's name.
+        lock: String,
+        /// The component's error value.
+        error: wit::Error,
+    },
+    /// The lock component trapped: a bug in it or in the host.
+    #[error("the lock component trapped while {doing}: {source:#}")]
+    Trap {
+        /// The call that trapped.
+        doing: String,
+        /// wasmtime's explanation.
+        source: wasmtime::Error,
+    },
+}
+
+/// A readable sentence for a lock error value.
+pub fn describe(e: &wit::Error) -> String {
+    match e {
+        wit::Error::InvalidName(why) => format!("invalid lock name: {why}"),
+        wit::Error::InvalidOption(why) => format!("invalid option: {why}"),
+        wit::Error::Io(io) => format!(
+            "{} `{}` in the lock directory failed: {}",
+            io.operation, io.path, io.message
+        ),
+        wit::Error::NotHeld => "not held by this handle".to_owned(),
+        wit::Error::AlreadyHeld => "already held by this handle".to_owned(),
+        wit::Error::Compromised(c) => {
+            let by = c.now_held_by.as_ref().map_or(String::new(), |h| {
+                format!("; now held by `{}` (fence {})", h.holder, h.fence)
+            });
+            format!(
+                "compromised: the lock held with fence {} expired and was taken over{by}",
+                c.fence
+            )
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The components built by `build.rs` and embedded in this binary.
+
+/// The lock component (`guest/`), embedded so the `lockbydir` binary works on its own.
+pub const LOCK_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lockbydir_guest.wasm"));
+
+/// The example sleeper plugin (`example-plugins/src/bin/sleeper.rs`), used by `demo`.
+pub const SLEEPER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleeper.wasm"));
+
+/// The example counter plugin (`example-plugins/src/bin/counter.rs`), used by `demo`.
+pub const COUNTER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm"));

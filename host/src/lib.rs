@@ -1,0 +1,27 @@
+//! lockbydir's host: runs the lock component and sandboxed plugins on wasmtime.
+//!
+//! - [`Runtime`]: the engine and the compiled lock component (embedded, or from a file), with
+//!   an on-disk cache of compiled code ([`cache`]).
+//! - [`LockService`]: one lock component instance whose only preopen is the lock directory;
+//!   the host's own Rust API to locks.
+//! - [`PluginRunner`]: runs `wasi:cli/command` plugins whose `lockbydir:lock/lock` import is
+//!   forwarded to a lock service of their own ([`plugin_locks`]).
+
+pub mod bindings;
+pub mod cache;
+mod convert;
+pub mod duration;
+pub mod error;
+pub mod guests;
+pub mod intervals;
+pub mod lock_service;
+pub mod plugin;
+pub mod plugin_locks;
+pub mod runtime;
+pub mod waiting;
+
+pub use bindings::wit;
+pub use error::Error;
+pub use lock_service::{LockHandle, LockService};
+pub use plugin::{PluginConfig, PluginRunner};
+pub use runtime::{Runtime, RuntimeBuilder};

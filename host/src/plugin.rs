@@ -1,0 +1,132 @@
+//! Running a plugin: an ordinary `wasi:cli/command` component that may import
+//! `lockbydir:lock/lock`, in a sandbox that sees only the directories granted to it.
+
+use std::path::PathBuf;
+
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::error::Error;
+use crate::lock_service::LockService;
+use crate::plugin_locks::{self, PluginLocks, PluginLocksCtx, PluginLocksView};
+use crate::runtime::Runtime;
+
+/// What a plugin may see and how it is started.
+#[derive(Clone, Debug, Default)]
+pub struct PluginConfig {
+    /// The plugin's name in messages (and `argv[0]`).
+    pub name: String,
+    /// Its arguments (after `argv[0]`).
+    pub args: Vec<String>,
+    /// Its environment: only these variables.
+    pub env: Vec<(String, String)>,
+    /// Directories granted to it: host path, and the path it sees.
+    pub dirs: Vec<(PathBuf, String)>,
+    /// The lock directory its lock import works in (not visible to the plugin itself).
+    pub lock_dir: PathBuf,
+    /// Do not announce waits on stderr.
+    pub quiet: bool,
+}
+
+/// A plugin's store data: its WASI state and its lock import's state.
+pub struct PluginCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    locks: PluginLocksCtx,
+}
+
+impl WasiView for PluginCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl PluginLocksView for PluginCtx {
+    fn plugin_locks(&mut self) -> PluginLocks<'_> {
+        PluginLocks {
+            ctx: &mut self.locks,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Runs plugins: holds the linker with WASI and the lock import, built once.
+#[derive(Clone)]
+pub struct PluginRunner {
+    runtime: Runtime,
+    linker: Linker<PluginCtx>,
+}
+
+impl PluginRunner {
+    /// A runner on `runtime`'s engine.
+    pub fn new(runtime: &Runtime) -> Result<Self, Error> {
+        let mut linker = Linker::new(runtime.engine());
+        let link = |source| Error::Component {
+            what: "link the plugin imports".into(),
+            source,
+        };
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+        plugin_locks::add_to_linker(&mut linker).map_err(link)?;
+        Ok(PluginRunner {
+            runtime: runtime.clone(),
+            linker,
+        })
+    }
+
+    /// The runtime plugins run on.
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Run `component` to completion on this thread; returns its exit code.
+    pub fn run(&self, component: &Component, config: &PluginConfig) -> Result<i32, Error> {
+        let service = LockService::new(&self.runtime, &config.lock_dir)?;
+        let mut wasi = WasiCtx::builder();
+        wasi.allow_blocking_current_thread(true)
+            .inherit_stdio()
+            .arg(&config.name)
+            .args(&config.args);
+        for (k, v) in &config.env {
+            wasi.env(k, v);
+        }
+        for (host, guest) in &config.dirs {
+            wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+                .map_err(|e| Error::GrantedDir {
+                    path: host.clone(),
+                    message: format!("cannot open it: {e:#}"),
+                })?;
+        }
+        let ctx = PluginCtx {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            locks: PluginLocksCtx::new(service, &config.name, config.quiet),
+        };
+        let mut store = Store::new(self.runtime.engine(), ctx);
+        let command = Command::instantiate(&mut store, component, &self.linker).map_err(|e| {
+            Error::Component {
+                what: format!(
+                    "start plugin `{}` (lockbydir provides WASI 0.2 and lockbydir:lock/lock@0.1.0; \
+                     a plugin must be a wasi:cli/command component importing nothing else)",
+                    config.name
+                ),
+                source: e,
+            }
+        })?;
+        match command.wasi_cli_run().call_run(&mut store) {
+            Ok(Ok(())) => Ok(0),
+            Ok(Err(())) => Ok(1),
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(exit) => Ok(exit.0),
+                None => Err(Error::Component {
+                    what: format!("plugin `{}` trapped", config.name),
+                    source: e,
+                }),
+            },
+        }
+    }
+}

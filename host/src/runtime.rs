@@ -1,0 +1,129 @@
+//! The wasmtime engine and the compiled lock component, shared by every lock service and
+//! plugin in a process.
+
+use std::path::{Path, PathBuf};
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+use crate::cache;
+use crate::error::Error;
+use crate::guests;
+
+/// Compiled once per process, cloned cheaply into every thread.
+#[derive(Clone)]
+pub struct Runtime {
+    engine: Engine,
+    lock_component: Component,
+    cache_dir: Option<PathBuf>,
+}
+
+/// How to build a [`Runtime`].
+#[derive(Clone, Debug, Default)]
+pub struct RuntimeBuilder {
+    lock_component: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+}
+
+impl RuntimeBuilder {
+    /// Defaults: the embedded lock component, the default cache directory.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Use the lock component in `file` instead of the embedded one.
+    pub fn lock_component(mut self, file: impl Into<PathBuf>) -> Self {
+        self.lock_component = Some(file.into());
+        self
+    }
+
+    /// Cache compiled components in `dir` instead of [`cache::default_cache_dir`].
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Never read or write compiled code on disk.
+    pub fn no_cache(mut self) -> Self {
+        self.no_cache = true;
+        self
+    }
+
+    /// Create the engine and compile (or load from cache) the lock component.
+    pub fn build(self) -> Result<Runtime, Error> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|source| Error::Component {
+            what: "create the wasmtime engine".into(),
+            source,
+        })?;
+        let cache_dir = if self.no_cache {
+            None
+        } else {
+            self.cache_dir.or_else(cache::default_cache_dir)
+        };
+        let lock_component = match &self.lock_component {
+            None => cache::compile(
+                &engine,
+                guests::LOCK_COMPONENT,
+                "the embedded lock component",
+                cache_dir.as_deref(),
+            )?,
+            Some(file) => {
+                let bytes = read_component(file, "lock component")?;
+                let what = format!("lock component {}", file.display());
+                cache::compile(&engine, &bytes, &what, cache_dir.as_deref())?
+            }
+        };
+        Ok(Runtime {
+            engine,
+            lock_component,
+            cache_dir,
+        })
+    }
+}
+
+impl Runtime {
+    /// The shared engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The compiled lock component.
+    pub fn lock_component(&self) -> &Component {
+        &self.lock_component
+    }
+
+    /// Compile a plugin component (through the cache).
+    pub fn compile_plugin(&self, bytes: &[u8], what: &str) -> Result<Component, Error> {
+        cache::compile(&self.engine, bytes, what, self.cache_dir.as_deref())
+    }
+
+    /// Read and compile a plugin component file.
+    pub fn load_plugin(&self, file: &Path) -> Result<Component, Error> {
+        let bytes = read_component(file, "plugin")?;
+        self.compile_plugin(&bytes, &format!("plugin {}", file.display()))
+    }
+}
+
+/// Read a component file, saying clearly when it is missing or not a component at all.
+fn read_component(file: &Path, role: &str) -> Result<Vec<u8>, Error> {
+    let fail = |message: String| Error::Component {
+        what: format!("{role} {}", file.display()),
+        source: wasmtime::Error::msg(message),
+    };
+    let bytes = std::fs::read(file).map_err(|e| fail(format!("cannot read it: {e}")))?;
+    if !bytes.starts_with(b"\0asm") {
+        return Err(fail(
+            "not a WebAssembly file (it does not start with `\\0asm`); pass a component built for wasm32-wasip2".into(),
+        ));
+    }
+    // A core module has version 1; a component has layer 1 (bytes 6..8 = [1, 0]).
+    if bytes.get(4..8) == Some(&[1, 0, 0, 0]) {
+        return Err(fail(
+            "a core WebAssembly module, not a component; build it for wasm32-wasip2 (or wrap it with `wasm-tools component new`)".into(),
+        ));
+    }
+    Ok(bytes)
+}

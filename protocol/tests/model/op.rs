@@ -1,0 +1,83 @@
+//! Scheduling points: the operations an actor can be stopped before, and what they returned.
+
+use std::fmt;
+
+use lockbydir_protocol::FsError;
+
+/// One call from the protocol into its surroundings. The actor blocks before each of these
+/// until the scheduler picks it, and the call then runs as one atomic step.
+///
+/// `Env::random_u64` is not a scheduling point: it touches no shared state and no clock, so
+/// no interleaving can change what it returns or what anybody else sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `Fs::create_dir`.
+    CreateDir(String),
+    /// `Fs::remove_dir`.
+    RemoveDir(String),
+    /// `Fs::rename`.
+    Rename(String, String),
+    /// `Fs::read_dir`.
+    ReadDir(String),
+    /// `Env::now_ms`: the actor's own wall clock.
+    NowMs,
+    /// `Env::monotonic_ms`.
+    MonotonicMs,
+    /// `Env::sleep_ms`: the actor may run again once virtual time reaches `until`.
+    Sleep {
+        /// How long the actor asked to sleep.
+        ms: u64,
+        /// The virtual time at which it may wake.
+        until: i64,
+    },
+}
+
+impl Op {
+    /// Whether a network filesystem could report this call as failed although it succeeded
+    /// (a retried RPC): `rename` then says `NotFound`, `create_dir` says `AlreadyExists`.
+    pub fn can_fail_spuriously(&self) -> bool {
+        matches!(self, Op::Rename(..) | Op::CreateDir(_))
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateDir(p) => write!(f, "create_dir {p}"),
+            Op::RemoveDir(p) => write!(f, "remove_dir {p}"),
+            Op::Rename(a, b) => write!(f, "rename {a} -> {b}"),
+            Op::ReadDir(p) => write!(f, "read_dir {p}"),
+            Op::NowMs => write!(f, "now_ms"),
+            Op::MonotonicMs => write!(f, "monotonic_ms"),
+            Op::Sleep { ms, .. } => write!(f, "sleep_ms {ms}"),
+        }
+    }
+}
+
+/// What a scheduling point returned to the protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpResult {
+    /// From `create_dir`, `remove_dir`, `rename`.
+    Unit(Result<(), FsError>),
+    /// From `read_dir`.
+    Names(Result<Vec<String>, FsError>),
+    /// From `now_ms` and `monotonic_ms`.
+    Time(u64),
+    /// From `sleep_ms`.
+    Woke,
+}
+
+impl fmt::Display for OpResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fn err(f: &mut fmt::Formatter<'_>, e: &FsError) -> fmt::Result {
+            write!(f, "Err({:?})", e.kind)
+        }
+        match self {
+            OpResult::Unit(Ok(())) => write!(f, "ok"),
+            OpResult::Unit(Err(e)) | OpResult::Names(Err(e)) => err(f, e),
+            OpResult::Names(Ok(names)) => write!(f, "[{}]", names.join(", ")),
+            OpResult::Time(t) => write!(f, "{t}"),
+            OpResult::Woke => write!(f, "woke"),
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! What is being checked: the actors, their clocks and habits, and the scheduler's budgets.
+
+use std::fmt;
+
+use lockbydir_protocol::Options;
+
+use super::rng::Rng;
+
+/// The one lock every actor contends for.
+pub const LOCK_NAME: &str = "bed";
+
+/// One actor: a process with its own clock that takes the lock a few rounds.
+#[derive(Clone, Debug)]
+pub struct ActorSpec {
+    /// Holder label; also names the actor in traces.
+    pub label: String,
+    /// Its wall clock reads global virtual time plus this (ms).
+    pub offset_ms: i64,
+    /// `Options::timeout_ms`.
+    pub timeout_ms: u64,
+    /// `Options::patience_ms`; 0 means `try_acquire`, otherwise blocking `acquire`.
+    pub patience_ms: u64,
+    /// How many times it tries to take the lock.
+    pub rounds: u32,
+    /// How many times it refreshes per acquisition, each after `hold_ms` of work.
+    pub refreshes: u32,
+    /// How long it works between two calls while holding (ms of its own sleep). More than
+    /// the timeout makes it an actor that pauses past its deadline by itself.
+    pub hold_ms: u64,
+    /// Whether the scheduler may crash it (at any scheduling point, at most once).
+    pub may_crash: bool,
+}
+
+/// A model: actors plus what the scheduler may do to them.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Short name for reports.
+    pub name: String,
+    /// `Options::max_clock_skew_ms`, the same for everyone.
+    pub skew_ms: u64,
+    /// `Options::min_poll_ms`.
+    pub min_poll_ms: u64,
+    /// `Options::max_poll_ms`.
+    pub max_poll_ms: u64,
+    /// The actors.
+    pub actors: Vec<ActorSpec>,
+    /// How many successful renames / directory creations may report failure (retried RPC).
+    pub faults: u32,
+    /// How many crashes the scheduler may cause (among actors with `may_crash`).
+    pub crashes: u32,
+    /// How many global pauses (everyone stops while time jumps by `jump_ms`).
+    pub jumps: u32,
+    /// Size of one global pause (ms).
+    pub jump_ms: u64,
+    /// A schedule longer than this is reported as a livelock.
+    pub max_steps: u64,
+}
+
+impl ActorSpec {
+    /// An actor with one round, no refresh, short work, honest clock, no crash.
+    pub fn new(label: &str, timeout_ms: u64, patience_ms: u64) -> Self {
+        ActorSpec {
+            label: label.into(),
+            offset_ms: 0,
+            timeout_ms,
+            patience_ms,
+            rounds: 1,
+            refreshes: 0,
+            hold_ms: timeout_ms / 2,
+            may_crash: false,
+        }
+    }
+}
+
+impl Scenario {
+    /// A scenario with no faults, crashes or global pauses.
+    pub fn new(name: &str, skew_ms: u64, actors: Vec<ActorSpec>) -> Self {
+        Scenario {
+            name: name.into(),
+            skew_ms,
+            min_poll_ms: 5,
+            max_poll_ms: 40,
+            actors,
+            faults: 0,
+            crashes: 0,
+            jumps: 0,
+            jump_ms: 0,
+            max_steps: 50_000,
+        }
+    }
+
+    /// The lock options `spec` opens the lock with.
+    pub fn options(&self, spec: &ActorSpec) -> Options {
+        Options {
+            timeout_ms: spec.timeout_ms,
+            patience_ms: spec.patience_ms,
+            min_poll_ms: self.min_poll_ms,
+            max_poll_ms: self.max_poll_ms,
+            max_clock_skew_ms: self.skew_ms,
+            holder: spec.label.clone(),
+        }
+    }
+
+    /// Whether every two clocks differ by at most the stated skew.
+    pub fn clocks_are_honest(&self) -> bool {
+        let offsets = self.actors.iter().map(|a| a.offset_ms);
+        let (lo, hi) = (offsets.clone().min(), offsets.max());
+        lo.zip(hi)
+            .is_none_or(|(lo, hi)| hi - lo <= self.skew_ms as i64 && hi.abs().max(lo.abs()) <= (self.skew_ms / 2) as i64)
+    }
+
+    /// The actor that runs alone after everyone else stopped: with enough patience to outwait
+    /// any deadline left behind, it must get the lock (liveness, and no broken lockdir). Its
+    /// clock is the slowest allowed one, so it waits longest.
+    pub fn probe(&self) -> ActorSpec {
+        let longest = self.actors.iter().map(|a| a.timeout_ms).max().unwrap_or(1);
+        ActorSpec {
+            offset_ms: -((self.skew_ms / 2) as i64),
+            patience_ms: longest + 2 * self.skew_ms + self.max_poll_ms + 2,
+            hold_ms: 1,
+            ..ActorSpec::new("probe", 1_000, 0)
+        }
+    }
+
+    /// A scenario drawn from `seed`: 2–4 actors with mixed habits, clocks within the skew,
+    /// some of them crashable, with retried-RPC faults and global pauses.
+    pub fn random(seed: u64) -> Self {
+        let mut rng = Rng::new(seed ^ 0x5ce7_a710);
+        let skew_ms = rng.pick(&[0, 10, 40]);
+        let half = (skew_ms / 2) as i64;
+        let count = 2 + rng.below(3) as usize;
+        let actors: Vec<ActorSpec> = (0..count)
+            .map(|i| {
+                let timeout_ms = rng.pick(&[60, 100, 150]);
+                let offset_ms = match rng.below(4) {
+                    0 => -half,
+                    1 => half,
+                    2 => 0,
+                    _ => rng.below(2 * half as u64 + 1) as i64 - half,
+                };
+                ActorSpec {
+                    label: ["A", "B", "C", "D"][i].into(),
+                    offset_ms,
+                    timeout_ms,
+                    patience_ms: rng.pick(&[0, timeout_ms * 2, timeout_ms * 4]),
+                    rounds: 1 + rng.below(3) as u32,
+                    refreshes: rng.below(3) as u32,
+                    hold_ms: rng.pick(&[
+                        timeout_ms / 4,
+                        timeout_ms / 2,
+                        timeout_ms * 3 / 4,
+                        timeout_ms + skew_ms + 7,
+                    ]),
+                    may_crash: rng.chance(300),
+                }
+            })
+            .collect();
+        let longest = actors.iter().map(|a| a.timeout_ms).max().unwrap_or(1);
+        Scenario {
+            name: format!("random-{seed:#x}"),
+            min_poll_ms: rng.pick(&[1, 5]),
+            max_poll_ms: rng.pick(&[10, 40]),
+            faults: rng.below(3) as u32,
+            crashes: 1,
+            jumps: rng.below(2) as u32,
+            jump_ms: longest + skew_ms + 1,
+            ..Scenario::new("", skew_ms, actors)
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: max_clock_skew {} ms, poll {}..{} ms, budgets: {} faults, {} crashes, {} pauses of {} ms",
+            self.name,
+            self.skew_ms,
+            self.min_poll_ms,
+            self.max_poll_ms,
+            self.faults,
+            self.crashes,
+            self.jumps,
+            self.jump_ms
+        )?;
+        for a in &self.actors {
+            write!(
+                f,
+                "\n  {}: clock {:+} ms, timeout {} ms, {}, {} round(s), {} refresh(es), works {} ms{}",
+                a.label,
+                a.offset_ms,
+                a.timeout_ms,
+                if a.patience_ms == 0 {
+                    "try_acquire".to_string()
+                } else {
+                    format!("acquire with patience {} ms", a.patience_ms)
+                },
+                a.rounds,
+                a.refreshes,
+                a.hold_ms,
+                if a.may_crash { ", may crash" } else { "" }
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,220 @@
+//! An in-memory directory tree with the POSIX semantics the protocol relies on.
+//!
+//! The protocol only ever makes directories, so the tree is a set of directory paths. Every
+//! operation is one atomic step: the scheduler runs exactly one of them at a time.
+
+use std::collections::BTreeSet;
+
+use lockbydir_protocol::{FsError, FsErrorKind};
+
+/// The lock directory's contents: every directory below the root, by normalized path
+/// (`a/b`, no leading `./`). The root itself is the empty path and always exists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct World {
+    dirs: BTreeSet<String>,
+}
+
+fn not_found(path: &str) -> FsError {
+    FsError::new(FsErrorKind::NotFound, format!("{path}: no such file or directory"))
+}
+
+fn other(path: &str, why: &str) -> FsError {
+    FsError::new(FsErrorKind::Other, format!("{path}: {why}"))
+}
+
+/// `.` and `./x` as the protocol writes them, to `` and `x`; refuses `..`, empty and `.`
+/// components, which the protocol never produces.
+fn normalize(path: &str) -> Result<String, FsError> {
+    let path = path.strip_prefix("./").unwrap_or(path);
+    if path == "." || path.is_empty() {
+        return Ok(String::new());
+    }
+    if path
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(other(path, "invalid path"));
+    }
+    Ok(path.to_owned())
+}
+
+fn parent(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
+impl World {
+    /// An empty lock directory.
+    pub fn new() -> Self {
+        World::default()
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        path.is_empty() || self.dirs.contains(path)
+    }
+
+    /// Everything strictly below `path` (all depths), in order.
+    fn below<'a>(&'a self, path: &'a str) -> impl Iterator<Item = &'a String> + 'a {
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        self.dirs
+            .range(prefix.clone()..)
+            .take_while(move |p| p.starts_with(&prefix))
+    }
+
+    /// The names directly inside `path` (sorted); `None` if `path` does not exist.
+    pub fn children(&self, path: &str) -> Option<Vec<String>> {
+        let path = normalize(path).ok()?;
+        if !self.exists(&path) {
+            return None;
+        }
+        let skip = if path.is_empty() { 0 } else { path.len() + 1 };
+        Some(
+            self.below(&path)
+                .map(|p| &p[skip..])
+                .filter(|rest| !rest.contains('/'))
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+
+    /// Whether `path` is an existing directory.
+    pub fn is_dir(&self, path: &str) -> bool {
+        normalize(path).is_ok_and(|p| self.exists(&p))
+    }
+
+    /// `mkdir`: the parent must exist and the path must not.
+    pub fn create_dir(&mut self, path: &str) -> Result<(), FsError> {
+        let path = normalize(path)?;
+        if self.exists(&path) {
+            return Err(FsError::new(
+                FsErrorKind::AlreadyExists,
+                format!("{path}: file exists"),
+            ));
+        }
+        if !self.exists(parent(&path)) {
+            return Err(not_found(&path));
+        }
+        self.dirs.insert(path);
+        Ok(())
+    }
+
+    /// `rmdir`: only an existing, empty directory.
+    pub fn remove_dir(&mut self, path: &str) -> Result<(), FsError> {
+        let path = normalize(path)?;
+        if path.is_empty() {
+            return Err(other(".", "cannot remove the root"));
+        }
+        if !self.exists(&path) {
+            return Err(not_found(&path));
+        }
+        if self.below(&path).next().is_some() {
+            return Err(other(&path, "directory not empty"));
+        }
+        self.dirs.remove(&path);
+        Ok(())
+    }
+
+    /// What `rename(from, to)` would do, without doing it: `Ok` if it would succeed.
+    pub fn check_rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        let (from, to) = (normalize(from)?, normalize(to)?);
+        if from.is_empty() || to.is_empty() {
+            return Err(other(".", "cannot rename the root"));
+        }
+        if !self.exists(&from) {
+            return Err(not_found(&from));
+        }
+        if from == to {
+            return Ok(());
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(other(&to, "invalid argument (a directory into itself)"));
+        }
+        if !self.exists(parent(&to)) {
+            return Err(not_found(&to));
+        }
+        if self.exists(&to) && self.below(&to).next().is_some() {
+            return Err(other(&to, "directory not empty"));
+        }
+        Ok(())
+    }
+
+    /// `rename`: atomically moves `from` (and everything below it) to `to`. Replaces `to` if
+    /// it is an empty directory, fails if it is a non-empty one, `NotFound` if `from` is
+    /// missing; renaming an existing path to itself succeeds and changes nothing.
+    pub fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
+        self.check_rename(from, to)?;
+        let (from, to) = (normalize(from)?, normalize(to)?);
+        if from == to {
+            return Ok(());
+        }
+        self.dirs.remove(&to);
+        let moved: Vec<String> = std::iter::once(from.clone())
+            .chain(self.below(&from).cloned())
+            .collect();
+        for old in moved {
+            self.dirs.remove(&old);
+            self.dirs.insert(format!("{to}{}", &old[from.len()..]));
+        }
+        Ok(())
+    }
+
+    /// What `create_dir(path)` would do, without doing it.
+    pub fn check_create(&self, path: &str) -> Result<(), FsError> {
+        self.clone().create_dir(path)
+    }
+
+    /// `readdir`: the names inside `path`, `NotFound` if it does not exist.
+    pub fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.children(path).ok_or_else(|| not_found(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind<T>(r: Result<T, FsError>) -> Option<FsErrorKind> {
+        r.err().map(|e| e.kind)
+    }
+
+    #[test]
+    fn create_and_remove_follow_posix() {
+        let mut w = World::new();
+        assert_eq!(kind(w.create_dir("a/b")), Some(FsErrorKind::NotFound));
+        w.create_dir("a").unwrap();
+        assert_eq!(kind(w.create_dir("a")), Some(FsErrorKind::AlreadyExists));
+        w.create_dir("a/b").unwrap();
+        assert_eq!(kind(w.remove_dir("a")), Some(FsErrorKind::Other));
+        assert_eq!(kind(w.remove_dir("a/c")), Some(FsErrorKind::NotFound));
+        w.remove_dir("a/b").unwrap();
+        w.remove_dir("a").unwrap();
+        assert_eq!(w.read_dir(".").unwrap(), Vec::<String>::new());
+        assert_eq!(kind(w.read_dir("a")), Some(FsErrorKind::NotFound));
+    }
+
+    #[test]
+    fn rename_replaces_only_an_empty_target() {
+        let mut w = World::new();
+        for d in ["s", "s/free.0", "l", "x", "x/y"] {
+            w.create_dir(d).unwrap();
+        }
+        // A non-empty target refuses, the source stays.
+        assert_eq!(kind(w.rename("s", "x")), Some(FsErrorKind::Other));
+        // An empty target is replaced, with everything below the source moved along.
+        w.rename("s", "l").unwrap();
+        assert_eq!(w.read_dir("l").unwrap(), ["free.0"]);
+        assert!(!w.is_dir("s") && !w.is_dir("s/free.0"));
+        // A missing source is NotFound, also when the target exists.
+        assert_eq!(kind(w.rename("s", "l")), Some(FsErrorKind::NotFound));
+        // A rename onto itself is a successful no-op, but only if it exists.
+        w.rename("l/free.0", "l/free.0").unwrap();
+        assert_eq!(kind(w.rename("l/nope", "l/nope")), Some(FsErrorKind::NotFound));
+        // No directory moves into itself; no target in a missing parent.
+        assert_eq!(kind(w.rename("x", "x/y/z")), Some(FsErrorKind::Other));
+        assert_eq!(kind(w.rename("x", "q/x")), Some(FsErrorKind::NotFound));
+        assert_eq!(w.read_dir(".").unwrap(), ["l", "x"]);
+    }
+}
