@@ -74,9 +74,9 @@ pub fn compile(
             ),
         }
     }
-    let component = Component::new(engine, bytes).map_err(|source| Error::Component {
+    let component = Component::new(engine, bytes).map_err(|reason| Error::Component {
         what: format!("compile {what}"),
-        source,
+        reason,
     })?;
     if let Some(entry) = entry {
         if let Err(e) = store(&entry, &component) {

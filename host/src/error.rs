@@ -24,29 +24,41 @@ pub enum Error {
         message: String,
     },
     /// A component could not be read, compiled or instantiated.
-    #[error("{what}: {source:#}")]
+    #[error("{what}: {reason:#}")]
     Component {
         /// Which component, and what was being done with it.
         what: String,
-        /// wasmtime's explanation.
-        source: wasmtime::Error,
+        /// wasmtime's explanation (shown in the message, not as a separate cause).
+        reason: wasmtime::Error,
     },
     /// The lock component returned an error value (bad name, I/O failure, compromise...).
-    #[error("lock `{lock}`: {}", describe(.error))]
+    #[error("lock `{lock}` in {}: {}{}", .dir.display(), describe(.error), hint(.error))]
     Lock {
         /// The lock's name.
         lock: String,
+        /// The lock directory.
+        dir: PathBuf,
         /// The component's error value.
         error: wit::Error,
     },
     /// The lock component trapped: a bug in it or in the host.
-    #[error("the lock component trapped while {doing}: {source:#}")]
+    #[error("the lock component trapped while {doing}: {reason:#}")]
     Trap {
         /// The call that trapped.
         doing: String,
-        /// wasmtime's explanation.
-        source: wasmtime::Error,
+        /// wasmtime's explanation (shown in the message, not as a separate cause).
+        reason: wasmtime::Error,
     },
+}
+
+/// What to do about an error, where there is something to do.
+fn hint(e: &wit::Error) -> &'static str {
+    match e {
+        wit::Error::Io(_) => {
+            " (check that the lock directory is writable and its filesystem healthy)"
+        }
+        _ => "",
+    }
 }
 
 /// A readable sentence for a lock error value.

@@ -70,14 +70,14 @@ impl LockService {
         };
         let mut store = Store::new(runtime.engine(), ctx);
         let mut linker = Linker::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|source| Error::Component {
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|reason| Error::Component {
             what: "link WASI for the lock component".into(),
-            source,
+            reason,
         })?;
         let exports = LockComponent::instantiate(&mut store, runtime.lock_component(), &linker)
-            .map_err(|source| Error::Component {
+            .map_err(|reason| Error::Component {
                 what: "instantiate the lock component".into(),
-                source,
+                reason,
             })?;
         Ok(LockService {
             store,
@@ -96,9 +96,10 @@ impl LockService {
         let lock = self.exports.lockbydir_lock_lock().lock();
         let resource = lock
             .call_open(&mut self.store, name, options)
-            .map_err(|source| trap(source, "opening", name))?
+            .map_err(|reason| trap(reason, "opening", name))?
             .map_err(|error| Error::Lock {
                 lock: name.to_owned(),
+                dir: self.lock_dir.clone(),
                 error,
             })?;
         Ok(LockHandle {
@@ -120,7 +121,7 @@ impl LockService {
     /// Close a handle (a held lock is released by the component's destructor).
     pub fn close(&mut self, handle: LockHandle) -> Result<(), Error> {
         self.drop_raw(handle.resource)
-            .map_err(|source| trap(source, "closing", &handle.name))
+            .map_err(|reason| trap(reason, "closing", &handle.name))
     }
 
     /// Drop a raw resource handle in the component.
@@ -167,7 +168,7 @@ impl LockService {
     /// The lock component's wall clock, in ms since the epoch.
     pub fn now_ms(&mut self) -> Result<u64, Error> {
         self.now_ms_raw()
-            .map_err(|source| trap(source, "reading the clock of", "*"))
+            .map_err(|reason| trap(reason, "reading the clock of", "*"))
     }
 
     fn lift<T>(
@@ -176,9 +177,10 @@ impl LockService {
         doing: &str,
         name: &str,
     ) -> Result<T, Error> {
-        r.map_err(|source| trap(source, doing, name))?
+        r.map_err(|reason| trap(reason, doing, name))?
             .map_err(|error| Error::Lock {
                 lock: name.to_owned(),
+                dir: self.lock_dir.clone(),
                 error,
             })
     }
@@ -232,10 +234,10 @@ impl LockService {
     }
 }
 
-fn trap(source: wasmtime::Error, doing: &str, name: &str) -> Error {
+fn trap(reason: wasmtime::Error, doing: &str, name: &str) -> Error {
     Error::Trap {
         doing: format!("{doing} lock `{name}`"),
-        source,
+        reason,
     }
 }
 

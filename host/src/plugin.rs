@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime_wasi::p2::bindings::sync::Command;
+use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::Error;
@@ -66,9 +66,9 @@ impl PluginRunner {
     /// A runner on `runtime`'s engine.
     pub fn new(runtime: &Runtime) -> Result<Self, Error> {
         let mut linker = Linker::new(runtime.engine());
-        let link = |source| Error::Component {
+        let link = |reason| Error::Component {
             what: "link the plugin imports".into(),
-            source,
+            reason,
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
         plugin_locks::add_to_linker(&mut linker).map_err(link)?;
@@ -81,6 +81,29 @@ impl PluginRunner {
     /// The runtime plugins run on.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
+    }
+
+    /// Check a plugin's imports and exports: imports must all be provided, and it must export
+    /// `wasi:cli/run`.
+    pub fn prepare(
+        &self,
+        component: &Component,
+        name: &str,
+    ) -> Result<CommandPre<PluginCtx>, Error> {
+        let pre = self.linker.instantiate_pre(component).map_err(|reason| Error::Component {
+            what: format!(
+                "plugin `{name}` needs an import lockbydir does not provide (it provides WASI 0.2 \
+                 and lockbydir:lock/lock@0.1.0, nothing else)"
+            ),
+            reason,
+        })?;
+        CommandPre::new(pre).map_err(|reason| Error::Component {
+            what: format!(
+                "plugin `{name}` is not a wasi:cli/command component (build it as a program with \
+                 `fn main` for wasm32-wasip2)"
+            ),
+            reason,
+        })
     }
 
     /// Run `component` to completion on this thread; returns its exit code.
@@ -106,17 +129,15 @@ impl PluginRunner {
             table: ResourceTable::new(),
             locks: PluginLocksCtx::new(service, &config.name, config.quiet),
         };
+        let command = self.prepare(component, &config.name)?;
         let mut store = Store::new(self.runtime.engine(), ctx);
-        let command = Command::instantiate(&mut store, component, &self.linker).map_err(|e| {
-            Error::Component {
-                what: format!(
-                    "start plugin `{}` (lockbydir provides WASI 0.2 and lockbydir:lock/lock@0.1.0; \
-                     a plugin must be a wasi:cli/command component importing nothing else)",
-                    config.name
-                ),
-                source: e,
-            }
-        })?;
+        let command: Command =
+            command
+                .instantiate(&mut store)
+                .map_err(|reason| Error::Component {
+                    what: format!("instantiate plugin `{}`", config.name),
+                    reason,
+                })?;
         match command.wasi_cli_run().call_run(&mut store) {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),
@@ -124,7 +145,7 @@ impl PluginRunner {
                 Some(exit) => Ok(exit.0),
                 None => Err(Error::Component {
                     what: format!("plugin `{}` trapped", config.name),
-                    source: e,
+                    reason: e,
                 }),
             },
         }

@@ -54,9 +54,9 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|source| Error::Component {
+        let engine = Engine::new(&config).map_err(|reason| Error::Component {
             what: "create the wasmtime engine".into(),
-            source,
+            reason,
         })?;
         let cache_dir = if self.no_cache {
             None
@@ -111,7 +111,7 @@ impl Runtime {
 fn read_component(file: &Path, role: &str) -> Result<Vec<u8>, Error> {
     let fail = |message: String| Error::Component {
         what: format!("{role} {}", file.display()),
-        source: wasmtime::Error::msg(message),
+        reason: wasmtime::Error::msg(message),
     };
     let bytes = std::fs::read(file).map_err(|e| fail(format!("cannot read it: {e}")))?;
     if !bytes.starts_with(b"\0asm") {

@@ -24,6 +24,9 @@ pub mod error;
 pub mod fs;
 pub mod lock;
 pub mod name;
+/// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
+#[cfg(feature = "planted-bugs")]
+pub mod planted;
 
 pub use entry::Holder;
 pub use env::{Env, StdEnv};

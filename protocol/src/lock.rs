@@ -294,6 +294,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
         let held = self.held.as_ref().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
         let from = Entry::Held(held.clone());
+        // PLANTED BUG (b), only with the `planted-bugs` feature and only when a test switches
+        // it on: release whatever entry is current, ours or not.
+        #[cfg(feature = "planted-bugs")]
+        let from = crate::planted::release_from(from, || read_entry(&self.fs, &self.lockdir))?;
         let to = Entry::Free { fence: held.fence };
         self.swap(&from, &to, "release").map_err(|e| self.lost(e))?;
         self.held = None;
@@ -369,7 +373,21 @@ impl<F: Fs, E: Env> Lock<F, E> {
             timeout_ms: self.options.timeout_ms,
             token: self.env.random_u64(),
         };
-        match self.swap(&entry, &Entry::Held(mine.clone()), "acquire") {
+        let to = Entry::Held(mine.clone());
+        #[cfg(not(feature = "planted-bugs"))]
+        let swapped = self.swap(&entry, &to, "acquire");
+        // PLANTED BUG (a), only with the `planted-bugs` feature and only when a test switches
+        // it on: take over by remove + create instead of the rename.
+        #[cfg(feature = "planted-bugs")]
+        let swapped = crate::planted::take_over_by_remove(
+            &self.fs,
+            &self.lockdir,
+            &entry,
+            &to,
+            took_over.is_some(),
+        )
+        .unwrap_or_else(|| self.swap(&entry, &to, "acquire"));
+        match swapped {
             Ok(()) => {
                 let grant = Grant {
                     fence: mine.fence,

@@ -33,10 +33,20 @@ pub enum Op {
 }
 
 impl Op {
-    /// Whether a network filesystem could report this call as failed although it succeeded
-    /// (a retried RPC): `rename` then says `NotFound`, `create_dir` says `AlreadyExists`.
-    pub fn can_fail_spuriously(&self) -> bool {
-        matches!(self, Op::Rename(..) | Op::CreateDir(_))
+    /// Whether this touches nothing another actor can see or touch: the actor's own staging
+    /// directory, whose name holds its random token. Such a step commutes with every other.
+    pub fn is_private(&self) -> bool {
+        let private = |p: &String| p.ends_with(".staging") || p.contains(".staging/");
+        match self {
+            Op::CreateDir(p) | Op::RemoveDir(p) => private(p),
+            Op::Rename(a, b) => private(a) && private(b),
+            _ => false,
+        }
+    }
+
+    /// Whether this reads a clock.
+    pub fn reads_clock(&self) -> bool {
+        matches!(self, Op::NowMs | Op::MonotonicMs)
     }
 }
 

@@ -105,8 +105,9 @@ impl Scenario {
     pub fn clocks_are_honest(&self) -> bool {
         let offsets = self.actors.iter().map(|a| a.offset_ms);
         let (lo, hi) = (offsets.clone().min(), offsets.max());
-        lo.zip(hi)
-            .is_none_or(|(lo, hi)| hi - lo <= self.skew_ms as i64 && hi.abs().max(lo.abs()) <= (self.skew_ms / 2) as i64)
+        lo.zip(hi).is_none_or(|(lo, hi)| {
+            hi - lo <= self.skew_ms as i64 && hi.abs().max(lo.abs()) <= (self.skew_ms / 2) as i64
+        })
     }
 
     /// The actor that runs alone after everyone else stopped: with enough patience to outwait

@@ -81,7 +81,10 @@ impl fmt::Display for Trace {
                         name(actor)
                     )?;
                     if *fault {
-                        write!(f, "   [INJECTED: it succeeded, the retried RPC reported this]")?;
+                        write!(
+                            f,
+                            "   [INJECTED: it succeeded, the retried RPC reported this]"
+                        )?;
                     }
                     if matches!(op, Op::NowMs) {
                         write!(f, "   (own clock {clock:+})")?;

@@ -15,7 +15,10 @@ pub struct World {
 }
 
 fn not_found(path: &str) -> FsError {
-    FsError::new(FsErrorKind::NotFound, format!("{path}: no such file or directory"))
+    FsError::new(
+        FsErrorKind::NotFound,
+        format!("{path}: no such file or directory"),
+    )
 }
 
 fn other(path: &str, why: &str) -> FsError {
@@ -211,7 +214,10 @@ mod tests {
         assert_eq!(kind(w.rename("s", "l")), Some(FsErrorKind::NotFound));
         // A rename onto itself is a successful no-op, but only if it exists.
         w.rename("l/free.0", "l/free.0").unwrap();
-        assert_eq!(kind(w.rename("l/nope", "l/nope")), Some(FsErrorKind::NotFound));
+        assert_eq!(
+            kind(w.rename("l/nope", "l/nope")),
+            Some(FsErrorKind::NotFound)
+        );
         // No directory moves into itself; no target in a missing parent.
         assert_eq!(kind(w.rename("x", "x/y/z")), Some(FsErrorKind::Other));
         assert_eq!(kind(w.rename("x", "q/x")), Some(FsErrorKind::NotFound));

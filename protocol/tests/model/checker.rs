@@ -1,0 +1,505 @@
+//! The invariants, checked as the schedule runs.
+//!
+//! 1. **Mutual exclusion**: an actor *believes* it holds the lock from a successful acquire
+//!    (or refresh) until the earliest of its deadline by its own clock and the start of its
+//!    release or a failed refresh. No two actors' beliefs may overlap in virtual time. A
+//!    crashed actor keeps its belief until its deadline: nobody can tell a dead holder from a
+//!    paused one.
+//! 2. **A lost holder learns it**: once another actor renamed or removed a holder's entry,
+//!    that holder's next refresh or release must report `Compromised` with its own fence.
+//! 3. **Liveness and a sound lockdir**: the lockdir never holds more than one state entry,
+//!    and never anything else; when all actors have stopped it holds exactly one, no
+//!    surviving actor left it held, and a fresh waiter with enough patience gets the lock.
+//!    A blocking acquire gives up only after its patience ran out; no schedule runs forever.
+//! 4. **Fencing**: every acquisition, as granted and as written to the lockdir, has a fence
+//!    greater than every one before it.
+//!
+//! Errors from lock calls are violations too, unless an injected fault caused them.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use lockbydir_protocol::entry::Entry;
+use lockbydir_protocol::{Error, Grant, Holder, LockName, Released};
+
+use super::op::Op;
+use super::scenario::LOCK_NAME;
+use super::stats::Stats;
+use super::world::World;
+
+/// Virtual time 0, in ms since the Unix epoch: clocks read `T0 + t + offset`.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// The token an actor's `n`-th random number becomes: the top byte names the actor, so the
+/// checker knows whose entry a name is.
+pub fn token_for(actor: usize, random: u64) -> u64 {
+    ((actor as u64 + 1) << 56) | (random >> 8)
+}
+
+/// The actor that made `token`.
+pub fn token_owner(token: u64) -> Option<usize> {
+    ((token >> 56) as usize).checked_sub(1)
+}
+
+/// Which rule was broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Invariant {
+    /// 1: two actors believed they held the lock at the same time.
+    MutualExclusion,
+    /// 2: a holder that lost the lock was not told so.
+    LostHolderLearns,
+    /// 3: deadlock, livelock, a broken lockdir, or a waiter that gave up too early.
+    Liveness,
+    /// 4: a fence did not grow.
+    Fencing,
+    /// A lock call failed without an injected fault to explain it.
+    UnexpectedError,
+    /// The protocol (or the harness) panicked.
+    Panic,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Invariant::MutualExclusion => "invariant 1, mutual exclusion",
+            Invariant::LostHolderLearns => "invariant 2, a holder that lost the lock learns it",
+            Invariant::Liveness => "invariant 3, liveness / sound lockdir",
+            Invariant::Fencing => "invariant 4, fences grow",
+            Invariant::UnexpectedError => "unexpected error",
+            Invariant::Panic => "panic",
+        })
+    }
+}
+
+/// A broken rule and the details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which rule.
+    pub invariant: Invariant,
+    /// What exactly happened.
+    pub message: String,
+}
+
+impl Violation {
+    /// A violation of `invariant`.
+    pub fn new(invariant: Invariant, message: impl Into<String>) -> Self {
+        Violation {
+            invariant,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.invariant, self.message)
+    }
+}
+
+type Check = Result<(), Violation>;
+
+/// What an actor believes it holds.
+#[derive(Clone, Debug)]
+struct Belief {
+    fence: u64,
+    token: u64,
+    /// Last virtual time at which its own clock is still within the deadline.
+    valid_until: i64,
+    /// False once it started releasing or a refresh failed.
+    active: bool,
+}
+
+/// The invariants' bookkeeping for one schedule.
+#[derive(Debug)]
+pub struct Checker {
+    labels: Vec<String>,
+    offsets: Vec<i64>,
+    lockdir: String,
+    beliefs: Vec<Option<Belief>>,
+    /// Tokens of acquisitions whose entry somebody else renamed or removed.
+    lost: BTreeSet<u64>,
+    /// Tokens an actor believed it held and has not let go of (released, or was told).
+    open: BTreeSet<u64>,
+    /// Every token seen in the lockdir.
+    written: BTreeSet<u64>,
+    max_written_fence: Option<u64>,
+    max_granted_fence: Option<u64>,
+    /// Per actor: a fault was injected since its current lock call began.
+    faulted: Vec<bool>,
+    crashed: Vec<bool>,
+    /// What happened, for the summary.
+    pub stats: Stats,
+}
+
+/// `t` as the trace prints it.
+fn at(t: i64) -> String {
+    format!("t={t:+}")
+}
+
+impl Checker {
+    /// Bookkeeping for actors with these labels and clock offsets.
+    pub fn new(labels: Vec<String>, offsets: Vec<i64>) -> Self {
+        let n = labels.len();
+        Checker {
+            labels,
+            offsets,
+            lockdir: LockName::new(LOCK_NAME).unwrap().lockdir(),
+            beliefs: vec![None; n],
+            lost: BTreeSet::new(),
+            open: BTreeSet::new(),
+            written: BTreeSet::new(),
+            max_written_fence: None,
+            max_granted_fence: None,
+            faulted: vec![false; n],
+            crashed: vec![false; n],
+            stats: Stats::default(),
+        }
+    }
+
+    /// Add an actor (the final probe).
+    pub fn add_actor(&mut self, label: String, offset: i64) {
+        self.labels.push(label);
+        self.offsets.push(offset);
+        self.beliefs.push(None);
+        self.faulted.push(false);
+        self.crashed.push(false);
+    }
+
+    fn name(&self, actor: usize) -> &str {
+        &self.labels[actor]
+    }
+
+    /// The entry a path inside the lockdir stands for.
+    fn entry_at(&self, path: &str) -> Option<Entry> {
+        let (dir, name) = path.rsplit_once('/')?;
+        (dir == self.lockdir).then(|| Entry::parse(name)).flatten()
+    }
+
+    /// A mutating filesystem operation by `actor` succeeded (whatever it was reported as):
+    /// note whose acquisition it ended, and check the lockdir and the fences it wrote.
+    pub fn fs_effect(&mut self, actor: usize, op: &Op, world: &World) -> Check {
+        let gone = match op {
+            Op::Rename(from, to) if from != to => self.entry_at(from),
+            Op::RemoveDir(path) => self.entry_at(path),
+            _ => None,
+        };
+        if let Some(Entry::Held(h)) = gone
+            && token_owner(h.token) != Some(actor)
+        {
+            self.lost.insert(h.token);
+        }
+        self.check_lockdir(world, false)?;
+        for name in world.children(&self.lockdir).unwrap_or_default() {
+            let Some(entry) = Entry::parse(&name) else {
+                continue;
+            };
+            if let Entry::Held(h) = &entry
+                && self.written.insert(h.token)
+                && self.max_written_fence.is_some_and(|m| h.fence <= m)
+            {
+                return Err(Violation::new(
+                    Invariant::Fencing,
+                    format!(
+                        "{} wrote {name} with fence {}, but fence {} was written before",
+                        self.name(actor),
+                        h.fence,
+                        self.max_written_fence.unwrap()
+                    ),
+                ));
+            }
+            let fence = entry.fence();
+            self.max_written_fence = Some(self.max_written_fence.map_or(fence, |m| m.max(fence)));
+        }
+        Ok(())
+    }
+
+    /// The lockdir, if it exists, holds at most one entry (exactly one if `at_rest`), which
+    /// is a state entry and an empty directory.
+    pub fn check_lockdir(&self, world: &World, at_rest: bool) -> Check {
+        let Some(names) = world.children(&self.lockdir) else {
+            return if at_rest && !self.written.is_empty() {
+                Err(Violation::new(
+                    Invariant::Liveness,
+                    format!("{} disappeared after the lock was taken", self.lockdir),
+                ))
+            } else {
+                Ok(())
+            };
+        };
+        let broken = |why: String| {
+            Err(Violation::new(
+                Invariant::Liveness,
+                format!("{} is broken: {why}", self.lockdir),
+            ))
+        };
+        if names.len() > 1 || (at_rest && names.len() != 1) {
+            return broken(format!("{} entries [{}]", names.len(), names.join(", ")));
+        }
+        for name in &names {
+            if Entry::parse(name).is_none() {
+                return broken(format!("{name} is not a state entry"));
+            }
+            let inside = world.children(&format!("{}/{name}", self.lockdir));
+            if inside.as_ref().is_some_and(|c| !c.is_empty()) {
+                return broken(format!("{name} is not empty: {inside:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The current state entry, if exactly one.
+    pub fn state(&self, world: &World) -> Option<Entry> {
+        match world.children(&self.lockdir)?.as_slice() {
+            [one] => Entry::parse(one),
+            _ => None,
+        }
+    }
+
+    /// `actor` starts a lock call.
+    pub fn call_begins(&mut self, actor: usize) {
+        self.faulted[actor] = false;
+    }
+
+    /// An operation of `actor` was reported as failed although it succeeded.
+    pub fn fault_injected(&mut self, actor: usize) {
+        self.faulted[actor] = true;
+        self.stats.faults += 1;
+    }
+
+    /// `actor` was crashed. Its belief stands until its deadline.
+    pub fn crashed(&mut self, actor: usize) {
+        self.crashed[actor] = true;
+        self.stats.crashes += 1;
+    }
+
+    /// Nobody else may believe at `t`.
+    fn exclusive(&self, actor: usize, t: i64, what: &str) -> Check {
+        for (other, belief) in self.beliefs.iter().enumerate() {
+            let Some(b) = belief else { continue };
+            if other == actor || !b.active || t > b.valid_until {
+                continue;
+            }
+            return Err(Violation::new(
+                Invariant::MutualExclusion,
+                format!(
+                    "{} {what} at {}, while {} still believes it holds fence {} until {} \
+                     (its deadline {} on its own clock, offset {:+} ms{})",
+                    self.name(actor),
+                    at(t),
+                    self.name(other),
+                    b.fence,
+                    at(b.valid_until),
+                    at(b.valid_until + self.offsets[other]),
+                    self.offsets[other],
+                    if self.crashed[other] { ", crashed" } else { "" }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn believe(&mut self, actor: usize, holder: &Holder) {
+        self.beliefs[actor] = Some(Belief {
+            fence: holder.fence,
+            token: holder.token,
+            valid_until: holder.deadline_ms as i64 - T0 - self.offsets[actor],
+            active: true,
+        });
+        self.open.insert(holder.token);
+    }
+
+    fn stop_believing(&mut self, actor: usize) -> Option<Belief> {
+        let b = self.beliefs[actor].as_mut()?;
+        b.active = false;
+        Some(b.clone())
+    }
+
+    /// `acquire`/`try_acquire` of `actor` returned `Acquired` at `t`; `holder` is what the
+    /// handle now records.
+    pub fn acquired(&mut self, actor: usize, t: i64, grant: &Grant, holder: &Holder) -> Check {
+        self.stats.acquisitions += 1;
+        self.stats.takeovers += u64::from(grant.took_over.is_some());
+        if let Some(m) = self.max_granted_fence
+            && grant.fence <= m
+        {
+            return Err(Violation::new(
+                Invariant::Fencing,
+                format!(
+                    "{} was granted fence {} after fence {m} had been granted",
+                    self.name(actor),
+                    grant.fence
+                ),
+            ));
+        }
+        self.max_granted_fence = Some(grant.fence);
+        self.exclusive(actor, t, &format!("acquired fence {}", grant.fence))?;
+        self.believe(actor, holder);
+        Ok(())
+    }
+
+    /// A blocking acquire gave up after `waited` ms of its `patience` (0: `try_acquire`).
+    pub fn busy(&mut self, actor: usize, waited: i64, patience: u64) -> Check {
+        self.stats.busy += 1;
+        if patience > 0 && waited < patience as i64 {
+            return Err(Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "{} gave up after {waited} ms although its patience is {patience} ms",
+                    self.name(actor)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A call failed; fine only if a fault was injected into it.
+    pub fn failed(&mut self, actor: usize, call: &str, err: &Error) -> Check {
+        if self.faulted[actor] {
+            self.stats.fault_errors += 1;
+            return Ok(());
+        }
+        Err(Violation::new(
+            Invariant::UnexpectedError,
+            format!("{}'s {call} failed: {err}", self.name(actor)),
+        ))
+    }
+
+    /// Check a refresh's or release's `Err` against what really happened.
+    fn told(&mut self, actor: usize, call: &str, belief: &Belief, err: &Error) -> Check {
+        self.open.remove(&belief.token);
+        match err {
+            Error::Compromised { fence, .. } if *fence != belief.fence => Err(Violation::new(
+                Invariant::LostHolderLearns,
+                format!(
+                    "{}'s {call} reported fence {fence} compromised, but it held fence {}",
+                    self.name(actor),
+                    belief.fence
+                ),
+            )),
+            Error::Compromised { .. } if self.lost.contains(&belief.token) => {
+                self.stats.compromised += 1;
+                Ok(())
+            }
+            Error::Compromised { .. } if self.faulted[actor] => {
+                self.stats.false_compromised += 1;
+                Ok(())
+            }
+            Error::Compromised { .. } => Err(Violation::new(
+                Invariant::LostHolderLearns,
+                format!(
+                    "{}'s {call} reported Compromised, but nobody took fence {} from it",
+                    self.name(actor),
+                    belief.fence
+                ),
+            )),
+            other => self.failed(actor, call, other),
+        }
+    }
+
+    fn not_lost(&self, actor: usize, call: &str, belief: &Belief) -> Check {
+        if self.lost.contains(&belief.token) {
+            return Err(Violation::new(
+                Invariant::LostHolderLearns,
+                format!(
+                    "{}'s {call} succeeded, but its fence {} had been taken from it: it was \
+                     not told it lost the lock",
+                    self.name(actor),
+                    belief.fence
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `refresh` of `actor` returned at `t`; `holder` is what the handle records now.
+    pub fn refreshed(
+        &mut self,
+        actor: usize,
+        t: i64,
+        result: &Result<u64, Error>,
+        holder: Option<&Holder>,
+    ) -> Check {
+        let Some(belief) = self.stop_believing(actor) else {
+            return Ok(());
+        };
+        match (result, holder) {
+            (Ok(_), Some(h)) => {
+                self.stats.refreshes += 1;
+                self.not_lost(actor, "refresh", &belief)?;
+                self.exclusive(actor, t, &format!("refreshed fence {}", belief.fence))?;
+                self.believe(actor, h);
+                Ok(())
+            }
+            (Ok(_), None) => Err(Violation::new(
+                Invariant::Panic,
+                "refresh succeeded but the handle holds nothing",
+            )),
+            (Err(e), _) => self.told(actor, "refresh", &belief, e),
+        }
+    }
+
+    /// `actor` is about to call `release`: from now on it acts as if it held nothing.
+    pub fn releasing(&mut self, actor: usize) {
+        self.stop_believing(actor);
+    }
+
+    /// `release` of `actor` returned.
+    pub fn released(&mut self, actor: usize, result: &Result<Released, Error>) -> Check {
+        let Some(belief) = self.beliefs[actor].clone() else {
+            return Ok(());
+        };
+        match result {
+            Ok(_) => {
+                self.stats.releases += 1;
+                self.open.remove(&belief.token);
+                self.not_lost(actor, "release", &belief)
+            }
+            Err(e) => self.told(actor, "release", &belief, e),
+        }
+    }
+
+    /// Everyone stopped: exactly one entry, not held by a surviving actor that believed it.
+    pub fn at_rest(&mut self, world: &World) -> Check {
+        self.check_lockdir(world, true)?;
+        self.stats.leaked_staging += world
+            .children("")
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.ends_with(".staging"))
+            .count() as u64;
+        if let Some(Entry::Held(h)) = self.state(world)
+            && let Some(owner) = token_owner(h.token)
+            && !self.crashed[owner]
+            && self.open.contains(&h.token)
+        {
+            return Err(Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "{} stopped but left the lock held (fence {})",
+                    self.name(owner),
+                    h.fence
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After the probe took and released the lock: the lockdir is `free.<last fence>`.
+    pub fn after_probe(&self, world: &World) -> Check {
+        self.check_lockdir(world, true)?;
+        let expected = Entry::Free {
+            fence: self.max_granted_fence.unwrap_or(0),
+        };
+        match self.state(world) {
+            Some(e) if e == expected => Ok(()),
+            other => Err(Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "after the probe released, the state is {:?}, not {}",
+                    other.map(|e| e.encode()),
+                    expected.encode()
+                ),
+            )),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The protocol's view of the model: [`Fs`] and [`Env`] whose every call is a scheduling
+//! point of one actor.
+
+use lockbydir_protocol::{Env, Fs, FsError};
+
+use super::engine::Engine;
+use super::op::{Op, OpResult};
+
+/// The in-memory filesystem, as one actor sees it.
+#[derive(Clone, Copy)]
+pub struct ModelFs<'a> {
+    /// The schedule.
+    pub engine: &'a Engine,
+    /// Whose calls these are.
+    pub actor: usize,
+}
+
+/// Virtual clocks and deterministic randomness, as one actor sees them.
+#[derive(Clone, Copy)]
+pub struct ModelEnv<'a> {
+    /// The schedule.
+    pub engine: &'a Engine,
+    /// Whose calls these are.
+    pub actor: usize,
+}
+
+fn unit(result: OpResult) -> Result<(), FsError> {
+    match result {
+        OpResult::Unit(r) => r,
+        other => unreachable!("a directory operation returned {other:?}"),
+    }
+}
+
+fn time(result: OpResult) -> u64 {
+    match result {
+        OpResult::Time(t) => t,
+        other => unreachable!("a clock returned {other:?}"),
+    }
+}
+
+impl Fs for ModelFs<'_> {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        unit(self.engine.call(self.actor, Op::CreateDir(path.into())))
+    }
+
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        unit(self.engine.call(self.actor, Op::RemoveDir(path.into())))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        unit(
+            self.engine
+                .call(self.actor, Op::Rename(from.into(), to.into())),
+        )
+    }
+
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        match self.engine.call(self.actor, Op::ReadDir(path.into())) {
+            OpResult::Names(r) => r,
+            other => unreachable!("read_dir returned {other:?}"),
+        }
+    }
+}
+
+impl Env for ModelEnv<'_> {
+    fn now_ms(&self) -> u64 {
+        time(self.engine.call(self.actor, Op::NowMs))
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        time(self.engine.call(self.actor, Op::MonotonicMs))
+    }
+
+    fn sleep_ms(&self, ms: u64) {
+        let until = self.engine.now() + ms as i64;
+        self.engine.call(self.actor, Op::Sleep { ms, until });
+    }
+
+    fn random_u64(&self) -> u64 {
+        self.engine.random(self.actor)
+    }
+}

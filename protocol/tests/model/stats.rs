@@ -1,0 +1,92 @@
+//! Counters of what the exploration exercised, so a summary shows the checker did not pass
+//! by never reaching the interesting cases.
+
+use std::fmt;
+use std::ops::AddAssign;
+
+/// Event counts, per schedule or summed over many.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Schedules run.
+    pub schedules: u64,
+    /// Scheduling points executed.
+    pub steps: u64,
+    /// Longest schedule, in steps.
+    pub longest: u64,
+    /// Successful acquisitions.
+    pub acquisitions: u64,
+    /// Acquisitions that took an expired lock over.
+    pub takeovers: u64,
+    /// Successful refreshes.
+    pub refreshes: u64,
+    /// Successful releases.
+    pub releases: u64,
+    /// Holders told `Compromised` after they really lost the lock.
+    pub compromised: u64,
+    /// `Busy` outcomes.
+    pub busy: u64,
+    /// Actors crashed by the scheduler.
+    pub crashes: u64,
+    /// Time moved while some actor could have run (that actor was paused).
+    pub pauses: u64,
+    /// Global pauses (time jumped with everyone stopped).
+    pub jumps: u64,
+    /// Operations that succeeded but were reported as failed.
+    pub faults: u64,
+    /// Lock calls that returned an error because of such a fault.
+    pub fault_errors: u64,
+    /// `Compromised` reported although the lock was not lost (a retried release that had
+    /// succeeded, after which somebody else took the lock).
+    pub false_compromised: u64,
+    /// Staging directories left behind in the lock directory at the end.
+    pub leaked_staging: u64,
+}
+
+impl AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.schedules += o.schedules;
+        self.steps += o.steps;
+        self.longest = self.longest.max(o.longest);
+        self.acquisitions += o.acquisitions;
+        self.takeovers += o.takeovers;
+        self.refreshes += o.refreshes;
+        self.releases += o.releases;
+        self.compromised += o.compromised;
+        self.busy += o.busy;
+        self.crashes += o.crashes;
+        self.pauses += o.pauses;
+        self.jumps += o.jumps;
+        self.faults += o.faults;
+        self.fault_errors += o.fault_errors;
+        self.false_compromised += o.false_compromised;
+        self.leaked_staging += o.leaked_staging;
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
+             {} releases, {} busy, {} compromised holders told; {} crashes, {} pauses, \
+             {} global pauses, {} injected RPC faults ({} made a call fail, {} false \
+             `Compromised`, {} staging dirs leaked)",
+            self.schedules,
+            self.steps,
+            self.longest,
+            self.acquisitions,
+            self.takeovers,
+            self.refreshes,
+            self.releases,
+            self.busy,
+            self.compromised,
+            self.crashes,
+            self.pauses,
+            self.jumps,
+            self.faults,
+            self.fault_errors,
+            self.false_compromised,
+            self.leaked_staging
+        )
+    }
+}

@@ -1,0 +1,434 @@
+//! The `lockbydir` binary as users run it: several processes on one lock directory, a holder
+//! killed with SIGKILL, `exec`, `status`, `component`, `demo`, and bad input.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{Scratch, assert_exclusive, count, guest, lockbydir, output, stderr, stdout};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `status --json`, parsed.
+fn status(locks: &Path) -> Vec<serde_json::Value> {
+    let o = output(lockbydir(locks).args(["status", "--json"]));
+    assert!(o.status.success(), "status failed: {}", stderr(&o));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The status row of lock `name`, once it is held by `holder` (polls; gives up after a while).
+fn wait_until_held(locks: &Path, name: &str, holder: &str, child: &mut Child) -> serde_json::Value {
+    for _ in 0..500 {
+        if let Some(row) = status(locks)
+            .into_iter()
+            .find(|r| r["name"] == name && r["state"] == "held" && r["holder"] == holder)
+        {
+            return row;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the holder exited before taking the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("lock {name} never became held by {holder}");
+}
+
+/// The shell snippet an `exec`'d command runs: a read-modify-write under the lock, logged.
+const EXEC_INCREMENT: &str = r#"s=$(date +%s%N); n=$(cat "$1/counter"); echo $((n+1)) > "$1/counter"; e=$(date +%s%N); echo "$s $e $LOCKBYDIR_FENCE $2" >> "$1/log""#;
+
+#[test]
+fn plugin_and_exec_processes_take_turns_on_one_lock() {
+    const ROUNDS: usize = 15;
+    let scratch = Scratch::new("cli-processes");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let mut children = Vec::new();
+    for i in 0..2 {
+        let mut run = lockbydir(&locks);
+        run.args(["run", "--quiet", "--dir"])
+            .arg(format!("{}::/work", work.display()))
+            .arg(guest("counter.wasm"))
+            .args([
+                "--",
+                "--lock",
+                "shared",
+                "--counter",
+                "/work/counter",
+                "--log",
+                "/work/log",
+            ])
+            .args([
+                "--rounds",
+                &ROUNDS.to_string(),
+                "--label",
+                &format!("run-{i}"),
+            ]);
+        children.push(run.spawn().unwrap());
+    }
+    for i in 0..2 {
+        // A shell loop of `lockbydir exec` processes, each one round.
+        let exe = env!("CARGO_BIN_EXE_lockbydir");
+        let script = format!(
+            "for i in $(seq {ROUNDS}); do \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{EXEC_INCREMENT}' sh \"$1\" exec-{i} || exit 1; done"
+        );
+        let mut sh = Command::new("sh");
+        sh.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .arg("-c")
+            .arg(script)
+            .arg(&locks)
+            .arg(&work);
+        children.push(sh.spawn().unwrap());
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a contender failed");
+    }
+    assert_eq!(count(&work.join("counter")), 4 * ROUNDS);
+    assert_exclusive(&work.join("log"), 4 * ROUNDS);
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_blocks_others_until_its_timeout_and_no_longer() {
+    let scratch = Scratch::new("cli-crash");
+    let locks = scratch.dir("locks");
+    let pidfile = scratch.join("sleep.pid");
+    let mut holder = lockbydir(&locks)
+        .args([
+            "exec",
+            "--timeout",
+            "3s",
+            "--holder",
+            "victim",
+            "bed",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg("echo $$ > \"$0\"; exec sleep 60")
+        .arg(&pidfile)
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "bed", "victim", &mut holder);
+    holder.kill().unwrap(); // SIGKILL: no release, no more refreshes
+    holder.wait().unwrap();
+    if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    let row = status(&locks)
+        .into_iter()
+        .find(|r| r["name"] == "bed")
+        .unwrap();
+    let deadline = row["deadline_ms"].as_u64().unwrap();
+    assert_eq!(row["holder"], "victim");
+
+    // Not at all before the deadline: one attempt now must find it busy.
+    let o = output(lockbydir(&locks).args(["exec", "--patience", "0", "bed", "--", "true"]));
+    let tried_by = now_ms();
+    if tried_by < deadline {
+        assert_eq!(
+            o.status.code(),
+            Some(75),
+            "took a crashed holder's lock early: {}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("held by `victim`"), "{}", stderr(&o));
+    } else {
+        eprintln!(
+            "skipped the early attempt check: this machine was too slow to try before the deadline"
+        );
+    }
+
+    // A patient waiter gets it once the stored timeout has passed, and not much later.
+    let o = output(lockbydir(&locks).args([
+        "exec",
+        "--patience",
+        "60s",
+        "bed",
+        "--",
+        "sh",
+        "-c",
+        "date +%s%3N",
+    ]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acquired_at: u64 = stdout(&o).trim().parse().unwrap();
+    assert!(
+        acquired_at > deadline,
+        "acquired at {acquired_at}, before the deadline {deadline}"
+    );
+    assert!(
+        acquired_at < deadline + 10_000,
+        "acquired at {acquired_at}, long after the deadline {deadline}: waiters do not notice expiry"
+    );
+    assert!(
+        stderr(&o).contains("took over lock `bed` from `victim`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn exec_passes_exit_codes_and_fences_and_waits_with_one_message() {
+    let scratch = Scratch::new("cli-exec");
+    let locks = scratch.dir("locks");
+    let o = output(lockbydir(&locks).args([
+        "exec",
+        "job",
+        "--",
+        "sh",
+        "-c",
+        "echo $LOCKBYDIR_LOCK $LOCKBYDIR_FENCE; exit 7",
+    ]));
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o).trim(), "job 1");
+    let o =
+        output(lockbydir(&locks).args(["exec", "job", "--", "sh", "-c", "echo $LOCKBYDIR_FENCE"]));
+    assert_eq!(stdout(&o).trim(), "2", "fences grow across processes");
+
+    // Hold it, then wait for it with limited patience: one "blocking" line, then exit 75.
+    let mut holder = lockbydir(&locks)
+        .args(["exec", "--holder", "the-holder", "job", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "job", "the-holder", &mut holder);
+    let o = output(lockbydir(&locks).args(["exec", "--patience", "600ms", "job", "--", "true"]));
+    let err = stderr(&o);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert_eq!(
+        err.matches("blocking waiting for lock `job` held by `the-holder`")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains("gave up waiting for lock `job`") && err.contains("`the-holder`"),
+        "{err}"
+    );
+
+    let o = output(lockbydir(&locks).args(["exec", "other", "--", "/nonexistent/cmd"]));
+    assert_eq!(o.status.code(), Some(127), "{}", stderr(&o));
+    let o = output(lockbydir(&locks).args(["exec", "--patience", "0", "other", "--", "true"]));
+    assert!(
+        o.status.success(),
+        "a failed spawn must not leave the lock held: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn status_lists_every_lock_as_a_table_and_as_json() {
+    let scratch = Scratch::new("cli-status");
+    let locks = scratch.dir("locks");
+    let o = output(lockbydir(&locks).arg("status"));
+    assert!(stdout(&o).starts_with("no locks in"), "{}", stdout(&o));
+    assert!(
+        output(lockbydir(&locks).args(["exec", "alpha", "--", "true"]))
+            .status
+            .success()
+    );
+    let mut holder = lockbydir(&locks)
+        .args([
+            "exec",
+            "--timeout",
+            "1m",
+            "--holder",
+            "busy bee",
+            "beta",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    let beta = wait_until_held(&locks, "beta", "busy bee", &mut holder);
+    let table = stdout(&output(lockbydir(&locks).arg("status")));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(beta["fence"], 1);
+    assert_eq!(beta["timeout_ms"], 60_000);
+    let rows = status(&locks);
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], "alpha");
+    assert_eq!(rows[0]["state"], "free");
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    assert!(
+        lines[1].starts_with("alpha") && lines[1].contains("free"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("beta") && lines[2].contains("held") && lines[2].ends_with("busy bee"),
+        "{table}"
+    );
+}
+
+#[test]
+fn component_hands_out_the_lock_component_and_its_wit() {
+    let scratch = Scratch::new("cli-component");
+    let out = scratch.join("lock.wasm");
+    let o = output(
+        lockbydir(&scratch.0)
+            .args(["component", "--out"])
+            .arg(&out)
+            .arg("--wit"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(guest("lockbydir_guest.wasm")).unwrap()
+    );
+    assert!(stdout(&o).contains("package lockbydir:lock@0.1.0;"));
+    // The written component works as --lock-component.
+    let locks = scratch.dir("locks");
+    let o = output(
+        lockbydir(&locks)
+            .arg("--lock-component")
+            .arg(&out)
+            .args(["exec", "x", "--", "true"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn the_demo_runs_and_finds_no_overlap() {
+    let scratch = Scratch::new("cli-demo");
+    let o = output(lockbydir(&scratch.0).args(["demo", "--hammer", "40"]));
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert_eq!(out.matches("no two overlapped").count(), 2, "{out}");
+    assert!(out.contains("counter = 44 (expected 44)"), "{out}");
+}
+
+/// Bad input: a clear message, a nonzero exit, and nothing created anywhere.
+fn assert_refused(scratch: &Scratch, cmd: &mut Command, expected: &str) {
+    let before = scratch.tree();
+    let o = output(cmd.current_dir(&scratch.0));
+    let err = stderr(&o);
+    assert!(!o.status.success(), "accepted: {cmd:?}");
+    assert!(
+        err.contains(expected),
+        "{cmd:?}: expected {expected:?} in:\n{err}"
+    );
+    assert_eq!(
+        scratch.tree(),
+        before,
+        "{cmd:?} created or removed something"
+    );
+}
+
+#[test]
+fn invalid_lock_names_are_refused() {
+    let scratch = Scratch::new("cli-names");
+    let locks = scratch.dir("locks");
+    for name in ["", "..", ".", "a/b", "../escape", "/abs", &"n".repeat(201)] {
+        assert_refused(
+            &scratch,
+            lockbydir(&locks).args(["exec", name, "--", "true"]),
+            "invalid lock name",
+        );
+    }
+}
+
+#[test]
+fn unusable_lock_directories_are_refused() {
+    let scratch = Scratch::new("cli-lockdirs");
+    assert_refused(
+        &scratch,
+        lockbydir(&scratch.join("missing")).args(["exec", "x", "--", "true"]),
+        "missing",
+    );
+    std::fs::write(scratch.join("file"), "").unwrap();
+    assert_refused(
+        &scratch,
+        lockbydir(&scratch.join("file")).args(["exec", "x", "--", "true"]),
+        "not a directory",
+    );
+
+    let ro = scratch.dir("readonly");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+        .arg(&ro)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "skipped the read-only lock directory check: cannot mount a read-only tmpfs here (not root?)"
+        );
+        return;
+    }
+    let o = output(lockbydir(&ro).args(["exec", "x", "--", "true"]));
+    let _ = Command::new("umount").arg(&ro).status();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("create-dir") && err.contains(&ro.display().to_string()),
+        "{err}"
+    );
+    assert!(
+        err.contains("check that the lock directory is writable"),
+        "{err}"
+    );
+}
+
+#[test]
+fn files_that_are_not_usable_plugins_are_refused() {
+    let scratch = Scratch::new("cli-plugins");
+    let locks = scratch.dir("locks");
+    let text = scratch.join("text.wasm");
+    std::fs::write(&text, "hello").unwrap();
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).arg("run").arg(&text),
+        "not a WebAssembly file",
+    );
+    let module = scratch.join("module.wasm");
+    std::fs::write(&module, wat::parse_str("(module)").unwrap()).unwrap();
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).arg("run").arg(&module),
+        "a core WebAssembly module, not a component",
+    );
+    assert_refused(
+        &scratch,
+        lockbydir(&locks)
+            .arg("run")
+            .arg(scratch.join("absent.wasm")),
+        "cannot read it",
+    );
+    let foreign = scratch.join("foreign.wasm");
+    let component =
+        r#"(component (import "acme:secrets/vault@1.0.0" (instance (export "open" (func)))))"#;
+    std::fs::write(&foreign, wat::parse_str(component).unwrap()).unwrap();
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).arg("run").arg(&foreign),
+        "acme:secrets/vault@1.0.0",
+    );
+    let o = output(lockbydir(&locks).arg("run").arg(&foreign));
+    assert!(
+        stderr(&o).contains("it provides WASI 0.2 and lockbydir:lock/lock"),
+        "{}",
+        stderr(&o)
+    );
+    // A component that imports nothing foreign but is no command.
+    let lib = guest("lockbydir_guest.wasm");
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).arg("run").arg(&lib),
+        "is not a wasi:cli/command component",
+    );
+}
