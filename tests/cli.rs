@@ -3,100 +3,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
 
-use common::{Scratch, assert_exclusive, count, guest, lockbydir, output, stderr, stdout};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// `status --json`, parsed.
-fn status(locks: &Path) -> Vec<serde_json::Value> {
-    let o = output(lockbydir(locks).args(["status", "--json"]));
-    assert!(o.status.success(), "status failed: {}", stderr(&o));
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// The status row of lock `name`, once it is held by `holder` (polls; gives up after a while).
-fn wait_until_held(locks: &Path, name: &str, holder: &str, child: &mut Child) -> serde_json::Value {
-    for _ in 0..500 {
-        if let Some(row) = status(locks)
-            .into_iter()
-            .find(|r| r["name"] == name && r["state"] == "held" && r["holder"] == holder)
-        {
-            return row;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the holder exited before taking the lock"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    panic!("lock {name} never became held by {holder}");
-}
-
-/// The shell snippet an `exec`'d command runs: a read-modify-write under the lock, logged.
-const EXEC_INCREMENT: &str = r#"s=$(date +%s%N); n=$(cat "$1/counter"); echo $((n+1)) > "$1/counter"; e=$(date +%s%N); echo "$s $e $LOCKBYDIR_FENCE $2" >> "$1/log""#;
+use common::{Scratch, guest, lockbydir, now_ms, output, status, stderr, stdout, wait_until_held};
 
 #[test]
 fn plugin_and_exec_processes_take_turns_on_one_lock() {
-    const ROUNDS: usize = 15;
     let scratch = Scratch::new("cli-processes");
     let locks = scratch.dir("locks");
     let work = scratch.dir("work");
-    std::fs::write(work.join("counter"), "0").unwrap();
-    let mut children = Vec::new();
-    for i in 0..2 {
-        let mut run = lockbydir(&locks);
-        run.args(["run", "--quiet", "--dir"])
-            .arg(format!("{}::/work", work.display()))
-            .arg(guest("counter.wasm"))
-            .args([
-                "--",
-                "--lock",
-                "shared",
-                "--counter",
-                "/work/counter",
-                "--log",
-                "/work/log",
-            ])
-            .args([
-                "--rounds",
-                &ROUNDS.to_string(),
-                "--label",
-                &format!("run-{i}"),
-            ]);
-        children.push(run.spawn().unwrap());
-    }
-    for i in 0..2 {
-        // A shell loop of `lockbydir exec` processes, each one round.
-        let exe = env!("CARGO_BIN_EXE_lockbydir");
-        let script = format!(
-            "for i in $(seq {ROUNDS}); do \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{EXEC_INCREMENT}' sh \"$1\" exec-{i} || exit 1; done"
-        );
-        let mut sh = Command::new("sh");
-        sh.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
-            .arg("-c")
-            .arg(script)
-            .arg(&locks)
-            .arg(&work);
-        children.push(sh.spawn().unwrap());
-    }
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a contender failed");
-    }
-    assert_eq!(count(&work.join("counter")), 4 * ROUNDS);
-    assert_exclusive(&work.join("log"), 4 * ROUNDS);
+    common::hammer_with_processes(&locks, &work, 15);
 }
 
 #[test]

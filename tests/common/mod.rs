@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use lockbydir::intervals;
 
@@ -114,4 +115,87 @@ pub fn count(file: &Path) -> usize {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// `status --json`, parsed.
+pub fn status(locks: &Path) -> Vec<serde_json::Value> {
+    let o = output(lockbydir(locks).args(["status", "--json"]));
+    assert!(o.status.success(), "status failed: {}", stderr(&o));
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// The status row of lock `name` once it is held by `holder` (polls `status`; panics if the
+/// holder process exits first, or after about ten seconds).
+pub fn wait_until_held(
+    locks: &Path,
+    name: &str,
+    holder: &str,
+    child: &mut std::process::Child,
+) -> serde_json::Value {
+    for _ in 0..500 {
+        if let Some(row) = status(locks)
+            .into_iter()
+            .find(|r| r["name"] == name && r["state"] == "held" && r["holder"] == holder)
+        {
+            return row;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the holder exited before taking the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("lock {name} never became held by {holder}");
+}
+
+/// The shell snippet an `exec`'d command runs: a read-modify-write under the lock, logged.
+/// `$1` is the work directory, `$2` the label.
+pub const EXEC_INCREMENT: &str = r#"s=$(date +%s%N); n=$(cat "$1/counter"); echo $((n+1)) > "$1/counter"; e=$(date +%s%N); echo "$s $e $LOCKBYDIR_FENCE $2" >> "$1/log""#;
+
+/// Four processes on lock `shared` in `locks`: two `lockbydir run` with the counter plugin and
+/// two shell loops of `lockbydir exec`, `rounds` increments each. Checks the counter and that
+/// no holds overlapped.
+pub fn hammer_with_processes(locks: &Path, work: &Path, rounds: usize) {
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let mut children = Vec::new();
+    for i in 0..2 {
+        let mut run = lockbydir(locks);
+        run.args(["run", "--quiet", "--dir"])
+            .arg(format!("{}::/work", work.display()))
+            .arg(guest("counter.wasm"))
+            .args(["--", "--lock", "shared", "--counter", "/work/counter"])
+            .args(["--log", "/work/log", "--rounds", &rounds.to_string()])
+            .args(["--label", &format!("run-{i}")]);
+        children.push(run.spawn().unwrap());
+    }
+    for i in 0..2 {
+        let exe = env!("CARGO_BIN_EXE_lockbydir");
+        let script = format!(
+            "for i in $(seq {rounds}); do \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{EXEC_INCREMENT}' sh \"$1\" exec-{i} || exit 1; done"
+        );
+        let mut sh = Command::new("sh");
+        sh.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+            .arg("-c")
+            .arg(script)
+            .arg(locks)
+            .arg(work);
+        children.push(sh.spawn().unwrap());
+    }
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a contender failed");
+    }
+    assert_eq!(count(&work.join("counter")), 4 * rounds);
+    assert_exclusive(&work.join("log"), 4 * rounds);
 }
