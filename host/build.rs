@@ -14,7 +14,13 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 /// The components this build produces, by file name in the nested target dir.
-const ARTIFACTS: &[&str] = &["lockbydir_guest.wasm", "counter.wasm", "sleeper.wasm"];
+const ARTIFACTS: &[&str] = &[
+    "lockbydir_guest.wasm",
+    "counter.wasm",
+    "sleeper.wasm",
+    "hostile.wasm",
+    "bench.wasm",
+];
 
 fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

@@ -84,6 +84,7 @@ impl From<exp::Error> for imp::Error {
             }),
             exp::Error::NotHeld => imp::Error::NotHeld,
             exp::Error::AlreadyHeld => imp::Error::AlreadyHeld,
+            exp::Error::Denied(why) => imp::Error::Denied(why),
             exp::Error::Compromised(c) => imp::Error::Compromised(imp::Compromise {
                 fence: c.fence,
                 now_held_by: c.now_held_by.map(Into::into),

@@ -31,6 +31,14 @@ pub enum Error {
         /// wasmtime's explanation (shown in the message, not as a separate cause).
         reason: wasmtime::Error,
     },
+    /// A plugin was stopped because it exceeded one of its limits.
+    #[error("plugin `{plugin}` was stopped: it exceeded {limit}")]
+    Limit {
+        /// The plugin's name.
+        plugin: String,
+        /// Which limit, naming its flag.
+        limit: String,
+    },
     /// The lock component returned an error value (bad name, I/O failure, compromise...).
     #[error("lock `{lock}` in {}: {}{}", .dir.display(), describe(.error), hint(.error))]
     Lock {
@@ -72,6 +80,7 @@ pub fn describe(e: &wit::Error) -> String {
         ),
         wit::Error::NotHeld => "not held by this handle".to_owned(),
         wit::Error::AlreadyHeld => "already held by this handle".to_owned(),
+        wit::Error::Denied(why) => format!("denied by the host's policy: {why}"),
         wit::Error::Compromised(c) => {
             let by = c.now_held_by.as_ref().map_or(String::new(), |h| {
                 format!("; now held by `{}` (fence {})", h.holder, h.fence)

@@ -8,3 +8,6 @@ pub const SLEEPER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/slee
 
 /// The example counter plugin (`example-plugins/src/bin/counter.rs`), used by `demo`.
 pub const COUNTER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm"));
+
+/// The benchmark plugin (`example-plugins/src/bin/bench.rs`), used by `bench`.
+pub const BENCH_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.wasm"));

@@ -14,14 +14,18 @@ pub mod duration;
 pub mod error;
 pub mod guests;
 pub mod intervals;
+pub mod limits;
 pub mod lock_service;
 pub mod plugin;
 pub mod plugin_locks;
+pub mod policy;
 pub mod runtime;
 pub mod waiting;
 
 pub use bindings::wit;
 pub use error::Error;
+pub use limits::PluginLimits;
 pub use lock_service::{LockHandle, LockService};
 pub use plugin::{PluginConfig, PluginRunner};
+pub use policy::{LockPolicy, NamePattern};
 pub use runtime::{Runtime, RuntimeBuilder};

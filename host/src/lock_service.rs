@@ -69,6 +69,8 @@ impl LockService {
             table: ResourceTable::new(),
         };
         let mut store = Store::new(runtime.engine(), ctx);
+        // The lock component is trusted code: never interrupted.
+        store.set_epoch_deadline(crate::limits::NO_DEADLINE_TICKS);
         let mut linker = Linker::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|reason| Error::Component {
             what: "link WASI for the lock component".into(),

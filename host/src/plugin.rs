@@ -2,6 +2,7 @@
 //! `lockbydir:lock/lock`, in a sandbox that sees only the directories granted to it.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -9,8 +10,10 @@ use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::Error;
+use crate::limits::{self, LimitHit, MemoryCap, PluginLimits};
 use crate::lock_service::LockService;
 use crate::plugin_locks::{self, PluginLocks, PluginLocksCtx, PluginLocksView};
+use crate::policy::LockPolicy;
 use crate::runtime::Runtime;
 
 /// What a plugin may see and how it is started.
@@ -28,6 +31,10 @@ pub struct PluginConfig {
     pub lock_dir: PathBuf,
     /// Do not announce waits on stderr.
     pub quiet: bool,
+    /// What it may do with locks.
+    pub policy: LockPolicy,
+    /// Its deadline and memory cap.
+    pub limits: PluginLimits,
 }
 
 /// A plugin's store data: its WASI state and its lock import's state.
@@ -35,6 +42,8 @@ pub struct PluginCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     locks: PluginLocksCtx,
+    memory: MemoryCap,
+    stopped_by: Option<LimitHit>,
 }
 
 impl WasiView for PluginCtx {
@@ -107,7 +116,11 @@ impl PluginRunner {
     }
 
     /// Run `component` to completion on this thread; returns its exit code.
+    ///
+    /// However it ends (exit, trap, a limit), every lock it still holds is released at once.
     pub fn run(&self, component: &Component, config: &PluginConfig) -> Result<i32, Error> {
+        let started = Instant::now();
+        let deadline = config.limits.deadline.map(|d| (started + d, d));
         let service = LockService::new(&self.runtime, &config.lock_dir)?;
         let mut wasi = WasiCtx::builder();
         wasi.allow_blocking_current_thread(true)
@@ -127,10 +140,20 @@ impl PluginRunner {
         let ctx = PluginCtx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            locks: PluginLocksCtx::new(service, &config.name, config.quiet),
+            locks: PluginLocksCtx::new(
+                service,
+                &config.name,
+                config.quiet,
+                config.policy.clone(),
+                deadline.map(|(at, _)| at),
+            ),
+            memory: MemoryCap::new(config.limits.max_memory),
+            stopped_by: None,
         };
         let command = self.prepare(component, &config.name)?;
         let mut store = Store::new(self.runtime.engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        limits::apply_deadline(&mut store, deadline, |ctx, hit| ctx.stopped_by = Some(hit));
         let command: Command =
             command
                 .instantiate(&mut store)
@@ -138,12 +161,25 @@ impl PluginRunner {
                     what: format!("instantiate plugin `{}`", config.name),
                     reason,
                 })?;
-        match command.wasi_cli_run().call_run(&mut store) {
+        let ran = command.wasi_cli_run().call_run(&mut store);
+        let ctx = store.data_mut();
+        for name in ctx.locks.release_all() {
+            eprintln!(
+                "lockbydir: plugin `{}` ended while holding lock `{name}`; released it",
+                config.name
+            );
+        }
+        let limit = ctx.stopped_by.take().or_else(|| ctx.memory.hit.take());
+        match ran {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(exit) => Ok(exit.0),
-                None => Err(Error::Component {
+            Err(e) => match (e.downcast_ref::<I32Exit>(), limit) {
+                (Some(exit), _) => Ok(exit.0),
+                (None, Some(limit)) => Err(Error::Limit {
+                    plugin: config.name.clone(),
+                    limit,
+                }),
+                (None, None) => Err(Error::Component {
                     what: format!("plugin `{}` trapped", config.name),
                     reason: e,
                 }),

@@ -5,34 +5,108 @@
 //! The plugin never sees the lock directory: only the lock component does. Each plugin gets
 //! its own lock component instance, so plugins share nothing but the directory.
 
+use std::collections::BTreeMap;
+use std::time::Instant;
+
 use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable};
 
 use crate::bindings::plugin::lockbydir::lock::lock as imp;
 use crate::bindings::wit;
 use crate::lock_service::LockService;
+use crate::policy::LockPolicy;
 use crate::waiting::WaitNotice;
 
-/// What a plugin's lock import needs: its own lock service, and who it is (for messages).
+/// How long before a plugin's deadline its lock waits end.
+const WAIT_MARGIN_MS: u64 = 100;
+
+/// What a plugin's lock import needs: its own lock service, its policy, and what it has open.
 pub struct PluginLocksCtx {
     service: LockService,
     plugin: String,
     quiet: bool,
+    policy: LockPolicy,
+    /// Lock waits may not outlast this instant (the plugin's deadline).
+    wait_until: Option<Instant>,
+    /// Every open handle, by resource rep, and whether it holds its lock.
+    open: BTreeMap<u32, Tracked>,
+}
+
+struct Tracked {
+    resource: ResourceAny,
+    name: String,
+    held: bool,
 }
 
 impl PluginLocksCtx {
-    /// Forward the lock import of plugin `plugin` to `service`. Unless `quiet`, a plugin that
-    /// has to wait for a lock is announced once on stderr.
-    pub fn new(service: LockService, plugin: impl Into<String>, quiet: bool) -> Self {
+    /// Forward the lock import of plugin `plugin` to `service`, under `policy`. Unless
+    /// `quiet`, a plugin that has to wait for a lock is announced once on stderr. Lock waits
+    /// end by `wait_until` at the latest.
+    pub fn new(
+        service: LockService,
+        plugin: impl Into<String>,
+        quiet: bool,
+        policy: LockPolicy,
+        wait_until: Option<Instant>,
+    ) -> Self {
         PluginLocksCtx {
             service,
             plugin: plugin.into(),
             quiet,
+            policy,
+            wait_until,
+            open: BTreeMap::new(),
         }
     }
 
     /// The lock service behind this plugin's locks.
     pub fn service(&mut self) -> &mut LockService {
         &mut self.service
+    }
+
+    /// After the plugin ended (exit, trap, limit): release every lock it still holds and close
+    /// its handles, so others need not wait for the timeout. Returns what was released.
+    pub fn release_all(&mut self) -> Vec<String> {
+        let mut released = Vec::new();
+        for (_, t) in std::mem::take(&mut self.open) {
+            if t.held {
+                match self.service.release_raw(t.resource) {
+                    Ok(Ok(_)) => released.push(t.name.clone()),
+                    Ok(Err(_)) => {} // it had already lost the lock: nothing to give back
+                    Err(trap) => eprintln!(
+                        "lockbydir: could not release lock `{}` left by plugin `{}` ({trap:#}); it frees itself at its deadline",
+                        t.name, self.plugin
+                    ),
+                }
+            }
+            // Closing also runs the component's destructor; a trap here changes nothing more.
+            let _ = self.service.drop_raw(t.resource);
+        }
+        released
+    }
+
+    fn deny<T>(&self, why: String) -> wasmtime::Result<Result<T, imp::Error>> {
+        eprintln!("lockbydir: policy: refused plugin `{}`: {why}", self.plugin);
+        Ok(Err(imp::Error::Denied(why)))
+    }
+
+    fn held_count(&self) -> usize {
+        self.open.values().filter(|t| t.held).count()
+    }
+
+    /// Note what an acquisition, refresh or release says about holding.
+    fn track<T>(&mut self, rep: u32, result: &Result<T, wit::Error>, holds_on_ok: Option<bool>) {
+        let Some(t) = self.open.get_mut(&rep) else {
+            return;
+        };
+        match result {
+            Ok(_) => {
+                if let Some(held) = holds_on_ok {
+                    t.held = held;
+                }
+            }
+            Err(wit::Error::Compromised(_) | wit::Error::NotHeld) => t.held = false,
+            Err(_) => {}
+        }
     }
 }
 
@@ -72,6 +146,37 @@ impl PluginLocks<'_> {
         let entry = self.table.get(lock)?;
         Ok((entry.resource, entry.name.clone()))
     }
+
+    /// Acquire (waiting or not) under the policy, tracking the outcome.
+    fn acquire_with(
+        &mut self,
+        lock: Resource<PluginLock>,
+        wait: bool,
+    ) -> wasmtime::Result<Result<imp::AcquireOutcome, imp::Error>> {
+        let (resource, name) = self.entry(&lock)?;
+        let rep = lock.rep();
+        if self.ctx.open.get(&rep).is_some_and(|t| t.held) {
+            return Ok(Err(imp::Error::AlreadyHeld));
+        }
+        if let Err(why) = self.ctx.policy.check_acquire(self.ctx.held_count()) {
+            return self.ctx.deny(why);
+        }
+        // Try once first, so that a plugin that has to wait is announced once, up front.
+        let mut outcome = self.ctx.service.try_acquire_raw(resource)?;
+        if wait {
+            if let Ok(wit::AcquireOutcome::Busy(holder)) = &outcome {
+                if !self.ctx.quiet {
+                    let now = self.ctx.service.now_ms_raw()?;
+                    let who = format!("plugin `{}`", self.ctx.plugin);
+                    eprintln!("{}", WaitNotice::new(&who, &name, holder.as_ref(), now));
+                }
+                outcome = self.ctx.service.acquire_raw(resource)?;
+            }
+        }
+        let acquired = matches!(outcome, Ok(wit::AcquireOutcome::Acquired(_)));
+        self.ctx.track(rep, &outcome, Some(acquired));
+        Ok(outcome.map(Into::into).map_err(Into::into))
+    }
 }
 
 impl imp::Host for PluginLocks<'_> {
@@ -92,9 +197,33 @@ impl imp::HostLock for PluginLocks<'_> {
         name: String,
         options: imp::Options,
     ) -> wasmtime::Result<Result<Resource<PluginLock>, imp::Error>> {
-        let options: wit::Options = options.into();
+        let mut options: wit::Options = options.into();
+        if let Err(why) = self
+            .ctx
+            .policy
+            .check_open(&name, options.timeout_ms, self.ctx.open.len())
+        {
+            return self.ctx.deny(why);
+        }
+        if let Some(until) = self.ctx.wait_until {
+            // End waits a little before the deadline, so the plugin can still react to `busy`.
+            let left = until.saturating_duration_since(Instant::now()).as_millis() as u64;
+            options.patience_ms = options.patience_ms.min(left.saturating_sub(WAIT_MARGIN_MS));
+        }
         match self.ctx.service.open_raw(&name, &options)? {
-            Ok(resource) => Ok(Ok(self.table.push(PluginLock { resource, name })?)),
+            Ok(resource) => {
+                let handle = self.table.push(PluginLock {
+                    resource,
+                    name: name.clone(),
+                })?;
+                let tracked = Tracked {
+                    resource,
+                    name,
+                    held: false,
+                };
+                self.ctx.open.insert(handle.rep(), tracked);
+                Ok(Ok(handle))
+            }
             Err(e) => Ok(Err(e.into())),
         }
     }
@@ -107,35 +236,21 @@ impl imp::HostLock for PluginLocks<'_> {
         &mut self,
         lock: Resource<PluginLock>,
     ) -> wasmtime::Result<Result<imp::AcquireOutcome, imp::Error>> {
-        let (resource, name) = self.entry(&lock)?;
-        // Try once first, so that a plugin that has to wait is announced once, up front.
-        let first = self.ctx.service.try_acquire_raw(resource)?;
-        let outcome = match first {
-            Ok(wit::AcquireOutcome::Busy(holder)) => {
-                if !self.ctx.quiet {
-                    let now = self.ctx.service.now_ms_raw()?;
-                    let who = format!("plugin `{}`", self.ctx.plugin);
-                    eprintln!("{}", WaitNotice::new(&who, &name, holder.as_ref(), now));
-                }
-                self.ctx.service.acquire_raw(resource)?
-            }
-            other => other,
-        };
-        Ok(outcome.map(Into::into).map_err(Into::into))
+        self.acquire_with(lock, true)
     }
 
     fn try_acquire(
         &mut self,
         lock: Resource<PluginLock>,
     ) -> wasmtime::Result<Result<imp::AcquireOutcome, imp::Error>> {
-        let (resource, _) = self.entry(&lock)?;
-        let r = self.ctx.service.try_acquire_raw(resource)?;
-        Ok(r.map(Into::into).map_err(Into::into))
+        self.acquire_with(lock, false)
     }
 
     fn refresh(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<Result<u64, imp::Error>> {
         let (resource, _) = self.entry(&lock)?;
-        Ok(self.ctx.service.refresh_raw(resource)?.map_err(Into::into))
+        let r = self.ctx.service.refresh_raw(resource)?;
+        self.ctx.track(lock.rep(), &r, None);
+        Ok(r.map_err(Into::into))
     }
 
     fn release(
@@ -144,6 +259,7 @@ impl imp::HostLock for PluginLocks<'_> {
     ) -> wasmtime::Result<Result<imp::ReleaseReport, imp::Error>> {
         let (resource, _) = self.entry(&lock)?;
         let r = self.ctx.service.release_raw(resource)?;
+        self.ctx.track(lock.rep(), &r, Some(false));
         Ok(r.map(Into::into).map_err(Into::into))
     }
 
@@ -162,6 +278,7 @@ impl imp::HostLock for PluginLocks<'_> {
     }
 
     fn drop(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<()> {
+        self.ctx.open.remove(&lock.rep());
         let entry = self.table.delete(lock)?;
         // The component's destructor releases the lock if this handle still holds it.
         self.ctx.service.drop_raw(entry.resource)

@@ -54,10 +54,13 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // Plugin deadlines interrupt running wasm at epoch ticks.
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|reason| Error::Component {
             what: "create the wasmtime engine".into(),
             reason,
         })?;
+        start_epoch_ticker(&engine);
         let cache_dir = if self.no_cache {
             None
         } else {
@@ -126,4 +129,20 @@ fn read_component(file: &Path, role: &str) -> Result<Vec<u8>, Error> {
         ));
     }
     Ok(bytes)
+}
+
+/// Advance the engine's epoch every [`crate::limits::EPOCH_TICK`] for as long as the engine
+/// lives.
+fn start_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("lockbydir-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(crate::limits::EPOCH_TICK);
+            }
+        })
+        .expect("spawn the epoch ticker thread");
 }

@@ -297,7 +297,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
         // PLANTED BUG (b), only with the `planted-bugs` feature and only when a test switches
         // it on: release whatever entry is current, ours or not.
         #[cfg(feature = "planted-bugs")]
-        let from = crate::planted::release_from(from, || read_entry(&self.fs, &self.lockdir))?;
+        let from =
+            crate::planted::release_from(from, || match read_entry(&self.fs, &self.lockdir)? {
+                Read::Entry(current) => Ok(Some(current)),
+                _ => Ok(None),
+            })?;
         let to = Entry::Free { fence: held.fence };
         self.swap(&from, &to, "release").map_err(|e| self.lost(e))?;
         self.held = None;

@@ -308,6 +308,7 @@ fn plugin_config(
         dirs: vec![(work.to_owned(), "/work".to_owned())],
         lock_dir: locks.to_owned(),
         quiet,
+        ..PluginConfig::default()
     }
 }
 

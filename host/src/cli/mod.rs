@@ -1,5 +1,6 @@
 //! The command line: global options and the subcommands.
 
+mod bench;
 mod component;
 mod demo;
 mod exec;
@@ -39,6 +40,7 @@ enum Command {
     Status(status::StatusArgs),
     Demo(demo::DemoArgs),
     Component(component::ComponentArgs),
+    Bench(bench::BenchArgs),
 }
 
 /// Parse the command line and run it; returns the process exit code.
@@ -55,6 +57,7 @@ pub fn main() -> anyhow::Result<u8> {
         Command::Status(args) => status::status(&global, args),
         Command::Demo(args) => demo::demo(&global, args),
         Command::Component(args) => component::component(args),
+        Command::Bench(args) => bench::bench(&global, args),
     }
 }
 

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::{PluginConfig, PluginRunner};
+use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner};
 
-use super::{Global, absolute_dir};
+use super::{Global, absolute_dir, duration_ms};
 
 /// Run a plugin: a wasi:cli/command component that may import lockbydir:lock/lock.
 ///
@@ -27,6 +27,28 @@ pub struct RunArgs {
     /// Do not announce waits for locks on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Run N instances at once, each in its own sandbox on its own thread (each sees
+    /// LOCKBYDIR_INSTANCE=0..N-1); every instance's exit status is reported.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    instances: usize,
+    /// Allow only lock names matching PATTERN (`*` matches anything; repeatable).
+    #[arg(long = "allow-lock", value_name = "PATTERN", value_parser = NamePattern::parse)]
+    allow_locks: Vec<NamePattern>,
+    /// The longest lock timeout the plugin may request.
+    #[arg(long, value_name = "DUR", value_parser = duration_ms)]
+    max_timeout: Option<u64>,
+    /// How many locks the plugin may hold at once.
+    #[arg(long, value_name = "N")]
+    max_locks: Option<usize>,
+    /// How many lock handles the plugin may have open at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_handles: usize,
+    /// Stop the plugin after this long (running code is interrupted; lock waits end by then).
+    #[arg(long, value_name = "DUR", value_parser = duration_ms)]
+    deadline: Option<u64>,
+    /// The most linear memory the plugin may use (bytes, or with K, M, G).
+    #[arg(long, value_name = "SIZE", value_parser = bytes)]
+    max_memory: Option<usize>,
     /// The plugin component (.wasm).
     plugin: PathBuf,
     /// Arguments for the plugin (after --).
@@ -61,6 +83,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             .file_stem()
             .map_or("plugin".into(), |s| s.to_string_lossy().into_owned())
     });
+    anyhow::ensure!(args.instances >= 1, "--instances must be at least 1");
     let config = PluginConfig {
         name,
         args: args.args,
@@ -68,7 +91,94 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         dirs,
         lock_dir,
         quiet: args.quiet,
+        policy: LockPolicy {
+            allowed: args.allow_locks,
+            max_timeout_ms: args.max_timeout,
+            max_held: args.max_locks,
+            max_handles: args.max_handles,
+        },
+        limits: PluginLimits {
+            deadline: args.deadline.map(std::time::Duration::from_millis),
+            max_memory: args.max_memory,
+        },
     };
-    let code = runner.run(&component, &config)?;
-    Ok(u8::try_from(code).unwrap_or(1))
+    if args.instances == 1 {
+        let code = runner.run(&component, &config)?;
+        return Ok(exit_byte(code));
+    }
+    run_instances(&runner, &component, &config, args.instances)
+}
+
+/// Run `n` instances concurrently; report each; exit with the first failure's code.
+fn run_instances(
+    runner: &PluginRunner,
+    component: &wasmtime::component::Component,
+    config: &PluginConfig,
+    n: usize,
+) -> anyhow::Result<u8> {
+    let results: Vec<Result<i32, lockbydir::Error>> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut config = config.clone();
+                config.name = format!("{}#{i}", config.name);
+                config
+                    .env
+                    .push(("LOCKBYDIR_INSTANCE".into(), i.to_string()));
+                s.spawn(move || runner.run(component, &config))
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().expect("instance thread panicked"))
+            .collect()
+    });
+    let mut first_failure = None;
+    for (i, result) in results.iter().enumerate() {
+        let code = match result {
+            Ok(code) => {
+                eprintln!(
+                    "lockbydir: instance {i} of `{}` exited with {code}",
+                    config.name
+                );
+                exit_byte(*code)
+            }
+            Err(e) => {
+                eprintln!("lockbydir: instance {i} of `{}` failed: {e}", config.name);
+                1
+            }
+        };
+        if code != 0 && first_failure.is_none() {
+            first_failure = Some(code);
+        }
+    }
+    let failed = results.iter().filter(|r| !matches!(r, Ok(0))).count();
+    eprintln!(
+        "lockbydir: {n} instances: {} succeeded, {failed} failed",
+        n - failed
+    );
+    Ok(first_failure.unwrap_or(0))
+}
+
+fn exit_byte(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}
+
+/// A byte count: `1048576`, `512K`, `64M`, `1G`.
+fn bytes(s: &str) -> Result<usize, String> {
+    let (digits, scale) = match s.trim().char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (s.trim(), 1),
+        Some((i, _)) => {
+            let scale = match s.trim()[i..].to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+            };
+            (&s.trim()[..i], scale)
+        }
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (examples: 65536, 512K, 64M)"))?;
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }

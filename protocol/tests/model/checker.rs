@@ -25,6 +25,7 @@ use lockbydir_protocol::{Error, Grant, Holder, LockName, Released};
 use super::op::Op;
 use super::scenario::LOCK_NAME;
 use super::stats::Stats;
+use super::strategy::Fault;
 use super::world::World;
 
 /// Virtual time 0, in ms since the Unix epoch: clocks read `T0 + t + offset`.
@@ -260,10 +261,13 @@ impl Checker {
         self.faulted[actor] = false;
     }
 
-    /// An operation of `actor` was reported as failed although it succeeded.
-    pub fn fault_injected(&mut self, actor: usize) {
+    /// An operation of `actor` was misreported.
+    pub fn fault_injected(&mut self, actor: usize, fault: Fault) {
         self.faulted[actor] = true;
-        self.stats.faults += 1;
+        match fault {
+            Fault::Retried => self.stats.faults += 1,
+            Fault::ListingShowsBoth | Fault::ListingShowsNeither => self.stats.torn_listings += 1,
+        }
     }
 
     /// `actor` was crashed. Its belief stands until its deadline.

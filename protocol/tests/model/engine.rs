@@ -32,7 +32,7 @@ use super::op::{Op, OpResult};
 use super::rng::mix;
 use super::scenario::{ActorSpec, Scenario};
 use super::stats::Stats;
-use super::strategy::{Choice, Decision, Strategy};
+use super::strategy::{Choice, Decision, Fault, Strategy};
 use super::trace::{Event, Trace};
 use super::world::World;
 
@@ -71,7 +71,7 @@ enum Status {
 #[derive(Clone, Copy, Debug)]
 enum Grant {
     Run {
-        fault: bool,
+        fault: Option<Fault>,
     },
     Crash,
     /// The schedule is over (a violation was found): unwind without a trace.
@@ -96,6 +96,8 @@ struct State {
     may_crash: Vec<bool>,
     offsets: Vec<i64>,
     randoms: Vec<u64>,
+    /// Per actor: what its pending listing saw when it started.
+    listed: Vec<Option<Vec<String>>>,
     seed: u64,
     turn: Turn,
     /// The actor that ran the last step, if it may go on.
@@ -153,6 +155,7 @@ impl Engine {
             may_crash: scenario.actors.iter().map(|a| a.may_crash).collect(),
             offsets: offsets.clone(),
             randoms: vec![0; n],
+            listed: vec![None; n],
             seed,
             turn: Turn::Controller,
             current: None,
@@ -193,6 +196,7 @@ impl Engine {
         st.may_crash.push(false);
         st.offsets.push(spec.offset_ms);
         st.randoms.push(0);
+        st.listed.push(None);
         st.trace.labels.push(spec.label.clone());
         st.trace.offsets.push(spec.offset_ms);
         st.checker.add_actor(spec.label.clone(), spec.offset_ms);
@@ -362,7 +366,7 @@ impl Engine {
                 (
                     Choice::Run {
                         actor: a,
-                        fault: false,
+                        fault: None,
                     },
                     preempts(a),
                 )
@@ -392,16 +396,11 @@ impl Engine {
         }
         if st.budgets.faults > 0 {
             for &a in &order {
-                let would_succeed = match parked(a) {
-                    Some(Op::Rename(from, to)) => st.world.check_rename(from, to).is_ok(),
-                    Some(Op::CreateDir(p)) => st.world.check_create(p).is_ok(),
-                    _ => false,
-                };
-                if would_succeed {
+                for fault in Self::faults(st, a) {
                     out.push((
                         Choice::Run {
                             actor: a,
-                            fault: true,
+                            fault: Some(fault),
                         },
                         preempts(a),
                     ));
@@ -417,6 +416,53 @@ impl Engine {
             ));
         }
         out
+    }
+
+    /// The faults that could be injected into `actor`'s pending operation: a retried RPC
+    /// for a rename or create_dir that will succeed; a torn result for a listing of a
+    /// directory that changed while the actor was waiting to list it.
+    fn faults(st: &State, actor: usize) -> Vec<Fault> {
+        let Status::Parked(op) = &st.status[actor] else {
+            return Vec::new();
+        };
+        match op {
+            Op::Rename(from, to) if st.world.check_rename(from, to).is_ok() => vec![Fault::Retried],
+            Op::CreateDir(p) if st.world.check_create(p).is_ok() => vec![Fault::Retried],
+            Op::ReadDir(p) => [Fault::ListingShowsBoth, Fault::ListingShowsNeither]
+                .into_iter()
+                .filter(|&f| {
+                    Self::torn(
+                        st.listed[actor].as_deref(),
+                        st.world.children(p).as_deref(),
+                        f,
+                    )
+                    .is_some()
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// What a listing that started when it saw `before` and ended seeing `after` shows with
+    /// `fault`; `None` if that is no different from `after`.
+    fn torn(
+        before: Option<&[String]>,
+        after: Option<&[String]>,
+        fault: Fault,
+    ) -> Option<Vec<String>> {
+        let (before, after) = (before?, after?);
+        let mut names: Vec<String> = match fault {
+            Fault::ListingShowsBoth => before.iter().chain(after).cloned().collect(),
+            Fault::ListingShowsNeither => after
+                .iter()
+                .filter(|n| before.contains(n))
+                .cloned()
+                .collect(),
+            Fault::Retried => return None,
+        };
+        names.sort();
+        names.dedup();
+        (names != after).then_some(names)
     }
 
     /// The turn holder is done for now: decide what happens next and hand the turn over.
@@ -514,6 +560,10 @@ impl Engine {
     /// A scheduling point of `me`: park with `op`, wait to be picked, then perform it.
     pub fn call(&self, me: usize, op: Op) -> OpResult {
         let mut st = lock(&self.state);
+        if let Op::ReadDir(p) = &op {
+            // The listing starts now; it may be torn by whatever changes before it ends.
+            st.listed[me] = st.world.children(p);
+        }
         st.status[me] = Status::Parked(op);
         self.pass_turn(&mut st);
         while st.turn != Turn::Actor(me) && !st.broken {
@@ -542,23 +592,34 @@ impl Engine {
         st.steps += 1;
         let st = &mut *st;
         let result = Self::perform(st, me, &op);
+        let actual = result.clone();
         let mutated = matches!(result, OpResult::Unit(Ok(())))
             && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
         let reported = match (&op, fault, &result) {
-            (Op::Rename(..), true, OpResult::Unit(Ok(()))) => OpResult::Unit(Err(FsError::new(
-                FsErrorKind::NotFound,
-                "no such file or directory (a retried RPC whose first try succeeded)",
-            ))),
-            (Op::CreateDir(_), true, OpResult::Unit(Ok(()))) => OpResult::Unit(Err(FsError::new(
-                FsErrorKind::AlreadyExists,
-                "file exists (a retried RPC whose first try succeeded)",
-            ))),
+            (Op::Rename(..), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
+                OpResult::Unit(Err(FsError::new(
+                    FsErrorKind::NotFound,
+                    "no such file or directory (a retried RPC whose first try succeeded)",
+                )))
+            }
+            (Op::CreateDir(_), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
+                OpResult::Unit(Err(FsError::new(
+                    FsErrorKind::AlreadyExists,
+                    "file exists (a retried RPC whose first try succeeded)",
+                )))
+            }
+            (Op::ReadDir(_), Some(f), OpResult::Names(Ok(after))) => {
+                match Self::torn(st.listed[me].as_deref(), Some(after), f) {
+                    Some(names) => OpResult::Names(Ok(names)),
+                    None => result,
+                }
+            }
             _ => result,
         };
-        let injected = fault && reported != OpResult::Unit(Ok(()));
-        if injected {
+        let injected = fault.filter(|_| reported != actual);
+        if let Some(f) = injected {
             st.budgets.faults -= 1;
-            st.checker.fault_injected(me);
+            st.checker.fault_injected(me, f);
         }
         st.trace.events.push(Event::Step {
             step: st.steps,

@@ -33,6 +33,8 @@ pub struct Stats {
     pub jumps: u64,
     /// Operations that succeeded but were reported as failed.
     pub faults: u64,
+    /// Listings that showed a concurrent rename's old and new name, or neither.
+    pub torn_listings: u64,
     /// Lock calls that returned an error because of such a fault.
     pub fault_errors: u64,
     /// `Compromised` reported although the lock was not lost (a retried release that had
@@ -57,6 +59,7 @@ impl AddAssign for Stats {
         self.pauses += o.pauses;
         self.jumps += o.jumps;
         self.faults += o.faults;
+        self.torn_listings += o.torn_listings;
         self.fault_errors += o.fault_errors;
         self.false_compromised += o.false_compromised;
         self.leaked_staging += o.leaked_staging;
@@ -69,8 +72,8 @@ impl fmt::Display for Stats {
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
              {} releases, {} busy, {} compromised holders told; {} crashes, {} pauses, \
-             {} global pauses, {} injected RPC faults ({} made a call fail, {} false \
-             `Compromised`, {} staging dirs leaked)",
+             {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
+             fail, {} false `Compromised`); {} staging dirs left behind",
             self.schedules,
             self.steps,
             self.longest,
@@ -84,6 +87,7 @@ impl fmt::Display for Stats {
             self.pauses,
             self.jumps,
             self.faults,
+            self.torn_listings,
             self.fault_errors,
             self.false_compromised,
             self.leaked_staging

@@ -3,15 +3,28 @@
 
 use super::rng::Rng;
 
+/// How a network (or WASI) filesystem may misreport an operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A rename or create_dir that succeeded reports failure (`NotFound`, `AlreadyExists`),
+    /// as when an RPC whose first try succeeded is retried.
+    Retried,
+    /// A listing that overlapped a rename in the directory shows both the old and the new
+    /// name.
+    ListingShowsBoth,
+    /// A listing that overlapped a rename in the directory shows neither name.
+    ListingShowsNeither,
+}
+
 /// One thing the scheduler can do next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Choice {
-    /// Perform `actor`'s pending operation; with `fault`, a success is reported as failure.
+    /// Perform `actor`'s pending operation, possibly misreported.
     Run {
         /// Which actor.
         actor: usize,
-        /// Inject a retried-RPC fault.
-        fault: bool,
+        /// The fault to inject, if any.
+        fault: Option<Fault>,
     },
     /// Crash `actor` before its pending operation.
     Crash {
@@ -133,10 +146,7 @@ impl Random {
             .iter()
             .enumerate()
             .filter_map(|(i, (c, _))| match c {
-                Choice::Run {
-                    actor,
-                    fault: false,
-                } => Some((i, *actor)),
+                Choice::Run { actor, fault: None } => Some((i, *actor)),
                 _ => None,
             })
             .collect();
@@ -147,17 +157,25 @@ impl Random {
         if let Some(i) = crash.filter(|_| self.rng.chance(15)) {
             return i;
         }
-        let fault = Self::find(d.options, |c| *c == Choice::Run { actor, fault: true });
-        if let Some(i) = fault.filter(|_| self.rng.chance(100)) {
-            return i;
+        let faults: Vec<usize> = d
+            .options
+            .iter()
+            .enumerate()
+            .filter(
+                |(_, (c, _))| matches!(c, Choice::Run { actor: a, fault: Some(_) } if *a == actor),
+            )
+            .map(|(i, _)| i)
+            .collect();
+        if !faults.is_empty() && self.rng.chance(100) {
+            return faults[self.rng.below(faults.len() as u64) as usize];
         }
         best
     }
 
     fn weighted(&mut self, d: &Decision<'_>) -> usize {
         let weight = |c: &Choice| match c {
-            Choice::Run { fault: false, .. } => 40,
-            Choice::Run { fault: true, .. } => 4,
+            Choice::Run { fault: None, .. } => 40,
+            Choice::Run { fault: Some(_), .. } => 4,
             Choice::Crash { .. } => 1,
             Choice::Tick { .. } => 3,
             Choice::Jump { .. } => 1,

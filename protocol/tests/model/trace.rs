@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::op::{Op, OpResult};
+use super::strategy::Fault;
 
 /// One line of a trace.
 #[derive(Clone, Debug)]
@@ -19,8 +20,8 @@ pub enum Event {
         op: Op,
         /// What the protocol was told.
         result: OpResult,
-        /// The operation succeeded but was reported as failed (a retried RPC).
-        fault: bool,
+        /// The fault injected into what the protocol was told.
+        fault: Option<Fault>,
     },
     /// The scheduler moved virtual time forward.
     Time {
@@ -80,11 +81,20 @@ impl fmt::Display for Trace {
                         "  {step:>4}  t={t:<+6}      {:<6} {op} -> {result}",
                         name(actor)
                     )?;
-                    if *fault {
-                        write!(
+                    match fault {
+                        Some(Fault::Retried) => write!(
                             f,
-                            "   [INJECTED: it succeeded, the retried RPC reported this]"
-                        )?;
+                            "   [INJECTED: it succeeded; the retried RPC reported this]"
+                        )?,
+                        Some(Fault::ListingShowsBoth) => write!(
+                            f,
+                            "   [INJECTED: the listing overlapped a rename: old and new name]"
+                        )?,
+                        Some(Fault::ListingShowsNeither) => write!(
+                            f,
+                            "   [INJECTED: the listing overlapped a rename: neither name]"
+                        )?,
+                        None => {}
                     }
                     if matches!(op, Op::NowMs) {
                         write!(f, "   (own clock {clock:+})")?;

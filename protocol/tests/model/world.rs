@@ -90,17 +90,8 @@ impl World {
 
     /// `mkdir`: the parent must exist and the path must not.
     pub fn create_dir(&mut self, path: &str) -> Result<(), FsError> {
-        let path = normalize(path)?;
-        if self.exists(&path) {
-            return Err(FsError::new(
-                FsErrorKind::AlreadyExists,
-                format!("{path}: file exists"),
-            ));
-        }
-        if !self.exists(parent(&path)) {
-            return Err(not_found(&path));
-        }
-        self.dirs.insert(path);
+        self.check_create(path)?;
+        self.dirs.insert(normalize(path)?);
         Ok(())
     }
 
@@ -166,7 +157,17 @@ impl World {
 
     /// What `create_dir(path)` would do, without doing it.
     pub fn check_create(&self, path: &str) -> Result<(), FsError> {
-        self.clone().create_dir(path)
+        let path = normalize(path)?;
+        if self.exists(&path) {
+            return Err(FsError::new(
+                FsErrorKind::AlreadyExists,
+                format!("{path}: file exists"),
+            ));
+        }
+        if !self.exists(parent(&path)) {
+            return Err(not_found(&path));
+        }
+        Ok(())
     }
 
     /// `readdir`: the names inside `path`, `NotFound` if it does not exist.

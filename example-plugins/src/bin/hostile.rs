@@ -1,0 +1,169 @@
+//! A deliberately hostile plugin, for the tests of the host's defences. Each `--try` mode is
+//! one attack; it prints one line per attempt (`<attempt>: <result>`) so tests can check what
+//! happened, and exits 0 unless noted (WASI 0.2 `exit` carries only success or failure, so
+//! any nonzero code reaches the host as 1).
+//!
+//! - `escape --path P`...: read and write each path (`..`, absolute paths, planted symlinks).
+//! - `forge --lock N`: release, refresh, take and inspect a lock someone else holds; open bad names.
+//! - `spin --lock N`: take the lock, then spin forever.
+//! - `hog --lock N`: take the lock, then allocate memory without end.
+//! - `trap --lock N`: take the lock, then trap.
+//! - `exit --lock N`: take the lock, then exit 3 without releasing.
+//! - `wait --lock N`: wait for the lock with unlimited patience; exit 4 if it gives up.
+//! - `hoard --count K`: take K different locks `hoard-0`..; stop at the first refusal.
+
+use lockbydir_example_plugins::{AcquireOutcome, Error, Lock, args, describe, num, options};
+
+fn main() {
+    let arg = args("hostile --try MODE [--lock N] [--path P] [--count K] [--timeout-ms MS]");
+    let mode = arg("try").unwrap_or_default();
+    let lock_name = arg("lock").unwrap_or_else(|| "target".to_owned());
+    let timeout = num(&arg, "timeout-ms", 60_000);
+    match mode.as_str() {
+        "escape" => escape(&arg("path").unwrap_or_default()),
+        "forge" => forge(&lock_name),
+        "spin" => {
+            let _lock = take(&lock_name, timeout);
+            println!("spinning");
+            let mut x: u64 = 0;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        "hog" => {
+            let _lock = take(&lock_name, timeout);
+            println!("hogging");
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => {
+            let _lock = take(&lock_name, timeout);
+            println!("trapping");
+            std::process::abort();
+        }
+        "exit" => {
+            let lock = take(&lock_name, timeout);
+            println!("exiting without release");
+            std::mem::forget(lock);
+            std::process::exit(3);
+        }
+        "wait" => {
+            let lock = Lock::open(&lock_name, &options(timeout, u64::MAX, "hostile"))
+                .unwrap_or_else(|e| fail(&describe(&e)));
+            match lock.acquire() {
+                Ok(AcquireOutcome::Acquired(_)) => println!("wait: acquired"),
+                Ok(AcquireOutcome::Busy(_)) => {
+                    println!("wait: gave up");
+                    std::process::exit(4);
+                }
+                Err(e) => fail(&describe(&e)),
+            }
+        }
+        "hoard" => {
+            let mut held = Vec::new();
+            for i in 0..num(&arg, "count", 10) {
+                let name = format!("hoard-{i}");
+                let result = Lock::open(&name, &options(timeout, 0, "hostile"))
+                    .and_then(|lock| lock.try_acquire().map(|o| (lock, o)));
+                match result {
+                    Ok((lock, AcquireOutcome::Acquired(_))) => {
+                        println!("{name}: acquired");
+                        held.push(lock);
+                    }
+                    Ok((_, AcquireOutcome::Busy(_))) => println!("{name}: busy"),
+                    Err(e) => {
+                        println!("{name}: {}", kind(&e));
+                        break;
+                    }
+                }
+            }
+        }
+        other => fail(&format!("unknown --try {other:?}")),
+    }
+}
+
+/// Take `name` or exit 2.
+fn take(name: &str, timeout: u64) -> Lock {
+    let lock = Lock::open(name, &options(timeout, 10_000, "hostile"))
+        .unwrap_or_else(|e| fail(&describe(&e)));
+    match lock.acquire() {
+        Ok(AcquireOutcome::Acquired(_)) => {
+            println!("took {name}");
+            lock
+        }
+        Ok(AcquireOutcome::Busy(_)) => fail("could not take the lock"),
+        Err(e) => fail(&describe(&e)),
+    }
+}
+
+/// Try to read and write every path given (comma-separated).
+fn escape(paths: &str) {
+    for path in paths.split(',').filter(|p| !p.is_empty()) {
+        let read = match std::fs::read(path) {
+            Ok(_) => "READ".to_owned(),
+            Err(e) => format!("denied ({:?})", e.kind()),
+        };
+        let write = match std::fs::write(path, b"pwned") {
+            Ok(()) => "WRITTEN".to_owned(),
+            Err(e) => format!("denied ({:?})", e.kind()),
+        };
+        let list = match std::fs::read_dir(path) {
+            Ok(_) => "LISTED".to_owned(),
+            Err(e) => format!("denied ({:?})", e.kind()),
+        };
+        println!("{path}: read {read}; write {write}; list {list}");
+    }
+}
+
+/// Attack a lock held by someone else through the interface.
+fn forge(name: &str) {
+    let lock =
+        Lock::open(name, &options(60_000, 0, "forger")).unwrap_or_else(|e| fail(&describe(&e)));
+    println!(
+        "release: {}",
+        lock.release()
+            .map_or_else(|e| kind(&e), |_| "RELEASED".into())
+    );
+    println!(
+        "refresh: {}",
+        lock.refresh()
+            .map_or_else(|e| kind(&e), |_| "REFRESHED".into())
+    );
+    let took = match lock.try_acquire() {
+        Ok(AcquireOutcome::Acquired(_)) => "ACQUIRED".to_owned(),
+        Ok(AcquireOutcome::Busy(h)) => {
+            format!("busy (held by {})", h.map_or("?".into(), |h| h.holder))
+        }
+        Err(e) => kind(&e),
+    };
+    println!("try-acquire: {took}");
+    for bad in ["../escape", "/etc/passwd", "..", "a\0b", ""] {
+        let opened = Lock::open(bad, &options(1_000, 0, "forger"));
+        println!(
+            "open {bad:?}: {}",
+            opened.map_or_else(|e| kind(&e), |_| "OPENED".into())
+        );
+    }
+}
+
+/// The error's WIT case name.
+fn kind(e: &Error) -> String {
+    match e {
+        Error::InvalidName(_) => "invalid-name",
+        Error::InvalidOption(_) => "invalid-option",
+        Error::Io(_) => "io",
+        Error::NotHeld => "not-held",
+        Error::AlreadyHeld => "already-held",
+        Error::Compromised(_) => "compromised",
+        Error::Denied(_) => "denied",
+    }
+    .to_owned()
+}
+
+fn fail(why: &str) -> ! {
+    eprintln!("hostile: {why}");
+    std::process::exit(2)
+}

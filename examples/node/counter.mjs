@@ -1,0 +1,83 @@
+// Hammer one lock from Node.js, like the `counter` example plugin: each round takes the lock,
+// increments a shared counter file with a plain read-modify-write, appends its hold record
+// `<start-ns> <end-ns> <fence> <label>` to a log, and releases the lock.
+//
+//   node counter.mjs --locks DIR --lock NAME --counter FILE --log FILE [--rounds N]
+//                    [--label L] [--timeout-ms MS]
+
+import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { openLockDir } from './lockbydir.mjs';
+
+const { values: arg } = parseArgs({
+  options: {
+    locks: { type: 'string' },
+    lock: { type: 'string' },
+    counter: { type: 'string' },
+    log: { type: 'string' },
+    rounds: { type: 'string', default: '10' },
+    label: { type: 'string', default: 'node-counter' },
+    'timeout-ms': { type: 'string', default: '30000' },
+  },
+});
+for (const key of ['locks', 'lock', 'counter', 'log']) {
+  if (!arg[key]) {
+    console.error(`counter.mjs: --${key} is required`);
+    process.exit(2);
+  }
+}
+
+// Hold records need wall-clock nanoseconds that agree with the other hosts' (Rust's
+// SystemTime, `date +%s%N`, Python's time.time_ns()). Node only has Date.now() (milliseconds)
+// and a monotonic process.hrtime; this finds the offset between them at the instant Date.now()
+// ticks over, keeping the measurement with the narrowest bracket.
+function wallClockOffsetNs() {
+  let best = null;
+  for (let i = 0; i < 5; i++) {
+    const tick = Date.now();
+    let before = process.hrtime.bigint();
+    let now = Date.now();
+    while (now === tick) {
+      before = process.hrtime.bigint();
+      now = Date.now();
+    }
+    const after = process.hrtime.bigint();
+    const width = after - before;
+    // The tick to `now` ms happened between `before` and `after`.
+    const offset = BigInt(now) * 1_000_000n - (before + after) / 2n;
+    if (best === null || width < best.width) best = { width, offset };
+  }
+  return best.offset;
+}
+const offsetNs = wallClockOffsetNs();
+const nowNs = () => process.hrtime.bigint() + offsetNs;
+
+const label = arg.label;
+const locks = await openLockDir(arg.locks);
+let waited = false;
+const lock = locks.lock(arg.lock, {
+  timeoutMs: Number(arg['timeout-ms']),
+  holder: label,
+  // Said once per process, like lockbydir's own "blocking waiting" line.
+  onWait: (holder) => {
+    if (waited) return;
+    waited = true;
+    console.error(
+      `counter.mjs: ${label} blocking waiting for lock \`${arg.lock}\`` +
+        (holder ? ` held by \`${holder.holder}\` (fence ${holder.fence})` : ''),
+    );
+  },
+});
+
+for (let round = 0; round < Number(arg.rounds); round++) {
+  await lock.withLock(async (grant) => {
+    const start = nowNs();
+    const text = readFileSync(arg.counter, 'utf8');
+    const n = Number.parseInt(text.trim(), 10);
+    if (!Number.isSafeInteger(n)) throw new Error(`${arg.counter} holds ${JSON.stringify(text)}`);
+    writeFileSync(arg.counter, String(n + 1));
+    const end = nowNs();
+    appendFileSync(arg.log, `${start} ${end} ${grant.fence} ${label}\n`);
+  });
+}
+lock.close();

@@ -1,0 +1,212 @@
+//! `lockbydir bench`: measures lockbydir against the floor (bare mkdir+rmdir), the protocol
+//! compiled natively, and the kernel's flock: uncontended operations, contended handover,
+//! start-up, and the seed's massive hammering. Prints Markdown tables and writes the same
+//! numbers as JSON.
+
+mod contended;
+mod contenders;
+mod hammer;
+mod handover;
+mod plan;
+mod startup;
+mod stats;
+mod sys;
+mod table;
+mod targets;
+mod uncontended;
+mod waiting;
+mod worker;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use lockbydir::{PluginRunner, guests};
+use serde::Serialize;
+
+use super::Global;
+use contended::ContendedRow;
+use contenders::Setup;
+use hammer::Hammer;
+use plan::Plan;
+use startup::Startup;
+use targets::Target;
+use uncontended::Uncontended;
+use waiting::WaitingRow;
+
+/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, and flock.
+///
+/// Uncontended acquire+release, contended handover (threads and processes), start-up, and
+/// the seed's massive hammering, on each directory given (tmpfs and disk by default). Every
+/// figure is a median over repeated runs; every comparison is a ratio from the same run.
+/// Benchmarks on a busy machine are noisy: the load average is reported with the numbers.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
+pub struct BenchArgs {
+    /// Measure in DIR (a scratch directory is made in it and removed afterwards); repeat for
+    /// several [default: /dev/shm and the current directory].
+    #[arg(long = "dir", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+    /// Also write the numbers as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// About a minute on 2 cores, instead of several minutes.
+    #[arg(long)]
+    quick: bool,
+    /// A few seconds, only to show that every part runs (the numbers mean little).
+    #[arg(long)]
+    smoke: bool,
+    #[command(subcommand)]
+    worker: Option<Internal>,
+}
+
+/// Commands `bench` runs itself.
+#[derive(Subcommand, Debug)]
+enum Internal {
+    /// One native contender in a process of its own.
+    #[command(hide = true)]
+    Worker(worker::ContendSpec),
+}
+
+/// Everything measured, as written to `--json`.
+#[derive(Serialize)]
+pub struct Report {
+    /// The command line that produced it.
+    pub command: String,
+    pub mode: &'static str,
+    pub machine: Machine,
+    pub plan: Plan,
+    pub startup: Startup,
+    pub dirs: Vec<DirReport>,
+    pub targets: Vec<Target>,
+}
+
+/// The machine, and how busy it was.
+#[derive(Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub kernel: String,
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+}
+
+/// The figures measured on one directory.
+#[derive(Serialize)]
+pub struct DirReport {
+    pub path: String,
+    pub fs: String,
+    pub uncontended: Uncontended,
+    pub contended: Vec<ContendedRow>,
+    pub waiting: Vec<WaitingRow>,
+    pub hammer: Option<Hammer>,
+}
+
+pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
+    if let Some(Internal::Worker(spec)) = &args.worker {
+        worker::run(spec)?;
+        return Ok(0);
+    }
+    let plan = if args.smoke {
+        Plan::smoke()
+    } else if args.quick {
+        Plan::quick()
+    } else {
+        Plan::full()
+    };
+    let dirs = if args.dirs.is_empty() {
+        default_dirs()
+    } else {
+        args.dirs.clone()
+    };
+    let loadavg_start = sys::loadavg();
+    let runtime = global.runtime()?;
+    let runner = PluginRunner::new(&runtime)?;
+    let plugin = runtime.compile_plugin(guests::BENCH_PLUGIN, "the bench plugin")?;
+    let scratch: Vec<Scratch> = dirs
+        .iter()
+        .map(|d| Scratch::new(d))
+        .collect::<anyhow::Result<_>>()?;
+    let plugin_file = scratch[0].0.join("bench.wasm");
+    std::fs::write(&plugin_file, guests::BENCH_PLUGIN)?;
+    let setup = Setup {
+        global,
+        runner: &runner,
+        plugin: &plugin,
+        plugin_file: &plugin_file,
+    };
+
+    let startup = startup::measure(&setup, &plan, &scratch[0].0.join("startup"))?;
+    let mut reports = Vec::new();
+    for (i, s) in scratch.iter().enumerate() {
+        let base = &s.0;
+        let uncontended = uncontended::measure(&setup, &plan, base)?;
+        let contended = contended::measure(&setup, &plan, base)?;
+        let waiting = waiting::measure(&setup, &plan, base)?;
+        let hammer = if i == 0 || plan.hammer_every_dir {
+            Some(hammer::measure(&setup, &plan, base)?)
+        } else {
+            None
+        };
+        reports.push(DirReport {
+            path: dirs[i].display().to_string(),
+            fs: sys::fs_type(base)?,
+            uncontended,
+            contended,
+            waiting,
+            hammer,
+        });
+    }
+    let report = Report {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        mode: plan.mode,
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            loadavg_start,
+            loadavg_end: sys::loadavg(),
+        },
+        targets: targets::judge(&reports, &startup),
+        plan,
+        startup,
+        dirs: reports,
+    };
+    print!("{}", table::render(&report));
+    if let Some(file) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(file, json + "\n").with_context(|| format!("write {}", file.display()))?;
+    }
+    Ok(0)
+}
+
+/// /dev/shm (if it is there) and the current directory.
+fn default_dirs() -> Vec<PathBuf> {
+    let shm = Path::new("/dev/shm");
+    let mut dirs = Vec::new();
+    if shm.is_dir() {
+        dirs.push(shm.to_owned());
+    }
+    dirs.push(PathBuf::from("."));
+    dirs
+}
+
+/// A scratch directory inside a directory under test, removed at the end.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &Path) -> anyhow::Result<Self> {
+        let parent = super::absolute_dir(parent, "--dir")?;
+        let dir = parent.join(format!("lockbydir-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

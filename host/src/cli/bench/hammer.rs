@@ -1,0 +1,101 @@
+//! The seed's massive hammering: many plugin instances on threads each try once to get the
+//! lock, hold it (asleep) for a fixed time, and give up when their patience runs out.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::contenders::{Kind, Record, RoundSpec, Setup, run_round};
+use super::plan::Plan;
+use super::stats::{median, percentile};
+
+/// What the seed published for its version: 500 threads, median overhead 0.7 ms, RAM disk.
+pub const SEED_MEDIAN_MS: f64 = 0.7;
+
+/// Who got in, who gave up, and the overhead of each handover.
+#[derive(Clone, Debug, Serialize)]
+pub struct Hammer {
+    pub contenders: usize,
+    pub hold_ms: u64,
+    pub patience_ms: u64,
+    /// Contenders that got the lock.
+    pub got_in: usize,
+    /// Contenders whose patience ran out.
+    pub gave_up: usize,
+    /// Median gap between one holder starting to release and the next one holding (ms).
+    pub handover_median_ms: f64,
+    /// 99th percentile of that gap (ms).
+    pub handover_p99_ms: f64,
+    /// The longest wait of a contender that got in (ms).
+    pub longest_wait_ms: f64,
+    /// From the go to the last contender's end (s).
+    pub elapsed_s: f64,
+    /// Pairs of holds that overlapped (must be 0).
+    pub overlaps: usize,
+    /// The seed's published median handover overhead (ms), for comparison.
+    pub seed_median_ms: f64,
+}
+
+/// Run the hammering in `base` (a scratch directory on the filesystem under test).
+pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer> {
+    eprintln!(
+        "bench: {}: hammering with {} plugin instances",
+        base.display(),
+        plan.hammer_contenders
+    );
+    let dir = base.join("hammer");
+    let spec = RoundSpec {
+        kind: Kind::PluginThreads,
+        contenders: plan.hammer_contenders,
+        lock_dir: dir.join("locks"),
+        work: dir.join("work"),
+        hold_us: plan.hammer_hold_ms * 1_000,
+        hold_sleep: true,
+        patience_ms: plan.hammer_patience_ms,
+        rounds: 1,
+        // Long enough for every contender's single try.
+        window_ms: 3_600_000,
+        go_poll_ms: 20,
+        host_holds: false,
+    };
+    let out = run_round(setup, &spec)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut holds = Vec::new();
+    let (mut gave_up, mut end, mut longest) = (0, out.go_ns, 0u64);
+    for r in out.contenders.iter().flat_map(|c| &c.records) {
+        match *r {
+            Record::Acquired {
+                asked,
+                got,
+                releasing,
+                released,
+            } => {
+                holds.push((got, releasing));
+                end = end.max(released);
+                longest = longest.max(got.saturating_sub(asked));
+            }
+            Record::GaveUp { gave_up: g, .. } => {
+                gave_up += 1;
+                end = end.max(g);
+            }
+        }
+    }
+    holds.sort_unstable();
+    let mut gaps: Vec<f64> = holds
+        .windows(2)
+        .map(|w| w[1].0.saturating_sub(w[0].1) as f64 / 1e6)
+        .collect();
+    Ok(Hammer {
+        contenders: plan.hammer_contenders,
+        hold_ms: plan.hammer_hold_ms,
+        patience_ms: plan.hammer_patience_ms,
+        got_in: holds.len(),
+        gave_up,
+        handover_median_ms: median(&mut gaps.clone()),
+        handover_p99_ms: percentile(&mut gaps, 99.0),
+        longest_wait_ms: longest as f64 / 1e6,
+        elapsed_s: end.saturating_sub(out.go_ns) as f64 / 1e9,
+        overlaps: holds.windows(2).filter(|w| w[1].0 < w[0].1).count(),
+        seed_median_ms: SEED_MEDIAN_MS,
+    })
+}

@@ -1,0 +1,115 @@
+//! How much to measure: the quick, full and smoke plans.
+
+use serde::Serialize;
+
+/// Repetitions, sizes and durations of one benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    /// `quick`, `full` or `smoke`.
+    pub mode: &'static str,
+    /// Repetitions of each uncontended measurement (interleaved across variants).
+    pub uncontended_runs: usize,
+    /// Operations per uncontended measurement, for the slowest variants; the fast ones do
+    /// `fast_factor` times more.
+    pub uncontended_ops: u64,
+    /// How many more operations the fast variants (mkdir+rmdir, flock) do per measurement.
+    pub fast_factor: u64,
+    /// Contender counts of the handover benchmark.
+    pub contenders: Vec<usize>,
+    /// Repetitions of each handover measurement.
+    pub contended_runs: usize,
+    /// How long the contenders loop in one handover measurement (ms).
+    pub window_ms: u64,
+    /// Acquisitions in the first this many ms after the start are not analysed (ms).
+    pub settle_ms: u64,
+    /// How long each holder holds the lock, busy (µs).
+    pub hold_us: u64,
+    /// Contender counts of the waiting benchmark (the lock held throughout by the benchmark).
+    pub waiting_contenders: Vec<usize>,
+    /// How long the benchmark holds the lock while they wait (ms).
+    pub waiting_ms: u64,
+    /// Whether separate processes are measured too (besides threads in one host).
+    pub processes: bool,
+    /// Repetitions of each start-up measurement.
+    pub startup_runs: usize,
+    /// Repetitions of the compile without cache (slow: seconds each).
+    pub compile_runs: usize,
+    /// Idle plugin instances whose memory is measured.
+    pub idle_plugins: usize,
+    /// Contenders of the massive hammering.
+    pub hammer_contenders: usize,
+    /// Their hold time (ms, asleep like the seed's sleepers).
+    pub hammer_hold_ms: u64,
+    /// Their patience (ms).
+    pub hammer_patience_ms: u64,
+    /// Whether the hammering runs on every directory or only the first.
+    pub hammer_every_dir: bool,
+}
+
+impl Plan {
+    /// About a minute on 2 cores.
+    pub fn quick() -> Self {
+        Plan {
+            mode: "quick",
+            uncontended_runs: 5,
+            uncontended_ops: 500,
+            fast_factor: 4,
+            contenders: vec![2, 8, 32],
+            contended_runs: 1,
+            window_ms: 400,
+            settle_ms: 20,
+            hold_us: 100,
+            waiting_contenders: vec![8],
+            waiting_ms: 300,
+            processes: true,
+            startup_runs: 11,
+            compile_runs: 1,
+            idle_plugins: 20,
+            hammer_contenders: 200,
+            hammer_hold_ms: 5,
+            hammer_patience_ms: 1_000,
+            hammer_every_dir: false,
+        }
+    }
+
+    /// Several minutes: more repetitions, longer windows, the seed's hammering settings.
+    pub fn full() -> Self {
+        Plan {
+            mode: "full",
+            uncontended_runs: 11,
+            uncontended_ops: 2_000,
+            contended_runs: 3,
+            window_ms: 2_000,
+            waiting_contenders: vec![2, 8, 32],
+            waiting_ms: 1_000,
+            startup_runs: 21,
+            compile_runs: 3,
+            idle_plugins: 50,
+            hammer_contenders: 500,
+            hammer_hold_ms: 50,
+            hammer_patience_ms: 5_000,
+            hammer_every_dir: true,
+            ..Plan::quick()
+        }
+    }
+
+    /// Seconds: only shows that every part runs (the numbers mean little).
+    pub fn smoke() -> Self {
+        Plan {
+            mode: "smoke",
+            uncontended_runs: 1,
+            uncontended_ops: 50,
+            contenders: vec![2],
+            window_ms: 50,
+            settle_ms: 0,
+            waiting_contenders: vec![2],
+            waiting_ms: 50,
+            startup_runs: 1,
+            idle_plugins: 2,
+            hammer_contenders: 4,
+            hammer_hold_ms: 1,
+            hammer_patience_ms: 200,
+            ..Plan::quick()
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The report as Markdown tables (readable in a terminal, pasteable into docs).
+
+use std::fmt::Write;
+
+use super::Report;
+
+/// A duration given in ns, in the unit that suits it.
+fn ns(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else if x < 1e3 {
+        format!("{x:.0} ns")
+    } else if x < 1e6 {
+        format!("{:.1} µs", x / 1e3)
+    } else if x < 1e9 {
+        format!("{:.2} ms", x / 1e6)
+    } else {
+        format!("{:.2} s", x / 1e9)
+    }
+}
+
+fn num(x: f64, decimals: usize) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.decimals$}")
+    }
+}
+
+fn row(out: &mut String, cells: &[String]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+}
+
+fn header(out: &mut String, cells: &[&str]) {
+    let _ = writeln!(out, "| {} |", cells.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(cells.len()));
+}
+
+/// Render the whole report.
+pub fn render(r: &Report) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "lockbydir bench ({} mode): {} CPUs, kernel {}, load average {} at start, {} at end.\n",
+        r.mode, r.machine.cpus, r.machine.kernel, r.machine.loadavg_start, r.machine.loadavg_end
+    );
+    uncontended(&mut o, r);
+    contended(&mut o, r);
+    waiting(&mut o, r);
+    startup(&mut o, r);
+    hammer(&mut o, r);
+    targets(&mut o, r);
+    o
+}
+
+fn uncontended(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "### Uncontended acquire + release, per pair (median of {} runs; ratios: median of the per-run ratios)\n",
+        r.dirs.first().map_or(0, |d| d.uncontended.runs)
+    );
+    header(
+        o,
+        &[
+            "directory",
+            "mkdir+rmdir (floor)",
+            "flock",
+            "protocol, native",
+            "component from host",
+            "plugin->host->component",
+            "plugin / protocol",
+            "plugin / mkdir+rmdir",
+            "component / protocol",
+            "protocol / mkdir+rmdir",
+        ],
+    );
+    for d in &r.dirs {
+        let u = &d.uncontended;
+        row(
+            o,
+            &[
+                format!("{} ({})", d.path, d.fs),
+                ns(u.mkdir_rmdir_ns),
+                ns(u.flock_ns),
+                ns(u.protocol_ns),
+                ns(u.service_ns),
+                ns(u.plugin_ns),
+                format!("{}x", num(u.plugin_over_protocol, 2)),
+                format!("{}x", num(u.plugin_over_mkdir_rmdir, 2)),
+                format!("{}x", num(u.service_over_protocol, 2)),
+                format!("{}x", num(u.protocol_over_mkdir_rmdir, 2)),
+            ],
+        );
+    }
+    o.push('\n');
+}
+
+fn contended(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "### Contended handover: N contenders loop acquire, hold {} µs (busy), release; {} ms window, median of {} run(s)\n",
+        r.plan.hold_us, r.plan.window_ms, r.plan.contended_runs
+    );
+    let _ = writeln!(
+        o,
+        "handover: from a holder starting to release to a different contender holding. to other: share of the passes (while someone else waited) that went to a different contender; the rest is barging. CPU/acq: all contenders' CPU time per acquisition, the 100 µs busy hold included.\n"
+    );
+    header(
+        o,
+        &[
+            "directory",
+            "contenders",
+            "N",
+            "handover median",
+            "handover p99",
+            "to other",
+            "acquisitions min-max (Jain)",
+            "longest wait (2*N*hold)",
+            "acq/s",
+            "CPU/acq",
+        ],
+    );
+    for d in &r.dirs {
+        for c in &d.contended {
+            let f = &c.figures;
+            row(
+                o,
+                &[
+                    d.fs.clone(),
+                    c.kind.name().into(),
+                    c.contenders.to_string(),
+                    ns(f.handover_median_us * 1e3),
+                    ns(f.handover_p99_us * 1e3),
+                    format!("{}%", num(f.to_other_pct, 0)),
+                    format!(
+                        "{}-{} ({})",
+                        num(f.acquisitions_min, 0),
+                        num(f.acquisitions_max, 0),
+                        num(f.jain, 2)
+                    ),
+                    format!(
+                        "{} ({})",
+                        ns(f.longest_wait_ms * 1e6),
+                        ns(f.wait_bound_ms * 1e6)
+                    ),
+                    num(f.throughput_per_s, 0),
+                    ns(f.cpu_us_per_acquisition * 1e3),
+                ],
+            );
+        }
+    }
+    o.push('\n');
+}
+
+fn waiting(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "### Waiting: the benchmark holds the lock {} ms while N contenders wait, then lets go; median of {} run(s)\n",
+        r.plan.waiting_ms, r.plan.contended_runs
+    );
+    let _ = writeln!(
+        o,
+        "waiter CPU: the waiters' CPU time per second spent waiting, per waiter (% of one core). first/last: from the release to the first/last waiter holding the lock (each holds it once, {} µs).\n",
+        r.plan.hold_us
+    );
+    header(
+        o,
+        &[
+            "directory",
+            "contenders",
+            "N",
+            "waiter CPU",
+            "first after release",
+            "last after release",
+        ],
+    );
+    for d in &r.dirs {
+        for w in &d.waiting {
+            row(
+                o,
+                &[
+                    d.fs.clone(),
+                    w.kind.name().into(),
+                    w.contenders.to_string(),
+                    format!("{}%", num(w.waiter_cpu_pct, 2)),
+                    ns(w.first_after_release_us * 1e3),
+                    ns(w.last_after_release_us * 1e3),
+                ],
+            );
+        }
+    }
+    o.push('\n');
+}
+
+fn startup(o: &mut String, r: &Report) {
+    let s = &r.startup;
+    let _ = writeln!(
+        o,
+        "### Start-up (median of {} runs; compile: {} run(s); memory: {} idle plugins)\n",
+        s.runs, s.compile_runs, s.idle_plugins
+    );
+    header(
+        o,
+        &[
+            "compile lock component (no cache)",
+            "start from compiled cache",
+            "one more lock component",
+            "one more plugin",
+            "whole `lockbydir run` process",
+            "RSS per idle plugin",
+        ],
+    );
+    row(
+        o,
+        &[
+            ns(s.compile_no_cache_ms * 1e6),
+            ns(s.start_from_cache_ms * 1e6),
+            ns(s.lock_service_ms * 1e6),
+            ns(s.one_more_plugin_ms * 1e6),
+            ns(s.process_run_ms * 1e6),
+            format!("{} KiB", num(s.rss_per_idle_plugin_kib, 0)),
+        ],
+    );
+    o.push('\n');
+}
+
+fn hammer(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "### Massive hammering (the seed's demo): plugin instances on threads, one try each, hold asleep\n"
+    );
+    header(
+        o,
+        &[
+            "directory",
+            "contenders",
+            "hold",
+            "patience",
+            "got in",
+            "gave up",
+            "handover median",
+            "handover p99",
+            "longest wait",
+            "elapsed",
+            "overlaps",
+            "seed's median",
+        ],
+    );
+    for d in &r.dirs {
+        let Some(h) = &d.hammer else { continue };
+        row(
+            o,
+            &[
+                d.fs.clone(),
+                h.contenders.to_string(),
+                format!("{} ms", h.hold_ms),
+                format!("{} ms", h.patience_ms),
+                h.got_in.to_string(),
+                h.gave_up.to_string(),
+                ns(h.handover_median_ms * 1e6),
+                ns(h.handover_p99_ms * 1e6),
+                ns(h.longest_wait_ms * 1e6),
+                format!("{} s", num(h.elapsed_s, 2)),
+                h.overlaps.to_string(),
+                format!("{} ms", h.seed_median_ms),
+            ],
+        );
+    }
+    o.push('\n');
+}
+
+fn targets(o: &mut String, r: &Report) {
+    let _ = writeln!(o, "### Targets\n");
+    header(o, &["target", "where", "measured", "limit", "", "off by"]);
+    for t in &r.targets {
+        let decimals = if t.unit == "%" { 0 } else { 2 };
+        row(
+            o,
+            &[
+                t.target.clone(),
+                t.context.clone(),
+                format!("{} {}", num(t.value, decimals), t.unit),
+                format!(
+                    "{} {} {}",
+                    if t.at_least { ">=" } else { "<=" },
+                    num(t.limit, decimals),
+                    t.unit
+                ),
+                if t.met { "met" } else { "MISSED" }.into(),
+                t.miss(),
+            ],
+        );
+    }
+}

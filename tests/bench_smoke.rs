@@ -1,0 +1,96 @@
+//! `lockbydir bench --smoke` runs every part of the benchmark and writes JSON with the
+//! expected keys. Only that it works is checked, never how fast anything is; besides, no two
+//! holds may overlap.
+
+mod common;
+
+use common::{Scratch, lockbydir, output, stderr, stdout};
+use serde_json::Value;
+
+/// `value[key]`, failing with the key's name if it is missing.
+fn get<'a>(value: &'a Value, key: &str) -> &'a Value {
+    value
+        .get(key)
+        .unwrap_or_else(|| panic!("no key {key:?} in {value:#}"))
+}
+
+#[test]
+fn bench_smoke_runs_and_writes_json() {
+    let scratch = Scratch::new("bench-smoke");
+    let dir = scratch.dir("fs");
+    let json = scratch.join("bench.json");
+    let o = output(
+        lockbydir(&dir)
+            .args(["bench", "--smoke", "--dir"])
+            .arg(&dir)
+            .arg("--json")
+            .arg(&json),
+    );
+    assert!(o.status.success(), "bench failed: {}", stderr(&o));
+    assert!(stdout(&o).contains("### Targets"), "{}", stdout(&o));
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(get(&report, "mode"), "smoke");
+    for key in ["command", "machine", "plan", "targets"] {
+        get(&report, key);
+    }
+    let startup = get(&report, "startup");
+    for key in [
+        "compile_no_cache_ms",
+        "start_from_cache_ms",
+        "one_more_plugin_ms",
+        "process_run_ms",
+        "rss_per_idle_plugin_kib",
+    ] {
+        assert!(get(startup, key).is_number(), "startup.{key}");
+    }
+
+    let dirs = get(&report, "dirs").as_array().unwrap();
+    assert_eq!(dirs.len(), 1);
+    let d = &dirs[0];
+    let uncontended = get(d, "uncontended");
+    for key in [
+        "mkdir_rmdir_ns",
+        "flock_ns",
+        "protocol_ns",
+        "service_ns",
+        "plugin_ns",
+        "plugin_over_protocol",
+        "plugin_over_mkdir_rmdir",
+    ] {
+        assert!(get(uncontended, key).is_number(), "uncontended.{key}");
+    }
+    let contended = get(d, "contended").as_array().unwrap();
+    assert!(!contended.is_empty());
+    for row in contended {
+        for key in [
+            "kind",
+            "contenders",
+            "handover_median_us",
+            "to_other_pct",
+            "longest_wait_ms",
+        ] {
+            get(row, key);
+        }
+        let overlaps = get(row, "overlaps").as_f64();
+        assert_eq!(overlaps, Some(0.0), "two holders at once: {row:#}");
+    }
+    for row in get(d, "waiting").as_array().unwrap() {
+        get(row, "waiter_cpu_pct");
+    }
+    let hammer = get(d, "hammer");
+    assert_eq!(
+        get(hammer, "overlaps"),
+        0,
+        "two holders at once: {hammer:#}"
+    );
+    let (got_in, gave_up) = (get(hammer, "got_in"), get(hammer, "gave_up"));
+    assert_eq!(
+        got_in.as_u64().unwrap() + gave_up.as_u64().unwrap(),
+        get(hammer, "contenders").as_u64().unwrap()
+    );
+
+    // The scratch directories the benchmark made are gone.
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

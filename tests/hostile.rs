@@ -1,0 +1,355 @@
+//! The host's defences, each driven by the deliberately hostile plugin
+//! (`example-plugins/src/bin/hostile.rs`): isolation, no forgery, per-plugin policy, limits,
+//! cleanup after a plugin dies, and many instances.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::{Scratch, guest, lockbydir, output, status, stderr, stdout, wait_until_held};
+
+/// `lockbydir run [flags] hostile.wasm -- args`, granting `work` as /work.
+fn hostile(locks: &Path, work: &Path, flags: &[&str], args: &[&str]) -> Output {
+    let mut cmd = lockbydir(locks);
+    cmd.arg("run")
+        .arg("--dir")
+        .arg(format!("{}::/work", work.display()))
+        .args(["--name", "hostile"])
+        .args(flags)
+        .arg(guest("hostile.wasm"))
+        .arg("--")
+        .args(args);
+    output(&mut cmd)
+}
+
+/// True if lock `name` can be taken right now (one attempt).
+fn free_now(locks: &Path, name: &str) -> bool {
+    output(lockbydir(locks).args(["exec", "--patience", "0", name, "--", "true"]))
+        .status
+        .success()
+}
+
+#[test]
+fn a_plugin_sees_only_what_was_granted() {
+    let scratch = Scratch::new("hostile-escape");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let outside = scratch.dir("outside");
+    let secret = outside.join("secret.txt");
+    std::fs::write(&secret, "secret").unwrap();
+    std::fs::write(work.join("ok.txt"), "fine").unwrap();
+    std::os::unix::fs::symlink("../outside/secret.txt", work.join("relative-link")).unwrap();
+    std::os::unix::fs::symlink(&secret, work.join("absolute-link")).unwrap();
+    let attempts = [
+        "/work/ok.txt".to_owned(),
+        "/work/../outside/secret.txt".to_owned(),
+        "../outside/secret.txt".to_owned(),
+        secret.display().to_string(),
+        "/work/relative-link".to_owned(),
+        "/work/absolute-link".to_owned(),
+        locks.display().to_string(),
+        "/etc/passwd".to_owned(),
+    ];
+    let o = hostile(
+        &locks,
+        &work,
+        &[],
+        &["--try", "escape", "--path", &attempts.join(",")],
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), attempts.len(), "{out}");
+    // The control: what was granted is readable, so the denials below are real.
+    assert!(
+        lines[0].contains("read READ; write WRITTEN"),
+        "{}",
+        lines[0]
+    );
+    for line in &lines[1..] {
+        assert!(
+            line.contains("read denied")
+                && line.contains("write denied")
+                && line.contains("list denied"),
+            "escaped the sandbox: {line}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "secret");
+    assert!(
+        std::fs::read_dir(&locks).unwrap().next().is_none(),
+        "the lock directory was touched"
+    );
+}
+
+#[test]
+fn a_plugin_cannot_release_refresh_or_take_a_lock_it_does_not_hold() {
+    let scratch = Scratch::new("hostile-forge");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let mut owner = lockbydir(&locks)
+        .args(["exec", "--holder", "owner", "target", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    let before = wait_until_held(&locks, "target", "owner", &mut owner);
+    let o = hostile(&locks, &work, &[], &["--try", "forge", "--lock", "target"]);
+    let out = stdout(&o);
+    let after = status(&locks)
+        .into_iter()
+        .find(|r| r["name"] == "target")
+        .unwrap();
+    let _ = owner.kill();
+    let _ = owner.wait();
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("release: not-held"), "{out}");
+    assert!(out.contains("refresh: not-held"), "{out}");
+    assert!(out.contains("try-acquire: busy (held by owner)"), "{out}");
+    assert_eq!(out.matches(": invalid-name").count(), 5, "{out}");
+    assert_eq!(after["holder"], "owner");
+    assert_eq!(
+        after["deadline_ms"], before["deadline_ms"],
+        "the forger moved the deadline"
+    );
+    let names: Vec<_> = std::fs::read_dir(&locks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        ["target.lockdir"],
+        "nothing created outside the lockdir"
+    );
+}
+
+#[test]
+fn the_policy_limits_names_timeouts_and_how_many_locks_are_held() {
+    let scratch = Scratch::new("hostile-policy");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let hoard = ["--try", "hoard", "--count", "5", "--timeout-ms", "5000"];
+
+    let o = hostile(
+        &locks,
+        &work,
+        &["--allow-lock", "hoard-*", "--max-locks", "2"],
+        &hoard,
+    );
+    let out = stdout(&o);
+    assert!(
+        out.contains("hoard-0: acquired\nhoard-1: acquired\nhoard-2: denied\n"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o)
+            .contains("policy: refused plugin `hostile`: 2 lock(s) are already held; the cap is 2"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = hostile(&locks, &work, &["--allow-lock", "job-*"], &hoard);
+    assert_eq!(stdout(&o), "hoard-0: denied\n");
+    assert!(
+        stderr(&o).contains("lock name `hoard-0` is not allowed (allowed: job-*)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = hostile(&locks, &work, &["--max-timeout", "1s"], &hoard);
+    assert_eq!(stdout(&o), "hoard-0: denied\n");
+    assert!(
+        stderr(&o).contains("timeout 5000 ms is above the cap of 1000 ms"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = hostile(
+        &locks,
+        &work,
+        &["--max-handles", "3"],
+        &["--try", "hoard", "--count", "5"],
+    );
+    assert!(stdout(&o).ends_with("hoard-3: denied\n"), "{}", stdout(&o));
+
+    // The refused requests created nothing.
+    let mut names: Vec<_> = std::fs::read_dir(&locks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["hoard-0.lockdir", "hoard-1.lockdir", "hoard-2.lockdir"]
+    );
+}
+
+#[test]
+fn a_plugin_that_spins_holding_a_lock_is_stopped_at_its_deadline_and_the_lock_freed() {
+    let scratch = Scratch::new("hostile-spin");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--deadline", "1s"],
+        &["--try", "spin", "--lock", "spun"],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("plugin `hostile` was stopped: it exceeded its deadline (--deadline 1.0s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ended while holding lock `spun`; released it"),
+        "{err}"
+    );
+    assert!(
+        free_now(&locks, "spun"),
+        "the 60 s lock was not released at once"
+    );
+}
+
+#[test]
+fn a_plugin_that_hogs_memory_is_stopped_naming_the_limit_and_the_lock_freed() {
+    let scratch = Scratch::new("hostile-hog");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--max-memory", "32M"],
+        &["--try", "hog", "--lock", "hogged"],
+    );
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("it exceeded its memory limit (--max-memory 33554432 bytes"),
+        "{err}"
+    );
+    assert!(err.contains("released it"), "{err}");
+    assert!(free_now(&locks, "hogged"));
+}
+
+#[test]
+fn locks_of_a_plugin_that_traps_or_exits_are_released_at_once() {
+    let scratch = Scratch::new("hostile-cleanup");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(&locks, &work, &[], &["--try", "trap", "--lock", "trapped"]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("plugin `hostile` trapped"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(free_now(&locks, "trapped"));
+    let o = hostile(&locks, &work, &[], &["--try", "exit", "--lock", "exited"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "exit(3) is a failure (WASI 0.2 exit carries no code)"
+    );
+    assert!(
+        stderr(&o).contains("ended while holding lock `exited`; released it"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(free_now(&locks, "exited"));
+}
+
+#[test]
+fn a_deadline_also_ends_a_wait_for_a_lock() {
+    let scratch = Scratch::new("hostile-wait");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let mut owner = lockbydir(&locks)
+        .args(["exec", "--holder", "owner", "busy", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "busy", "owner", &mut owner);
+    let o = hostile(
+        &locks,
+        &work,
+        &["--deadline", "1s", "--quiet"],
+        &["--try", "wait", "--lock", "busy"],
+    );
+    let owner_still_holds = owner.try_wait().unwrap().is_none();
+    let _ = owner.kill();
+    let _ = owner.wait();
+    assert!(
+        owner_still_holds,
+        "the wait only ended because the owner went away"
+    );
+    // WASI 0.2 `exit` carries only success or failure, so the plugin's exit(4) arrives as 1.
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(stdout(&o), "wait: gave up\n");
+}
+
+#[test]
+fn many_instances_run_side_by_side_and_a_failing_one_does_not_stop_the_others() {
+    let scratch = Scratch::new("hostile-instances");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--instances", "3", "--quiet"],
+        &["--try", "exit", "--lock", "shared"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("exited with 1").count(), 3, "{err}");
+    assert_eq!(
+        err.matches("ended while holding lock `shared`; released it")
+            .count(),
+        3,
+        "{err}"
+    );
+    assert!(err.contains("3 instances: 0 succeeded, 3 failed"), "{err}");
+
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let mut cmd = lockbydir(&locks);
+    cmd.args(["run", "--quiet", "--instances", "6", "--dir"])
+        .arg(format!("{}::/work", work.display()))
+        .arg(guest("counter.wasm"))
+        .args([
+            "--",
+            "--lock",
+            "c",
+            "--counter",
+            "/work/counter",
+            "--log",
+            "/work/log",
+            "--rounds",
+            "5",
+        ]);
+    let o = output(&mut cmd);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("6 instances: 6 succeeded, 0 failed"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(common::count(&work.join("counter")), 30);
+    common::assert_exclusive(&work.join("log"), 30);
+}
+
+#[test]
+fn bad_run_flags_are_refused_with_a_reason() {
+    let scratch = Scratch::new("hostile-flags");
+    let locks = scratch.dir("locks");
+    for (flags, expected) in [
+        (vec!["--allow-lock", "a/b"], "invalid lock name pattern"),
+        (vec!["--max-memory", "12X"], "unknown size unit"),
+        (vec!["--deadline", "soon"], "invalid duration"),
+        (vec!["--instances", "0"], "--instances must be at least 1"),
+        (vec!["--dir", "::x"], "expected HOST or HOST::GUEST"),
+        (vec!["--env", "NOVALUE"], "expected K=V"),
+    ] {
+        let mut cmd = lockbydir(&locks);
+        cmd.arg("run").args(&flags).arg(guest("hostile.wasm"));
+        let o = output(&mut cmd);
+        assert!(!o.status.success(), "{flags:?} accepted");
+        assert!(stderr(&o).contains(expected), "{flags:?}: {}", stderr(&o));
+    }
+}

@@ -1,0 +1,456 @@
+//! One lock component, many hosts: the Rust host (`lockbydir run` with the counter plugin and
+//! `lockbydir exec` with a shell command), Node.js (the component transpiled by jco, in
+//! `examples/node`) and Python (wasmtime's component support, in `examples/python`) all hammer
+//! one lock in one lock directory. Each round increments a shared counter file with a plain
+//! read-modify-write and logs its hold interval; the count must be exact and no two holds may
+//! overlap.
+//!
+//! The test sets up what the examples need, as their README says: `npm ci` and
+//! `npm run transpile` in `examples/node`, a virtualenv with `pip install -r requirements.txt`
+//! in `examples/python`, and `lockbydir component --out lock.wasm` in both. Each step is
+//! skipped when a stamp shows that its inputs have not changed, so a second run is quick. If
+//! `node`/`npm` or `python3` (with `venv`) is missing, the test says "skipped: ..." and passes.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::{Scratch, assert_exclusive, count, guest, intervals, lockbydir, output, stderr};
+
+/// Rounds per contender.
+const ROUNDS: usize = 40;
+
+/// How many contenders of each kind: `lockbydir run`, `lockbydir exec`, Node, Python.
+const PER_KIND: usize = 2;
+
+/// The lock everyone takes.
+const LOCK: &str = "shared";
+
+/// The shell snippet an `exec`'d command runs (as in tests/cli.rs): a read-modify-write under
+/// the lock, logged. `$1` is the work directory, `$2` the label.
+const EXEC_INCREMENT: &str = r#"s=$(date +%s%N); n=$(cat "$1/counter"); echo $((n+1)) > "$1/counter"; e=$(date +%s%N); echo "$s $e $LOCKBYDIR_FENCE $2" >> "$1/log""#;
+
+/// Only a hang guard, far above the test's real run time: contenders still running after
+/// this are killed and the test fails saying so.
+const HANG_GUARD: Duration = Duration::from_secs(600);
+
+#[test]
+fn rust_node_and_python_hosts_take_turns_on_one_lock() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let scratch = Scratch::new("other-languages");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+
+    let setup_started = Instant::now();
+    let node_dir = prepare_node(&locks);
+    let python = prepare_python(&locks);
+    say(&format!(
+        "set up the Node and Python examples in {:.1}s",
+        setup_started.elapsed().as_secs_f64()
+    ));
+
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let counter = work.join("counter");
+    let log = work.join("log");
+
+    // A gate: hold the lock while every contender starts, so that all of them are waiting on
+    // it when the hammering begins (Node and Python start slower than `lockbydir run`).
+    let mut gate = Gate::close(&locks, scratch.join("go"));
+
+    let started = Instant::now();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut contenders = Vec::new();
+    for i in 0..PER_KIND {
+        let label = format!("rust-run-{i}");
+        let mut cmd = lockbydir(&locks);
+        cmd.args(["run", "--dir"])
+            .arg(format!("{}::/work", work.display()))
+            .arg(guest("counter.wasm"))
+            .args(["--", "--lock", LOCK])
+            .args(["--counter", "/work/counter", "--log", "/work/log"])
+            .args(["--rounds", &ROUNDS.to_string(), "--label", &label]);
+        contenders.push(Contender::spawn(label, cmd, &ready_tx));
+    }
+    for i in 0..PER_KIND {
+        // A shell loop of `lockbydir exec` processes, one round each; the first one says when
+        // it waits, the others are quiet.
+        let label = format!("rust-exec-{i}");
+        let script = format!(
+            r#"q=; for i in $(seq {ROUNDS}); do "$0" --locks "$1" exec $q {LOCK} -- sh -c '{EXEC_INCREMENT}' sh "$2" "$3" || exit 1; q=--quiet; done"#
+        );
+        let mut cmd = Command::new("sh");
+        cmd.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env_remove("LOCKBYDIR_DIR")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_lockbydir"))
+            .arg(&locks)
+            .arg(&work)
+            .arg(&label);
+        contenders.push(Contender::spawn(label, cmd, &ready_tx));
+    }
+    for i in 0..PER_KIND {
+        let label = format!("node-{i}");
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&node_dir)
+            .arg("counter.mjs")
+            .args(counter_args(&locks, &counter, &log, &label));
+        contenders.push(Contender::spawn(label, cmd, &ready_tx));
+    }
+    for i in 0..PER_KIND {
+        let label = format!("python-{i}");
+        let mut cmd = Command::new(&python);
+        cmd.current_dir(examples().join("python"))
+            .arg("counter.py")
+            .args(counter_args(&locks, &counter, &log, &label));
+        contenders.push(Contender::spawn(label, cmd, &ready_tx));
+    }
+    drop(ready_tx);
+
+    // Open the gate once every contender has said it is waiting (or one has already exited,
+    // which the checks below will report).
+    let mut waiting = 0;
+    while waiting < contenders.len() {
+        match ready_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(_) => waiting += 1,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if contenders.iter_mut().any(|c| c.exited()) {
+                    break;
+                }
+            }
+        }
+        if started.elapsed() > HANG_GUARD {
+            break;
+        }
+    }
+    let gate_opened = Instant::now();
+    gate.open();
+
+    let mut failed = Vec::new();
+    for contender in contenders {
+        let label = contender.label.clone();
+        let (status, text) = contender.finish(started + HANG_GUARD);
+        if !status.is_some_and(|s| s.success()) {
+            failed.push(format!("{label} ({status:?}):\n{text}"));
+        }
+    }
+    let hammer_time = gate_opened.elapsed();
+    assert!(
+        failed.is_empty(),
+        "contenders failed:\n{}",
+        failed.join("\n")
+    );
+
+    let total = 4 * PER_KIND * ROUNDS;
+    assert_eq!(count(&counter), total, "the shared counter");
+    assert_exclusive(&log, total);
+
+    // What the run looked like (information only; nothing here is asserted).
+    let holds = intervals::parse(&std::fs::read_to_string(&log).unwrap(), "").unwrap();
+    let mut by_start = holds.clone();
+    by_start.sort_by_key(|h| h.start);
+    let switches = by_start.windows(2).filter(|w| w[0].who != w[1].who).count();
+    let report = intervals::check(holds).unwrap();
+    say(&format!(
+        "{} contenders x {ROUNDS} rounds: {total} holds, none overlapping; the holder changed \
+         {switches} times; smallest gap between holds {} us; {waiting} contenders were waiting \
+         at the gate; hammering took {:.1}s",
+        4 * PER_KIND,
+        report.min_gap_ns.unwrap_or(0) / 1000,
+        hammer_time.as_secs_f64()
+    ));
+}
+
+/// A line on the real stderr, past libtest's capture, so CI logs show it (the skip notice,
+/// the setup steps, the summary).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "other_languages: {line}");
+}
+
+/// A holder that keeps the lock until it is opened, so that every contender starts waiting
+/// before the hammering begins. Dropping it opens it too (on a failing path).
+struct Gate {
+    go: PathBuf,
+    holder: Child,
+}
+
+impl Gate {
+    /// Take the lock as `gate` (with `lockbydir exec`) and wait until it is held.
+    fn close(locks: &Path, go: PathBuf) -> Self {
+        let holder = lockbydir(locks)
+            .args([
+                "exec", "--quiet", "--holder", "gate", LOCK, "--", "sh", "-c",
+            ])
+            .arg(r#"while [ ! -e "$0" ]; do sleep 0.01; done"#)
+            .arg(&go)
+            .spawn()
+            .unwrap();
+        let mut gate = Gate { go, holder };
+        gate.wait_until_held(locks);
+        gate
+    }
+
+    /// Poll `status` until the gate holds the lock.
+    fn wait_until_held(&mut self, locks: &Path) {
+        let started = Instant::now();
+        loop {
+            let o = output(lockbydir(locks).args(["status", "--json"]));
+            assert!(o.status.success(), "status failed: {}", stderr(&o));
+            let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let held = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["name"] == LOCK && r["state"] == "held" && r["holder"] == "gate");
+            if held {
+                return;
+            }
+            assert!(
+                self.holder.try_wait().unwrap().is_none(),
+                "the gate holder exited before taking the lock"
+            );
+            assert!(
+                started.elapsed() < HANG_GUARD,
+                "the gate never took the lock"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Let the holder's command end, so that it releases the lock; check that it succeeded.
+    fn open(&mut self) {
+        std::fs::write(&self.go, "").unwrap();
+        let status = self.holder.wait().unwrap();
+        assert!(status.success(), "the gate holder failed: {status}");
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Ok(None) = self.holder.try_wait() {
+            let _ = std::fs::write(&self.go, "");
+            let _ = self.holder.wait();
+        }
+    }
+}
+
+/// `--locks ... --lock ... --counter ... --log ... --rounds ... --label ...` for the Node and
+/// Python counters.
+fn counter_args(locks: &Path, counter: &Path, log: &Path, label: &str) -> Vec<String> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        "--locks".into(),
+        path(locks),
+        "--lock".into(),
+        LOCK.into(),
+        "--counter".into(),
+        path(counter),
+        "--log".into(),
+        path(log),
+        "--rounds".into(),
+        ROUNDS.to_string(),
+        "--label".into(),
+        label.into(),
+    ]
+}
+
+/// One contender process; a thread forwards its stderr and reports its first "blocking
+/// waiting" line.
+struct Contender {
+    label: String,
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+}
+
+impl Contender {
+    fn spawn(label: String, mut cmd: Command, ready: &mpsc::Sender<String>) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {label} ({cmd:?}): {e}"));
+        let pipe = child.stderr.take().unwrap();
+        let ready = ready.clone();
+        let name = label.clone();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let mut said_ready = false;
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let waiting = line.contains("blocking waiting for lock");
+                if !waiting || !said_ready {
+                    eprintln!("[{name}] {line}");
+                }
+                if waiting && !said_ready {
+                    said_ready = true;
+                    let _ = ready.send(name.clone());
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        Contender {
+            label,
+            child,
+            stderr: Some(stderr),
+        }
+    }
+
+    /// Whether the process has already exited.
+    fn exited(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_some()
+    }
+
+    /// Wait for the process (killing it past `deadline`); its status (None if killed) and
+    /// everything it wrote on stderr.
+    fn finish(mut self, deadline: Instant) -> (Option<std::process::ExitStatus>, String) {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = self.stderr.take().unwrap().join().unwrap();
+        (status, text)
+    }
+}
+
+impl Drop for Contender {
+    /// A contender left running by a failing test is killed.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The `examples/` folder.
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .canonicalize()
+        .expect("examples/ next to host/")
+}
+
+/// Why this machine cannot run the test, if it cannot.
+fn missing_tools() -> Option<String> {
+    for (tool, args) in [
+        ("node", &["--version"][..]),
+        ("npm", &["--version"][..]),
+        ("python3", &["--version"][..]),
+    ] {
+        if !succeeds(Command::new(tool).args(args)) {
+            return Some(format!(
+                "`{tool}` is not installed (needed to run the Node and Python examples)"
+            ));
+        }
+    }
+    if !succeeds(Command::new("python3").args(["-c", "import venv, ensurepip"])) {
+        return Some(
+            "python3 cannot make virtualenvs (no `venv`/`ensurepip`; on Debian: python3-venv)"
+                .to_owned(),
+        );
+    }
+    None
+}
+
+/// Whether a command starts and exits 0 (its output discarded).
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Run a setup step, failing the test with its output if it fails.
+fn setup(cmd: &mut Command) {
+    say(&format!("setup: {cmd:?}"));
+    let o = output(cmd);
+    assert!(
+        o.status.success(),
+        "setup step {cmd:?} failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+}
+
+/// Whether `stamp` holds exactly the bytes of `source` (both must exist).
+fn stamped(source: &Path, stamp: &Path) -> bool {
+    match (std::fs::read(source), std::fs::read(stamp)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// `lockbydir component --out FILE`, as the examples' README says.
+fn write_component(locks: &Path, to: &Path) {
+    setup(lockbydir(locks).args(["component", "--out"]).arg(to));
+}
+
+/// `npm ci` and `npm run transpile` in examples/node, each only if its inputs changed.
+fn prepare_node(locks: &Path) -> PathBuf {
+    let dir = examples().join("node");
+    let installed_stamp = dir.join("node_modules/.lockbydir-package-lock.json");
+    let mut installed = false;
+    if !stamped(&dir.join("package-lock.json"), &installed_stamp) {
+        setup(Command::new("npm").arg("ci").current_dir(&dir));
+        std::fs::copy(dir.join("package-lock.json"), &installed_stamp).unwrap();
+        installed = true;
+    }
+    write_component(locks, &dir.join("lock.wasm"));
+    let transpiled_stamp = dir.join("gen/.lockbydir-source.wasm");
+    if installed || !stamped(&dir.join("lock.wasm"), &transpiled_stamp) {
+        let _ = std::fs::remove_dir_all(dir.join("gen"));
+        setup(
+            Command::new("npm")
+                .args(["run", "transpile"])
+                .current_dir(&dir),
+        );
+        std::fs::copy(dir.join("lock.wasm"), &transpiled_stamp).unwrap();
+    }
+    dir
+}
+
+/// A virtualenv in examples/python with `requirements.txt` installed (only if it changed, or
+/// the venv is unusable), and the component; returns the venv's python.
+fn prepare_python(locks: &Path) -> PathBuf {
+    let dir = examples().join("python");
+    let venv = dir.join(".venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(".lockbydir-requirements.txt");
+    let usable = stamped(&dir.join("requirements.txt"), &stamp)
+        && succeeds(Command::new(&python).args(["-c", "import wasmtime"]));
+    if !usable {
+        setup(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear", ".venv"])
+                .current_dir(&dir),
+        );
+        setup(
+            Command::new(&python)
+                .args(["-m", "pip", "install", "--disable-pip-version-check"])
+                .args(["--quiet", "-r", "requirements.txt"])
+                .current_dir(&dir),
+        );
+        std::fs::copy(dir.join("requirements.txt"), &stamp).unwrap();
+    }
+    write_component(locks, &dir.join("lock.wasm"));
+    python
+}
