@@ -64,6 +64,12 @@ pub trait Fs {
     fn rename(&self, from: &str, to: &str) -> Result<(), FsError>;
     /// The names inside a directory (without `.` and `..`), in any order.
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError>;
+    /// The modification time of `path` on the filesystem's own clock, in ms since the Unix
+    /// epoch; `None` if this filesystem keeps no usable timestamps (the default).
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        let _ = path;
+        Ok(None)
+    }
 }
 
 /// How many times a listing that failed while its directory still exists is repeated.
@@ -109,6 +115,15 @@ impl Fs for StdFs {
 
     fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
         Ok(std::fs::rename(self.at(from), self.at(to))?)
+    }
+
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        let modified = std::fs::metadata(self.at(path))?.modified();
+        // A platform without mtimes, or one before the epoch, gives no usable reading.
+        Ok(modified
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64))
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {

@@ -263,7 +263,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     .deadline_ms
                     .saturating_add(self.options.max_clock_skew_ms)
                     .saturating_add(1);
-                pause = pause.min(takeover_at.saturating_sub(self.env.now_ms()).max(1));
+                // Past the deadline by our clock but not by the filesystem's: keep backing off.
+                let until = takeover_at.saturating_sub(self.env.now_ms());
+                if until > 0 {
+                    pause = pause.min(until);
+                }
             }
             self.env.sleep_ms(pause.min(patience_left));
             backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
@@ -349,6 +353,32 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
+    /// The second half of the takeover rule (borg's): the lock must also look expired by the
+    /// filesystem's own clock, so a waiter whose clock runs ahead cannot take a live lock.
+    ///
+    /// The lockdir's mtime is the filesystem's time of the last rename inside it, that is of
+    /// the acquisition or refresh that wrote the current deadline. The filesystem's "now" is
+    /// the mtime of a probe directory made for the purpose. Both readings come from one clock
+    /// (the file server's, on a network filesystem), so client clocks do not matter. A
+    /// filesystem without timestamps passes the check (the waiter's own clock decides).
+    fn stale_by_filesystem_clock(&self, holder: &Holder) -> Result<bool, Error> {
+        let Some(changed) = self
+            .fs
+            .modified_ms(&self.lockdir)
+            .map_err(|e| io("stat", self.lockdir.clone(), e))?
+        else {
+            return Ok(true);
+        };
+        let probe = format!(".{}.{:016x}.probe", self.name, self.env.random_u64());
+        self.fs
+            .create_dir(&probe)
+            .map_err(|e| io("create-dir", probe.clone(), e))?;
+        let fs_now = self.fs.modified_ms(&probe);
+        let _ = self.fs.remove_dir(&probe);
+        let fs_now = fs_now.map_err(|e| io("stat", probe.clone(), e))?;
+        Ok(fs_now.is_none_or(|now| now.saturating_sub(changed) > holder.timeout_ms))
+    }
+
     /// One read-decide-rename step.
     fn attempt(&mut self) -> Result<Attempt, Error> {
         let entry = match read_entry(&self.fs, &self.lockdir)? {
@@ -363,7 +393,9 @@ impl<F: Fs, E: Env> Lock<F, E> {
         let took_over = match &entry {
             Entry::Free { .. } => None,
             Entry::Held(h) => {
-                if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms) {
+                if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms)
+                    || !self.stale_by_filesystem_clock(h)?
+                {
                     return Ok(Attempt::Busy(h.clone()));
                 }
                 Some(h.clone())

@@ -7,8 +7,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lockbydir_protocol::{
-    Env, Error, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs, list_locks,
+    Env, Error, Fs, FsError, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs,
+    list_locks,
 };
+
+/// A real directory whose timestamps the protocol cannot see, so that the manual clock alone
+/// decides expiry (the filesystem's clock would say every lock is fresh).
+#[derive(Clone)]
+struct NoClockFs(StdFs);
+
+impl NoClockFs {
+    fn new(dir: &std::path::Path) -> Self {
+        NoClockFs(StdFs::new(dir))
+    }
+}
+
+impl Fs for NoClockFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.0.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.0.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.0.rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.0.read_dir(path)
+    }
+}
 
 /// A clock that only moves when told to (or when someone sleeps), shared by all handles.
 #[derive(Clone)]
@@ -91,9 +118,14 @@ fn opts(holder: &str, timeout_ms: u64) -> Options {
     }
 }
 
-fn open(dir: &TempDir, env: &ManualEnv, holder: &str, timeout_ms: u64) -> Lock<StdFs, ManualEnv> {
+fn open(
+    dir: &TempDir,
+    env: &ManualEnv,
+    holder: &str,
+    timeout_ms: u64,
+) -> Lock<NoClockFs, ManualEnv> {
     Lock::new(
-        StdFs::new(&dir.0),
+        NoClockFs::new(&dir.0),
         env.clone(),
         "bed",
         opts(holder, timeout_ms),
@@ -270,7 +302,7 @@ fn a_waiter_sleeps_until_the_holders_deadline_not_blindly() {
     acquired(a.try_acquire().unwrap());
     a.abandon(); // alice crashes while holding
     let mut b = Lock::new(
-        StdFs::new(&dir.0),
+        NoClockFs::new(&dir.0),
         env.clone(),
         "bed",
         Options {
@@ -307,7 +339,7 @@ fn patience_runs_out_with_busy() {
     let mut a = open(&dir, &env, "alice", 60_000);
     acquired(a.try_acquire().unwrap());
     let mut b = Lock::new(
-        StdFs::new(&dir.0),
+        NoClockFs::new(&dir.0),
         env.clone(),
         "bed",
         Options {
@@ -330,7 +362,7 @@ fn patience_runs_out_with_busy() {
 fn bad_names_and_options_are_refused_before_touching_the_disk() {
     let dir = TempDir::new("bad");
     let env = ManualEnv::new();
-    let fs = StdFs::new(&dir.0);
+    let fs = NoClockFs::new(&dir.0);
     for (name, expected) in [
         ("", NameError::Empty),
         ("..", NameError::Dots),
@@ -393,7 +425,7 @@ fn two_state_entries_are_reported_as_corrupt() {
 fn list_locks_shows_every_lock_with_its_state() {
     let dir = TempDir::new("list");
     let env = ManualEnv::new();
-    let fs = StdFs::new(&dir.0);
+    let fs = NoClockFs::new(&dir.0);
     let mut bed = open(&dir, &env, "alice", 5_000);
     acquired(bed.try_acquire().unwrap());
     let mut door = Lock::new(fs.clone(), env.clone(), "door", opts("bob", 5_000)).unwrap();
@@ -456,4 +488,29 @@ fn threads_hammering_one_lock_never_overlap() {
         "only the lockdir and the counter: {:?}",
         dir.entries("")
     );
+}
+
+/// Borg's rule: a waiter whose clock runs an hour ahead must not take a live lock, because by
+/// the filesystem's own clock the lock is fresh; once the filesystem's clock agrees that the
+/// timeout has passed, it may.
+#[test]
+fn a_waiter_whose_clock_runs_ahead_cannot_take_a_live_lock() {
+    let dir = TempDir::new("skew");
+    let mut alice =
+        Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", opts("alice", 300)).unwrap();
+    acquired(alice.try_acquire().unwrap());
+    alice.abandon();
+    let fast = ManualEnv::new();
+    fast.now
+        .store(StdEnv::new().now_ms() + 3_600_000, Ordering::SeqCst);
+    let mut bob = Lock::new(StdFs::new(&dir.0), fast.clone(), "bed", opts("bob", 1_000)).unwrap();
+    assert!(
+        matches!(bob.try_acquire().unwrap(), Outcome::Busy(Some(h)) if h.label == "alice"),
+        "took a lock that is fresh by the filesystem's clock"
+    );
+    assert_eq!(dir.entries("").len(), 1, "the clock probe was cleaned up");
+    // Let the filesystem's clock pass alice's 300 ms timeout.
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let grant = acquired(bob.try_acquire().unwrap());
+    assert_eq!(grant.took_over.map(|h| h.label), Some("alice".into()));
 }
