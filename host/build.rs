@@ -55,7 +55,10 @@ fn main() {
         // Small components: no debug info in what gets embedded.
         .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
-        // The outer build's flags are for the host target, not for wasm.
+        // The outer build's flags and wrappers (clippy-driver under `cargo clippy`) are for
+        // the host crates; the guests are linted by their own clippy run in .ci/run.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET");

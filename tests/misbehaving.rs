@@ -46,7 +46,7 @@ fn holders_killed_at_random_points_never_overlap_and_never_block_past_their_time
     for round in 0..ROUNDS {
         // Two contenders at once; one of them is killed after a random delay, anywhere from
         // before it opened the lock to after it released it.
-        let mut spawn = |label: String| {
+        let spawn = |label: String| {
             lockbydir(&locks)
                 .args([
                     "exec",

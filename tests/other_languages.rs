@@ -39,6 +39,8 @@ const EXEC_INCREMENT: &str = r#"s=$(date +%s%N); n=$(cat "$1/counter"); echo $((
 /// this are killed and the test fails saying so.
 const HANG_GUARD: Duration = Duration::from_secs(600);
 
+/// Two `lockbydir run`, two `lockbydir exec` loops, two Node and two Python processes on one
+/// lock: the shared count is exact and no two holds overlap.
 #[test]
 fn rust_node_and_python_hosts_take_turns_on_one_lock() {
     if let Some(why) = missing_tools() {
@@ -139,8 +141,12 @@ fn rust_node_and_python_hosts_take_turns_on_one_lock() {
     for contender in contenders {
         let label = contender.label.clone();
         let (status, text) = contender.finish(started + HANG_GUARD);
-        if !status.is_some_and(|s| s.success()) {
-            failed.push(format!("{label} ({status:?}):\n{text}"));
+        match status {
+            Some(s) if s.success() => {}
+            Some(s) => failed.push(format!("{label} failed ({s}):\n{text}")),
+            None => failed.push(format!(
+                "{label} was still running after {HANG_GUARD:?} and was killed:\n{text}"
+            )),
         }
     }
     let hammer_time = gate_opened.elapsed();
@@ -159,10 +165,18 @@ fn rust_node_and_python_hosts_take_turns_on_one_lock() {
     let mut by_start = holds.clone();
     by_start.sort_by_key(|h| h.start);
     let switches = by_start.windows(2).filter(|w| w[0].who != w[1].who).count();
+    let kind = |who: &str| {
+        who.rsplit_once('-')
+            .map_or(who.to_owned(), |(k, _)| k.to_owned())
+    };
+    let kind_switches = by_start
+        .windows(2)
+        .filter(|w| kind(&w[0].who) != kind(&w[1].who))
+        .count();
     let report = intervals::check(holds).unwrap();
     say(&format!(
         "{} contenders x {ROUNDS} rounds: {total} holds, none overlapping; the holder changed \
-         {switches} times; smallest gap between holds {} us; {waiting} contenders were waiting \
+         {switches} times ({kind_switches} times between kinds of host); smallest gap between holds {} us; {waiting} contenders were waiting \
          at the gate; hammering took {:.1}s",
         4 * PER_KIND,
         report.min_gap_ns.unwrap_or(0) / 1000,
@@ -179,7 +193,9 @@ fn say(line: &str) {
 /// A holder that keeps the lock until it is opened, so that every contender starts waiting
 /// before the hammering begins. Dropping it opens it too (on a failing path).
 struct Gate {
+    /// The file whose creation ends the holder's command.
     go: PathBuf,
+    /// `lockbydir exec --holder gate ...`.
     holder: Child,
 }
 
@@ -235,6 +251,7 @@ impl Gate {
 }
 
 impl Drop for Gate {
+    /// On a failing path, let the holder end rather than leave it running.
     fn drop(&mut self) {
         if let Ok(None) = self.holder.try_wait() {
             let _ = std::fs::write(&self.go, "");
@@ -266,12 +283,17 @@ fn counter_args(locks: &Path, counter: &Path, log: &Path, label: &str) -> Vec<St
 /// One contender process; a thread forwards its stderr and reports its first "blocking
 /// waiting" line.
 struct Contender {
+    /// Its label in the hold log (`rust-run-0`, `node-1`, ...).
     label: String,
+    /// The process.
     child: Child,
+    /// The thread reading its stderr; yields all of it.
     stderr: Option<JoinHandle<String>>,
 }
 
 impl Contender {
+    /// Start `cmd` (stdout discarded, stderr read by a thread that sends `label` on `ready` at
+    /// the first "blocking waiting for lock" line).
     fn spawn(label: String, mut cmd: Command, ready: &mpsc::Sender<String>) -> Self {
         let mut child = cmd
             .stdout(Stdio::null())

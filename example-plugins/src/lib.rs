@@ -65,7 +65,7 @@ pub fn describe(err: &Error) -> String {
 /// usage message on anything else.
 pub fn args(usage: &str) -> impl Fn(&str) -> Option<String> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.len() % 2 != 0 || argv.iter().step_by(2).any(|k| !k.starts_with("--")) {
+    if !argv.len().is_multiple_of(2) || argv.iter().step_by(2).any(|k| !k.starts_with("--")) {
         eprintln!("usage: {usage}");
         std::process::exit(2);
     }

@@ -30,21 +30,24 @@ for (const key of ['locks', 'lock', 'counter', 'log']) {
 // Hold records need wall-clock nanoseconds that agree with the other hosts' (Rust's
 // SystemTime, `date +%s%N`, Python's time.time_ns()). Node only has Date.now() (milliseconds)
 // and a monotonic process.hrtime; this finds the offset between them at the instant Date.now()
-// ticks over, keeping the measurement with the narrowest bracket.
+// ticks over. The tick lies between the hrtime read before the last Date.now() that still
+// showed the old millisecond and the hrtime read after the first that showed the new one; the
+// narrowest such bracket is kept (its error is at most half its width: a few microseconds).
 function wallClockOffsetNs() {
   let best = null;
-  for (let i = 0; i < 5; i++) {
+  for (let i = 0; i < 20 && !(best?.width < 20_000n); i++) {
+    let lo = process.hrtime.bigint();
     const tick = Date.now();
-    let before = process.hrtime.bigint();
-    let now = Date.now();
-    while (now === tick) {
-      before = process.hrtime.bigint();
+    let now;
+    for (;;) {
+      const before = process.hrtime.bigint();
       now = Date.now();
+      if (now !== tick) break;
+      lo = before;
     }
-    const after = process.hrtime.bigint();
-    const width = after - before;
-    // The tick to `now` ms happened between `before` and `after`.
-    const offset = BigInt(now) * 1_000_000n - (before + after) / 2n;
+    const hi = process.hrtime.bigint();
+    const width = hi - lo;
+    const offset = BigInt(now) * 1_000_000n - (lo + hi) / 2n;
     if (best === null || width < best.width) best = { width, offset };
   }
   return best.offset;

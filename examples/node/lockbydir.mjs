@@ -30,20 +30,24 @@ export class LockError extends Error {
 
 /** `acquire` ran out of patience. `holder` is who held the lock when it gave up, if known. */
 export class LockBusyError extends Error {
+  /** @param {string} name the lock's name @param {object | undefined} holder its holder-info */
   constructor(name, holder) {
-    super(`lock \`${name}\` is busy${holder ? ` (held by \`${holder.holder}\`, fence ${holder.fence})` : ''}`);
+    const by = holder ? ` (held by \`${holder.holder}\`, fence ${holder.fence})` : '';
+    super(`lock \`${name}\` is busy${by}`);
     this.name = 'LockBusyError';
     this.holder = holder;
   }
 }
 
+/** A one-line description of a WIT `error`. */
 function describe(error) {
   switch (error.tag) {
     case 'io':
       return `${error.val.operation} \`${error.val.path}\` failed: ${error.val.message}`;
     case 'compromised': {
       const by = error.val.nowHeldBy;
-      return `compromised: the lock (fence ${error.val.fence}) was taken over${by ? ` by \`${by.holder}\` (fence ${by.fence})` : ''}`;
+      const now = by ? ` by \`${by.holder}\` (fence ${by.fence})` : '';
+      return `compromised: the lock (fence ${error.val.fence}) was taken over${now}`;
     }
     default:
       return error.val === undefined ? error.tag : `${error.tag}: ${error.val}`;
@@ -55,7 +59,9 @@ function call(f) {
   try {
     return f();
   } catch (e) {
-    if (e && typeof e === 'object' && 'payload' in e && e.payload?.tag) throw new LockError(e.payload);
+    if (e && typeof e === 'object' && 'payload' in e && e.payload?.tag) {
+      throw new LockError(e.payload);
+    }
     throw e;
   }
 }
@@ -66,6 +72,7 @@ function u64(value) {
   return BigInt(Math.max(0, Math.floor(value)));
 }
 
+/** A promise resolved after `ms` milliseconds. */
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // wasi:clocks/wall-clock for the component. The shim's own (0.26.1) reads Date.now() twice,
@@ -101,6 +108,7 @@ export async function openLockDir(dir) {
 export class LockDir {
   #api;
 
+  /** Made by `openLockDir`: the directory and the instance's `lockbydir:lock/lock` exports. */
   constructor(dir, api) {
     /** The host path of the lock directory. */
     this.dir = dir;
@@ -109,7 +117,9 @@ export class LockDir {
 
   /**
    * A handle on lock `name`. Options (all optional): `timeoutMs` (30 000), `patienceMs`
-   * (Infinity), `minPollMs` (1), `maxPollMs` (50), `maxClockSkewMs` (0), `holder` (a label).
+   * (Infinity), `minPollMs` (1), `maxPollMs` (50), `maxClockSkewMs` (0), `holder` (a label,
+   * default `node-<pid>`), and `onWait(holder)`, called when an `acquire` finds the lock busy
+   * and starts waiting (`holder` is the holder-info seen, or undefined).
    */
   lock(name, options = {}) {
     const o = {
@@ -150,6 +160,7 @@ export class Lock {
   #options;
   #onWait;
 
+  /** Made by `LockDir.lock`: the component's handle, the options, the wait callback. */
   constructor(handle, options, onWait) {
     this.#handle = handle;
     this.#options = options;

@@ -29,7 +29,7 @@ def main() -> None:
     waited = False
 
     def on_wait(holder):
-        # Said once per process, like lockbydir's own "blocking waiting" line.
+        """Say once per process that we wait, like lockbydir's own "blocking waiting" line."""
         nonlocal waited
         if not waited:
             waited = True

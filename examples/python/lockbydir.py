@@ -63,6 +63,7 @@ class LockError(Exception):
     """A call failed with a WIT ``error``: ``code`` is its case, ``payload`` its value."""
 
     def __init__(self, code: str, payload: Any = None):
+        """The error's case and payload, as the component returned them."""
         self.code = code
         self.payload = payload
         super().__init__(_describe(code, payload))
@@ -72,17 +73,19 @@ class LockBusy(TimeoutError):
     """``acquire`` ran out of patience; ``holder`` held the lock then, if one was seen."""
 
     def __init__(self, name: str, holder: Optional[HolderInfo]):
+        """The lock's name, and its holder when the wait ended (if one was seen)."""
         self.holder = holder
         by = f" (held by `{holder.holder}`, fence {holder.fence})" if holder else ""
         super().__init__(f"lock `{name}` is busy{by}")
 
 
 def _field(record: Record, name: str) -> Any:
-    # Record fields keep their WIT (kebab-case) names.
+    """A record's field: wasmtime keeps the WIT (kebab-case) names."""
     return getattr(record, name)
 
 
 def _holder(record: Optional[Record]) -> Optional[HolderInfo]:
+    """A WIT ``option<holder-info>`` as a HolderInfo or None."""
     if record is None:
         return None
     return HolderInfo(
@@ -95,6 +98,7 @@ def _holder(record: Optional[Record]) -> Optional[HolderInfo]:
 
 
 def _describe(code: str, payload: Any) -> str:
+    """A one-line description of a WIT ``error``."""
     if code == "io":
         return (
             f"{_field(payload, 'operation')} `{_field(payload, 'path')}` failed: "
@@ -133,7 +137,13 @@ def _state(value: Variant) -> tuple[str, Any]:
 class LockDir:
     """One lock directory, seen through one instance of the lock component."""
 
-    def __init__(self, path: str | os.PathLike[str], component: str | os.PathLike[str] = DEFAULT_COMPONENT):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        component: str | os.PathLike[str] = DEFAULT_COMPONENT,
+    ):
+        """Instantiate ``component`` in a new wasmtime store whose only preopened directory is
+        ``path``, mapped as ``.`` (nothing else: no environment, no other files)."""
         self.path = os.fspath(path)
         engine = Engine()
         linker = Linker(engine)
@@ -143,12 +153,14 @@ class LockDir:
         wasi.preopen_dir(self.path, ".")
         wasi.inherit_stderr()
         self._store.set_wasi(wasi)
-        instance = linker.instantiate(self._store, Component.from_file(engine, os.fspath(component)))
+        wasm = Component.from_file(engine, os.fspath(component))
+        instance = linker.instantiate(self._store, wasm)
         iface = instance.get_export_index(self._store, _INTERFACE)
         if iface is None:
             raise LockError("invalid-component", f"{component} does not export {_INTERFACE}")
 
         def func(name: str) -> Callable[..., Any]:
+            """Export ``name`` of the interface, called in this store."""
             index = instance.get_export_index(self._store, name, iface)
             f = instance.get_func(self._store, index) if index is not None else None
             if f is None:
@@ -190,7 +202,7 @@ class LockDir:
         }.items():
             setattr(options, key, value)
         handle = _unwrap(self._open(name, options))
-        return Lock(self, name, handle, on_wait)
+        return Lock(self, name, handle, on_wait, patience_ms != 0)
 
     def list_locks(self) -> list[tuple[str, tuple[str, Any]]]:
         """Every lock in the directory as ``(name, (state, payload))``, sorted by name."""
@@ -208,17 +220,26 @@ class Lock:
     """One named lock, as used by one holder. ``with lock as grant:`` acquires it (waiting
     up to its patience) and releases it when the block ends, even on an exception."""
 
-    def __init__(self, locks: LockDir, name: str, handle: Any, on_wait: Optional[Callable[[Optional[HolderInfo]], None]]):
+    def __init__(
+        self,
+        locks: LockDir,
+        name: str,
+        handle: Any,
+        on_wait: Optional[Callable[[Optional[HolderInfo]], None]],
+        patient: bool,
+    ):
+        """Made by :meth:`LockDir.lock`: the component's ``lock`` resource and its settings."""
         self._locks = locks
         self._handle = handle
         self._on_wait = on_wait
+        self._patient = patient
         self.name = name
 
     def acquire(self) -> Grant:
         """Wait until the lock is ours (the component sleeps until the holder's deadline or
         its backoff). Raises LockBusy once the patience has passed."""
         outcome = _unwrap(self._locks._try_acquire(self._handle))
-        if outcome.tag == "busy":
+        if outcome.tag == "busy" and self._patient:
             if self._on_wait is not None:
                 self._on_wait(_holder(outcome.payload))
             outcome = _unwrap(self._locks._acquire(self._handle))
@@ -254,6 +275,7 @@ class Lock:
             self._handle = None
 
     def _grant(self, outcome: Variant) -> Grant:
+        """The Grant of an ``acquired`` outcome; LockBusy for ``busy``."""
         if outcome.tag == "busy":
             raise LockBusy(self.name, _holder(outcome.payload))
         g = outcome.payload
@@ -264,7 +286,10 @@ class Lock:
         )
 
     def __enter__(self) -> Grant:
+        """Acquire the lock (see :meth:`acquire`); the grant is the ``as`` target."""
         return self.acquire()
 
     def __exit__(self, *exc_info: Any) -> None:
+        """Release the lock, whether or not the block raised (a ``compromised`` release
+        raises LockError, chained to the block's exception if there was one)."""
         self.release()

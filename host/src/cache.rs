@@ -78,13 +78,13 @@ pub fn compile(
         what: format!("compile {what}"),
         reason,
     })?;
-    if let Some(entry) = entry {
-        if let Err(e) = store(&entry, &component) {
-            eprintln!(
-                "lockbydir: could not cache compiled {what} in {}: {e:#} (set LOCKBYDIR_CACHE_DIR to a writable directory)",
-                entry.display()
-            );
-        }
+    if let Some(entry) = entry
+        && let Err(e) = store(&entry, &component)
+    {
+        eprintln!(
+            "lockbydir: could not cache compiled {what} in {}: {e:#} (set LOCKBYDIR_CACHE_DIR to a writable directory)",
+            entry.display()
+        );
     }
     Ok(component)
 }

@@ -76,17 +76,17 @@ pub fn parse(text: &str, prefix: &str) -> Result<Vec<Hold>, String> {
 }
 
 /// Check that no two holds overlap (and report whether fences grew in time order).
-pub fn check(mut holds: Vec<Hold>) -> Result<Report, Overlap> {
+pub fn check(mut holds: Vec<Hold>) -> Result<Report, Box<Overlap>> {
     holds.sort_by_key(|h| (h.start, h.end));
     let mut min_gap_ns = None;
     let mut fences_increase = true;
     for pair in holds.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if b.start < a.end {
-            return Err(Overlap {
+            return Err(Box::new(Overlap {
                 first: a.clone(),
                 second: b.clone(),
-            });
+            }));
         }
         let gap = b.start - a.end;
         min_gap_ns = Some(min_gap_ns.map_or(gap, |g: u128| g.min(gap)));

@@ -163,15 +163,13 @@ impl PluginLocks<'_> {
         }
         // Try once first, so that a plugin that has to wait is announced once, up front.
         let mut outcome = self.ctx.service.try_acquire_raw(resource)?;
-        if wait {
-            if let Ok(wit::AcquireOutcome::Busy(holder)) = &outcome {
-                if !self.ctx.quiet {
-                    let now = self.ctx.service.now_ms_raw()?;
-                    let who = format!("plugin `{}`", self.ctx.plugin);
-                    eprintln!("{}", WaitNotice::new(&who, &name, holder.as_ref(), now));
-                }
-                outcome = self.ctx.service.acquire_raw(resource)?;
+        if wait && let Ok(wit::AcquireOutcome::Busy(holder)) = &outcome {
+            if !self.ctx.quiet {
+                let now = self.ctx.service.now_ms_raw()?;
+                let who = format!("plugin `{}`", self.ctx.plugin);
+                eprintln!("{}", WaitNotice::new(&who, &name, holder.as_ref(), now));
             }
+            outcome = self.ctx.service.acquire_raw(resource)?;
         }
         let acquired = matches!(outcome, Ok(wit::AcquireOutcome::Acquired(_)));
         self.ctx.track(rep, &outcome, Some(acquired));
