@@ -36,9 +36,10 @@ use waiting::WaitingRow;
 
 /// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, and flock.
 ///
-/// Uncontended acquire+release, contended handover (threads and processes), start-up, and
-/// the seed's massive hammering, on each directory given (tmpfs and disk by default). Every
-/// figure is a median over repeated runs; every comparison is a ratio from the same run.
+/// Uncontended acquire+release, contended handover and waiting (threads and processes),
+/// start-up, and the seed's massive hammering, on each directory given (tmpfs and disk by
+/// default). Every figure is a median over repeated runs; every comparison is a ratio from the
+/// same run.
 /// Benchmarks on a busy machine are noisy: the load average is reported with the numbers.
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::contenders::{Kind, Record, RoundSpec, Setup, run_round};
 use super::plan::Plan;
-use super::stats::{median, percentile};
+use super::stats::{median, median_by, percentile};
 
 /// What the seed published for its version: 500 threads, median overhead 0.7 ms, RAM disk.
 pub const SEED_MEDIAN_MS: f64 = 0.7;
@@ -18,10 +18,12 @@ pub struct Hammer {
     pub contenders: usize,
     pub hold_ms: u64,
     pub patience_ms: u64,
+    /// Runs; the figures are medians over them (overlaps: the sum).
+    pub runs: usize,
     /// Contenders that got the lock.
-    pub got_in: usize,
+    pub got_in: f64,
     /// Contenders whose patience ran out.
-    pub gave_up: usize,
+    pub gave_up: f64,
     /// Median gap between one holder starting to release and the next one holding (ms).
     pub handover_median_ms: f64,
     /// 99th percentile of that gap (ms).
@@ -38,12 +40,34 @@ pub struct Hammer {
 
 /// Run the hammering in `base` (a scratch directory on the filesystem under test).
 pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer> {
-    eprintln!(
-        "bench: {}: hammering with {} plugin instances",
-        base.display(),
-        plan.hammer_contenders
-    );
-    let dir = base.join("hammer");
+    let runs = (0..plan.hammer_runs)
+        .map(|run| {
+            eprintln!(
+                "bench: {}: hammering with {} plugin instances, run {}/{}",
+                base.display(),
+                plan.hammer_contenders,
+                run + 1,
+                plan.hammer_runs
+            );
+            once(setup, plan, &base.join(format!("hammer-{run}")))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let m = |f: fn(&Hammer) -> f64| median_by(&runs, f);
+    Ok(Hammer {
+        runs: runs.len(),
+        got_in: m(|h| h.got_in),
+        gave_up: m(|h| h.gave_up),
+        handover_median_ms: m(|h| h.handover_median_ms),
+        handover_p99_ms: m(|h| h.handover_p99_ms),
+        longest_wait_ms: m(|h| h.longest_wait_ms),
+        elapsed_s: m(|h| h.elapsed_s),
+        overlaps: runs.iter().map(|h| h.overlaps).sum(),
+        ..runs[0].clone()
+    })
+}
+
+/// One hammering in `dir`.
+fn once(setup: &Setup, plan: &Plan, dir: &Path) -> anyhow::Result<Hammer> {
     let spec = RoundSpec {
         kind: Kind::PluginThreads,
         contenders: plan.hammer_contenders,
@@ -59,7 +83,7 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer
         host_holds: false,
     };
     let out = run_round(setup, &spec)?;
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(dir);
     let mut holds = Vec::new();
     let (mut gave_up, mut end, mut longest) = (0, out.go_ns, 0u64);
     for r in out.contenders.iter().flat_map(|c| &c.records) {
@@ -89,8 +113,9 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer
         contenders: plan.hammer_contenders,
         hold_ms: plan.hammer_hold_ms,
         patience_ms: plan.hammer_patience_ms,
-        got_in: holds.len(),
-        gave_up,
+        runs: 1,
+        got_in: holds.len() as f64,
+        gave_up: gave_up as f64,
         handover_median_ms: median(&mut gaps.clone()),
         handover_p99_ms: percentile(&mut gaps, 99.0),
         longest_wait_ms: longest as f64 / 1e6,

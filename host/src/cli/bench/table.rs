@@ -131,7 +131,7 @@ fn contended(o: &mut String, r: &Report) {
                     c.contenders.to_string(),
                     ns(f.handover_median_us * 1e3),
                     ns(f.handover_p99_us * 1e3),
-                    format!("{}%", num(f.to_other_pct, 0)),
+                    format!("{}%", num(f.to_other_pct, 1)),
                     format!(
                         "{}-{} ({})",
                         num(f.acquisitions_min, 0),
@@ -227,7 +227,8 @@ fn startup(o: &mut String, r: &Report) {
 fn hammer(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
-        "### Massive hammering (the seed's demo): plugin instances on threads, one try each, hold asleep\n"
+        "### Massive hammering (the seed's demo): plugin instances on threads, one try each, hold asleep; median of {} run(s)\n",
+        r.plan.hammer_runs
     );
     header(
         o,
@@ -255,8 +256,8 @@ fn hammer(o: &mut String, r: &Report) {
                 h.contenders.to_string(),
                 format!("{} ms", h.hold_ms),
                 format!("{} ms", h.patience_ms),
-                h.got_in.to_string(),
-                h.gave_up.to_string(),
+                num(h.got_in, 0),
+                num(h.gave_up, 0),
                 ns(h.handover_median_ms * 1e6),
                 ns(h.handover_p99_ms * 1e6),
                 ns(h.longest_wait_ms * 1e6),
@@ -273,7 +274,7 @@ fn targets(o: &mut String, r: &Report) {
     let _ = writeln!(o, "### Targets\n");
     header(o, &["target", "where", "measured", "limit", "", "off by"]);
     for t in &r.targets {
-        let decimals = if t.unit == "%" { 0 } else { 2 };
+        let decimals = if t.unit == "%" { 1 } else { 2 };
         row(
             o,
             &[

@@ -66,7 +66,7 @@ impl Target {
         } else if self.at_least {
             format!("{:.1} {} short", self.limit - self.value, self.unit)
         } else {
-            format!("{:.1}x the limit", self.value / self.limit)
+            format!("{:.2}x the limit", self.value / self.limit)
         }
     }
 }
