@@ -179,3 +179,22 @@ fn a_holder_stopped_past_its_deadline_learns_it_was_compromised_and_its_fence_is
     assert_eq!(row["state"], "free");
     assert_eq!(row["fence"], second);
 }
+
+#[test]
+fn a_terminated_exec_passes_the_signal_on_and_releases_the_lock_at_once() {
+    let scratch = Scratch::new("sigterm");
+    let locks = scratch.dir("locks");
+    let mut holder = lockbydir(&locks)
+        .args(["exec", "--timeout", "60s", "--holder", "patient", "bed", "--", "sleep", "30"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "bed", "patient", &mut holder);
+    signal(holder.id(), "TERM");
+    let o = holder.wait_with_output().unwrap();
+    // The command was terminated by the passed-on signal: 128 + 15.
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    assert!(stderr(&o).contains("passed signal 15 on to the command"), "{}", stderr(&o));
+    let row = status(&locks).into_iter().find(|r| r["name"] == "bed").unwrap();
+    assert_eq!(row["state"], "free", "the 60 s lock was left to expire");
+}

@@ -2,7 +2,7 @@
 
 use std::process::{Command, ExitStatus};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
@@ -10,7 +10,10 @@ use lockbydir::duration::display_ms;
 use lockbydir::waiting::WaitNotice;
 use lockbydir::{Error, LockService, wit};
 
-use super::{Global, duration_ms};
+use super::{Global, duration_ms, signals};
+
+/// How often a running `exec` checks for signals to pass on.
+const SIGNAL_TICK: Duration = Duration::from_millis(50);
 
 /// Exit code when patience runs out (EX_TEMPFAIL).
 pub const EXIT_GAVE_UP: u8 = 75;
@@ -103,6 +106,8 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         .env("LOCKBYDIR_LOCK", &args.name)
         .env("LOCKBYDIR_DIR", &lock_dir)
         .env("LOCKBYDIR_FENCE", grant.fence.to_string());
+    // From here on, SIGINT/SIGTERM/SIGHUP go to the command, and the lock is released after it.
+    signals::catch();
     let child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
@@ -152,7 +157,7 @@ struct Finished {
     compromised: bool,
 }
 
-/// Wait for the child, refreshing the lock every third of its timeout.
+/// Wait for the child, refreshing the lock every third of its timeout and passing signals on.
 fn hold_while_running(
     service: &mut LockService,
     handle: &lockbydir::LockHandle,
@@ -160,36 +165,50 @@ fn hold_while_running(
     mut child: std::process::Child,
     timeout_ms: u64,
 ) -> anyhow::Result<Finished> {
+    let pid = child.id();
     let (tx, rx) = mpsc::channel();
     let waiter = std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
     let every = Duration::from_millis((timeout_ms / 3).max(1));
+    let mut next_refresh = Instant::now() + every;
     let mut compromised = false;
     let exit = loop {
-        match rx.recv_timeout(every) {
+        let wake = next_refresh
+            .saturating_duration_since(Instant::now())
+            .min(SIGNAL_TICK);
+        match rx.recv_timeout(wake) {
             Ok(exit) => break exit.context("wait for the command")?,
-            Err(mpsc::RecvTimeoutError::Timeout) if !compromised => match service.refresh(handle) {
-                Ok(_) => {}
-                Err(Error::Lock {
-                    error: wit::Error::Compromised(c),
-                    ..
-                }) => {
-                    compromised = true;
-                    let by = c.now_held_by.map_or(String::new(), |h| {
-                        format!("; it is now held by `{}` (fence {})", h.holder, h.fence)
-                    });
-                    eprintln!(
-                        "lockbydir: compromised: lock `{name}` (fence {}) expired and was taken over while the command ran{by}",
-                        c.fence
-                    );
-                }
-                Err(e) => eprintln!("lockbydir: warning: could not refresh lock `{name}`: {e}"),
-            },
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("lost track of the command (its waiting thread ended)")
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Some(signal) = signals::pass_on(pid) {
+            eprintln!(
+                "lockbydir: passed signal {signal} on to the command; lock `{name}` is released when it exits"
+            );
+        }
+        if compromised || Instant::now() < next_refresh {
+            continue;
+        }
+        next_refresh = Instant::now() + every;
+        match service.refresh(handle) {
+            Ok(_) => {}
+            Err(Error::Lock {
+                error: wit::Error::Compromised(c),
+                ..
+            }) => {
+                compromised = true;
+                let by = c.now_held_by.map_or(String::new(), |h| {
+                    format!("; it is now held by `{}` (fence {})", h.holder, h.fence)
+                });
+                eprintln!(
+                    "lockbydir: compromised: lock `{name}` (fence {}) expired and was taken over while the command ran{by}",
+                    c.fence
+                );
+            }
+            Err(e) => eprintln!("lockbydir: warning: could not refresh lock `{name}`: {e}"),
         }
     };
     let _ = waiter.join();

@@ -5,6 +5,7 @@ mod component;
 mod demo;
 mod exec;
 mod run;
+mod signals;
 mod status;
 
 use std::path::{Path, PathBuf};
