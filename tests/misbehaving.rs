@@ -185,7 +185,17 @@ fn a_terminated_exec_passes_the_signal_on_and_releases_the_lock_at_once() {
     let scratch = Scratch::new("sigterm");
     let locks = scratch.dir("locks");
     let mut holder = lockbydir(&locks)
-        .args(["exec", "--timeout", "60s", "--holder", "patient", "bed", "--", "sleep", "30"])
+        .args([
+            "exec",
+            "--timeout",
+            "60s",
+            "--holder",
+            "patient",
+            "bed",
+            "--",
+            "sleep",
+            "30",
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -194,7 +204,14 @@ fn a_terminated_exec_passes_the_signal_on_and_releases_the_lock_at_once() {
     let o = holder.wait_with_output().unwrap();
     // The command was terminated by the passed-on signal: 128 + 15.
     assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
-    assert!(stderr(&o).contains("passed signal 15 on to the command"), "{}", stderr(&o));
-    let row = status(&locks).into_iter().find(|r| r["name"] == "bed").unwrap();
+    assert!(
+        stderr(&o).contains("passed signal 15 on to the command"),
+        "{}",
+        stderr(&o)
+    );
+    let row = status(&locks)
+        .into_iter()
+        .find(|r| r["name"] == "bed")
+        .unwrap();
     assert_eq!(row["state"], "free", "the 60 s lock was left to expire");
 }

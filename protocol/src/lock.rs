@@ -370,9 +370,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Ok(true);
         };
         let probe = format!(".{}.{:016x}.probe", self.name, self.env.random_u64());
-        self.fs
-            .create_dir(&probe)
-            .map_err(|e| io("create-dir", probe.clone(), e))?;
+        create_own_dir(&self.fs, &probe)?;
         let fs_now = self.fs.modified_ms(&probe);
         let _ = self.fs.remove_dir(&probe);
         let fs_now = fs_now.map_err(|e| io("stat", probe.clone(), e))?;
@@ -512,6 +510,16 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
     }
 }
 
+/// Create a directory whose name is ours alone (it carries a fresh random token). On a network
+/// filesystem a retried `mkdir` that did succeed reports that the directory exists: with a name
+/// nobody else uses, that can only be our own, so it counts as made.
+fn create_own_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
+    match fs.create_dir(path) {
+        Err(e) if e.kind != FsErrorKind::AlreadyExists => Err(io("create-dir", path.to_owned(), e)),
+        _ => Ok(()),
+    }
+}
+
 /// Create `N.lockdir` holding `free.0`, unless someone else creates it first.
 fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), Error> {
     let lockdir = name.lockdir();
@@ -521,11 +529,10 @@ fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), E
         let _ = fs.remove_dir(&initial);
         let _ = fs.remove_dir(&staging);
     };
-    fs.create_dir(&staging)
-        .map_err(|e| io("create-dir", staging.clone(), e))?;
-    if let Err(e) = fs.create_dir(&initial) {
+    create_own_dir(fs, &staging)?;
+    if let Err(e) = create_own_dir(fs, &initial) {
         cleanup();
-        return Err(io("create-dir", initial, e));
+        return Err(e);
     }
     if let Err(e) = fs.rename(&staging, &lockdir) {
         cleanup();

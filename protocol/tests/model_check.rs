@@ -8,7 +8,7 @@
 //! `MODEL_CHECK_SEED=<seed>` reruns one random schedule (as printed with a violation).
 //!
 //! With `--features planted-bugs`, two more tests plant a bug in the real protocol code and
-//! require the same search to find a violating schedule, which they print.
+//! require the same searches to find a violating schedule, which they print.
 
 mod model;
 
@@ -25,7 +25,7 @@ const TIMEOUT: u64 = 100;
 /// Their `max_clock_skew_ms`.
 const SKEW: u64 = 20;
 
-/// A holder with the slowest clock allowed (so the waiter's clock runs `SKEW` ahead: the
+/// A holder with the slowest clock allowed (a waiter's clock runs up to `SKEW` ahead, so the
 /// takeover comes as early as the protocol allows), refreshing once, that may crash.
 fn holder() -> ActorSpec {
     ActorSpec {
@@ -46,83 +46,120 @@ fn waiter(label: &str) -> ActorSpec {
     }
 }
 
-/// The small scenarios searched exhaustively, each with its preemption bound.
-fn exhaustive_scenarios() -> Vec<(Scenario, u32)> {
-    vec![
-        // A holder that may crash at any step or be paused past its deadline, and a waiter.
-        (
-            Scenario {
-                crashes: 1,
-                ..Scenario::new(
-                    "crash-or-pause-then-takeover",
-                    SKEW,
-                    vec![holder(), waiter("W")],
-                )
+/// Two waiters race to take over from a holder that crashed or was paused.
+fn two_waiters() -> Scenario {
+    Scenario {
+        crashes: 1,
+        ..Scenario::new(
+            "two-waiters-race-for-a-takeover",
+            SKEW,
+            vec![
+                ActorSpec {
+                    refreshes: 0,
+                    ..holder()
+                },
+                waiter("V"),
+                waiter("W"),
+            ],
+        )
+    }
+}
+
+/// Retried RPCs and torn listings while two actors create the lockdir and trade the lock
+/// twice.
+fn faults() -> Scenario {
+    Scenario {
+        faults: 2,
+        ..Scenario::new(
+            "retried-rpcs-and-torn-listings",
+            SKEW,
+            vec![
+                ActorSpec {
+                    rounds: 2,
+                    ..ActorSpec::new("A", TIMEOUT, 0)
+                },
+                ActorSpec {
+                    rounds: 2,
+                    ..waiter("B")
+                },
+            ],
+        )
+    }
+}
+
+/// A holder that works past its own deadline (a pause it causes itself), then releases;
+/// a waiter takes over meanwhile, or not.
+fn oversleeping_holder() -> Scenario {
+    Scenario::new(
+        "holder-oversleeps-its-deadline",
+        SKEW,
+        vec![
+            ActorSpec {
+                refreshes: 0,
+                hold_ms: TIMEOUT + SKEW + 10,
+                may_crash: false,
+                ..holder()
             },
-            2,
-        ),
-        // A holder that works past its own deadline (a pause it causes itself), then
-        // refreshes and releases; a waiter takes over meanwhile, or not.
-        (
-            Scenario::new(
-                "holder-oversleeps-its-deadline",
-                SKEW,
-                vec![
-                    ActorSpec {
-                        hold_ms: TIMEOUT + SKEW + 10,
-                        may_crash: false,
-                        ..holder()
-                    },
-                    waiter("W"),
-                ],
-            ),
-            2,
-        ),
-        // Two waiters race to take over from a crashed (or paused) holder.
-        (
-            Scenario {
-                crashes: 1,
-                ..Scenario::new(
-                    "two-waiters-race-for-a-takeover",
-                    SKEW,
-                    vec![
-                        ActorSpec {
-                            refreshes: 0,
-                            ..holder()
-                        },
-                        waiter("V"),
-                        ActorSpec {
-                            offset_ms: 0,
-                            ..waiter("W")
-                        },
-                    ],
-                )
-            },
-            1,
-        ),
-        // Retried RPCs and torn listings while two actors create the lockdir and trade the
-        // lock twice.
-        (
-            Scenario {
-                faults: 2,
-                ..Scenario::new(
-                    "retried-rpcs-and-torn-listings",
-                    SKEW,
-                    vec![
-                        ActorSpec {
-                            rounds: 2,
-                            ..ActorSpec::new("A", TIMEOUT, 0)
-                        },
-                        ActorSpec {
-                            rounds: 2,
-                            ..waiter("B")
-                        },
-                    ],
-                )
-            },
-            1,
-        ),
+            waiter("W"),
+        ],
+    )
+}
+
+/// A holder that may crash at any step or be paused past its deadline (then refreshes), and
+/// a waiter, on a filesystem without timestamps: the clock rule alone must keep them apart.
+fn crash_or_pause() -> Scenario {
+    Scenario {
+        crashes: 1,
+        fs_timestamps: false,
+        ..Scenario::new(
+            "crash-or-pause-then-takeover",
+            SKEW,
+            vec![holder(), waiter("W")],
+        )
+    }
+}
+
+/// The exhaustive searches, cheapest first, each with its bound on deviations from the
+/// default schedule.
+fn exhaustive() -> [(Scenario, usize); 4] {
+    [
+        (two_waiters(), 2),
+        (faults(), 2),
+        (oversleeping_holder(), 3),
+        (crash_or_pause(), 3),
     ]
+}
+
+/// The bound [`exhaustive`] gives `scenario`.
+fn bound(scenario: &Scenario) -> usize {
+    exhaustive()
+        .iter()
+        .find(|(s, _)| s.name == scenario.name)
+        .map(|(_, bound)| *bound)
+        .expect("every exhaustive scenario is listed in exhaustive()")
+}
+
+/// Search `scenario` exhaustively up to `bound` deviations, with `setup` on every actor
+/// thread: what was explored, or the first violation.
+fn exhaustive_search(
+    scenario: &Scenario,
+    bound: usize,
+    setup: &Setup,
+) -> Result<Stats, Box<Found>> {
+    let start = Instant::now();
+    let searched = explore_dfs(scenario, bound, 1_000_000, setup)?;
+    assert!(
+        searched.complete,
+        "{} was not searched to the end",
+        scenario.name
+    );
+    summary(&format!(
+        "{}: every schedule with <= {bound} deviations: {} in {:.1?}",
+        scenario.name,
+        searched.stats,
+        start.elapsed()
+    ));
+    Ok(searched.stats)
 }
 
 /// Random schedules: this many per unit of `MODEL_CHECK_SCALE`.
@@ -143,27 +180,8 @@ fn random_seeds() -> Vec<u64> {
     }
 }
 
-/// Search every exhaustive scenario, then the random ones, with `setup` on every actor
-/// thread; the first violation found, or what was explored.
-fn search(setup: &Setup) -> Result<Vec<(String, Stats)>, Box<Found>> {
-    let mut done = Vec::new();
-    for (scenario, bound) in exhaustive_scenarios() {
-        let start = Instant::now();
-        let searched = explore_dfs(&scenario, bound, 1_000_000, setup)?;
-        assert!(
-            searched.complete,
-            "{} was not searched to the end",
-            scenario.name
-        );
-        done.push((
-            format!(
-                "{} (all schedules with <= {bound} preemptions, {:.1?})",
-                scenario.name,
-                start.elapsed()
-            ),
-            searched.stats,
-        ));
-    }
+/// Random scenarios and schedules, with `setup` on every actor thread.
+fn random_search(setup: &Setup) -> Result<Stats, Box<Found>> {
     let start = Instant::now();
     let stats = explore_random(
         "random",
@@ -171,61 +189,127 @@ fn search(setup: &Setup) -> Result<Vec<(String, Stats)>, Box<Found>> {
         &Scenario::random,
         setup,
     )?;
-    done.push((
-        format!("random scenarios and schedules ({:.1?})", start.elapsed()),
-        stats,
+    summary(&format!(
+        "random scenarios and schedules: {stats} in {:.1?}",
+        start.elapsed()
     ));
-    Ok(done)
+    Ok(stats)
+}
+
+/// The search reached what it is meant to check: no pass by never getting there.
+fn assert_exercised(what: &str, counts: &[(&str, u64)]) {
+    for (name, count) in counts {
+        assert!(*count > 0, "{what} never produced any {name}");
+    }
+}
+
+fn no_violation(result: Result<Stats, Box<Found>>) -> Stats {
+    result.unwrap_or_else(|found| panic!("{found}"))
 }
 
 #[test]
-fn the_protocol_keeps_its_invariants_in_every_explored_schedule() {
-    let start = Instant::now();
-    let done = search(&no_setup).unwrap_or_else(|found| panic!("{found}"));
-    let mut total = Stats::default();
-    for (what, stats) in &done {
-        summary(&format!("{what}: {stats}"));
-        total += *stats;
+fn two_waiters_racing_for_a_takeover_keep_the_invariants() {
+    let scenario = two_waiters();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("pause", s.pauses),
+            ("holder told it lost the lock", s.compromised),
+        ],
+    );
+}
+
+#[test]
+fn retried_rpcs_and_torn_listings_keep_the_invariants() {
+    let scenario = faults();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("retried RPC", s.faults),
+            ("torn listing", s.torn_listings),
+            ("busy outcome", s.busy),
+        ],
+    );
+}
+
+#[test]
+fn a_holder_oversleeping_its_deadline_keeps_the_invariants() {
+    let scenario = oversleeping_holder();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("holder told it lost the lock", s.compromised),
+        ],
+    );
+}
+
+#[test]
+fn a_crashed_or_paused_holder_keeps_the_invariants() {
+    let scenario = crash_or_pause();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("pause", s.pauses),
+            ("holder told it lost the lock", s.compromised),
+        ],
+    );
+}
+
+#[test]
+fn random_scenarios_keep_the_invariants() {
+    let s = no_violation(random_search(&no_setup));
+    if std::env::var("MODEL_CHECK_SEED").is_err() {
+        assert_exercised(
+            "the random search",
+            &[
+                ("takeover", s.takeovers),
+                ("crash", s.crashes),
+                ("pause", s.pauses),
+                ("global pause", s.jumps),
+                ("retried RPC", s.faults),
+                ("torn listing", s.torn_listings),
+                ("holder told it lost the lock", s.compromised),
+            ],
+        );
     }
-    summary(&format!(
-        "TOTAL {} schedules explored, no violation, in {:.1?}",
-        total.schedules,
-        start.elapsed()
-    ));
-    // The search reached what it is meant to check: no pass by never getting there.
-    for (what, count) in [
-        ("takeovers of expired locks", total.takeovers),
-        ("holders told they lost the lock", total.compromised),
-        ("crashes", total.crashes),
-        ("pauses", total.pauses),
-        ("global pauses", total.jumps),
-        ("retried RPCs", total.faults),
-        ("torn listings", total.torn_listings),
-        ("busy outcomes", total.busy),
-    ] {
-        assert!(count > 0, "the search never produced any {what}");
+}
+
+/// A holder and a waiter whose clocks differ by 50 ms while the lock allows for 20.
+fn dishonest_clocks(fs_timestamps: bool) -> Scenario {
+    Scenario {
+        fs_timestamps,
+        ..Scenario::new(
+            "clocks-beyond-the-stated-skew",
+            SKEW,
+            vec![
+                ActorSpec {
+                    offset_ms: -25,
+                    may_crash: false,
+                    ..holder()
+                },
+                ActorSpec {
+                    offset_ms: 25,
+                    ..waiter("W")
+                },
+            ],
+        )
     }
 }
 
 #[test]
 fn clocks_further_apart_than_the_stated_skew_are_caught() {
-    // The same holder and waiter as above, but their clocks differ by 50 ms while the lock
-    // allows for 20: the waiter takes over while the holder still believes it holds.
-    let scenario = Scenario::new(
-        "clocks-beyond-the-stated-skew",
-        SKEW,
-        vec![
-            ActorSpec {
-                offset_ms: -25,
-                may_crash: false,
-                ..holder()
-            },
-            ActorSpec {
-                offset_ms: 25,
-                ..waiter("W")
-            },
-        ],
-    );
+    // Without filesystem timestamps only the clocks decide: the waiter, whose clock runs
+    // ahead, takes over while the holder still believes it holds the lock.
+    let scenario = dishonest_clocks(false);
     assert!(!scenario.clocks_are_honest());
     match explore_dfs(&scenario, 1, 100_000, &no_setup) {
         Ok(searched) => panic!(
@@ -233,42 +317,61 @@ fn clocks_further_apart_than_the_stated_skew_are_caught() {
             searched.stats.schedules
         ),
         Err(found) => {
+            let violation = found.outcome.violation.as_ref().unwrap();
             summary(&format!(
-                "dishonest clocks: found after {} schedules: {}",
-                found.outcome.stats.schedules,
-                found.outcome.violation.as_ref().unwrap()
+                "dishonest clocks without filesystem timestamps caught after {} schedule(s): \
+                 {violation}",
+                found.explored
             ));
-            assert_eq!(
-                found.outcome.violation.as_ref().unwrap().invariant,
-                Invariant::MutualExclusion,
-                "{found}"
-            );
+            assert_eq!(violation.invariant, Invariant::MutualExclusion, "{found}");
             assert!(found.reproduced, "{found}");
         }
     }
 }
 
-/// Plant `bug` in the real protocol and require the search to find a violation of one of
-/// `expected`; print it.
+#[test]
+fn filesystem_timestamps_keep_even_dishonest_clocks_apart() {
+    // The same clocks, but the filesystem keeps timestamps: a takeover also needs the lock to
+    // look expired by the filesystem's clock, which the waiter's fast clock cannot hurry.
+    let scenario = dishonest_clocks(true);
+    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
+    assert_exercised(&scenario.name, &[("takeover", s.takeovers)]);
+}
+
+/// Plant `bug` in the real protocol; require both the exhaustive searches and the random
+/// search to find a violation of one of `expected`, and print what they found.
 #[cfg(feature = "planted-bugs")]
 fn planted_bug_is_found(bug: lockbydir_protocol::planted::PlantedBug, expected: &[Invariant]) {
     let plant = move || lockbydir_protocol::planted::plant(bug);
+    let check = |how: &str, found: &Found| {
+        let invariant = found.outcome.violation.as_ref().unwrap().invariant;
+        assert!(
+            expected.contains(&invariant),
+            "{how} found an unexpected violation:\n{found}"
+        );
+        assert!(found.reproduced, "{found}");
+    };
     let start = Instant::now();
-    match search(&plant) {
-        Ok(done) => panic!(
-            "planted bug {bug:?} was not found in {} schedules",
-            done.iter().map(|(_, s)| s.schedules).sum::<u64>()
-        ),
-        Err(found) => {
-            summary(&format!(
-                "planted bug {bug:?} found in {:.1?}:\n{found}",
-                start.elapsed()
-            ));
-            let invariant = found.outcome.violation.as_ref().unwrap().invariant;
-            assert!(expected.contains(&invariant), "{found}");
-            assert!(found.reproduced, "{found}");
-        }
-    }
+    let exhaustive = exhaustive()
+        .iter()
+        .find_map(|(scenario, bound)| exhaustive_search(scenario, *bound, &plant).err())
+        .unwrap_or_else(|| panic!("the exhaustive searches missed planted bug {bug:?}"));
+    check("the exhaustive search", &exhaustive);
+    summary(&format!(
+        "planted bug {bug:?}: the exhaustive search found it in {:.1?}:\n{exhaustive}",
+        start.elapsed()
+    ));
+    let start = Instant::now();
+    let random = random_search(&plant)
+        .err()
+        .unwrap_or_else(|| panic!("the random search missed planted bug {bug:?}"));
+    check("the random search", &random);
+    summary(&format!(
+        "planted bug {bug:?}: the random search found it too, in {:.1?}, after {} schedules: {}",
+        start.elapsed(),
+        random.explored,
+        random.outcome.violation.as_ref().unwrap()
+    ));
 }
 
 #[cfg(feature = "planted-bugs")]

@@ -469,7 +469,7 @@ impl Checker {
             .children("")
             .unwrap_or_default()
             .iter()
-            .filter(|n| n.ends_with(".staging"))
+            .filter(|n| n.ends_with(".staging") || n.ends_with(".probe"))
             .count() as u64;
         if let Some(Entry::Held(h)) = self.state(world)
             && let Some(owner) = token_owner(h.token)

@@ -1,16 +1,16 @@
-//! Exhaustive search of a small scenario's schedules, up to a number of preemptions.
+//! Exhaustive search of a small scenario's schedules, up to a number of deviations.
 //!
 //! Stateless depth-first search: every schedule is run from scratch, replaying a prefix of
-//! decisions and then taking the default option (the running actor goes on) at every later
-//! decision. The next prefix is the previous schedule with its last decision that still has
-//! an untried option changed to that option. A *preemption* is an option that stops an actor
-//! that could go on (another actor runs, or time passes); bounding their number keeps the
-//! search finite while covering every bug that needs at most that many, as in CHESS. Crashes
-//! and injected faults are not preemptions; the scenario's budgets bound them.
+//! decisions and then taking the default option at every later decision. The next prefix is
+//! the previous schedule with its last decision that still has an untried option changed to
+//! that option. Every option other than the default (see [`super::options`]) is a
+//! *deviation*; bounding how many a schedule may take keeps the search finite and
+//! polynomial (delay bounding) while covering every bug that needs at most that many: a
+//! preemption, a pause, a crash and a fault are one deviation each.
 
-use super::engine::Record;
 use super::explore::{Found, Setup, run_schedule};
 use super::scenario::Scenario;
+use super::state::Record;
 use super::stats::Stats;
 use super::strategy::Replay;
 
@@ -23,31 +23,28 @@ pub struct Searched {
 }
 
 /// The next prefix to explore after a schedule that took `decisions`; `None` when done.
-fn next_prefix(decisions: &[Record], bound: u32) -> Option<Vec<usize>> {
-    let mut cost_before = Vec::with_capacity(decisions.len());
-    let mut cost = 0;
-    for d in decisions {
-        cost_before.push(cost);
-        cost += (d.preemptive >> d.chosen) as u32 & 1;
-    }
+fn next_prefix(decisions: &[Record], bound: usize) -> Option<Vec<usize>> {
+    let mut deviations = decisions.iter().filter(|d| d.chosen != 0).count();
     for i in (0..decisions.len()).rev() {
         let d = decisions[i];
-        for alt in d.chosen + 1..d.count {
-            if cost_before[i] + ((d.preemptive >> alt) as u32 & 1) <= bound {
-                let mut prefix: Vec<usize> = decisions[..i].iter().map(|d| d.chosen).collect();
-                prefix.push(alt);
-                return Some(prefix);
-            }
+        // Deviations before decision i, plus one for taking a non-default option there.
+        if d.chosen != 0 {
+            deviations -= 1;
+        }
+        if d.chosen + 1 < d.count && deviations < bound {
+            let mut prefix: Vec<usize> = decisions[..i].iter().map(|d| d.chosen).collect();
+            prefix.push(d.chosen + 1);
+            return Some(prefix);
         }
     }
     None
 }
 
-/// Run every schedule of `scenario` with at most `bound` preemptions (at most
+/// Run every schedule of `scenario` with at most `bound` deviations (at most
 /// `max_schedules` of them); stop at the first violation.
 pub fn explore_dfs(
     scenario: &Scenario,
-    bound: u32,
+    bound: usize,
     max_schedules: u64,
     setup: &Setup,
 ) -> Result<Searched, Box<Found>> {
@@ -58,14 +55,10 @@ pub fn explore_dfs(
         let outcome = run_schedule(scenario, Box::new(Replay::new(prefix.clone())), 0, setup);
         stats += outcome.stats;
         // The replayed part must offer the same options as when it was first explored.
-        let replayed = prefix.len().saturating_sub(1);
-        for (i, (now, then)) in outcome
-            .decisions
-            .iter()
-            .zip(&previous)
-            .take(replayed)
-            .enumerate()
-        {
+        for (i, (now, then)) in outcome.decisions.iter().zip(&previous).enumerate() {
+            if i + 1 >= prefix.len() {
+                break;
+            }
             assert_eq!(
                 (now.chosen, now.count),
                 (then.chosen, then.count),
@@ -74,10 +67,17 @@ pub fn explore_dfs(
         }
         if outcome.violation.is_some() {
             let how = format!(
-                "exhaustive search, schedule #{} with at most {bound} preemptions",
+                "exhaustive search with at most {bound} deviations, schedule #{}",
                 stats.schedules
             );
-            return Err(Box::new(Found::new(scenario, how, 0, outcome, setup)));
+            return Err(Box::new(Found::new(
+                scenario,
+                how,
+                0,
+                stats.schedules,
+                outcome,
+                setup,
+            )));
         }
         match next_prefix(&outcome.decisions, bound) {
             Some(next) => prefix = next,

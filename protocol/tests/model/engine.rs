@@ -3,121 +3,32 @@
 //! Every actor runs the real protocol code on its own OS thread, but only one thread runs at
 //! a time: the one holding the *turn*. An actor keeps the turn while it computes, and gives it
 //! up at each scheduling point (every `Fs` call and every clock read or sleep): it parks with
-//! its pending operation, asks the [`Strategy`] what happens next, and hands the turn over.
-//! The chosen actor then performs its pending operation as one atomic step on the shared
-//! [`World`] and runs on to its next scheduling point. So a schedule is exactly the sequence
-//! of the strategy's choices, and replaying the choices replays the schedule.
-//!
-//! Besides running an actor, the strategy may move virtual time to the next sleeper's
-//! wake-up (pausing whoever could run), pause everyone while time jumps, crash the actor that
-//! just stopped at a scheduling point, or make a successful rename / create_dir report
-//! failure. Budgets in the [`Scenario`] bound the last three.
-//!
-//! Two reductions keep exhaustive search affordable without losing behaviours:
-//! - Before a *private* step of the running actor (inside its own staging directory, whose
-//!   name holds its random token), no other option is offered: the step commutes with every
-//!   other actor's step and with time, so stopping the actor there is the same as stopping it
-//!   one step later.
-//! - Before a clock read of the running actor, the only other option is a pause (time
-//!   passes): running another actor first, with no time passing, is the same as running it
-//!   right after the read.
+//! its pending operation, asks the [`Strategy`] what happens next (see [`super::options`]),
+//! and hands the turn over. The chosen actor then performs its pending operation as one
+//! atomic step on the shared [`super::world::World`] and runs on to its next scheduling
+//! point. So a schedule is exactly the sequence of the strategy's choices, and replaying the
+//! choices replays the schedule.
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use lockbydir_protocol::{FsError, FsErrorKind};
 
-use super::checker::{Checker, T0, Violation, token_for};
+use super::checker::{Checker, Invariant, T0, Violation, token_for};
 use super::op::{Op, OpResult};
+use super::options::{options, torn};
 use super::rng::mix;
 use super::scenario::{ActorSpec, Scenario};
+use super::state::{Grant, Record, State, Status, Turn};
 use super::stats::Stats;
 use super::strategy::{Choice, Decision, Fault, Strategy};
 use super::trace::{Event, Trace};
 use super::world::World;
 
-/// What the scheduler can do next, with whether it counts as a preemption (something else
-/// happens although the actor that ran last could go on).
-pub type Options = Vec<(Choice, bool)>;
-
-/// One decision as taken: enough to replay it and to enumerate its alternatives.
-#[derive(Clone, Copy, Debug)]
-pub struct Record {
-    /// Index of the option taken.
-    pub chosen: usize,
-    /// How many options there were.
-    pub count: usize,
-    /// Bit `i` set: option `i` is a preemption.
-    pub preemptive: u64,
-}
-
-/// Who holds the turn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Turn {
-    Controller,
-    Actor(usize),
-}
-
-#[derive(Clone, Debug)]
-enum Status {
-    NotStarted,
-    Running,
-    Parked(Op),
-    Finished,
-    Crashed,
-}
-
-/// What a parked actor is told when it gets the turn.
-#[derive(Clone, Copy, Debug)]
-enum Grant {
-    Run {
-        fault: Option<Fault>,
-    },
-    Crash,
-    /// The schedule is over (a violation was found): unwind without a trace.
-    Stop,
-}
-
 /// The payload an actor thread unwinds with when it is crashed or stopped.
 struct Unwound;
 
-struct Budgets {
-    faults: u32,
-    crashes: u32,
-    jumps: u32,
-}
-
-struct State {
-    world: World,
-    /// Virtual time, ms since the start of the schedule.
-    t: i64,
-    status: Vec<Status>,
-    grants: Vec<Option<Grant>>,
-    may_crash: Vec<bool>,
-    offsets: Vec<i64>,
-    randoms: Vec<u64>,
-    /// Per actor: what its pending listing saw when it started.
-    listed: Vec<Option<Vec<String>>>,
-    seed: u64,
-    turn: Turn,
-    /// The actor that ran the last step, if it may go on.
-    current: Option<usize>,
-    /// The last decision moved time (so moving it again extends the same pause).
-    pausing: bool,
-    steps: u64,
-    max_steps: u64,
-    budgets: Budgets,
-    jump_ms: u64,
-    strategy: Box<dyn Strategy>,
-    decisions: Vec<Record>,
-    trace: Trace,
-    checker: Checker,
-    violation: Option<Violation>,
-    /// A harness failure: every waiting thread unwinds.
-    broken: bool,
-}
-
-/// One schedule in progress: the shared world, the actors' states and the strategy.
+/// One schedule in progress: the shared state and a condition variable per thread.
 pub struct Engine {
     state: Mutex<State>,
     wake: Vec<Condvar>,
@@ -144,44 +55,11 @@ impl Engine {
     /// A schedule of `scenario` (plus room for one probe actor) driven by `strategy`; `seed`
     /// makes the actors' random numbers.
     pub fn new(scenario: &Scenario, strategy: Box<dyn Strategy>, seed: u64) -> Self {
-        let n = scenario.actors.len();
-        let labels: Vec<String> = scenario.actors.iter().map(|a| a.label.clone()).collect();
-        let offsets: Vec<i64> = scenario.actors.iter().map(|a| a.offset_ms).collect();
-        let state = State {
-            world: World::new(),
-            t: 0,
-            status: vec![Status::NotStarted; n],
-            grants: vec![None; n],
-            may_crash: scenario.actors.iter().map(|a| a.may_crash).collect(),
-            offsets: offsets.clone(),
-            randoms: vec![0; n],
-            listed: vec![None; n],
-            seed,
-            turn: Turn::Controller,
-            current: None,
-            pausing: false,
-            steps: 0,
-            max_steps: scenario.max_steps,
-            budgets: Budgets {
-                faults: scenario.faults,
-                crashes: scenario.crashes,
-                jumps: scenario.jumps,
-            },
-            jump_ms: scenario.jump_ms,
-            strategy,
-            decisions: Vec::new(),
-            trace: Trace {
-                labels: labels.clone(),
-                offsets: offsets.clone(),
-                events: Vec::new(),
-            },
-            checker: Checker::new(labels, offsets),
-            violation: None,
-            broken: false,
-        };
         Engine {
-            state: Mutex::new(state),
-            wake: (0..=n).map(|_| Condvar::new()).collect(),
+            state: Mutex::new(State::new(scenario, strategy, seed)),
+            wake: (0..=scenario.actors.len())
+                .map(|_| Condvar::new())
+                .collect(),
             controller: Condvar::new(),
         }
     }
@@ -189,25 +67,9 @@ impl Engine {
     /// Add an actor that starts with the next phase (the probe), driven by `strategy`, with
     /// no more faults, crashes or pauses. Returns its index.
     pub fn add_actor(&self, spec: &ActorSpec, strategy: Box<dyn Strategy>) -> usize {
-        let mut st = lock(&self.state);
-        let st = &mut *st;
-        st.status.push(Status::NotStarted);
-        st.grants.push(None);
-        st.may_crash.push(false);
-        st.offsets.push(spec.offset_ms);
-        st.randoms.push(0);
-        st.listed.push(None);
-        st.trace.labels.push(spec.label.clone());
-        st.trace.offsets.push(spec.offset_ms);
-        st.checker.add_actor(spec.label.clone(), spec.offset_ms);
-        st.budgets = Budgets {
-            faults: 0,
-            crashes: 0,
-            jumps: 0,
-        };
-        st.strategy = strategy;
-        assert!(st.status.len() <= self.wake.len(), "one probe at most");
-        st.status.len() - 1
+        let index = lock(&self.state).add_actor(spec, strategy);
+        assert!(index < self.wake.len(), "one probe at most");
+        index
     }
 
     /// Run every not yet started actor, each on its own thread with `script(engine, index)`,
@@ -215,8 +77,8 @@ impl Engine {
     pub fn run_phase(&self, script: &(dyn Fn(&Engine, usize) + Sync), setup: &(dyn Fn() + Sync)) {
         let fresh: Vec<usize> = {
             let st = lock(&self.state);
-            (0..st.status.len())
-                .filter(|&a| matches!(st.status[a], Status::NotStarted))
+            (0..st.actors.len())
+                .filter(|&a| matches!(st.actors[a].status, Status::NotStarted))
                 .collect()
         };
         std::thread::scope(|s| {
@@ -282,15 +144,14 @@ impl Engine {
             if st.broken {
                 return;
             }
-            st.status[me] = Status::Running;
+            st.actors[me].status = Status::Running;
         }
         let result = catch_unwind(AssertUnwindSafe(|| script(self, me)));
         let mut st = lock(&self.state);
-        match result {
-            Ok(()) => st.status[me] = Status::Finished,
-            Err(payload) if payload.is::<Unwound>() => st.status[me] = Status::Crashed,
+        st.actors[me].status = match result {
+            Ok(()) => Status::Finished,
+            Err(payload) if payload.is::<Unwound>() => Status::Crashed,
             Err(payload) => {
-                st.status[me] = Status::Finished;
                 let what = payload
                     .downcast_ref::<String>()
                     .cloned()
@@ -298,11 +159,12 @@ impl Engine {
                     .unwrap_or_default();
                 let who = st.trace.labels[me].clone();
                 st.violation.get_or_insert(Violation::new(
-                    super::checker::Invariant::Panic,
+                    Invariant::Panic,
                     format!("{who} panicked: {what}"),
                 ));
+                Status::Finished
             }
-        }
+        };
         if st.current == Some(me) {
             st.current = None;
         }
@@ -314,10 +176,8 @@ impl Engine {
     /// The harness itself failed: wake everyone so that the run ends instead of hanging.
     fn break_down(&self, st: &mut State) {
         st.broken = true;
-        st.violation.get_or_insert(Violation::new(
-            super::checker::Invariant::Panic,
-            "the scheduler failed",
-        ));
+        st.violation
+            .get_or_insert(Violation::new(Invariant::Panic, "the scheduler failed"));
         for cv in &self.wake {
             cv.notify_all();
         }
@@ -325,163 +185,25 @@ impl Engine {
     }
 
     fn give_turn(&self, st: &mut State, actor: usize, grant: Grant) {
-        st.grants[actor] = Some(grant);
+        st.actors[actor].grant = Some(grant);
         st.turn = Turn::Actor(actor);
         self.wake[actor].notify_one();
-    }
-
-    /// The options at this point. The first is the default and never a preemption: the
-    /// actor that ran last goes on, else the first one that can run, else time passes.
-    fn options(st: &State) -> Options {
-        let parked = |a: usize| match &st.status[a] {
-            Status::Parked(op) => Some(op),
-            _ => None,
-        };
-        let enabled: Vec<usize> = (0..st.status.len())
-            .filter(|&a| match parked(a) {
-                Some(Op::Sleep { until, .. }) => *until <= st.t,
-                Some(_) => true,
-                None => false,
-            })
-            .collect();
-        let cur = st.current.filter(|c| enabled.contains(c));
-        // Reductions (see the module docs): before a private step of the running actor
-        // nothing else is worth doing; before a clock read only a pause is.
-        let cur_op = cur.and_then(parked);
-        let private = cur_op.is_some_and(Op::is_private);
-        let only_pause = private || cur_op.is_some_and(Op::reads_clock);
-        let order: Vec<usize> = cur
-            .into_iter()
-            .chain(
-                enabled
-                    .iter()
-                    .copied()
-                    .filter(|&a| Some(a) != cur && !only_pause),
-            )
-            .collect();
-        let preempts = |a: usize| cur.is_some_and(|c| c != a);
-        let mut out: Options = order
-            .iter()
-            .map(|&a| {
-                (
-                    Choice::Run {
-                        actor: a,
-                        fault: None,
-                    },
-                    preempts(a),
-                )
-            })
-            .collect();
-        // Time passes: to the next sleeper's wake-up. The default when nobody can run;
-        // otherwise it pauses everyone who could.
-        let next_wake = (0..st.status.len())
-            .filter_map(|a| match parked(a) {
-                Some(Op::Sleep { until, .. }) if *until > st.t => Some(*until),
-                _ => None,
-            })
-            .min();
-        // Starting a pause costs one preemption; making it longer is free.
-        let pausing = !enabled.is_empty() && !st.pausing;
-        if let Some(to) = next_wake.filter(|_| !private) {
-            out.push((Choice::Tick { to }, pausing));
-        }
-        // A crash of the actor that just reached a scheduling point: between any two of its
-        // operations (crashing an actor later, without running it, ends the same way).
-        if let Some(c) = st.current
-            && st.budgets.crashes > 0
-            && st.may_crash[c]
-            && parked(c).is_some()
-        {
-            out.push((Choice::Crash { actor: c }, false));
-        }
-        if st.budgets.faults > 0 {
-            for &a in &order {
-                for fault in Self::faults(st, a) {
-                    out.push((
-                        Choice::Run {
-                            actor: a,
-                            fault: Some(fault),
-                        },
-                        preempts(a),
-                    ));
-                }
-            }
-        }
-        if st.budgets.jumps > 0 && st.jump_ms > 0 && !private {
-            out.push((
-                Choice::Jump {
-                    to: st.t + st.jump_ms as i64,
-                },
-                pausing,
-            ));
-        }
-        out
-    }
-
-    /// The faults that could be injected into `actor`'s pending operation: a retried RPC
-    /// for a rename or create_dir that will succeed; a torn result for a listing of a
-    /// directory that changed while the actor was waiting to list it.
-    fn faults(st: &State, actor: usize) -> Vec<Fault> {
-        let Status::Parked(op) = &st.status[actor] else {
-            return Vec::new();
-        };
-        match op {
-            Op::Rename(from, to) if st.world.check_rename(from, to).is_ok() => vec![Fault::Retried],
-            Op::CreateDir(p) if st.world.check_create(p).is_ok() => vec![Fault::Retried],
-            Op::ReadDir(p) => [Fault::ListingShowsBoth, Fault::ListingShowsNeither]
-                .into_iter()
-                .filter(|&f| {
-                    Self::torn(
-                        st.listed[actor].as_deref(),
-                        st.world.children(p).as_deref(),
-                        f,
-                    )
-                    .is_some()
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// What a listing that started when it saw `before` and ended seeing `after` shows with
-    /// `fault`; `None` if that is no different from `after`.
-    fn torn(
-        before: Option<&[String]>,
-        after: Option<&[String]>,
-        fault: Fault,
-    ) -> Option<Vec<String>> {
-        let (before, after) = (before?, after?);
-        let mut names: Vec<String> = match fault {
-            Fault::ListingShowsBoth => before.iter().chain(after).cloned().collect(),
-            Fault::ListingShowsNeither => after
-                .iter()
-                .filter(|n| before.contains(n))
-                .cloned()
-                .collect(),
-            Fault::Retried => return None,
-        };
-        names.sort();
-        names.dedup();
-        (names != after).then_some(names)
     }
 
     /// The turn holder is done for now: decide what happens next and hand the turn over.
     fn pass_turn(&self, st: &mut State) {
         loop {
             if let Some(a) = st
-                .status
+                .actors
                 .iter()
-                .position(|s| matches!(s, Status::NotStarted))
+                .position(|a| matches!(a.status, Status::NotStarted))
             {
                 // Each new actor first runs up to its first scheduling point.
                 st.turn = Turn::Actor(a);
                 self.wake[a].notify_one();
                 return;
             }
-            let live: Vec<usize> = (0..st.status.len())
-                .filter(|&a| matches!(st.status[a], Status::Parked(_)))
-                .collect();
-            let Some(&first) = live.first() else {
+            let Some(first) = st.actors.iter().position(|a| a.pending().is_some()) else {
                 st.turn = Turn::Controller;
                 self.controller.notify_one();
                 return;
@@ -492,7 +214,7 @@ impl Engine {
             }
             if st.steps >= st.max_steps {
                 st.violation = Some(Violation::new(
-                    super::checker::Invariant::Liveness,
+                    Invariant::Liveness,
                     format!(
                         "livelock: the schedule did not end within {} steps",
                         st.max_steps
@@ -500,10 +222,10 @@ impl Engine {
                 ));
                 continue;
             }
-            let options = Self::options(st);
+            let options = options(st);
             if options.is_empty() {
                 st.violation = Some(Violation::new(
-                    super::checker::Invariant::Liveness,
+                    Invariant::Liveness,
                     "deadlock: actors are waiting but nothing can happen",
                 ));
                 continue;
@@ -518,14 +240,8 @@ impl Engine {
             st.decisions.push(Record {
                 chosen,
                 count: options.len(),
-                preemptive: options
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (_, p))| *p)
-                    .fold(0, |bits, (i, _)| bits | 1 << i),
             });
-            let (choice, preemptive) = options[chosen];
-            st.pausing = matches!(choice, Choice::Tick { .. } | Choice::Jump { .. });
+            let choice = options[chosen];
             match choice {
                 Choice::Run { actor, fault } => {
                     self.give_turn(st, actor, Grant::Run { fault });
@@ -536,22 +252,31 @@ impl Engine {
                     self.give_turn(st, actor, Grant::Crash);
                     return;
                 }
-                Choice::Tick { to } | Choice::Jump { to } => {
-                    let pause = matches!(choice, Choice::Jump { .. });
-                    if pause {
-                        st.budgets.jumps -= 1;
-                        st.checker.stats.jumps += 1;
-                    } else if preemptive {
-                        st.checker.stats.pauses += 1;
-                    }
+                Choice::Pause { actor } => {
+                    st.budgets.pauses -= 1;
+                    st.checker.stats.pauses += 1;
+                    let until = st.t + st.pause_ms as i64;
+                    st.actors[actor].frozen_until = until;
+                    let t = st.t;
+                    st.trace.events.push(Event::Pause { t, actor, until });
+                }
+                Choice::Tick { to } => {
                     st.trace.events.push(Event::Time {
                         from: st.t,
                         to,
-                        pause,
+                        pause: false,
                     });
                     st.t = to;
-                    // Nobody is running now: whoever runs next is not a preemption.
-                    st.current = None;
+                }
+                Choice::Jump { to } => {
+                    st.budgets.jumps -= 1;
+                    st.checker.stats.jumps += 1;
+                    st.trace.events.push(Event::Time {
+                        from: st.t,
+                        to,
+                        pause: true,
+                    });
+                    st.t = to;
                 }
             }
         }
@@ -562,18 +287,18 @@ impl Engine {
         let mut st = lock(&self.state);
         if let Op::ReadDir(p) = &op {
             // The listing starts now; it may be torn by whatever changes before it ends.
-            st.listed[me] = st.world.children(p);
+            st.actors[me].listed = st.world.children(p);
         }
-        st.status[me] = Status::Parked(op);
+        st.actors[me].status = Status::Parked(op);
         self.pass_turn(&mut st);
         while st.turn != Turn::Actor(me) && !st.broken {
             st = self.wake[me]
                 .wait(st)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let grant = st.grants[me].take();
+        let grant = st.actors[me].grant.take();
         let Some(Grant::Run { fault }) = grant else {
-            st.status[me] = Status::Crashed;
+            st.actors[me].status = Status::Crashed;
             if st.current == Some(me) {
                 st.current = None;
             }
@@ -585,37 +310,16 @@ impl Engine {
             drop(st);
             resume_unwind(Box::new(Unwound));
         };
-        let Status::Parked(op) = std::mem::replace(&mut st.status[me], Status::Running) else {
+        let Status::Parked(op) = std::mem::replace(&mut st.actors[me].status, Status::Running)
+        else {
             unreachable!("a granted actor is parked");
         };
         st.current = Some(me);
+        st.last_run = Some(me);
         st.steps += 1;
         let st = &mut *st;
-        let result = Self::perform(st, me, &op);
-        let actual = result.clone();
-        let mutated = matches!(result, OpResult::Unit(Ok(())))
-            && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
-        let reported = match (&op, fault, &result) {
-            (Op::Rename(..), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
-                OpResult::Unit(Err(FsError::new(
-                    FsErrorKind::NotFound,
-                    "no such file or directory (a retried RPC whose first try succeeded)",
-                )))
-            }
-            (Op::CreateDir(_), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
-                OpResult::Unit(Err(FsError::new(
-                    FsErrorKind::AlreadyExists,
-                    "file exists (a retried RPC whose first try succeeded)",
-                )))
-            }
-            (Op::ReadDir(_), Some(f), OpResult::Names(Ok(after))) => {
-                match Self::torn(st.listed[me].as_deref(), Some(after), f) {
-                    Some(names) => OpResult::Names(Ok(names)),
-                    None => result,
-                }
-            }
-            _ => result,
-        };
+        let actual = Self::perform(st, me, &op);
+        let reported = Self::misreport(st, me, &op, fault, &actual);
         let injected = fault.filter(|_| reported != actual);
         if let Some(f) = injected {
             st.budgets.faults -= 1;
@@ -629,6 +333,8 @@ impl Engine {
             result: reported.clone(),
             fault: injected,
         });
+        let mutated = matches!(actual, OpResult::Unit(Ok(())))
+            && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
         if mutated
             && st.violation.is_none()
             && let Err(v) = st.checker.fs_effect(me, &op, &st.world)
@@ -639,16 +345,55 @@ impl Engine {
     }
 
     fn perform(st: &mut State, me: usize, op: &Op) -> OpResult {
+        // The filesystem's clock is exact; only differences of its readings matter.
+        st.world.clock = T0 + st.t;
         match op {
             Op::CreateDir(p) => OpResult::Unit(st.world.create_dir(p)),
             Op::RemoveDir(p) => OpResult::Unit(st.world.remove_dir(p)),
             Op::Rename(a, b) => OpResult::Unit(st.world.rename(a, b)),
             Op::ReadDir(p) => OpResult::Names(st.world.read_dir(p)),
-            Op::NowMs => OpResult::Time((T0 + st.t + st.offsets[me]) as u64),
+            Op::Modified(p) => OpResult::Stamp(st.world.modified(p).map(|t| t as u64)),
+            Op::NowMs => OpResult::Time((T0 + st.t + st.actors[me].offset) as u64),
             // Any origin will do for a monotonic clock; this one is never 0.
             Op::MonotonicMs => OpResult::Time(st.t as u64 + 1_000),
             Op::Sleep { .. } => OpResult::Woke,
         }
+    }
+
+    /// What the protocol is told about `actual` when `fault` is injected.
+    fn misreport(
+        st: &State,
+        me: usize,
+        op: &Op,
+        fault: Option<Fault>,
+        actual: &OpResult,
+    ) -> OpResult {
+        let retried = |kind, what: &str| {
+            OpResult::Unit(Err(FsError::new(
+                kind,
+                format!("{what} (a retried RPC whose first try succeeded)"),
+            )))
+        };
+        match (op, fault, actual) {
+            (Op::Rename(..), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
+                retried(FsErrorKind::NotFound, "no such file or directory")
+            }
+            (Op::CreateDir(_), Some(Fault::Retried), OpResult::Unit(Ok(()))) => {
+                retried(FsErrorKind::AlreadyExists, "file exists")
+            }
+            (Op::ReadDir(_), Some(f), OpResult::Names(Ok(after))) => {
+                match torn(st.actors[me].listed.as_deref(), Some(after), f) {
+                    Some(names) => OpResult::Names(Ok(names)),
+                    None => actual.clone(),
+                }
+            }
+            _ => actual.clone(),
+        }
+    }
+
+    /// Whether the filesystem reports modification times.
+    pub fn fs_timestamps(&self) -> bool {
+        lock(&self.state).fs_timestamps
     }
 
     /// Virtual time now: `sleep_ms` parks until this plus the duration.
@@ -659,8 +404,8 @@ impl Engine {
     /// `me`'s next random number: deterministic, and a token that names its actor.
     pub fn random(&self, me: usize) -> u64 {
         let mut st = lock(&self.state);
-        st.randoms[me] += 1;
-        let n = st.randoms[me];
+        st.actors[me].randoms += 1;
+        let n = st.actors[me].randoms;
         token_for(me, mix(st.seed ^ mix(me as u64) ^ n))
     }
 

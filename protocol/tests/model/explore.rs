@@ -65,6 +65,8 @@ pub struct Found {
     pub how: String,
     /// The seed the actors' random numbers came from.
     pub seed: u64,
+    /// How many schedules were explored to find it (this one included).
+    pub explored: u64,
     /// The schedule.
     pub outcome: Outcome,
     /// Whether replaying its decisions gave the same violation again.
@@ -77,6 +79,7 @@ impl Found {
         scenario: &Scenario,
         how: String,
         seed: u64,
+        explored: u64,
         outcome: Outcome,
         setup: &Setup,
     ) -> Self {
@@ -86,6 +89,7 @@ impl Found {
             scenario: scenario.clone(),
             how,
             seed,
+            explored,
             reproduced: again.violation == outcome.violation,
             outcome,
         }
@@ -96,7 +100,11 @@ impl fmt::Display for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let path: Vec<usize> = self.outcome.decisions.iter().map(|d| d.chosen).collect();
         writeln!(f, "VIOLATION {}", self.outcome.violation.as_ref().unwrap())?;
-        writeln!(f, "found by: {}", self.how)?;
+        writeln!(
+            f,
+            "found by: {}, after {} schedules",
+            self.how, self.explored
+        )?;
         writeln!(f, "scenario {}", self.scenario)?;
         writeln!(
             f,
@@ -137,8 +145,8 @@ pub fn summary(line: &str) {
     let _ = writeln!(std::io::stderr(), "model-check: {line}");
 }
 
-/// Run `count` random schedules from `first_seed` on, each on the scenario `scenario_for`
-/// draws for its seed; stop at the first violation.
+/// Run one random schedule per seed, each on the scenario `scenario_for` draws for it;
+/// stop at the first violation. `label` names the search in reports.
 pub fn explore_random(
     label: &str,
     seeds: impl Iterator<Item = u64>,
@@ -165,7 +173,14 @@ pub fn explore_random(
                 "{label}: random schedule with seed {seed:#x} (rerun just this one with \
                  MODEL_CHECK_SEED={seed:#x})"
             );
-            return Err(Box::new(Found::new(&scenario, how, seed, outcome, setup)));
+            return Err(Box::new(Found::new(
+                &scenario,
+                how,
+                seed,
+                stats.schedules,
+                outcome,
+                setup,
+            )));
         }
     }
     Ok(stats)

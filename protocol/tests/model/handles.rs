@@ -54,6 +54,17 @@ impl Fs for ModelFs<'_> {
         )
     }
 
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        if !self.engine.fs_timestamps() {
+            // Like the trait's default: nothing to ask the filesystem.
+            return Ok(None);
+        }
+        match self.engine.call(self.actor, Op::Modified(path.into())) {
+            OpResult::Stamp(r) => r.map(Some),
+            other => unreachable!("modified_ms returned {other:?}"),
+        }
+    }
+
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
         match self.engine.call(self.actor, Op::ReadDir(path.into())) {
             OpResult::Names(r) => r,

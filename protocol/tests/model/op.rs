@@ -19,6 +19,8 @@ pub enum Op {
     Rename(String, String),
     /// `Fs::read_dir`.
     ReadDir(String),
+    /// `Fs::modified_ms` (only on a filesystem with timestamps).
+    Modified(String),
     /// `Env::now_ms`: the actor's own wall clock.
     NowMs,
     /// `Env::monotonic_ms`.
@@ -34,11 +36,14 @@ pub enum Op {
 
 impl Op {
     /// Whether this touches nothing another actor can see or touch: the actor's own staging
-    /// directory, whose name holds its random token. Such a step commutes with every other.
+    /// or probe directory, whose name holds its random token. Such a step commutes with every
+    /// other (creating or removing it changes the root's mtime, which nobody reads).
     pub fn is_private(&self) -> bool {
-        let private = |p: &String| p.ends_with(".staging") || p.contains(".staging/");
+        let private = |p: &String| {
+            p.ends_with(".staging") || p.contains(".staging/") || p.ends_with(".probe")
+        };
         match self {
-            Op::CreateDir(p) | Op::RemoveDir(p) => private(p),
+            Op::CreateDir(p) | Op::RemoveDir(p) | Op::Modified(p) => private(p),
             Op::Rename(a, b) => private(a) && private(b),
             _ => false,
         }
@@ -57,6 +62,7 @@ impl fmt::Display for Op {
             Op::RemoveDir(p) => write!(f, "remove_dir {p}"),
             Op::Rename(a, b) => write!(f, "rename {a} -> {b}"),
             Op::ReadDir(p) => write!(f, "read_dir {p}"),
+            Op::Modified(p) => write!(f, "modified_ms {p}"),
             Op::NowMs => write!(f, "now_ms"),
             Op::MonotonicMs => write!(f, "monotonic_ms"),
             Op::Sleep { ms, .. } => write!(f, "sleep_ms {ms}"),
@@ -73,6 +79,8 @@ pub enum OpResult {
     Names(Result<Vec<String>, FsError>),
     /// From `now_ms` and `monotonic_ms`.
     Time(u64),
+    /// From `modified_ms`.
+    Stamp(Result<u64, FsError>),
     /// From `sleep_ms`.
     Woke,
 }
@@ -84,7 +92,8 @@ impl fmt::Display for OpResult {
         }
         match self {
             OpResult::Unit(Ok(())) => write!(f, "ok"),
-            OpResult::Unit(Err(e)) | OpResult::Names(Err(e)) => err(f, e),
+            OpResult::Unit(Err(e)) | OpResult::Names(Err(e)) | OpResult::Stamp(Err(e)) => err(f, e),
+            OpResult::Stamp(Ok(t)) => write!(f, "{t}"),
             OpResult::Names(Ok(names)) => write!(f, "[{}]", names.join(", ")),
             OpResult::Time(t) => write!(f, "{t}"),
             OpResult::Woke => write!(f, "woke"),

@@ -48,10 +48,19 @@ pub struct Scenario {
     pub faults: u32,
     /// How many crashes the scheduler may cause (among actors with `may_crash`).
     pub crashes: u32,
+    /// How many times the scheduler may freeze one actor for `pause_ms` while the others go
+    /// on.
+    pub pauses: u32,
+    /// Length of such a pause (ms): by default long enough for a waiter to take over from a
+    /// holder frozen at any point of its hold.
+    pub pause_ms: u64,
     /// How many global pauses (everyone stops while time jumps by `jump_ms`).
     pub jumps: u32,
     /// Size of one global pause (ms).
     pub jump_ms: u64,
+    /// Whether the filesystem reports modification times (then a takeover also needs the
+    /// lock to look expired by the filesystem's clock); without, `modified_ms` says `None`.
+    pub fs_timestamps: bool,
     /// A schedule longer than this is reported as a livelock.
     pub max_steps: u64,
 }
@@ -73,9 +82,13 @@ impl ActorSpec {
 }
 
 impl Scenario {
-    /// A scenario with no faults, crashes or global pauses.
+    /// A scenario with no faults, crashes or global pauses, and up to two single-actor
+    /// pauses.
     pub fn new(name: &str, skew_ms: u64, actors: Vec<ActorSpec>) -> Self {
+        let longest = actors.iter().map(|a| a.timeout_ms).max().unwrap_or(1);
         Scenario {
+            pauses: 2,
+            pause_ms: longest + 2 * skew_ms + 1,
             name: name.into(),
             skew_ms,
             min_poll_ms: 5,
@@ -85,6 +98,7 @@ impl Scenario {
             crashes: 0,
             jumps: 0,
             jump_ms: 0,
+            fs_timestamps: true,
             max_steps: 50_000,
         }
     }
@@ -113,9 +127,14 @@ impl Scenario {
     /// clock is the slowest allowed one, so it waits longest.
     pub fn probe(&self) -> ActorSpec {
         let longest = self.actors.iter().map(|a| a.timeout_ms).max().unwrap_or(1);
+        let offset_ms = -((self.skew_ms / 2) as i64);
+        // A deadline written by the fastest clock, seen by the probe's: it must wait out the
+        // difference, the skew margin, and a poll (while the filesystem's clock says no).
+        let fastest = self.actors.iter().map(|a| a.offset_ms).max().unwrap_or(0);
+        let ahead = (fastest - offset_ms).max(0) as u64;
         ActorSpec {
-            offset_ms: -((self.skew_ms / 2) as i64),
-            patience_ms: longest + 2 * self.skew_ms + self.max_poll_ms + 2,
+            offset_ms,
+            patience_ms: longest + ahead + self.skew_ms + 2 * self.max_poll_ms + 2,
             hold_ms: 1,
             ..ActorSpec::new("probe", 1_000, 0)
         }
@@ -163,6 +182,7 @@ impl Scenario {
             crashes: 1,
             jumps: rng.below(2) as u32,
             jump_ms: longest + skew_ms + 1,
+            fs_timestamps: rng.chance(500),
             ..Scenario::new("", skew_ms, actors)
         }
     }
@@ -172,16 +192,23 @@ impl fmt::Display for Scenario {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: max_clock_skew {} ms, poll {}..{} ms, budgets: {} faults, {} crashes, {} pauses of {} ms",
+            "{}: max_clock_skew {} ms, poll {}..{} ms; the scheduler may inject {} faults, \
+             crash {} time(s), pause one actor {} time(s) for {} ms, pause everyone {} time(s) \
+             for {} ms",
             self.name,
             self.skew_ms,
             self.min_poll_ms,
             self.max_poll_ms,
             self.faults,
             self.crashes,
+            self.pauses,
+            self.pause_ms,
             self.jumps,
             self.jump_ms
         )?;
+        if !self.fs_timestamps {
+            write!(f, "; the filesystem keeps no timestamps")?;
+        }
         for a in &self.actors {
             write!(
                 f,

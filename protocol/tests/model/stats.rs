@@ -27,7 +27,7 @@ pub struct Stats {
     pub busy: u64,
     /// Actors crashed by the scheduler.
     pub crashes: u64,
-    /// Time moved while some actor could have run (that actor was paused).
+    /// Single actors frozen while the others went on.
     pub pauses: u64,
     /// Global pauses (time jumped with everyone stopped).
     pub jumps: u64,
@@ -40,7 +40,7 @@ pub struct Stats {
     /// `Compromised` reported although the lock was not lost (a retried release that had
     /// succeeded, after which somebody else took the lock).
     pub false_compromised: u64,
-    /// Staging directories left behind in the lock directory at the end.
+    /// Staging and probe directories left behind in the lock directory at the end.
     pub leaked_staging: u64,
 }
 
@@ -73,7 +73,7 @@ impl fmt::Display for Stats {
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
              {} releases, {} busy, {} compromised holders told; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
-             fail, {} false `Compromised`); {} staging dirs left behind",
+             fail, {} false `Compromised`); {} staging/probe dirs left behind",
             self.schedules,
             self.steps,
             self.longest,

@@ -26,6 +26,12 @@ pub enum Choice {
         /// The fault to inject, if any.
         fault: Option<Fault>,
     },
+    /// Freeze `actor` (the one that ran last) for the scenario's pause length while the
+    /// others go on: a process stopped, swapped out or stuck in a long GC pause.
+    Pause {
+        /// Which actor.
+        actor: usize,
+    },
     /// Crash `actor` before its pending operation.
     Crash {
         /// Which actor.
@@ -51,8 +57,8 @@ pub struct Decision<'a> {
     pub step: u64,
     /// The actor that ran last, if it is still around.
     pub current: Option<usize>,
-    /// The options, each with whether it is a preemption; the first is the default.
-    pub options: &'a [(Choice, bool)],
+    /// The options; the first is the default.
+    pub options: &'a [Choice],
 }
 
 /// Picks one of the options at every decision.
@@ -97,7 +103,7 @@ impl Random {
     /// A strategy drawn from `seed`, for schedules of about `expected_steps` steps.
     pub fn new(seed: u64, expected_steps: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let pct = seed % 2 == 0;
+        let pct = seed.is_multiple_of(2);
         let depth = 1 + rng.below(3);
         let change_points = (0..depth)
             .map(|_| rng.below(expected_steps.max(1)))
@@ -120,8 +126,8 @@ impl Random {
         self.priorities[actor]
     }
 
-    fn find(options: &[(Choice, bool)], want: impl Fn(&Choice) -> bool) -> Option<usize> {
-        options.iter().position(|(c, _)| want(c))
+    fn find(options: &[Choice], want: impl Fn(&Choice) -> bool) -> Option<usize> {
+        options.iter().position(want)
     }
 
     fn pct(&mut self, d: &Decision<'_>) -> usize {
@@ -145,7 +151,7 @@ impl Random {
             .options
             .iter()
             .enumerate()
-            .filter_map(|(i, (c, _))| match c {
+            .filter_map(|(i, c)| match c {
                 Choice::Run { actor, fault: None } => Some((i, *actor)),
                 _ => None,
             })
@@ -153,6 +159,10 @@ impl Random {
         let Some(&(best, actor)) = runs.iter().max_by_key(|&&(_, a)| (self.priority(a), a)) else {
             return 0;
         };
+        let pause = Self::find(d.options, |c| matches!(c, Choice::Pause { .. }));
+        if let Some(i) = pause.filter(|_| self.rng.chance(10)) {
+            return i;
+        }
         let crash = Self::find(d.options, |c| matches!(c, Choice::Crash { .. }));
         if let Some(i) = crash.filter(|_| self.rng.chance(15)) {
             return i;
@@ -161,9 +171,7 @@ impl Random {
             .options
             .iter()
             .enumerate()
-            .filter(
-                |(_, (c, _))| matches!(c, Choice::Run { actor: a, fault: Some(_) } if *a == actor),
-            )
+            .filter(|(_, c)| matches!(c, Choice::Run { actor: a, fault: Some(_) } if *a == actor))
             .map(|(i, _)| i)
             .collect();
         if !faults.is_empty() && self.rng.chance(100) {
@@ -176,13 +184,13 @@ impl Random {
         let weight = |c: &Choice| match c {
             Choice::Run { fault: None, .. } => 40,
             Choice::Run { fault: Some(_), .. } => 4,
-            Choice::Crash { .. } => 1,
+            Choice::Crash { .. } | Choice::Pause { .. } => 1,
             Choice::Tick { .. } => 3,
             Choice::Jump { .. } => 1,
         };
-        let total: u64 = d.options.iter().map(|(c, _)| weight(c)).sum();
+        let total: u64 = d.options.iter().map(weight).sum();
         let mut pick = self.rng.below(total);
-        for (i, (c, _)) in d.options.iter().enumerate() {
+        for (i, c) in d.options.iter().enumerate() {
             if pick < weight(c) {
                 return i;
             }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::checker::T0;
 use super::op::{Op, OpResult};
 use super::strategy::Fault;
 
@@ -31,6 +32,15 @@ pub enum Event {
         to: i64,
         /// A global pause (everyone stopped) rather than the next sleeper's wake-up.
         pause: bool,
+    },
+    /// The scheduler froze an actor while the others go on.
+    Pause {
+        /// Virtual time.
+        t: i64,
+        /// Which actor.
+        actor: usize,
+        /// Until when (virtual time).
+        until: i64,
     },
     /// The scheduler crashed an actor: it never takes another step.
     Crash {
@@ -99,6 +109,9 @@ impl fmt::Display for Trace {
                     if matches!(op, Op::NowMs) {
                         write!(f, "   (own clock {clock:+})")?;
                     }
+                    if let OpResult::Stamp(Ok(ms)) = result {
+                        write!(f, "   (filesystem clock {:+})", *ms as i64 - T0)?;
+                    }
                     writeln!(f)?;
                 }
                 Event::Time { from, to, pause } => writeln!(
@@ -109,6 +122,12 @@ impl fmt::Display for Trace {
                     } else {
                         "time passes (up to the next sleeper's wake-up)"
                     }
+                )?,
+                Event::Pause { t, actor, until } => writeln!(
+                    f,
+                    "        t={t:<+6}      {:<6} PAUSED until t={until:+} (not scheduled; \
+                     the others go on)",
+                    name(actor)
                 )?,
                 Event::Crash { t, actor } => writeln!(
                     f,

@@ -1,17 +1,24 @@
-//! An in-memory directory tree with the POSIX semantics the protocol relies on.
+//! An in-memory directory tree with the POSIX semantics the protocol relies on, and
+//! modification times on the filesystem's own clock.
 //!
-//! The protocol only ever makes directories, so the tree is a set of directory paths. Every
-//! operation is one atomic step: the scheduler runs exactly one of them at a time.
+//! The protocol only ever makes directories, so the tree is a set of directory paths, each
+//! with its mtime. Every operation is one atomic step: the scheduler runs exactly one of them
+//! at a time.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use lockbydir_protocol::{FsError, FsErrorKind};
 
 /// The lock directory's contents: every directory below the root, by normalized path
-/// (`a/b`, no leading `./`). The root itself is the empty path and always exists.
+/// (`a/b`, no leading `./`), with its modification time. The root itself is the empty path
+/// and always exists.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct World {
-    dirs: BTreeSet<String>,
+    dirs: BTreeMap<String, i64>,
+    root_mtime: i64,
+    /// The filesystem's clock (ms since the epoch): the engine sets it before each step, and
+    /// what a step changes gets this as its mtime.
+    pub clock: i64,
 }
 
 fn not_found(path: &str) -> FsError {
@@ -52,7 +59,16 @@ impl World {
     }
 
     fn exists(&self, path: &str) -> bool {
-        path.is_empty() || self.dirs.contains(path)
+        path.is_empty() || self.dirs.contains_key(path)
+    }
+
+    /// Mark `path` (an existing directory) as modified now.
+    fn touch(&mut self, path: &str) {
+        let now = self.clock;
+        match self.dirs.get_mut(path) {
+            Some(mtime) => *mtime = now,
+            None => self.root_mtime = now,
+        }
     }
 
     /// Everything strictly below `path` (all depths), in order.
@@ -64,6 +80,7 @@ impl World {
         };
         self.dirs
             .range(prefix.clone()..)
+            .map(|(p, _)| p)
             .take_while(move |p| p.starts_with(&prefix))
     }
 
@@ -88,10 +105,38 @@ impl World {
         normalize(path).is_ok_and(|p| self.exists(&p))
     }
 
+    /// `stat`: when `path` was last modified (its entries created, removed or renamed), on
+    /// the filesystem's clock.
+    pub fn modified(&self, path: &str) -> Result<i64, FsError> {
+        let path = normalize(path)?;
+        match self.dirs.get(&path) {
+            Some(mtime) => Ok(*mtime),
+            None if path.is_empty() => Ok(self.root_mtime),
+            None => Err(not_found(&path)),
+        }
+    }
+
+    /// What `create_dir(path)` would do, without doing it.
+    pub fn check_create(&self, path: &str) -> Result<(), FsError> {
+        let path = normalize(path)?;
+        if self.exists(&path) {
+            return Err(FsError::new(
+                FsErrorKind::AlreadyExists,
+                format!("{path}: file exists"),
+            ));
+        }
+        if !self.exists(parent(&path)) {
+            return Err(not_found(&path));
+        }
+        Ok(())
+    }
+
     /// `mkdir`: the parent must exist and the path must not.
     pub fn create_dir(&mut self, path: &str) -> Result<(), FsError> {
         self.check_create(path)?;
-        self.dirs.insert(normalize(path)?);
+        let path = normalize(path)?;
+        self.touch(parent(&path));
+        self.dirs.insert(path, self.clock);
         Ok(())
     }
 
@@ -108,6 +153,7 @@ impl World {
             return Err(other(&path, "directory not empty"));
         }
         self.dirs.remove(&path);
+        self.touch(parent(&path));
         Ok(())
     }
 
@@ -137,7 +183,8 @@ impl World {
 
     /// `rename`: atomically moves `from` (and everything below it) to `to`. Replaces `to` if
     /// it is an empty directory, fails if it is a non-empty one, `NotFound` if `from` is
-    /// missing; renaming an existing path to itself succeeds and changes nothing.
+    /// missing; renaming an existing path to itself succeeds and changes nothing. Both
+    /// parents are modified; the moved directory keeps its mtime.
     pub fn rename(&mut self, from: &str, to: &str) -> Result<(), FsError> {
         self.check_rename(from, to)?;
         let (from, to) = (normalize(from)?, normalize(to)?);
@@ -145,28 +192,20 @@ impl World {
             return Ok(());
         }
         self.dirs.remove(&to);
-        let moved: Vec<String> = std::iter::once(from.clone())
+        let moved: Vec<(String, i64)> = std::iter::once(from.clone())
             .chain(self.below(&from).cloned())
+            .map(|p| {
+                let mtime = self.dirs[&p];
+                (p, mtime)
+            })
             .collect();
-        for old in moved {
+        for (old, mtime) in moved {
             self.dirs.remove(&old);
-            self.dirs.insert(format!("{to}{}", &old[from.len()..]));
+            self.dirs
+                .insert(format!("{to}{}", &old[from.len()..]), mtime);
         }
-        Ok(())
-    }
-
-    /// What `create_dir(path)` would do, without doing it.
-    pub fn check_create(&self, path: &str) -> Result<(), FsError> {
-        let path = normalize(path)?;
-        if self.exists(&path) {
-            return Err(FsError::new(
-                FsErrorKind::AlreadyExists,
-                format!("{path}: file exists"),
-            ));
-        }
-        if !self.exists(parent(&path)) {
-            return Err(not_found(&path));
-        }
+        self.touch(parent(&from));
+        self.touch(parent(&to));
         Ok(())
     }
 
@@ -223,5 +262,34 @@ mod tests {
         assert_eq!(kind(w.rename("x", "x/y/z")), Some(FsErrorKind::Other));
         assert_eq!(kind(w.rename("x", "q/x")), Some(FsErrorKind::NotFound));
         assert_eq!(w.read_dir(".").unwrap(), ["l", "x"]);
+    }
+
+    #[test]
+    fn mtimes_follow_changes_of_entries() {
+        let mut w = World::new();
+        w.clock = 10;
+        w.create_dir("s").unwrap();
+        w.create_dir("s/free.0").unwrap();
+        w.clock = 20;
+        w.rename("s", "l").unwrap();
+        // The moved directory keeps its mtime; its old and new parent (the root) changed.
+        assert_eq!(
+            (w.modified("l").unwrap(), w.modified(".").unwrap()),
+            (10, 20)
+        );
+        w.clock = 30;
+        w.rename("l/free.0", "l/held.1").unwrap();
+        assert_eq!(w.modified("l").unwrap(), 30);
+        assert_eq!(w.modified("l/held.1").unwrap(), 10);
+        w.clock = 40;
+        w.rename("l/held.1", "l/held.1").unwrap();
+        assert_eq!(
+            w.modified("l").unwrap(),
+            30,
+            "a rename onto itself changes nothing"
+        );
+        w.remove_dir("l/held.1").unwrap();
+        assert_eq!(w.modified("l").unwrap(), 40);
+        assert_eq!(kind(w.modified("l/held.1")), Some(FsErrorKind::NotFound));
     }
 }
