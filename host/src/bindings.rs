@@ -4,7 +4,8 @@
 //! - [`plugin`]: the world plugins import; the host implements it by forwarding each call to
 //!   a lock component instance (see [`crate::plugin_locks`]).
 
-/// Bindings to call the lock component's exports.
+/// Bindings to call the lock component's exports (generated; documented in `wit/lock.wit`).
+#[allow(missing_docs)]
 pub mod lock_component {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -12,7 +13,9 @@ pub mod lock_component {
     });
 }
 
-/// Bindings to provide `lockbydir:lock/lock` to plugins.
+/// Bindings to provide `lockbydir:lock/lock` to plugins (generated; documented in
+/// `wit/lock.wit`).
+#[allow(missing_docs)]
 pub mod plugin {
     wasmtime::component::bindgen!({
         path: "../wit",

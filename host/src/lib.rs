@@ -7,6 +7,8 @@
 //! - [`PluginRunner`]: runs `wasi:cli/command` plugins whose `lockbydir:lock/lock` import is
 //!   forwarded to a lock service of their own ([`plugin_locks`]).
 
+#![warn(missing_docs)]
+
 pub mod bindings;
 pub mod cache;
 mod convert;

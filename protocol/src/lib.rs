@@ -18,6 +18,8 @@
 //!
 //! The argument for why it is safe is in [`lock`]'s module documentation.
 
+#![warn(missing_docs)]
+
 pub mod entry;
 pub mod env;
 pub mod error;
