@@ -369,11 +369,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         else {
             return Ok(true);
         };
-        let probe = format!(".{}.{:016x}.probe", self.name, self.env.random_u64());
-        create_own_dir(&self.fs, &probe)?;
-        let fs_now = self.fs.modified_ms(&probe);
-        let _ = self.fs.remove_dir(&probe);
-        let fs_now = fs_now.map_err(|e| io("stat", probe.clone(), e))?;
+        let fs_now = filesystem_now(&self.fs, &self.env, &self.name)?;
         Ok(fs_now.is_none_or(|now| now.saturating_sub(changed) > holder.timeout_ms))
     }
 
@@ -396,6 +392,9 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 {
                     return Ok(Attempt::Busy(h.clone()));
                 }
+                // A takeover means someone stopped or crashed: tidy what crashes leave. Done
+                // before the rename, so that nothing lies between gaining the lock and saying so.
+                sweep_leftovers(&self.fs, &self.env, &self.name);
                 Some(h.clone())
             }
         };
@@ -517,6 +516,65 @@ fn create_own_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
     match fs.create_dir(path) {
         Err(e) if e.kind != FsErrorKind::AlreadyExists => Err(io("create-dir", path.to_owned(), e)),
         _ => Ok(()),
+    }
+}
+
+/// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
+/// filesystem keeps no timestamps).
+fn filesystem_now(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<Option<u64>, Error> {
+    let probe = format!(".{name}.{:016x}.probe", env.random_u64());
+    create_own_dir(fs, &probe)?;
+    let now = fs.modified_ms(&probe);
+    let _ = fs.remove_dir(&probe);
+    now.map_err(|e| io("stat", probe, e))
+}
+
+/// Scratch directories (staging and probe) older than this, by the filesystem's clock, were
+/// left by a process that crashed while using them.
+pub const LEFTOVER_AGE_MS: u64 = 10 * 60 * 1000;
+
+/// Whether `entry` of the lock directory is a scratch directory of lock `name`:
+/// `.<name>.<16 hex digits>.staging` or `.probe`.
+fn is_scratch_of(entry: &str, name: &LockName) -> bool {
+    let Some(rest) = entry
+        .strip_prefix('.')
+        .and_then(|e| e.strip_prefix(name.as_str()))
+    else {
+        return false;
+    };
+    let Some(token) = rest.strip_prefix('.').and_then(|r| {
+        r.strip_suffix(".staging")
+            .or_else(|| r.strip_suffix(".probe"))
+    }) else {
+        return false;
+    };
+    token.len() == 16 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Remove lock `name`'s scratch directories that crashed processes left behind, judged old by
+/// the filesystem's clock. Best effort: nothing here affects the lock's state, and a filesystem
+/// without timestamps is left alone.
+fn sweep_leftovers(fs: &impl Fs, env: &impl Env, name: &LockName) {
+    let Ok(entries) = fs.read_dir(".") else {
+        return;
+    };
+    let scratch: Vec<String> = entries
+        .into_iter()
+        .filter(|e| is_scratch_of(e, name))
+        .collect();
+    if scratch.is_empty() {
+        return;
+    }
+    let Ok(Some(now)) = filesystem_now(fs, env, name) else {
+        return;
+    };
+    for dir in scratch {
+        if let Ok(Some(made)) = fs.modified_ms(&dir)
+            && now.saturating_sub(made) > LEFTOVER_AGE_MS
+        {
+            let _ = fs.remove_dir(&format!("{dir}/{}", Entry::Free { fence: 0 }.encode()));
+            let _ = fs.remove_dir(&dir);
+        }
     }
 }
 

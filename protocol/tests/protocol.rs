@@ -514,3 +514,33 @@ fn a_waiter_whose_clock_runs_ahead_cannot_take_a_live_lock() {
     let grant = acquired(bob.try_acquire().unwrap());
     assert_eq!(grant.took_over.map(|h| h.label), Some("alice".into()));
 }
+
+/// What a crashed process leaves (a staging directory of a lockdir being created, a probe of the
+/// filesystem's clock) is removed at the next takeover once it is old; fresh ones, which may
+/// be in use, stay.
+#[test]
+fn a_takeover_sweeps_old_scratch_directories_left_by_crashes() {
+    let dir = TempDir::new("sweep");
+    let old_staging = ".bed.0123456789abcdef.staging";
+    let old_probe = ".bed.fedcba9876543210.probe";
+    let fresh_probe = ".bed.00000000000000ff.probe";
+    let other_lock = ".bed.x.0123456789abcdef.staging";
+    for d in [old_probe, fresh_probe, other_lock] {
+        std::fs::create_dir(dir.0.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(dir.0.join(old_staging).join("free.0")).unwrap();
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for d in [old_staging, old_probe, other_lock] {
+        std::fs::File::open(dir.0.join(d))
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
+    let mut alice = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", opts("alice", 1)).unwrap();
+    acquired(alice.try_acquire().unwrap());
+    alice.abandon();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut bob = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", opts("bob", 1_000)).unwrap();
+    assert!(acquired(bob.try_acquire().unwrap()).took_over.is_some());
+    assert_eq!(dir.entries(""), [fresh_probe, other_lock, "bed.lockdir"]);
+}
