@@ -6,11 +6,13 @@
 //! `lockbydir-protocol`; this crate only converts between it and the WIT types.
 
 mod convert;
+mod wasi_fs;
 
 use std::cell::RefCell;
 
 use lockbydir_protocol as protocol;
-use protocol::{Env, StdEnv, StdFs};
+use protocol::{Env, StdEnv};
+use wasi_fs::WasiFs;
 
 wit_bindgen::generate!({
     path: "../wit",
@@ -22,8 +24,8 @@ use exports::lockbydir::lock::lock::{
 };
 
 /// The lock directory as this component sees it: its preopen, mapped as `.`.
-fn lock_dir() -> StdFs {
-    StdFs::new(".")
+fn lock_dir() -> WasiFs {
+    WasiFs::lock_dir()
 }
 
 struct Component;
@@ -48,7 +50,7 @@ impl Guest for Component {
 }
 
 /// One `lock` resource: a protocol handle. Dropping it releases a held lock.
-pub struct LockHandle(RefCell<protocol::Lock<StdFs, StdEnv>>);
+pub struct LockHandle(RefCell<protocol::Lock<WasiFs, StdEnv>>);
 
 impl GuestLock for LockHandle {
     fn open(name: String, options: Options) -> Result<exports::lockbydir::lock::lock::Lock, Error> {
