@@ -5,6 +5,18 @@ mod common;
 
 use common::{Scratch, assert_exclusive, count, guest};
 use lockbydir::{PluginConfig, PluginRunner, RuntimeBuilder};
+use wasmtime::component::Component;
+
+/// A plugin runner (with the tests' compiled-code cache) and the counter plugin.
+fn counter_plugin() -> (PluginRunner, Component) {
+    let runtime = RuntimeBuilder::new()
+        .cache_dir(common::cache_dir())
+        .build()
+        .unwrap();
+    let runner = PluginRunner::new(&runtime).unwrap();
+    let component = runtime.load_plugin(&guest("counter.wasm")).unwrap();
+    (runner, component)
+}
 
 #[test]
 fn eight_plugin_instances_take_turns_on_one_lock() {
@@ -14,12 +26,7 @@ fn eight_plugin_instances_take_turns_on_one_lock() {
     let locks = scratch.dir("locks");
     let work = scratch.dir("work");
     std::fs::write(work.join("counter"), "0").unwrap();
-    let runtime = RuntimeBuilder::new()
-        .cache_dir(common::cache_dir())
-        .build()
-        .unwrap();
-    let runner = PluginRunner::new(&runtime).unwrap();
-    let component = runtime.load_plugin(&guest("counter.wasm")).unwrap();
+    let (runner, component) = counter_plugin();
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..INSTANCES)
             .map(|i| {
@@ -71,12 +78,7 @@ fn a_plugin_cannot_see_the_lock_directory() {
     let locks = scratch.dir("locks");
     let work = scratch.dir("work");
     std::fs::write(work.join("counter"), "0").unwrap();
-    let runtime = RuntimeBuilder::new()
-        .cache_dir(common::cache_dir())
-        .build()
-        .unwrap();
-    let runner = PluginRunner::new(&runtime).unwrap();
-    let component = runtime.load_plugin(&guest("counter.wasm")).unwrap();
+    let (runner, component) = counter_plugin();
     // Point the plugin's counter file at the lock directory's path: it is not granted.
     let config = PluginConfig {
         name: "snoop".into(),

@@ -25,6 +25,7 @@ use lockbydir::{PluginRunner, guests};
 use serde::Serialize;
 
 use super::Global;
+use super::scratch::ScratchDir;
 use contended::ContendedRow;
 use contenders::Setup;
 use hammer::Hammer;
@@ -123,9 +124,10 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
     let runtime = global.runtime()?;
     let runner = PluginRunner::new(&runtime)?;
     let plugin = runtime.compile_plugin(guests::BENCH_PLUGIN, "the bench plugin")?;
-    let scratch: Vec<Scratch> = dirs
+    // A scratch directory inside each directory under test, removed at the end.
+    let scratch: Vec<ScratchDir> = dirs
         .iter()
-        .map(|d| Scratch::new(d))
+        .map(|d| ScratchDir::new(&super::absolute_dir(d, "--dir")?, "lockbydir-bench"))
         .collect::<anyhow::Result<_>>()?;
     let plugin_file = scratch[0].0.join("bench.wasm");
     std::fs::write(&plugin_file, guests::BENCH_PLUGIN)?;
@@ -191,23 +193,4 @@ fn default_dirs() -> Vec<PathBuf> {
     }
     dirs.push(PathBuf::from("."));
     dirs
-}
-
-/// A scratch directory inside a directory under test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(parent: &Path) -> anyhow::Result<Self> {
-        let parent = super::absolute_dir(parent, "--dir")?;
-        let dir = parent.join(format!("lockbydir-bench-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -12,6 +12,7 @@ use lockbydir::intervals::{self, Hold};
 use lockbydir::{PluginConfig, PluginRunner, guests};
 
 use super::Global;
+use super::scratch::ScratchDir;
 
 /// Run the seed's demos with sandboxed plugin instances and separate processes, and check
 /// that no two sleepers ever slept at once.
@@ -91,7 +92,8 @@ const SLEEPERS: &[Sleeper] = &[
 
 pub fn demo(global: &Global, args: DemoArgs) -> anyhow::Result<u8> {
     let lock_dir = global.lock_dir()?;
-    let work = WorkDir::new()?;
+    // Logs and plugin files, removed at the end.
+    let work = ScratchDir::new(&std::env::temp_dir(), "lockbydir-demo")?;
     let runtime = global.runtime()?;
     let runner = PluginRunner::new(&runtime)?;
     println!("lock directory: {}", lock_dir.display());
@@ -342,22 +344,4 @@ fn run_process(
         .args(args);
     let status = cmd.status().context("start a lockbydir process")?;
     Ok(status.code().unwrap_or(1))
-}
-
-/// A scratch directory for logs and plugin files, removed at the end.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("lockbydir-demo-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(WorkDir(dir))
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -5,6 +5,7 @@ mod component;
 mod demo;
 mod exec;
 mod run;
+mod scratch;
 mod signals;
 mod status;
 

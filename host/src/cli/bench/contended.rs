@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::contenders::{Kind, RoundSpec, Setup, run_round};
+use super::contenders::{Kind, Series, Setup, run_interleaved};
 use super::handover::{Handover, analyse, median_of};
 use super::plan::Plan;
 
@@ -23,39 +23,18 @@ pub struct ContendedRow {
 /// Measure every kind and contender count in `base` (a scratch directory on the filesystem
 /// under test). Runs are interleaved: each run goes through every configuration once.
 pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<ContendedRow>> {
-    let kinds = Kind::all(plan.processes);
     let mut results: BTreeMap<(usize, usize), Vec<Handover>> = BTreeMap::new();
-    for run in 0..plan.contended_runs {
-        for &n in &plan.contenders {
-            for (k, &kind) in kinds.iter().enumerate() {
-                eprintln!(
-                    "bench: {}: {} x{n}, run {}/{}",
-                    base.display(),
-                    kind.name(),
-                    run + 1,
-                    plan.contended_runs
-                );
-                let dir = base.join(format!("contend-{}-{n}-{run}", kind.name()));
-                let spec = RoundSpec {
-                    kind,
-                    contenders: n,
-                    lock_dir: dir.join("locks"),
-                    work: dir.join("work"),
-                    hold_us: plan.hold_us,
-                    hold_sleep: false,
-                    patience_ms: u64::MAX,
-                    rounds: 0,
-                    window_ms: plan.window_ms,
-                    go_poll_ms: 1,
-                    host_holds: false,
-                };
-                let out = run_round(setup, &spec)?;
-                let figures = analyse(&out, plan.settle_ms, plan.hold_us);
-                results.entry((n, k)).or_default().push(figures);
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-    }
+    let series = Series {
+        label: "contend",
+        counts: &plan.contenders,
+        rounds: 0,
+        window_ms: plan.window_ms,
+        host_holds: false,
+    };
+    let kinds = run_interleaved(setup, plan, base, &series, |n, k, out| {
+        let figures = analyse(out, plan.settle_ms, plan.hold_us);
+        results.entry((n, k)).or_default().push(figures);
+    })?;
     Ok(results
         .into_iter()
         .map(|((n, k), runs)| ContendedRow {

@@ -116,6 +116,66 @@ pub struct RoundSpec {
     pub host_holds: bool,
 }
 
+/// What differs between the series of rounds that `contended` and `waiting` measure.
+pub struct Series<'a> {
+    /// Names the series in progress lines and scratch directories (`contend`, `wait`).
+    pub label: &'a str,
+    /// The contender counts to measure.
+    pub counts: &'a [usize],
+    /// Acquisitions per contender at most (0: loop until the window ends).
+    pub rounds: u64,
+    /// How long each round lasts (ms).
+    pub window_ms: u64,
+    /// Whether the benchmark holds the lock through the window (see [`RoundSpec::host_holds`]).
+    pub host_holds: bool,
+}
+
+/// Run every kind with every contender count of `series`, `plan.contended_runs` times,
+/// interleaved (each run goes through every configuration once), each round in a scratch
+/// directory of its own under `base`. Each round's output goes to `record` with its contender
+/// count and kind index; the kinds are returned.
+pub fn run_interleaved(
+    setup: &Setup,
+    plan: &super::plan::Plan,
+    base: &std::path::Path,
+    series: &Series,
+    mut record: impl FnMut(usize, usize, &RoundOutput),
+) -> anyhow::Result<Vec<Kind>> {
+    let kinds = Kind::all(plan.processes);
+    for run in 0..plan.contended_runs {
+        for &n in series.counts {
+            for (k, &kind) in kinds.iter().enumerate() {
+                eprintln!(
+                    "bench: {}: {} x{n} ({}), run {}/{}",
+                    base.display(),
+                    kind.name(),
+                    series.label,
+                    run + 1,
+                    plan.contended_runs
+                );
+                let dir = base.join(format!("{}-{}-{n}-{run}", series.label, kind.name()));
+                let spec = RoundSpec {
+                    kind,
+                    contenders: n,
+                    lock_dir: dir.join("locks"),
+                    work: dir.join("work"),
+                    hold_us: plan.hold_us,
+                    hold_sleep: false,
+                    patience_ms: u64::MAX,
+                    rounds: series.rounds,
+                    window_ms: series.window_ms,
+                    go_poll_ms: 1,
+                    host_holds: series.host_holds,
+                };
+                let out = run_round(setup, &spec)?;
+                record(n, k, &out);
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    Ok(kinds)
+}
+
 /// One attempt of one contender, in wall-clock ns.
 #[derive(Clone, Copy, Debug)]
 pub enum Record {

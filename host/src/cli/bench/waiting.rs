@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::contenders::{Kind, Record, RoundOutput, RoundSpec, Setup, run_round};
+use super::contenders::{Kind, Record, RoundOutput, Series, Setup, run_interleaved};
 use super::plan::Plan;
 use super::stats::median_by;
 
@@ -30,38 +30,17 @@ pub struct WaitingRow {
 
 /// Measure every kind with the plan's waiting contender counts in `base`.
 pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<WaitingRow>> {
-    let kinds = Kind::all(plan.processes);
     let mut results: BTreeMap<(usize, usize), Vec<[f64; 3]>> = BTreeMap::new();
-    for run in 0..plan.contended_runs {
-        for &n in &plan.waiting_contenders {
-            for (k, &kind) in kinds.iter().enumerate() {
-                eprintln!(
-                    "bench: {}: {} x{n} waiting, run {}/{}",
-                    base.display(),
-                    kind.name(),
-                    run + 1,
-                    plan.contended_runs
-                );
-                let dir = base.join(format!("wait-{}-{n}-{run}", kind.name()));
-                let spec = RoundSpec {
-                    kind,
-                    contenders: n,
-                    lock_dir: dir.join("locks"),
-                    work: dir.join("work"),
-                    hold_us: plan.hold_us,
-                    hold_sleep: false,
-                    patience_ms: u64::MAX,
-                    rounds: 1,
-                    window_ms: plan.waiting_ms,
-                    go_poll_ms: 1,
-                    host_holds: true,
-                };
-                let out = run_round(setup, &spec)?;
-                results.entry((n, k)).or_default().push(analyse(&out));
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-    }
+    let series = Series {
+        label: "wait",
+        counts: &plan.waiting_contenders,
+        rounds: 1,
+        window_ms: plan.waiting_ms,
+        host_holds: true,
+    };
+    let kinds = run_interleaved(setup, plan, base, &series, |n, k, out| {
+        results.entry((n, k)).or_default().push(analyse(out));
+    })?;
     Ok(results
         .into_iter()
         .map(|((n, k), runs)| WaitingRow {
