@@ -64,12 +64,19 @@ fn eight_plugin_instances_take_turns_on_one_lock() {
     });
     assert_eq!(count(&work.join("counter")), INSTANCES * ROUNDS);
     assert_exclusive(&work.join("log"), INSTANCES * ROUNDS);
-    // The plugins never saw the lock directory; only lockdirs are in it.
-    let in_locks: Vec<_> = std::fs::read_dir(&locks)
+    // The plugins never saw the lock directory; only the lockdir and the lock's (now empty)
+    // queue directory are in it.
+    let mut in_locks: Vec<_> = std::fs::read_dir(&locks)
         .unwrap()
-        .map(|e| e.unwrap().file_name())
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    in_locks.retain(|n| n != "shared.queue");
     assert_eq!(in_locks, ["shared.lockdir"]);
+    let queue = locks.join("shared.queue");
+    assert!(
+        !queue.exists() || std::fs::read_dir(&queue).unwrap().next().is_none(),
+        "every waiter took its ticket back"
+    );
 }
 
 #[test]

@@ -4,10 +4,19 @@
 //! the whole state, so that every change of state is one atomic `rename` of that entry:
 //!
 //! - `free.<fence>`: nobody holds the lock; `<fence>` is the last token handed out.
+//! - `free+.<fence>`: the same, released by a holder whose entry was marked: waiters queued.
 //! - `held.<fence>.<since>.<deadline>.<timeout>.<token>.<holder>`: held since `<since>`
 //!   until `<deadline>` (milliseconds since the Unix epoch, holder's clock), with the timeout
 //!   the holder chose, a random per-acquisition `<token>` (16 hex digits) that makes the name
 //!   unique, and the holder's label, percent-encoded.
+//! - `held+.<same fields>`: the same, marked by a waiter: someone queued while it was held,
+//!   so its holder must not take the lock straight back after releasing it (see
+//!   [`crate::lock`], "Fairness").
+//!
+//! The waiters' *tickets* ([`Ticket`]), `wait.<arrival>.<token>.<expires>`, live in a sibling
+//! directory `<name>.queue`, not in the lockdir: they are not state, they only order the
+//! waiters, and keeping them out of the lockdir keeps its mtime the time of the last state
+//! change (which the takeover rule reads).
 //!
 //! Names that do not parse are ignored (a filesystem may add its own files).
 
@@ -29,6 +38,8 @@ pub struct Holder {
     pub timeout_ms: u64,
     /// Random per-acquisition token: makes the entry's name unique.
     pub token: u64,
+    /// Whether a waiter marked the entry: someone queued for the lock while it was held.
+    pub waiters: bool,
 }
 
 /// A lock's state entry.
@@ -38,6 +49,8 @@ pub enum Entry {
     Free {
         /// The last fencing token handed out.
         fence: u64,
+        /// Whether waiters queued while it was last held (the entry was marked).
+        waiters: bool,
     },
     /// Held.
     Held(Holder),
@@ -47,9 +60,12 @@ impl Entry {
     /// The entry's name inside the lockdir.
     pub fn encode(&self) -> String {
         match self {
-            Entry::Free { fence } => format!("free.{fence}"),
+            Entry::Free { fence, waiters } => {
+                format!("{}.{fence}", if *waiters { "free+" } else { "free" })
+            }
             Entry::Held(h) => format!(
-                "held.{}.{}.{}.{}.{:016x}.{}",
+                "{}.{}.{}.{}.{}.{:016x}.{}",
+                if h.waiters { "held+" } else { "held" },
                 h.fence,
                 h.since_ms,
                 h.deadline_ms,
@@ -64,11 +80,14 @@ impl Entry {
     pub fn parse(name: &str) -> Option<Entry> {
         let mut parts = name.split('.');
         match parts.next()? {
-            "free" => {
+            kind @ ("free" | "free+") => {
                 let fence = parse_u64(parts.next()?)?;
-                parts.next().is_none().then_some(Entry::Free { fence })
+                parts.next().is_none().then_some(Entry::Free {
+                    fence,
+                    waiters: kind == "free+",
+                })
             }
-            "held" => {
+            kind @ ("held" | "held+") => {
                 let fence = parse_u64(parts.next()?)?;
                 let since_ms = parse_u64(parts.next()?)?;
                 let deadline_ms = parse_u64(parts.next()?)?;
@@ -86,6 +105,7 @@ impl Entry {
                     deadline_ms,
                     timeout_ms,
                     token,
+                    waiters: kind == "held+",
                 }))
             }
             _ => None,
@@ -95,9 +115,66 @@ impl Entry {
     /// The fencing token recorded in this entry (the last one handed out).
     pub fn fence(&self) -> u64 {
         match self {
-            Entry::Free { fence } => *fence,
+            Entry::Free { fence, .. } => *fence,
             Entry::Held(h) => h.fence,
         }
+    }
+
+    /// Whether the entry is marked: waiters queued while it was (last) held.
+    pub fn waiters(&self) -> bool {
+        match self {
+            Entry::Free { waiters, .. } => *waiters,
+            Entry::Held(h) => h.waiters,
+        }
+    }
+}
+
+/// A waiter's place in the queue: the directory `wait.<arrival>.<token>.<expires>` in the
+/// lockdir. Waiters are served in the order of `(arrival, token)`. A ticket counts until
+/// `expires` (ms since the epoch, its owner's clock); its owner renames it to a later expiry
+/// while it waits, so the ticket of a waiter that crashed stops counting soon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket {
+    /// When its owner started waiting (ms since the epoch, owner's clock).
+    pub arrival_ms: u64,
+    /// The owner's random token: breaks ties and makes the name unique.
+    pub token: u64,
+    /// When it stops counting unless renewed (ms since the epoch, owner's clock).
+    pub expires_ms: u64,
+}
+
+impl Ticket {
+    /// The ticket's name inside the lockdir.
+    pub fn encode(&self) -> String {
+        format!(
+            "wait.{}.{:016x}.{}",
+            self.arrival_ms, self.token, self.expires_ms
+        )
+    }
+
+    /// Parse a ticket name; `None` if it is not one.
+    pub fn parse(name: &str) -> Option<Ticket> {
+        let mut parts = name.split('.');
+        if parts.next()? != "wait" {
+            return None;
+        }
+        let arrival_ms = parse_u64(parts.next()?)?;
+        let token = parts.next()?;
+        if token.len() != 16 {
+            return None;
+        }
+        let token = u64::from_str_radix(token, 16).ok()?;
+        let expires_ms = parse_u64(parts.next()?)?;
+        parts.next().is_none().then_some(Ticket {
+            arrival_ms,
+            token,
+            expires_ms,
+        })
+    }
+
+    /// Whether `self` is served before `other`.
+    pub fn is_before(&self, other: &Ticket) -> bool {
+        (self.arrival_ms, self.token) < (other.arrival_ms, other.token)
     }
 }
 
@@ -170,16 +247,27 @@ mod tests {
             deadline_ms: 1_700_000_030_000,
             timeout_ms: 30_000,
             token: 0xdead_beef,
+            waiters: false,
         }
     }
 
     #[test]
     fn entries_round_trip() {
         for entry in [
-            Entry::Free { fence: 0 },
-            Entry::Free { fence: u64::MAX },
+            Entry::Free {
+                fence: 0,
+                waiters: false,
+            },
+            Entry::Free {
+                fence: u64::MAX,
+                waiters: true,
+            },
             Entry::Held(holder("")),
             Entry::Held(holder("pid 42 on host.example/α")),
+            Entry::Held(Holder {
+                waiters: true,
+                ..holder("x")
+            }),
         ] {
             let name = entry.encode();
             assert!(!name.contains('/') && name.len() <= 255, "{name}");
@@ -211,9 +299,31 @@ mod tests {
             "held.1.2.3.4.00000000deadbeef.a.b",
             "held.1.2.3.4.00000000deadbeef.%zz",
             ".nfs000001",
+            "held-.1.2.3.4.00000000deadbeef.x",
+            "wait.1.00000000deadbeef.2",
             "",
         ] {
             assert_eq!(Entry::parse(name), None, "{name}");
         }
+    }
+
+    #[test]
+    fn tickets_round_trip_and_are_not_entries() {
+        let t = Ticket {
+            arrival_ms: 1_700_000_000_000,
+            token: 0xdead_beef,
+            expires_ms: 1_700_000_002_000,
+        };
+        assert_eq!(Ticket::parse(&t.encode()), Some(t));
+        assert_eq!(Entry::parse(&t.encode()), None);
+        for name in ["wait", "wait.1.2.3", "wait.01.00000000deadbeef.2", "free.1"] {
+            assert_eq!(Ticket::parse(name), None, "{name}");
+        }
+        let later = Ticket {
+            arrival_ms: t.arrival_ms + 1,
+            token: 0,
+            ..t
+        };
+        assert!(t.is_before(&later) && !later.is_before(&t));
     }
 }

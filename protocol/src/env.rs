@@ -13,6 +13,11 @@ pub trait Env {
     fn monotonic_ms(&self) -> u64;
     /// Block this caller for `ms` milliseconds.
     fn sleep_ms(&self, ms: u64);
+    /// Block this caller for about `us` microseconds. An environment that cannot sleep that
+    /// finely sleeps longer (the default rounds up to whole milliseconds).
+    fn sleep_us(&self, us: u64) {
+        self.sleep_ms(us.div_ceil(1000));
+    }
     /// A random 64-bit number; acquisition tokens are made of these.
     fn random_u64(&self) -> u64;
 }
@@ -53,6 +58,10 @@ impl Env for StdEnv {
 
     fn sleep_ms(&self, ms: u64) {
         std::thread::sleep(Duration::from_millis(ms));
+    }
+
+    fn sleep_us(&self, us: u64) {
+        std::thread::sleep(Duration::from_micros(us));
     }
 
     fn random_u64(&self) -> u64 {

@@ -70,6 +70,12 @@ pub trait Fs {
         let _ = path;
         Ok(None)
     }
+    /// Whether `path` exists: the cheapest look at whether a lock changed state. The default
+    /// lists the parent directory; implementations should override it with one `stat`.
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or((".", path));
+        Ok(self.read_dir(dir)?.iter().any(|n| n == name))
+    }
 }
 
 /// How many times a listing that failed while its directory still exists is repeated.
@@ -124,6 +130,14 @@ impl Fs for StdFs {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map(|d| d.as_millis() as u64))
+    }
+
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        match std::fs::symlink_metadata(self.at(path)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {

@@ -45,13 +45,37 @@
 //! deadline (a stop, a swap storm) can lose the lock without knowing until its next call:
 //! that is what the fencing token is for.
 //!
+//! ## Fairness: the queue
+//!
+//! A waiter that finds the lock busy takes a ticket, the directory
+//! `N.queue/wait.<arrival>.<token>.<expires>` (see [`Ticket`]), and keeps renewing it while it
+//! waits. It also marks the held entry (`held.…` → `held+.…`, a rename of the exact name), and
+//! a marked entry is released as `free+.k`. A marked state means "look at the queue": a free
+//! (or expired) marked lock may be taken only by the waiter with the oldest live ticket. So a
+//! holder that releases while others wait and asks again queues behind them instead of taking
+//! the lock straight back. The one who takes a marked lock marks its own entry at once if
+//! live tickets remain behind it; the last one leaves it unmarked. The mark changes the
+//! holder's entry name, so a holder whose refresh or release rename fails looks again and, if
+//! the state is its own acquisition marked, renames from the marked name.
+//!
+//! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
+//! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
+//! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
+//! skew margin), and someone who arrives between a waiter's ticket and its mark can get in
+//! first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
+//! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
+//!
+//! An unmarked release remembers `free.k`, and the next acquire by the same handle first tries
+//! to rename that exact name without listing (one rename per uncontended acquire). If someone
+//! else changed the state meanwhile, the rename fails and the acquire looks as usual.
+//!
 //! ## Fencing tokens
 //!
 //! The fence is part of the entry: `free.k` → `held.k+1`, take over `held.k` → `held.k+1`,
 //! release keeps `k`. Since the lockdir is never removed by the protocol, every acquisition's
 //! fence is greater than every earlier one's, across processes and hosts.
 
-use crate::entry::{Entry, Holder};
+use crate::entry::{Entry, Holder, Ticket};
 use crate::env::Env;
 use crate::error::Error;
 use crate::fs::{Fs, FsError, FsErrorKind};
@@ -64,6 +88,15 @@ const RACE_RETRIES: usize = 16;
 /// How many times a read that saw no state entry, or more than one (a rename was in flight
 /// while the directory was listed), is repeated before the lockdir counts as broken.
 const READ_RETRIES: usize = 8;
+
+/// How long a waiter's ticket counts without being renewed (ms, its owner's clock). A waiter
+/// renews it when less than half is left; the ticket of a waiter that crashed stops holding up
+/// the queue this long (plus the skew margin) after its last renewal.
+pub const TICKET_LIFETIME_MS: u64 = 2_000;
+
+/// How often the first two waiters in line look whether the state changed (µs). They look
+/// with one `stat` of the state entry's exact name.
+pub const HEAD_POLL_US: u64 = 200;
 
 /// Settings chosen by whoever opens a lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,8 +210,18 @@ pub struct Lock<F: Fs, E: Env> {
     env: E,
     name: LockName,
     lockdir: String,
+    queue_dir: String,
     options: Options,
     held: Option<Holder>,
+    /// After this handle released an unmarked entry: the fence of the `free` entry it wrote,
+    /// which its next acquire tries first without listing.
+    known_free: Option<u64>,
+    /// This handle's place in the queue while [`Lock::acquire`] waits.
+    ticket: Option<Ticket>,
+    /// Whether we removed our ticket's directory just before trying to take the lock (so that
+    /// nothing lies between gaining the lock and saying so); if that try lost, it is made
+    /// again with the same place.
+    ticket_withdrawn: bool,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -190,9 +233,13 @@ impl<F: Fs, E: Env> Lock<F, E> {
             fs,
             env,
             lockdir: name.lockdir(),
+            queue_dir: name.queue_dir(),
             name,
             options,
             held: None,
+            known_free: None,
+            ticket: None,
+            ticket_withdrawn: false,
         })
     }
 
@@ -221,56 +268,252 @@ impl<F: Fs, E: Env> Lock<F, E> {
         inspect(&self.fs, &self.env, &self.name)
     }
 
-    /// One attempt that never waits.
+    /// One attempt that never waits. It respects the queue: a free lock that waiters have
+    /// queued for is reported busy (with no holder) rather than taken ahead of them.
     pub fn try_acquire(&mut self) -> Result<Outcome, Error> {
         if self.held.is_some() {
             return Err(Error::AlreadyHeld);
         }
+        Ok(match self.attempt_settled()? {
+            Attempt::Acquired(grant) => Outcome::Acquired(grant),
+            Attempt::Wait(wait) => Outcome::Busy(wait.holder),
+            Attempt::LostRace(seen) => Outcome::Busy(seen),
+        })
+    }
+
+    /// Attempts until one is not a lost race (or [`RACE_RETRIES`] were).
+    fn attempt_settled(&mut self) -> Result<Attempt, Error> {
         let mut last_seen = None;
         for _ in 0..RACE_RETRIES {
             match self.attempt()? {
-                Attempt::Acquired(grant) => return Ok(Outcome::Acquired(grant)),
-                Attempt::Busy(holder) => return Ok(Outcome::Busy(Some(holder))),
                 // Someone else changed the state between our read and our rename: look again.
                 Attempt::LostRace(seen) => last_seen = seen.or(last_seen),
+                done => return Ok(done),
             }
         }
-        Ok(Outcome::Busy(last_seen))
+        Ok(Attempt::LostRace(last_seen))
     }
 
     /// Wait until the lock can be taken, then take it; give up after `patience_ms`.
     ///
-    /// While the lock is busy this sleeps until the holder's deadline (plus the skew margin)
-    /// or the current backoff, whichever is first. The backoff starts at `min_poll_ms` and
-    /// doubles up to `max_poll_ms`, with random jitter so that waiters spread out.
+    /// A waiter queues (see the module documentation, "Fairness") and sleeps between looks:
+    /// first or second in line it looks every [`HEAD_POLL_US`] whether the state entry is
+    /// gone (one `stat`), until the holder's deadline plus the skew margin; further back it
+    /// sleeps about half the time it expects the waiters ahead of it to take, judged by the
+    /// fences and acquisition times of the holders it saw (until it has seen two, a backoff
+    /// that starts at `min_poll_ms` and doubles up to `max_poll_ms`, jittered, and no longer
+    /// than `min_poll_ms` per waiter ahead). Far back in a long line it may sleep longer than
+    /// `max_poll_ms` (up to `max_poll_ms` per 8 waiters ahead, at most a quarter of a ticket's
+    /// lifetime), since each look lists the whole queue.
     pub fn acquire(&mut self) -> Result<Outcome, Error> {
+        if self.held.is_some() {
+            return Err(Error::AlreadyHeld);
+        }
+        let outcome = self.wait_in_line();
+        self.leave_queue();
+        outcome
+    }
+
+    fn wait_in_line(&mut self) -> Result<Outcome, Error> {
         let start = self.env.monotonic_ms();
         let mut backoff = self.options.min_poll_ms;
+        let mut pace = Pace::default();
         loop {
-            let holder = match self.try_acquire()? {
-                Outcome::Acquired(grant) => return Ok(Outcome::Acquired(grant)),
-                Outcome::Busy(holder) => holder,
+            let wait = match self.attempt_settled()? {
+                Attempt::Acquired(grant) => return Ok(Outcome::Acquired(grant)),
+                Attempt::Wait(wait) => wait,
+                Attempt::LostRace(seen) => Wait {
+                    holder: seen,
+                    ahead: 0,
+                    state: None,
+                },
             };
             let waited = self.env.monotonic_ms().saturating_sub(start);
             let patience_left = self.options.patience_ms.saturating_sub(waited);
             if patience_left == 0 {
-                return Ok(Outcome::Busy(holder));
+                return Ok(Outcome::Busy(wait.holder));
             }
-            let jittered = backoff / 2 + self.env.random_u64() % (backoff / 2 + 1);
-            let mut pause = jittered.max(1);
-            if let Some(h) = &holder {
-                let takeover_at = h
-                    .deadline_ms
+            self.join_queue()?;
+            if let Some(holder) = &wait.holder {
+                pace.saw(holder);
+            }
+            let now = self.env.now_ms();
+            // When the holder's entry may be taken over (by our clock): our look after that
+            // must not be late.
+            let until_takeover = wait.holder.as_ref().map(|h| {
+                h.deadline_ms
                     .saturating_add(self.options.max_clock_skew_ms)
-                    .saturating_add(1);
-                // Past the deadline by our clock but not by the filesystem's: keep backing off.
-                let until = takeover_at.saturating_sub(self.env.now_ms());
-                if until > 0 {
-                    pause = pause.min(until);
+                    .saturating_add(1)
+                    .saturating_sub(now)
+            });
+            let renew_in = self
+                .ticket
+                .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
+            let limit_ms = patience_left.min(renew_in).max(1);
+            match (&wait.holder, until_takeover) {
+                // First or second in line: watch the state entry closely (one `stat` per
+                // look), so that whoever is next is awake when the lock changes hands.
+                (Some(holder), Some(until)) if wait.ahead <= 1 && until > 0 => {
+                    let holder = match !holder.waiters && self.ticket.is_some() {
+                        true => self.mark(holder),
+                        false => holder.clone(),
+                    };
+                    self.watch(&Entry::Held(holder), until.min(limit_ms));
+                }
+                (None, _) if wait.ahead == 1 && wait.state.is_some() => {
+                    // Free, and the one before us is about to take it (or its ticket is about
+                    // to expire: look again within max-poll).
+                    let state = wait.state.as_ref().expect("checked");
+                    self.watch(state, limit_ms.min(self.options.max_poll_ms));
+                }
+                _ if wait.ahead > 0 => {
+                    // Not an entry past its deadline: the mark would touch the lockdir's mtime
+                    // and so delay a takeover.
+                    if let Some(holder) = wait.holder.as_ref().filter(|h| !h.waiters)
+                        && until_takeover.is_some_and(|u| u > 0)
+                    {
+                        self.mark(holder);
+                    }
+                    // Far back in a long line, look less often than max-poll: every waiter
+                    // lists the whole queue at each look.
+                    let cap_us = self
+                        .options
+                        .max_poll_ms
+                        .saturating_mul(1 + wait.ahead as u64 / 8)
+                        .min(TICKET_LIFETIME_MS / 4)
+                        .saturating_mul(1000);
+                    // Until the pace is known: the backoff, but no more than `min_poll_ms`
+                    // per waiter ahead (the line may move fast).
+                    let pause_us = pace.pause_us(wait.ahead, cap_us).unwrap_or_else(|| {
+                        let ms = backoff / 2 + self.env.random_u64() % (backoff / 2 + 1);
+                        backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
+                        let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
+                        ms.min(by_place).max(1).saturating_mul(1000)
+                    });
+                    self.env
+                        .sleep_us(pause_us.min(limit_ms.saturating_mul(1000)));
+                }
+                _ => {
+                    // Free but lost every race, or expired by our clock but not by the
+                    // filesystem's: back off.
+                    let jittered = backoff / 2 + self.env.random_u64() % (backoff / 2 + 1);
+                    let mut pause = jittered.max(1).min(limit_ms);
+                    if let Some(until) = until_takeover.filter(|&u| u > 0) {
+                        pause = pause.min(until);
+                    }
+                    self.env.sleep_ms(pause);
+                    backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
                 }
             }
-            self.env.sleep_ms(pause.min(patience_left));
-            backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
+        }
+    }
+
+    /// Near the head of the queue: look every [`HEAD_POLL_US`] whether the state entry is
+    /// still `state`, for at most `limit_ms`.
+    fn watch(&self, state: &Entry, limit_ms: u64) {
+        let path = format!("{}/{}", self.lockdir, state.encode());
+        let end = self.env.monotonic_ms().saturating_add(limit_ms);
+        loop {
+            self.env.sleep_us(HEAD_POLL_US);
+            // Any error: let the next attempt find out what is going on.
+            if !self.fs.exists(&path).unwrap_or(false) || self.env.monotonic_ms() >= end {
+                return;
+            }
+        }
+    }
+
+    /// Tell the holder that someone queued: rename its exact entry to the marked name. If
+    /// the state changed meanwhile the rename fails, which is fine: the next look sees why.
+    /// Returns the holder as its entry now stands (as far as we know).
+    fn mark(&self, holder: &Holder) -> Holder {
+        let from = format!("{}/{}", self.lockdir, Entry::Held(holder.clone()).encode());
+        let marked = Holder {
+            waiters: true,
+            ..holder.clone()
+        };
+        let to = format!("{}/{}", self.lockdir, Entry::Held(marked.clone()).encode());
+        match self.fs.rename(&from, &to) {
+            Ok(()) => marked,
+            Err(_) => holder.clone(),
+        }
+    }
+
+    /// Take a ticket, or renew ours when half its lifetime is gone.
+    fn join_queue(&mut self) -> Result<(), Error> {
+        let now = self.env.now_ms();
+        let expires_ms = now.saturating_add(TICKET_LIFETIME_MS);
+        let renewed = match self.ticket {
+            None => {
+                let ticket = Ticket {
+                    arrival_ms: now,
+                    token: self.env.random_u64(),
+                    expires_ms,
+                };
+                self.create_ticket(&self.ticket_path(&ticket))?;
+                self.ticket = Some(ticket);
+                return Ok(());
+            }
+            Some(t) if self.ticket_withdrawn => {
+                let back = Ticket { expires_ms, ..t };
+                self.create_ticket(&self.ticket_path(&back))?;
+                self.ticket = Some(back);
+                self.ticket_withdrawn = false;
+                return Ok(());
+            }
+            Some(t) if t.expires_ms.saturating_sub(now) < TICKET_LIFETIME_MS / 2 => {
+                Ticket { expires_ms, ..t }
+            }
+            Some(_) => return Ok(()),
+        };
+        let old = self.ticket_path(&self.ticket.expect("renewing a ticket we have"));
+        let new = self.ticket_path(&renewed);
+        match self.fs.rename(&old, &new) {
+            Ok(()) => {}
+            // Someone removed it as expired (we were slow), or a retried rename did succeed:
+            // either way our place is the same, under the new expiry.
+            Err(e) if e.kind == FsErrorKind::NotFound => {
+                if !self.fs.exists(&new).unwrap_or(false) {
+                    self.create_ticket(&new)?;
+                }
+            }
+            Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
+        }
+        self.ticket = Some(renewed);
+        Ok(())
+    }
+
+    /// Give our ticket back (best effort: an expired ticket stops counting anyway).
+    fn leave_queue(&mut self) {
+        self.withdraw_ticket();
+        self.ticket = None;
+        self.ticket_withdrawn = false;
+    }
+
+    /// Remove our ticket's directory, keeping our place on record.
+    fn withdraw_ticket(&mut self) {
+        if let Some(ticket) = self.ticket
+            && !self.ticket_withdrawn
+        {
+            let _ = self.fs.remove_dir(&self.ticket_path(&ticket));
+            self.ticket_withdrawn = true;
+        }
+    }
+
+    fn ticket_path(&self, ticket: &Ticket) -> String {
+        format!("{}/{}", self.queue_dir, ticket.encode())
+    }
+
+    /// Create our ticket, and the queue directory first if nobody has queued for this lock.
+    fn create_ticket(&self, path: &str) -> Result<(), Error> {
+        match self.fs.create_dir(path) {
+            Err(e) if e.kind == FsErrorKind::NotFound => {
+                create_shared_dir(&self.fs, &self.queue_dir)?;
+                create_own_dir(&self.fs, path)
+            }
+            Err(e) if e.kind != FsErrorKind::AlreadyExists => {
+                Err(io("create-dir", path.to_owned(), e))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -279,15 +522,18 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// Succeeds even after the deadline if nobody took the lock over meanwhile (the rename is
     /// a compare-and-swap on the exact entry, so nobody can have held it since).
     pub fn refresh(&mut self) -> Result<u64, Error> {
-        let held = self.held.as_ref().ok_or(Error::NotHeld)?;
+        if self.held.is_none() {
+            return Err(Error::NotHeld);
+        }
         let now = self.env.now_ms();
-        let renewed = Holder {
-            deadline_ms: now.saturating_add(held.timeout_ms),
-            ..held.clone()
+        let renew = |h: &Holder| Holder {
+            deadline_ms: now.saturating_add(h.timeout_ms),
+            ..h.clone()
         };
-        let from = Entry::Held(held.clone());
-        let to = Entry::Held(renewed.clone());
-        self.swap(&from, &to, "refresh").map_err(|e| self.lost(e))?;
+        let from = self
+            .swap_own(|h| Entry::Held(renew(h)), "refresh")
+            .map_err(|e| self.lost(e))?;
+        let renewed = renew(&from);
         let deadline = renewed.deadline_ms;
         self.held = Some(renewed);
         Ok(deadline)
@@ -295,25 +541,77 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// Give the lock up. Changes nothing if it was taken over (reports `Compromised`).
     pub fn release(&mut self) -> Result<Released, Error> {
-        let held = self.held.as_ref().ok_or(Error::NotHeld)?;
+        let held = self.held.clone().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
-        let from = Entry::Held(held.clone());
+        let to = |waiters| Entry::Free {
+            fence: held.fence,
+            waiters,
+        };
         // PLANTED BUG (b), only with the `planted-bugs` feature and only when a test switches
         // it on: release whatever entry is current, ours or not.
         #[cfg(feature = "planted-bugs")]
-        let from =
-            crate::planted::release_from(from, || match read_entry(&self.fs, &self.lockdir)? {
-                Read::Entry(current) => Ok(Some(current)),
-                _ => Ok(None),
+        {
+            let own = Entry::Held(held.clone());
+            let from = crate::planted::release_from(own.clone(), || {
+                match read_entry(&self.fs, &self.lockdir)? {
+                    Read::Entry(current) => Ok(Some(current)),
+                    _ => Ok(None),
+                }
             })?;
-        let to = Entry::Free { fence: held.fence };
-        self.swap(&from, &to, "release").map_err(|e| self.lost(e))?;
+            if from != own {
+                self.swap(&from, &to(false), "release")
+                    .map_err(|e| self.lost(e))?;
+                self.held = None;
+                return Ok(Released::InTime);
+            }
+        }
+        let from = self
+            .swap_own(|h| to(h.waiters), "release")
+            .map_err(|e| self.lost(e))?;
         self.held = None;
+        // Nobody queued while we held it: our next acquire may try `free.k` straight away.
+        self.known_free = (!from.waiters).then_some(held.fence);
         Ok(if late {
             Released::Late
         } else {
             Released::InTime
         })
+    }
+
+    /// Rename our own entry to `make(our record)`; returns the record renamed from. A waiter
+    /// may have marked our entry since we wrote it (`held+`): then the rename fails, the state
+    /// shows our own acquisition marked, and we rename from that name instead.
+    fn swap_own(
+        &mut self,
+        make: impl Fn(&Holder) -> Entry,
+        operation: &'static str,
+    ) -> Result<Holder, Error> {
+        let mut held = self.held.clone().ok_or(Error::NotHeld)?;
+        loop {
+            match self.swap(&Entry::Held(held.clone()), &make(&held), operation) {
+                Ok(()) => return Ok(held),
+                Err(Error::NotHeld) if !held.waiters => {
+                    let marked = Holder {
+                        waiters: true,
+                        ..held.clone()
+                    };
+                    // The same acquisition (fence and token; the label in the name may be cut
+                    // short), now marked: its name is our record's, marked.
+                    match read_entry(&self.fs, &self.lockdir)? {
+                        Read::Entry(Entry::Held(now))
+                            if now.waiters
+                                && now.token == held.token
+                                && now.fence == held.fence =>
+                        {
+                            self.held = Some(marked.clone());
+                            held = marked;
+                        }
+                        _ => return Err(Error::NotHeld),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Forget the lock without releasing it, as a crashed holder would (for tests and for
@@ -375,6 +673,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// One read-decide-rename step.
     fn attempt(&mut self) -> Result<Attempt, Error> {
+        if let Some(fence) = self.known_free.take()
+            && let Some(done) = self.attempt_known_free(fence)?
+        {
+            return Ok(done);
+        }
         let entry = match read_entry(&self.fs, &self.lockdir)? {
             Read::Entry(entry) => entry,
             Read::Unsettled => return Ok(Attempt::LostRace(None)),
@@ -384,13 +687,28 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         };
         let now = self.env.now_ms();
+        // Only a marked state, or our own place in the queue, is a reason to read the queue.
+        let tickets = match entry.waiters() || self.ticket.is_some() {
+            true => read_tickets(&self.fs, &self.queue_dir)?,
+            false => Vec::new(),
+        };
+        let queue = self.queue(&tickets, now);
+        let wait = |holder: Option<&Holder>| {
+            Ok(Attempt::Wait(Wait {
+                holder: holder.cloned(),
+                ahead: queue.ahead,
+                state: Some(entry.clone()),
+            }))
+        };
         let took_over = match &entry {
+            Entry::Free { .. } if queue.ahead > 0 => return wait(None),
             Entry::Free { .. } => None,
             Entry::Held(h) => {
                 if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms)
+                    || queue.ahead > 0
                     || !self.stale_by_filesystem_clock(h)?
                 {
-                    return Ok(Attempt::Busy(h.clone()));
+                    return wait(Some(h));
                 }
                 // A takeover means someone stopped or crashed: tidy what crashes leave. Done
                 // before the rename, so that nothing lies between gaining the lock and saying so.
@@ -398,14 +716,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 Some(h.clone())
             }
         };
-        let mine = Holder {
-            label: self.options.holder.clone(),
-            fence: entry.fence().saturating_add(1),
-            since_ms: now,
-            deadline_ms: now.saturating_add(self.options.timeout_ms),
-            timeout_ms: self.options.timeout_ms,
-            token: self.env.random_u64(),
-        };
+        // Others are queued behind us: mark our entry at once, so that we do not take the
+        // lock straight back after releasing it.
+        let mine = self.new_holder(entry.fence(), now, queue.behind > 0);
+        self.withdraw_ticket();
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
         let swapped = self.swap(&entry, &to, "acquire");
@@ -421,18 +735,73 @@ impl<F: Fs, E: Env> Lock<F, E> {
         )
         .unwrap_or_else(|| self.swap(&entry, &to, "acquire"));
         match swapped {
-            Ok(()) => {
-                let grant = Grant {
-                    fence: mine.fence,
-                    deadline_ms: mine.deadline_ms,
-                    took_over,
-                };
-                self.held = Some(mine);
-                Ok(Attempt::Acquired(grant))
-            }
+            Ok(()) => Ok(self.granted(mine, took_over)),
             Err(Error::NotHeld) => Ok(Attempt::LostRace(took_over)),
             Err(e) => Err(e),
         }
+    }
+
+    /// The fast path after our own unmarked release: rename `free.<fence>` without listing.
+    /// `None` if that entry is gone (someone else took the lock meanwhile).
+    fn attempt_known_free(&mut self, fence: u64) -> Result<Option<Attempt>, Error> {
+        let now = self.env.now_ms();
+        let mine = self.new_holder(fence, now, false);
+        let free = Entry::Free {
+            fence,
+            waiters: false,
+        };
+        match self.swap(&free, &Entry::Held(mine.clone()), "acquire") {
+            Ok(()) => Ok(Some(self.granted(mine, None))),
+            Err(Error::NotHeld) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A holder record for acquiring the state whose last fence is `last_fence`.
+    fn new_holder(&self, last_fence: u64, now: u64, waiters: bool) -> Holder {
+        Holder {
+            label: self.options.holder.clone(),
+            fence: last_fence.saturating_add(1),
+            since_ms: now,
+            deadline_ms: now.saturating_add(self.options.timeout_ms),
+            timeout_ms: self.options.timeout_ms,
+            token: self.env.random_u64(),
+            waiters,
+        }
+    }
+
+    fn granted(&mut self, mine: Holder, took_over: Option<Holder>) -> Attempt {
+        let grant = Grant {
+            fence: mine.fence,
+            deadline_ms: mine.deadline_ms,
+            took_over,
+        };
+        self.held = Some(mine);
+        Attempt::Acquired(grant)
+    }
+
+    /// Where this handle stands among the live tickets; removes tickets that expired (by our
+    /// clock, with the skew margin).
+    fn queue(&self, tickets: &[Ticket], now: u64) -> Queue {
+        let mut queue = Queue::default();
+        let own = self.ticket.map(|t| t.token);
+        for ticket in tickets {
+            if Some(ticket.token) == own {
+                continue;
+            }
+            if now
+                > ticket
+                    .expires_ms
+                    .saturating_add(self.options.max_clock_skew_ms)
+            {
+                let _ = self.fs.remove_dir(&self.ticket_path(ticket));
+            } else if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
+                queue.ahead += 1;
+            } else {
+                queue.behind += 1;
+            }
+        }
+        queue
     }
 }
 
@@ -442,14 +811,65 @@ impl<F: Fs, E: Env> Drop for Lock<F, E> {
             // Nobody is left to tell; a lost lock needs no cleanup.
             let _ = self.release();
         }
+        self.leave_queue();
     }
 }
 
 enum Attempt {
     Acquired(Grant),
-    Busy(Holder),
+    /// Not ours to take now.
+    Wait(Wait),
     /// The state changed under us; the expired holder we tried to take over, if any.
     LostRace(Option<Holder>),
+}
+
+/// Why an attempt did not take the lock.
+struct Wait {
+    /// Who holds it (`None`: it is free, but others queued first).
+    holder: Option<Holder>,
+    /// How many live tickets come before ours (all of them if we have none).
+    ahead: usize,
+    /// The state entry seen.
+    state: Option<Entry>,
+}
+
+/// Live tickets other than ours, before and after ours.
+#[derive(Default)]
+struct Queue {
+    ahead: usize,
+    behind: usize,
+}
+
+/// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their
+/// fences and when they took the lock (their own `since`), so that neither its own sleeps nor
+/// a long hold before it started waiting skew the estimate.
+#[derive(Default)]
+struct Pace {
+    /// The first and the latest holder seen: (fence, since).
+    first: Option<(u64, u64)>,
+    last: Option<(u64, u64)>,
+}
+
+impl Pace {
+    /// Seen `holder` holding the lock.
+    fn saw(&mut self, holder: &Holder) {
+        let seen = (holder.fence, holder.since_ms);
+        self.first.get_or_insert(seen);
+        self.last = Some(seen);
+    }
+
+    /// About half the time the `ahead` waiters before us are expected to take (µs), at least
+    /// [`HEAD_POLL_US`], at most `cap_us`. `None` until two holders were seen.
+    fn pause_us(&self, ahead: usize, cap_us: u64) -> Option<u64> {
+        let ((f0, t0), (f1, t1)) = (self.first?, self.last?);
+        let handovers = f1.checked_sub(f0).filter(|&n| n > 0)?;
+        let per_handover_us = t1.saturating_sub(t0).saturating_mul(1000) / handovers;
+        Some(
+            (per_handover_us.saturating_mul(ahead as u64) / 2)
+                .min(cap_us)
+                .max(HEAD_POLL_US),
+        )
+    }
 }
 
 fn io(operation: &'static str, path: String, source: FsError) -> Error {
@@ -509,6 +929,16 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
     }
 }
 
+/// The tickets in a lock's queue directory (none if it does not exist yet). A listing torn
+/// by a concurrent rename can miss or double a ticket: that only affects the order of service.
+fn read_tickets(fs: &impl Fs, queue_dir: &str) -> Result<Vec<Ticket>, Error> {
+    match fs.read_dir(queue_dir) {
+        Ok(names) => Ok(names.iter().filter_map(|n| Ticket::parse(n)).collect()),
+        Err(e) if e.kind == FsErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io("read-dir", queue_dir.to_owned(), e)),
+    }
+}
+
 /// Create a directory whose name is ours alone (it carries a fresh random token). On a network
 /// filesystem a retried `mkdir` that did succeed reports that the directory exists: with a name
 /// nobody else uses, that can only be our own, so it counts as made.
@@ -517,6 +947,12 @@ fn create_own_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
         Err(e) if e.kind != FsErrorKind::AlreadyExists => Err(io("create-dir", path.to_owned(), e)),
         _ => Ok(()),
     }
+}
+
+/// Create a directory others may be creating too (the queue directory): it existing already
+/// is success.
+fn create_shared_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
+    create_own_dir(fs, path)
 }
 
 /// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
@@ -572,17 +1008,23 @@ fn sweep_leftovers(fs: &impl Fs, env: &impl Env, name: &LockName) {
         if let Ok(Some(made)) = fs.modified_ms(&dir)
             && now.saturating_sub(made) > LEFTOVER_AGE_MS
         {
-            let _ = fs.remove_dir(&format!("{dir}/{}", Entry::Free { fence: 0 }.encode()));
+            let _ = fs.remove_dir(&format!("{dir}/{}", INITIAL.encode()));
             let _ = fs.remove_dir(&dir);
         }
     }
 }
 
+/// The state a new lockdir starts with.
+const INITIAL: Entry = Entry::Free {
+    fence: 0,
+    waiters: false,
+};
+
 /// Create `N.lockdir` holding `free.0`, unless someone else creates it first.
 fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), Error> {
     let lockdir = name.lockdir();
     let staging = format!(".{name}.{:016x}.staging", env.random_u64());
-    let initial = format!("{staging}/{}", Entry::Free { fence: 0 }.encode());
+    let initial = format!("{staging}/{}", INITIAL.encode());
     let cleanup = || {
         let _ = fs.remove_dir(&initial);
         let _ = fs.remove_dir(&staging);
@@ -610,7 +1052,7 @@ pub fn inspect(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<LockStat
         return Ok(match read_entry(fs, &lockdir)? {
             Read::Unsettled => continue,
             Read::Missing => LockState::Absent,
-            Read::Entry(Entry::Free { fence }) => LockState::Free(fence),
+            Read::Entry(Entry::Free { fence, .. }) => LockState::Free(fence),
             Read::Entry(Entry::Held(h)) if env.now_ms() > h.deadline_ms => LockState::Expired(h),
             Read::Entry(Entry::Held(h)) => LockState::Held(h),
         });

@@ -76,6 +76,11 @@ impl LockName {
         format!("{}{LOCKDIR_SUFFIX}", self.0)
     }
 
+    /// The directory of the lock's waiters' tickets: `<name>.queue` (made by the first waiter).
+    pub fn queue_dir(&self) -> String {
+        format!("{}.queue", self.0)
+    }
+
     /// The lock name a directory entry of the lock directory stands for, if it is a lockdir.
     pub fn from_lockdir(entry: &str) -> Option<LockName> {
         LockName::new(entry.strip_suffix(LOCKDIR_SUFFIX)?).ok()

@@ -65,6 +65,37 @@ fn two_waiters() -> Scenario {
     }
 }
 
+/// A line: a holder that comes back for more, and two waiters that queue twice each, one of
+/// which may crash anywhere (also holding a ticket, or between taking the lock and leaving
+/// the queue).
+fn line_of_waiters() -> Scenario {
+    Scenario {
+        crashes: 1,
+        ..Scenario::new(
+            "a-line-of-waiters",
+            SKEW,
+            vec![
+                ActorSpec {
+                    rounds: 2,
+                    refreshes: 0,
+                    hold_ms: 30,
+                    may_crash: false,
+                    ..holder()
+                },
+                ActorSpec {
+                    rounds: 2,
+                    may_crash: true,
+                    ..waiter("V")
+                },
+                ActorSpec {
+                    rounds: 2,
+                    ..waiter("W")
+                },
+            ],
+        )
+    }
+}
+
 /// Retried RPCs and torn listings while two actors create the lockdir and trade the lock
 /// twice.
 fn faults() -> Scenario {
@@ -121,9 +152,10 @@ fn crash_or_pause() -> Scenario {
 
 /// The exhaustive searches, cheapest first, each with its bound on deviations from the
 /// default schedule.
-fn exhaustive() -> [(Scenario, usize); 4] {
+fn exhaustive() -> [(Scenario, usize); 5] {
     [
         (two_waiters(), 2),
+        (line_of_waiters(), 2),
         (faults(), 2),
         (oversleeping_holder(), 3),
         (crash_or_pause(), 3),
@@ -205,6 +237,21 @@ fn assert_exercised(what: &str, counts: &[(&str, u64)]) {
 
 fn no_violation(result: Result<Stats, Box<Found>>) -> Stats {
     result.unwrap_or_else(|found| panic!("{found}"))
+}
+
+#[test]
+fn a_line_of_waiters_keeps_the_invariants() {
+    let scenario = line_of_waiters();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("ticket", s.tickets),
+            ("mark", s.marks),
+            ("crash", s.crashes),
+            ("crashed waiter's ticket left", s.leaked_tickets),
+        ],
+    );
 }
 
 #[test]

@@ -41,8 +41,9 @@ proptest! {
         deadline_ms in any::<u64>(),
         timeout_ms in any::<u64>(),
         token in any::<u64>(),
+        waiters in any::<bool>(),
     ) {
-        let holder = Holder { label: label.clone(), fence, since_ms, deadline_ms, timeout_ms, token };
+        let holder = Holder { label: label.clone(), fence, since_ms, deadline_ms, timeout_ms, token, waiters };
         let name = Entry::Held(holder.clone()).encode();
         prop_assert!(name.len() <= 255 && !name.contains('/'));
         let Some(Entry::Held(parsed)) = Entry::parse(&name) else {

@@ -187,7 +187,13 @@ fn release_frees_the_lock_and_fences_keep_growing() {
     assert_eq!(a.release(), Ok(Released::InTime));
     assert_eq!(a.inspect(), Ok(LockState::Free(1)));
     assert_eq!(a.release(), Err(Error::NotHeld));
+    assert_eq!(a.refresh(), Err(Error::NotHeld));
     assert_eq!(acquired(b.try_acquire().unwrap()).fence, 2);
+    assert_eq!(
+        a.refresh(),
+        Err(Error::NotHeld),
+        "not ours: not held, not compromised"
+    );
     b.release().unwrap();
     assert_eq!(acquired(a.try_acquire().unwrap()).fence, 3);
 }
@@ -482,11 +488,17 @@ fn threads_hammering_one_lock_never_overlap() {
     assert_eq!(n, THREADS * ROUNDS);
     let inside = dir.entries("bed.lockdir");
     assert_eq!(inside, [format!("free.{}", THREADS * ROUNDS)]);
+    let mut top = dir.entries("");
+    top.retain(|n| n != "bed.queue");
     assert_eq!(
-        dir.entries("").len(),
-        2,
-        "only the lockdir and the counter: {:?}",
-        dir.entries("")
+        top,
+        ["bed.lockdir", "counter"],
+        "only the lockdir, the queue directory and the counter"
+    );
+    assert!(
+        !dir.0.join("bed.queue").exists() || dir.entries("bed.queue").is_empty(),
+        "every waiter took its ticket back: {:?}",
+        dir.entries("bed.queue")
     );
 }
 

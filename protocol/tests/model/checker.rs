@@ -8,8 +8,9 @@
 //! 2. **A lost holder learns it**: once another actor renamed or removed a holder's entry,
 //!    that holder's next refresh or release must report `Compromised` with its own fence.
 //! 3. **Liveness and a sound lockdir**: the lockdir never holds more than one state entry,
-//!    and never anything else; when all actors have stopped it holds exactly one, no
-//!    surviving actor left it held, and a fresh waiter with enough patience gets the lock.
+//!    and nothing but that and waiters' tickets; when all actors have stopped it holds exactly
+//!    one state entry and no ticket of a surviving actor, no surviving actor left it held,
+//!    and a fresh waiter with enough patience gets the lock.
 //!    A blocking acquire gives up only after its patience ran out; no schedule runs forever.
 //! 4. **Fencing**: every acquisition, as granted and as written to the lockdir, has a fence
 //!    greater than every one before it.
@@ -19,7 +20,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use lockbydir_protocol::entry::Entry;
+use lockbydir_protocol::entry::{Entry, Ticket};
 use lockbydir_protocol::{Error, Grant, Holder, LockName, Released};
 
 use super::op::Op;
@@ -180,7 +181,20 @@ impl Checker {
     /// note whose acquisition it ended, and check the lockdir and the fences it wrote.
     pub fn fs_effect(&mut self, actor: usize, op: &Op, world: &World) -> Check {
         let gone = match op {
-            Op::Rename(from, to) if from != to => self.entry_at(from),
+            // A waiter marking the entry (`held` -> `held+`, same acquisition) takes nothing.
+            Op::Rename(from, to) if from != to => match (self.entry_at(from), self.entry_at(to)) {
+                (Some(Entry::Held(a)), Some(Entry::Held(b))) if a.token == b.token => {
+                    if b.waiters && !a.waiters {
+                        self.stats.marks += 1;
+                    }
+                    None
+                }
+                (from, _) => from,
+            },
+            Op::CreateDir(path) if path.starts_with(&format!("{LOCK_NAME}.queue/")) => {
+                self.stats.tickets += 1;
+                None
+            }
             Op::RemoveDir(path) => self.entry_at(path),
             _ => None,
         };
@@ -250,10 +264,24 @@ impl Checker {
 
     /// The current state entry, if exactly one.
     pub fn state(&self, world: &World) -> Option<Entry> {
-        match world.children(&self.lockdir)?.as_slice() {
-            [one] => Entry::parse(one),
+        let mut states = world
+            .children(&self.lockdir)?
+            .into_iter()
+            .filter_map(|n| Entry::parse(&n));
+        match (states.next(), states.next()) {
+            (Some(one), None) => Some(one),
             _ => None,
         }
+    }
+
+    /// The waiters' tickets in the queue directory.
+    fn tickets(&self, world: &World) -> Vec<Ticket> {
+        world
+            .children(&format!("{LOCK_NAME}.queue"))
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| Ticket::parse(n))
+            .collect()
     }
 
     /// `actor` starts a lock call.
@@ -471,6 +499,21 @@ impl Checker {
             .iter()
             .filter(|n| n.ends_with(".staging") || n.ends_with(".probe"))
             .count() as u64;
+        for ticket in self.tickets(world) {
+            if let Some(owner) = token_owner(ticket.token)
+                && !self.crashed[owner]
+            {
+                return Err(Violation::new(
+                    Invariant::Liveness,
+                    format!(
+                        "{} stopped but left its ticket {} in the queue",
+                        self.name(owner),
+                        ticket.encode()
+                    ),
+                ));
+            }
+            self.stats.leaked_tickets += 1;
+        }
         if let Some(Entry::Held(h)) = self.state(world)
             && let Some(owner) = token_owner(h.token)
             && !self.crashed[owner]
@@ -488,20 +531,20 @@ impl Checker {
         Ok(())
     }
 
-    /// After the probe took and released the lock: the lockdir is `free.<last fence>`.
+    /// After the probe took and released the lock: the lockdir is `free.<last fence>`
+    /// (`free+.<last fence>` if crashed waiters' tickets are still queued behind the probe).
     pub fn after_probe(&self, world: &World) -> Check {
         self.check_lockdir(world, true)?;
-        let expected = Entry::Free {
-            fence: self.max_granted_fence.unwrap_or(0),
-        };
+        let fence = self.max_granted_fence.unwrap_or(0);
+        let queued = !self.tickets(world).is_empty();
         match self.state(world) {
-            Some(e) if e == expected => Ok(()),
+            Some(Entry::Free { fence: f, waiters }) if f == fence && (queued || !waiters) => Ok(()),
             other => Err(Violation::new(
                 Invariant::Liveness,
                 format!(
-                    "after the probe released, the state is {:?}, not {}",
+                    "after the probe released, the state is {:?}, not free.{fence} ({} tickets queued)",
                     other.map(|e| e.encode()),
-                    expected.encode()
+                    self.tickets(world).len()
                 ),
             )),
         }

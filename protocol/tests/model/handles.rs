@@ -6,6 +6,9 @@ use lockbydir_protocol::{Env, Fs, FsError};
 use super::engine::Engine;
 use super::op::{Op, OpResult};
 
+/// The shortest sleep of a waiter polling at the head of the queue, in virtual ms.
+const COARSE_SLEEP_MS: u64 = 20;
+
 /// The in-memory filesystem, as one actor sees it.
 #[derive(Clone, Copy)]
 pub struct ModelFs<'a> {
@@ -65,6 +68,18 @@ impl Fs for ModelFs<'_> {
         }
     }
 
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        // One `stat`, whether or not the filesystem keeps timestamps.
+        match self.engine.call(self.actor, Op::Modified(path.into())) {
+            OpResult::Stamp(Ok(_)) => Ok(true),
+            OpResult::Stamp(Err(e)) if e.kind == lockbydir_protocol::FsErrorKind::NotFound => {
+                Ok(false)
+            }
+            OpResult::Stamp(Err(e)) => Err(e),
+            other => unreachable!("exists returned {other:?}"),
+        }
+    }
+
     fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
         match self.engine.call(self.actor, Op::ReadDir(path.into())) {
             OpResult::Names(r) => r,
@@ -85,6 +100,13 @@ impl Env for ModelEnv<'_> {
     fn sleep_ms(&self, ms: u64) {
         let until = self.engine.now() + ms as i64;
         self.engine.call(self.actor, Op::Sleep { ms, until });
+    }
+
+    fn sleep_us(&self, us: u64) {
+        // Virtual time has whole milliseconds; a head-of-queue poll of a fraction of one
+        // becomes a sleep of COARSE_SLEEP_MS. Finer polls would only add steps that look at
+        // the same states.
+        self.sleep_ms(us.div_ceil(1000).max(COARSE_SLEEP_MS));
     }
 
     fn random_u64(&self) -> u64 {

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use lockbydir_protocol::Options;
+use lockbydir_protocol::lock::TICKET_LIFETIME_MS;
 
 use super::rng::Rng;
 
@@ -134,7 +135,12 @@ impl Scenario {
         let ahead = (fastest - offset_ms).max(0) as u64;
         ActorSpec {
             offset_ms,
-            patience_ms: longest + ahead + self.skew_ms + 2 * self.max_poll_ms + 2,
+            // ... or a crashed waiter's ticket, which holds up the queue until it expires.
+            patience_ms: longest.max(TICKET_LIFETIME_MS)
+                + ahead
+                + self.skew_ms
+                + 2 * self.max_poll_ms
+                + 2,
             hold_ms: 1,
             ..ActorSpec::new("probe", 1_000, 0)
         }

@@ -42,6 +42,12 @@ pub struct Stats {
     pub false_compromised: u64,
     /// Staging and probe directories left behind in the lock directory at the end.
     pub leaked_staging: u64,
+    /// Tickets of crashed waiters left in the queue directory at the end.
+    pub leaked_tickets: u64,
+    /// Tickets taken (created in the queue directory).
+    pub tickets: u64,
+    /// Held entries marked by a waiter.
+    pub marks: u64,
 }
 
 impl AddAssign for Stats {
@@ -63,6 +69,9 @@ impl AddAssign for Stats {
         self.fault_errors += o.fault_errors;
         self.false_compromised += o.false_compromised;
         self.leaked_staging += o.leaked_staging;
+        self.leaked_tickets += o.leaked_tickets;
+        self.tickets += o.tickets;
+        self.marks += o.marks;
     }
 }
 
@@ -71,9 +80,9 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
-             fail, {} false `Compromised`); {} staging/probe dirs left behind",
+             fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind",
             self.schedules,
             self.steps,
             self.longest,
@@ -83,6 +92,8 @@ impl fmt::Display for Stats {
             self.releases,
             self.busy,
             self.compromised,
+            self.tickets,
+            self.marks,
             self.crashes,
             self.pauses,
             self.jumps,
@@ -90,7 +101,8 @@ impl fmt::Display for Stats {
             self.torn_listings,
             self.fault_errors,
             self.false_compromised,
-            self.leaked_staging
+            self.leaked_staging,
+            self.leaked_tickets
         )
     }
 }

@@ -1,0 +1,253 @@
+//! The queue on a real directory, with real threads and the real clock: a holder that lets go
+//! while someone waits does not take the lock straight back, waiters are served in the order
+//! they came, a dead waiter's ticket stops counting, a marked holder can still refresh and
+//! release, and an uncontended acquire after one's own release is a single rename.
+//!
+//! No assertion here is about time: threads wait for each other through what they can see in
+//! the lock directory (a ticket appearing, an entry being marked).
+
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lockbydir_protocol::entry::Ticket;
+use lockbydir_protocol::{
+    Env, Fs, FsError, Lock, LockState, Options, Outcome, Released, StdEnv, StdFs,
+};
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let path = std::env::temp_dir().join(format!(
+            "lockbydir-fairness-{tag}-{}-{:x}",
+            std::process::id(),
+            StdEnv::new().random_u64()
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+
+    fn entries(&self, sub: &str) -> Vec<String> {
+        let mut names: Vec<String> = match std::fs::read_dir(self.0.join(sub)) {
+            Ok(dir) => dir
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        names.sort();
+        names
+    }
+
+    /// The lock's one state entry.
+    fn state(&self) -> String {
+        let inside = self.entries("bed.lockdir");
+        assert_eq!(inside.len(), 1, "{inside:?}");
+        inside[0].clone()
+    }
+
+    /// Block until `ready` holds for what the directory shows (the other thread got there).
+    fn wait_for(&self, what: &str, ready: impl Fn(&TempDir) -> bool) {
+        for _ in 0..20_000 {
+            if ready(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!(
+            "gave up waiting for {what}: {:?}",
+            self.entries("bed.queue")
+        );
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn open(dir: &Path, holder: &str) -> Lock<StdFs, StdEnv> {
+    let options = Options {
+        timeout_ms: 60_000,
+        holder: holder.into(),
+        ..Options::default()
+    };
+    Lock::new(StdFs::new(dir), StdEnv::new(), "bed", options).unwrap()
+}
+
+fn acquired(outcome: Outcome) -> u64 {
+    match outcome {
+        Outcome::Acquired(grant) => grant.fence,
+        Outcome::Busy(h) => panic!("expected to acquire, but busy (holder {h:?})"),
+    }
+}
+
+/// Start a thread that acquires (blocking), notes `label` in `order`, and releases.
+fn waiter(
+    dir: &TempDir,
+    label: &'static str,
+    order: &Arc<Mutex<Vec<&'static str>>>,
+) -> std::thread::JoinHandle<u64> {
+    let (path, order) = (dir.0.clone(), order.clone());
+    std::thread::spawn(move || {
+        let mut lock = open(&path, label);
+        let fence = acquired(lock.acquire().unwrap());
+        order.lock().unwrap().push(label);
+        assert_eq!(lock.release(), Ok(Released::InTime));
+        fence
+    })
+}
+
+#[test]
+fn a_holder_that_lets_go_while_someone_waits_queues_behind_them() {
+    let dir = TempDir::new("barge");
+    let mut alice = open(&dir.0, "alice");
+    assert_eq!(acquired(alice.acquire().unwrap()), 1);
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let bob = waiter(&dir, "bob", &order);
+    dir.wait_for("bob's ticket and mark", |d| {
+        d.entries("bed.queue").len() == 1 && d.state().starts_with("held+.1.")
+    });
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    // Without the queue this would take the lock straight back (the releaser is fastest).
+    assert_eq!(alice.try_acquire().unwrap(), Outcome::Busy(None));
+    assert_eq!(bob.join().unwrap(), 2, "bob got the lock next");
+    assert_eq!(acquired(alice.try_acquire().unwrap()), 3);
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    assert_eq!(*order.lock().unwrap(), ["bob"]);
+    assert!(
+        dir.entries("bed.queue").is_empty(),
+        "bob took his ticket back"
+    );
+}
+
+#[test]
+fn waiters_are_served_in_the_order_they_came() {
+    let dir = TempDir::new("fifo");
+    let mut holder = open(&dir.0, "holder");
+    acquired(holder.acquire().unwrap());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let labels = ["w1", "w2", "w3", "w4"];
+    let mut threads = Vec::new();
+    for (i, label) in labels.into_iter().enumerate() {
+        threads.push(waiter(&dir, label, &order));
+        dir.wait_for("the next ticket", |d| d.entries("bed.queue").len() == i + 1);
+        // Arrival times have millisecond resolution: make each one later than the last.
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    assert_eq!(holder.release(), Ok(Released::InTime));
+    let fences: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(*order.lock().unwrap(), labels);
+    assert_eq!(fences, [2, 3, 4, 5]);
+    assert!(dir.entries("bed.queue").is_empty());
+    assert_eq!(dir.state(), "free.5", "the last one served left no mark");
+}
+
+#[test]
+fn a_dead_waiters_ticket_stops_counting_when_it_expires() {
+    let dir = TempDir::new("dead-ticket");
+    let mut alice = open(&dir.0, "alice");
+    acquired(alice.acquire().unwrap());
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    // A waiter that queued, marked the state, and died: its ticket expires in 300 ms.
+    let now = StdEnv::new().now_ms();
+    let ticket = Ticket {
+        arrival_ms: now - 10,
+        token: 0xdead,
+        expires_ms: now + 300,
+    };
+    std::fs::create_dir_all(dir.0.join("bed.queue").join(ticket.encode())).unwrap();
+    std::fs::rename(
+        dir.0.join("bed.lockdir/free.1"),
+        dir.0.join("bed.lockdir/free+.1"),
+    )
+    .unwrap();
+    let mut bob = open(&dir.0, "bob");
+    assert_eq!(bob.try_acquire().unwrap(), Outcome::Busy(None));
+    assert_eq!(bob.inspect().unwrap(), LockState::Free(1));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(acquired(bob.try_acquire().unwrap()), 2);
+    assert!(
+        dir.entries("bed.queue").is_empty(),
+        "the expired ticket was removed"
+    );
+}
+
+#[test]
+fn a_marked_holder_still_refreshes_and_releases() {
+    let dir = TempDir::new("marked");
+    // A label too long for an entry name is cut short in the name: the holder must still
+    // recognise its own marked entry.
+    let mut alice = open(&dir.0, &"alice ".repeat(40));
+    acquired(alice.acquire().unwrap());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let bob = waiter(&dir, "bob", &order);
+    dir.wait_for("bob's mark", |d| d.state().starts_with("held+.1."));
+    let deadline = alice.refresh().expect("a mark is not a loss");
+    assert!(
+        dir.state().starts_with("held+.1."),
+        "the mark survives a refresh"
+    );
+    assert!(dir.state().contains(&format!(".{deadline}.")));
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    assert_eq!(bob.join().unwrap(), 2);
+    assert_eq!(dir.state(), "free.2");
+}
+
+/// [`StdFs`] that counts listings and renames.
+#[derive(Clone)]
+struct CountingFs {
+    inner: StdFs,
+    listings: Rc<Cell<u32>>,
+    renames: Rc<Cell<u32>>,
+}
+
+impl Fs for CountingFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.renames.set(self.renames.get() + 1);
+        self.inner.rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.listings.set(self.listings.get() + 1);
+        self.inner.read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        self.inner.modified_ms(path)
+    }
+}
+
+#[test]
+fn an_uncontended_acquire_after_ones_own_release_is_one_rename() {
+    let dir = TempDir::new("fast");
+    let fs = CountingFs {
+        inner: StdFs::new(&dir.0),
+        listings: Rc::default(),
+        renames: Rc::default(),
+    };
+    let mut lock = Lock::new(fs.clone(), StdEnv::new(), "bed", Options::default()).unwrap();
+    acquired(lock.try_acquire().unwrap());
+    lock.release().unwrap();
+    let (listings, renames) = (fs.listings.get(), fs.renames.get());
+    assert_eq!(acquired(lock.acquire().unwrap()), 2);
+    assert_eq!(fs.listings.get() - listings, 0, "no listing");
+    assert_eq!(fs.renames.get() - renames, 1, "one rename");
+    lock.release().unwrap();
+    // Someone else took it meanwhile: the remembered `free.2` is gone, the acquire looks.
+    let mut other = open(&dir.0, "other");
+    acquired(other.try_acquire().unwrap());
+    other.release().unwrap();
+    assert_eq!(acquired(lock.try_acquire().unwrap()), 4);
+    assert!(
+        fs.listings.get() > listings,
+        "it listed after the fast path failed"
+    );
+}
