@@ -1,14 +1,56 @@
 //! The protocol's [`Fs`] directly on `wasi:filesystem`, relative to the preopened lock
-//! directory's descriptor.
+//! directory's descriptor, with the lockdirs themselves kept open.
 //!
 //! Rust's `std::fs` on wasm32-wasip2 goes through wasi-libc, which resolves every path from
 //! the preopen again and stats every directory entry it lists (to fill in inode numbers). The
 //! protocol needs neither: it names everything relative to one directory and only reads names.
 //! Calling wasi:filesystem directly keeps each protocol step to the calls it needs.
+//!
+//! # Lockdir descriptors
+//!
+//! Almost every protocol step names an entry directly inside a lockdir
+//! (`bed.lockdir/free.3`), or lists a lockdir. A host built on cap-std (wasmtime) resolves a
+//! path of several components by opening, checking and closing each parent directory on every
+//! call, so a rename of `bed.lockdir/free.3` costs five system calls instead of one. [`WasiFs`]
+//! therefore keeps a descriptor of each lockdir it uses open (at most [`MAX_LOCKDIRS`], in a
+//! per-thread cache shared by every lock of the component) and makes those calls relative to
+//! it, with the single-component entry name. Every other path (the lock directory itself,
+//! staging and probe directories and their contents, the lockdir's own name) is still
+//! resolved from the preopen, as before.
+//!
+//! A descriptor that is open on a directory follows that directory, not its name. A lockdir
+//! can be removed and made again under the same name (an administrator's `rm -r`; and the
+//! protocol creates a lockdir by renaming a staging directory onto the name, replacing an
+//! empty directory that stands there). A cached descriptor of the old directory then refers
+//! to a dead one, which on Linux behaves as an empty directory in which nothing can be made:
+//! creating, removing, renaming and stat'ing entries in it fail with `NoEntry`, listing it
+//! gives no names, and on a network filesystem its handle goes stale (wasmtime reports
+//! `ESTALE` as `Io`). None of those answers is believed from a cached descriptor: a call
+//! through a cached descriptor that fails (with anything but `Exist` or `NotEmpty`, which a
+//! dead, empty directory never reports) or a listing that comes back empty drops the cache
+//! entry and is made once more through a freshly opened descriptor, whose answer stands. A
+//! dead directory cannot give any other answer (it is empty, and stays so: nothing can be
+//! created in an unlinked directory), so every answer the protocol acts on comes from the
+//! directory that has the lockdir's name at the time of the call, or just before it. That is
+//! no weaker than resolving the path: cap-std too opens the parent first and operates
+//! relative to it afterwards. The retried call is safe because the failed one changed
+//! nothing; the retry is the same atomic step, made a moment later.
+//!
+//! What a cached descriptor does not notice is a lockdir *renamed away* (by hand; the
+//! protocol never does this, and this component drops its own entry when it renames or
+//! removes a lockdir by name): it keeps following the moved directory, which is alive. The
+//! README lists anyone with direct access to the lock directory renaming lockdirs among what
+//! the lock does not defend against.
+//!
+//! Descriptors are opened with `DescriptorFlags::READ` only: wasmtime-wasi checks creating,
+//! removing and renaming entries against the permissions of the preopen the descriptor was
+//! opened from, which `open_at` hands down, not against the descriptor's own flags
+//! (`MUTATE_DIRECTORY` is not consulted by `open_at`).
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
+use lockbydir_protocol::name::LOCKDIR_SUFFIX;
 use lockbydir_protocol::{Fs, FsError, FsErrorKind};
 use wasip2::filesystem::preopens::get_directories;
 use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
@@ -17,9 +59,80 @@ use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlag
 /// entry renamed during the listing can fail it).
 const LISTING_RETRIES: usize = 32;
 
+/// How many lockdir descriptors are kept open at most; beyond that the oldest is closed.
+const MAX_LOCKDIRS: usize = 64;
+
 thread_local! {
     /// The preopened lock directory: the one mapped as `.`, else the first preopen.
     static LOCK_DIR: OnceCell<Option<Rc<Descriptor>>> = const { OnceCell::new() };
+    /// Open lockdirs by name (`bed.lockdir`), oldest first. See the module documentation.
+    static LOCKDIRS: RefCell<Vec<(String, Rc<Descriptor>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The cached descriptor of lockdir `name`, if any.
+fn cached(name: &str) -> Option<Rc<Descriptor>> {
+    LOCKDIRS.with_borrow(|dirs| {
+        dirs.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, d)| Rc::clone(d))
+    })
+}
+
+/// Forget (and, once no call uses it, close) the cached descriptor of lockdir `name`.
+fn forget(name: &str) {
+    LOCKDIRS.with_borrow_mut(|dirs| dirs.retain(|(n, _)| n != name));
+}
+
+/// [`forget`] `path` if it is a lockdir's own name.
+fn forget_if_lockdir(path: &str) {
+    if is_lockdir(path) {
+        forget(path);
+    }
+}
+
+/// Cache `dir` as lockdir `name`'s descriptor, closing the oldest one if the cache is full.
+fn remember(name: &str, dir: Rc<Descriptor>) {
+    LOCKDIRS.with_borrow_mut(|dirs| {
+        dirs.retain(|(n, _)| n != name);
+        if dirs.len() >= MAX_LOCKDIRS {
+            dirs.remove(0);
+        }
+        dirs.push((name.to_owned(), dir));
+    });
+}
+
+/// Whether `name` is one ordinary path component (not empty, `.` or `..`).
+fn is_component(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains('/')
+}
+
+/// Whether `path` is a lockdir's own name: one component ending in `.lockdir`.
+fn is_lockdir(path: &str) -> bool {
+    is_component(path) && path.len() > LOCKDIR_SUFFIX.len() && path.ends_with(LOCKDIR_SUFFIX)
+}
+
+/// `(lockdir, entry)` if `path` names an entry directly inside a lockdir.
+fn in_lockdir(path: &str) -> Option<(&str, &str)> {
+    let (lockdir, entry) = path.split_once('/')?;
+    (is_lockdir(lockdir) && is_component(entry)).then_some((lockdir, entry))
+}
+
+/// Whether a failure seen through a cached descriptor may come from that descriptor's
+/// directory being dead, so that the call must be made again on a fresh descriptor. Only
+/// `Exist` and `NotEmpty` cannot: a dead directory is empty.
+fn may_be_dead(code: ErrorCode) -> bool {
+    !matches!(code, ErrorCode::Exist | ErrorCode::NotEmpty)
+}
+
+/// The names in the directory `dir`. wasmtime-wasi opens the directory afresh (`.` relative
+/// to the descriptor) for every `read-directory`, so each listing starts at the beginning.
+fn list(dir: &Descriptor) -> Result<Vec<String>, ErrorCode> {
+    let entries = dir.read_directory()?;
+    let mut names = Vec::new();
+    while let Some(entry) = entries.read_directory_entry()? {
+        names.push(entry.name);
+    }
+    Ok(names)
 }
 
 /// [`Fs`] on the preopened lock directory.
@@ -54,26 +167,80 @@ impl WasiFs {
         })
     }
 
+    /// Open lockdir `name` from the preopen and cache its descriptor.
+    fn open_lockdir(&self, name: &str) -> Result<Rc<Descriptor>, ErrorCode> {
+        let root = self.dir().map_err(|_| ErrorCode::BadDescriptor)?;
+        let dir = Rc::new(root.open_at(
+            PathFlags::empty(),
+            name,
+            OpenFlags::DIRECTORY,
+            DescriptorFlags::READ,
+        )?);
+        remember(name, Rc::clone(&dir));
+        Ok(dir)
+    }
+
+    /// `op` on lockdir `name`'s descriptor: the cached one, and if that answer is `doubtful`
+    /// (it may come from a dead directory, see the module documentation), once more on a
+    /// freshly opened one. The outer error is that of opening the lockdir afresh.
+    fn on_lockdir<T>(
+        &self,
+        name: &str,
+        op: impl Fn(&Descriptor) -> Result<T, ErrorCode>,
+        doubtful: impl Fn(&Result<T, ErrorCode>) -> bool,
+    ) -> Result<Result<T, ErrorCode>, ErrorCode> {
+        if let Some(dir) = cached(name) {
+            let result = op(&dir);
+            if !doubtful(&result) {
+                return Ok(result);
+            }
+            forget(name);
+        }
+        let dir = self.open_lockdir(name)?;
+        Ok(op(&dir))
+    }
+
+    /// `op` on the entry `path` names: through the lockdir's descriptor when `path` is inside
+    /// a lockdir (`op` then gets the single-component entry name), else relative to the
+    /// preopen. When the lockdir cannot be opened the call is made through the preopen too,
+    /// so that its error is exactly the one the path gives.
+    fn on_entry<T>(
+        &self,
+        path: &str,
+        op: impl Fn(&Descriptor, &str) -> Result<T, ErrorCode>,
+    ) -> Result<T, FsError> {
+        if let Some((lockdir, entry)) = in_lockdir(path)
+            && let Ok(result) = self.on_lockdir(
+                lockdir,
+                |dir| op(dir, entry),
+                |result| matches!(result, Err(code) if may_be_dead(*code)),
+            )
+        {
+            return result.map_err(fs_error);
+        }
+        op(self.dir()?, path).map_err(fs_error)
+    }
+
     fn list_once(&self, path: &str) -> Result<Vec<String>, ErrorCode> {
         let root = self.dir().map_err(|_| ErrorCode::BadDescriptor)?;
-        let opened;
-        let dir = if path == "." {
-            root
-        } else {
-            opened = root.open_at(
-                PathFlags::empty(),
-                path,
-                OpenFlags::DIRECTORY,
-                DescriptorFlags::READ,
-            )?;
-            &opened
-        };
-        let entries = dir.read_directory()?;
-        let mut names = Vec::new();
-        while let Some(entry) = entries.read_directory_entry()? {
-            names.push(entry.name);
+        if path == "." {
+            return list(root);
         }
-        Ok(names)
+        if is_lockdir(path) {
+            // An empty listing through a cached descriptor is re-checked like a failure: a
+            // dead lockdir lists as empty, and an empty lockdir means "no state".
+            return self.on_lockdir(path, list, |result| match result {
+                Ok(names) => names.is_empty(),
+                Err(code) => may_be_dead(*code),
+            })?;
+        }
+        let dir = root.open_at(
+            PathFlags::empty(),
+            path,
+            OpenFlags::DIRECTORY,
+            DescriptorFlags::READ,
+        )?;
+        list(&dir)
     }
 }
 
@@ -88,14 +255,32 @@ fn fs_error(code: ErrorCode) -> FsError {
 
 impl Fs for WasiFs {
     fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.dir()?.create_directory_at(path).map_err(fs_error)
+        // Making or removing a lockdir by name changes which directory has that name.
+        forget_if_lockdir(path);
+        self.on_entry(path, |dir, path| dir.create_directory_at(path))
     }
 
     fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.dir()?.remove_directory_at(path).map_err(fs_error)
+        forget_if_lockdir(path);
+        self.on_entry(path, |dir, path| dir.remove_directory_at(path))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        if let (Some((lockdir, from_entry)), Some((to_lockdir, to_entry))) =
+            (in_lockdir(from), in_lockdir(to))
+            && lockdir == to_lockdir
+            && let Ok(result) = self.on_lockdir(
+                lockdir,
+                |dir| dir.rename_at(from_entry, dir, to_entry),
+                |result| matches!(result, Err(code) if may_be_dead(*code)),
+            )
+        {
+            return result.map_err(fs_error);
+        }
+        // Renaming a lockdir away, or onto a lockdir's name, changes which directory has
+        // that name.
+        forget_if_lockdir(from);
+        forget_if_lockdir(to);
         let dir = self.dir()?;
         dir.rename_at(from, dir, to).map_err(fs_error)
     }
@@ -125,11 +310,19 @@ impl Fs for WasiFs {
         Err(err)
     }
 
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        // One `stat`; "gone" through a cached lockdir descriptor is re-checked on a fresh one.
+        match self.on_entry(path, |dir, path| dir.stat_at(PathFlags::empty(), path)) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == FsErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
-        let stat = self
-            .dir()?
-            .stat_at(PathFlags::empty(), path)
-            .map_err(fs_error)?;
+        // A lockdir's own mtime is read by name (never from a cached descriptor, which could
+        // be a dead directory's): it decides takeovers.
+        let stat = self.on_entry(path, |dir, path| dir.stat_at(PathFlags::empty(), path))?;
         Ok(stat
             .data_modification_timestamp
             .map(|t| t.seconds * 1000 + u64::from(t.nanoseconds) / 1_000_000))
