@@ -1,21 +1,29 @@
 //! One instance of the lock component in a Store of its own, whose only preopen is the lock
 //! directory. The host's Rust API to locks, and what each plugin's lock import forwards to.
+//!
+//! Its sleeps are precise (not tokio's 1 ms ticks) and end early when a lock service of this
+//! process releases a lock in the same directory (module `wakeup`).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceAny};
+use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::lock_component::LockComponent;
 use crate::bindings::wit;
 use crate::error::Error;
 use crate::runtime::Runtime;
+use crate::wakeup::{self, ClockView, Sleeper};
 
 /// The lock component's WASI state: nothing but the lock directory, clocks and randomness.
 pub struct LockCtx {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// What its monotonic clock's sleeps wait on.
+    sleeper: Arc<Sleeper>,
 }
 
 impl WasiView for LockCtx {
@@ -67,15 +75,28 @@ impl LockService {
         let ctx = LockCtx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            sleeper: Sleeper::new(lock_dir),
         };
         let mut store = Store::new(runtime.engine(), ctx);
         // The lock component is trusted code: never interrupted.
         store.set_epoch_deadline(crate::limits::NO_DEADLINE_TICKS);
         let mut linker = Linker::new(runtime.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|reason| Error::Component {
-            what: "link WASI for the lock component".into(),
-            reason,
-        })?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .and_then(|()| {
+                // Sleeps precise to the OS timer instead of tokio's 1 ms ticks, and woken by
+                // releases in this process.
+                wakeup::shadow_monotonic_clock(&mut linker, |ctx: &mut LockCtx| ClockView {
+                    clocks: WasiClocksCtxView {
+                        ctx: ctx.wasi.clocks(),
+                        table: &mut ctx.table,
+                    },
+                    sleeper: &ctx.sleeper,
+                })
+            })
+            .map_err(|reason| Error::Component {
+                what: "link WASI for the lock component".into(),
+                reason,
+            })?;
         let exports = LockComponent::instantiate(&mut store, runtime.lock_component(), &linker)
             .map_err(|reason| Error::Component {
                 what: "instantiate the lock component".into(),
@@ -116,19 +137,33 @@ impl LockService {
         name: &str,
         options: &wit::Options,
     ) -> wasmtime::Result<Result<ResourceAny, wit::Error>> {
+        self.store.data().sleeper.observe();
         let lock = self.exports.lockbydir_lock_lock().lock();
         lock.call_open(&mut self.store, name, options)
     }
 
-    /// Close a handle (a held lock is released by the component's destructor).
+    /// Close a handle (a held lock is released by the component's destructor, so this wakes
+    /// the waiters of this process, as [`LockService::release`] does).
     pub fn close(&mut self, handle: LockHandle) -> Result<(), Error> {
         self.drop_raw(handle.resource)
-            .map_err(|reason| trap(reason, "closing", &handle.name))
+            .map_err(|reason| trap(reason, "closing", &handle.name))?;
+        self.wake_waiters();
+        Ok(())
     }
 
-    /// Drop a raw resource handle in the component.
+    /// Drop a raw resource handle in the component. If it may have held its lock, call
+    /// [`LockService::wake_waiters`] afterwards.
     pub fn drop_raw(&mut self, resource: ResourceAny) -> wasmtime::Result<()> {
+        self.store.data().sleeper.observe();
         resource.resource_drop(&mut self.store)
+    }
+
+    /// End the current sleep of every lock service of this process waiting in this lock
+    /// directory, so that they look at their lock again now instead of at their next poll.
+    /// [`LockService::release_raw`] and [`LockService::close`] do it; call it after anything
+    /// else that may have freed a lock (dropping a handle that held one).
+    pub fn wake_waiters(&self) {
+        self.store.data().sleeper.wake_all();
     }
 
     /// Wait for the lock, up to the handle's patience.
@@ -196,6 +231,7 @@ macro_rules! raw_calls {
             $(
                 $(#[$doc])*
                 pub fn $raw(&mut self, resource: ResourceAny) -> wasmtime::Result<$ret> {
+                    self.store.data().sleeper.observe();
                     self.exports.lockbydir_lock_lock().lock().$call(&mut self.store, resource)
                 }
             )*
@@ -212,8 +248,6 @@ raw_calls! {
     try_acquire_raw => call_try_acquire -> Result<wit::AcquireOutcome, wit::Error>;
     /// `lock.refresh`.
     refresh_raw => call_refresh -> Result<u64, wit::Error>;
-    /// `lock.release`.
-    release_raw => call_release -> Result<wit::ReleaseReport, wit::Error>;
     /// `lock.inspect`.
     inspect_raw => call_inspect -> Result<wit::LockState, wit::Error>;
     /// `lock.fence`.
@@ -221,8 +255,27 @@ raw_calls! {
 }
 
 impl LockService {
+    /// `lock.release`; a successful release wakes the waiters of this process
+    /// ([`LockService::wake_waiters`]).
+    pub fn release_raw(
+        &mut self,
+        resource: ResourceAny,
+    ) -> wasmtime::Result<Result<wit::ReleaseReport, wit::Error>> {
+        self.store.data().sleeper.observe();
+        let released = self
+            .exports
+            .lockbydir_lock_lock()
+            .lock()
+            .call_release(&mut self.store, resource)?;
+        if released.is_ok() {
+            self.wake_waiters();
+        }
+        Ok(released)
+    }
+
     /// `list-locks`.
     pub fn list_locks_raw(&mut self) -> wasmtime::Result<Result<Vec<wit::LockStatus>, wit::Error>> {
+        self.store.data().sleeper.observe();
         self.exports
             .lockbydir_lock_lock()
             .call_list_locks(&mut self.store)
@@ -230,6 +283,7 @@ impl LockService {
 
     /// `now-ms`.
     pub fn now_ms_raw(&mut self) -> wasmtime::Result<u64> {
+        self.store.data().sleeper.observe();
         self.exports
             .lockbydir_lock_lock()
             .call_now_ms(&mut self.store)

@@ -64,7 +64,8 @@ impl PluginLocksCtx {
     }
 
     /// After the plugin ended (exit, trap, limit): release every lock it still holds and close
-    /// its handles, so others need not wait for the timeout. Returns what was released.
+    /// its handles, so others need not wait for the timeout (each release wakes the waiters of
+    /// this process). Returns what was released.
     pub fn release_all(&mut self) -> Vec<String> {
         let mut released = Vec::new();
         for (_, t) in std::mem::take(&mut self.open) {
@@ -276,9 +277,13 @@ impl imp::HostLock for PluginLocks<'_> {
     }
 
     fn drop(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<()> {
-        self.ctx.open.remove(&lock.rep());
+        let held = self.ctx.open.remove(&lock.rep()).is_some_and(|t| t.held);
         let entry = self.table.delete(lock)?;
         // The component's destructor releases the lock if this handle still holds it.
-        self.ctx.service.drop_raw(entry.resource)
+        self.ctx.service.drop_raw(entry.resource)?;
+        if held {
+            self.ctx.service.wake_waiters();
+        }
+        Ok(())
     }
 }
