@@ -218,6 +218,10 @@ pub struct Lock<F: Fs, E: Env> {
     known_free: Option<u64>,
     /// This handle's place in the queue while [`Lock::acquire`] waits.
     ticket: Option<Ticket>,
+    /// Our place in the queue at the last full look: how many live tickets were ahead, and
+    /// the fence then. Each acquisition since moves us up by one (at most), so far back in
+    /// a long line a look at the state alone shows we are not next, without listing the queue.
+    place: Option<(usize, u64)>,
     /// Whether we removed our ticket's directory just before trying to take the lock (so that
     /// nothing lies between gaining the lock and saying so); if that try lost, it is made
     /// again with the same place.
@@ -239,6 +243,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             held: None,
             known_free: None,
             ticket: None,
+            place: None,
             ticket_withdrawn: false,
         })
     }
@@ -326,6 +331,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     holder: seen,
                     ahead: 0,
                     state: None,
+                    last_arrival: None,
                 },
             };
             let waited = self.env.monotonic_ms().saturating_sub(start);
@@ -333,7 +339,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             if patience_left == 0 {
                 return Ok(Outcome::Busy(wait.holder));
             }
-            self.join_queue()?;
+            self.join_queue(wait.last_arrival)?;
             if let Some(holder) = &wait.holder {
                 pace.saw(holder);
             }
@@ -438,14 +444,18 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
-    /// Take a ticket, or renew ours when half its lifetime is gone.
-    fn join_queue(&mut self) -> Result<(), Error> {
+    /// Take a ticket (behind every ticket we saw, the latest of which arrived at
+    /// `last_arrival`), or renew ours when half its lifetime is gone.
+    fn join_queue(&mut self, last_arrival: Option<u64>) -> Result<(), Error> {
         let now = self.env.now_ms();
         let expires_ms = now.saturating_add(TICKET_LIFETIME_MS);
         let renewed = match self.ticket {
             None => {
                 let ticket = Ticket {
-                    arrival_ms: now,
+                    // Arrivals have millisecond resolution: without this, a holder that let go
+                    // and queued again in the same millisecond could land before the waiter
+                    // it just saw, by the toss of the tokens.
+                    arrival_ms: now.max(last_arrival.map_or(0, |a| a.saturating_add(1))),
                     token: self.env.random_u64(),
                     expires_ms,
                 };
@@ -486,7 +496,16 @@ impl<F: Fs, E: Env> Lock<F, E> {
     fn leave_queue(&mut self) {
         self.withdraw_ticket();
         self.ticket = None;
+        self.place = None;
         self.ticket_withdrawn = false;
+    }
+
+    /// How many waiters are still ahead of us, judging by our place at the last full look and
+    /// the fence now; `None` without a ticket (or a place on record).
+    fn estimated_place(&self, fence: u64) -> Option<usize> {
+        let (ahead, then) = self.place.filter(|_| self.ticket.is_some())?;
+        let moved = usize::try_from(fence.saturating_sub(then)).unwrap_or(usize::MAX);
+        Some(ahead.saturating_sub(moved))
     }
 
     /// Remove our ticket's directory, keeping our place on record.
@@ -687,17 +706,34 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         };
         let now = self.env.now_ms();
+        if let Some(ahead) = self.estimated_place(entry.fence())
+            && ahead > 2
+        {
+            return Ok(Attempt::Wait(Wait {
+                holder: match &entry {
+                    Entry::Held(h) => Some(h.clone()),
+                    Entry::Free { .. } => None,
+                },
+                ahead,
+                state: Some(entry),
+                last_arrival: None,
+            }));
+        }
         // Only a marked state, or our own place in the queue, is a reason to read the queue.
         let tickets = match entry.waiters() || self.ticket.is_some() {
             true => read_tickets(&self.fs, &self.queue_dir)?,
             false => Vec::new(),
         };
         let queue = self.queue(&tickets, now);
+        if self.ticket.is_some() {
+            self.place = Some((queue.ahead, entry.fence()));
+        }
         let wait = |holder: Option<&Holder>| {
             Ok(Attempt::Wait(Wait {
                 holder: holder.cloned(),
                 ahead: queue.ahead,
                 state: Some(entry.clone()),
+                last_arrival: queue.last_arrival,
             }))
         };
         let took_over = match &entry {
@@ -795,10 +831,13 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     .saturating_add(self.options.max_clock_skew_ms)
             {
                 let _ = self.fs.remove_dir(&self.ticket_path(ticket));
-            } else if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
-                queue.ahead += 1;
             } else {
-                queue.behind += 1;
+                queue.last_arrival = queue.last_arrival.max(Some(ticket.arrival_ms));
+                if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
+                    queue.ahead += 1;
+                } else {
+                    queue.behind += 1;
+                }
             }
         }
         queue
@@ -831,13 +870,16 @@ struct Wait {
     ahead: usize,
     /// The state entry seen.
     state: Option<Entry>,
+    /// The latest arrival among the live tickets seen (others' only), if the queue was read.
+    last_arrival: Option<u64>,
 }
 
-/// Live tickets other than ours, before and after ours.
+/// Live tickets other than ours, before and after ours, and the latest arrival among them.
 #[derive(Default)]
 struct Queue {
     ahead: usize,
     behind: usize,
+    last_arrival: Option<u64>,
 }
 
 /// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their

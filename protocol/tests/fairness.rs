@@ -251,3 +251,28 @@ fn an_uncontended_acquire_after_ones_own_release_is_one_rename() {
         "it listed after the fast path failed"
     );
 }
+
+#[test]
+fn a_newcomer_queues_behind_every_ticket_it_saw_even_one_stamped_later() {
+    let dir = TempDir::new("behind");
+    let mut alice = open(&dir.0, "alice");
+    acquired(alice.acquire().unwrap());
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    // A waiter whose clock runs 5 s ahead queued (and marked the state); it expires in 300 ms
+    // without ever taking the lock. Alice must queue behind it, not in front by her clock.
+    let now = StdEnv::new().now_ms();
+    let ticket = Ticket {
+        arrival_ms: now + 5_000,
+        token: 0xbeef,
+        expires_ms: now + 300,
+    };
+    let path = dir.0.join("bed.queue").join(ticket.encode());
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::rename(
+        dir.0.join("bed.lockdir/free.1"),
+        dir.0.join("bed.lockdir/free+.1"),
+    )
+    .unwrap();
+    assert_eq!(acquired(alice.acquire().unwrap()), 2);
+    assert!(!path.exists(), "alice got in only after the ticket ahead expired");
+}
