@@ -8,9 +8,12 @@
 //! component's Store with pollables that block the calling thread on a [`Condvar`] until
 //! their deadline (the OS timer: tens of µs late, not milliseconds).
 //!
-//! The same wait ends as soon as a lock service of this process on the same lock directory
-//! reports a release ([`Sleeper::wake_all`]): waiters in this process hold the lock tens of
-//! µs after it is given up instead of at their next poll. Waiters in other processes are not
+//! A short wait (at most [`WAKEABLE`]: the waiters near the head of the line sleep that little)
+//! also ends as soon as a lock service of this process on the same lock directory reports a
+//! release ([`Sleeper::wake_all`]): the next waiter in this process holds the lock tens of µs
+//! after it is given up instead of at its next poll. Longer waits (waiters further back in
+//! line) are not woken: with hundreds of waiters, waking them all at every release would
+//! make each look at the lock for nothing. Waiters in other processes are not
 //! woken; they poll, as before. A wake-up is only a hint: the guest looks at the lock again
 //! after every sleep, so waking early (for another lock of the directory, or for a release
 //! that someone else won) costs one look and is never wrong.
@@ -34,6 +37,9 @@ use wasmtime::component::{HasData, Linker, Resource};
 use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::p2::bindings::clocks::monotonic_clock;
 use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
+
+/// Sleeps up to this long end early at a release in the same directory; longer ones do not.
+pub(crate) const WAKEABLE: Duration = Duration::from_millis(10);
 
 /// Every lock directory some lock service of this process works in, by canonical path.
 /// Entries die with the last service on their directory.
@@ -132,6 +138,7 @@ impl Sleeper {
     ) -> wasmtime::Result<Resource<DynPollable>> {
         let sleep = Sleep {
             sleeper: Arc::clone(self),
+            wakeable: duration <= WAKEABLE,
             // Unrepresentably far away: wait for a wake-up only (as wasmtime-wasi waits forever).
             deadline: Instant::now().checked_add(duration),
         };
@@ -143,6 +150,8 @@ impl Sleeper {
 /// The `pollable` behind the lock component's `subscribe-duration` and `subscribe-instant`.
 struct Sleep {
     sleeper: Arc<Sleeper>,
+    /// Whether a release ends it early.
+    wakeable: bool,
     deadline: Option<Instant>,
 }
 
@@ -156,6 +165,12 @@ impl Pollable for Sleep {
         // Pending once, waking at once: `pollable.ready` (which polls exactly once) answers
         // "not yet" instead of blocking; `block` and `poll` poll again straight away.
         PendingOnce(false).await;
+        if !self.wakeable
+            && let Some(deadline) = self.deadline
+        {
+            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
+            return;
+        }
         let seen = self.sleeper.seen.load(Ordering::Relaxed);
         let now = self.sleeper.dir.wait(seen, self.deadline);
         self.sleeper.seen.store(now, Ordering::Relaxed);
@@ -256,6 +271,7 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let at = |deadline| Sleep {
             sleeper: Arc::clone(&sleeper),
+            wakeable: true,
             deadline: Some(deadline),
         };
         let now = Instant::now();
@@ -277,9 +293,30 @@ mod tests {
         let wake = std::thread::spawn(move || releaser.wake_all());
         block(&mut Sleep {
             sleeper: waiter,
+            wakeable: true,
             deadline: None,
         });
         wake.join().unwrap();
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_long_sleep_is_not_cut_short_by_a_release() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-nowake-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let waiter = Sleeper::new(&dir);
+        waiter.observe();
+        let releaser = Sleeper::new(&dir);
+        releaser.wake_all();
+        let start = Instant::now();
+        let length = WAKEABLE + Duration::from_millis(20);
+        block(&mut Sleep {
+            sleeper: waiter,
+            wakeable: false,
+            deadline: Some(start + length),
+        });
+        // Woken by the release, it would have returned at once.
+        assert!(start.elapsed() >= length);
         std::fs::remove_dir(&dir).unwrap();
     }
 }

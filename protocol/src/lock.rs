@@ -222,6 +222,8 @@ pub struct Lock<F: Fs, E: Env> {
     /// the fence then. Each acquisition since moves us up by one (at most), so far back in
     /// a long line a look at the state alone shows we are not next, without listing the queue.
     place: Option<(usize, u64)>,
+    /// The state entry this handle saw at its last look (while waiting).
+    last_seen: Option<Entry>,
     /// Whether we removed our ticket's directory just before trying to take the lock (so that
     /// nothing lies between gaining the lock and saying so); if that try lost, it is made
     /// again with the same place.
@@ -244,6 +246,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             known_free: None,
             ticket: None,
             place: None,
+            last_seen: None,
             ticket_withdrawn: false,
         })
     }
@@ -497,6 +500,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         self.withdraw_ticket();
         self.ticket = None;
         self.place = None;
+        self.last_seen = None;
         self.ticket_withdrawn = false;
     }
 
@@ -706,7 +710,17 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         };
         let now = self.env.now_ms();
-        if let Some(ahead) = self.estimated_place(entry.fence())
+        // Far back in line, and the lock is held within its deadline, or free but just
+        // changed hands (the head takes it in a moment): a look at the state alone is enough.
+        // A state that stays free or expires is looked at in full, so a place overestimated
+        // (waiters ahead gave up) cannot keep the real head from knowing it is next.
+        let settled = match &entry {
+            Entry::Held(h) => now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms),
+            Entry::Free { .. } => self.last_seen.as_ref() != Some(&entry),
+        };
+        self.last_seen = Some(entry.clone());
+        if settled
+            && let Some(ahead) = self.estimated_place(entry.fence())
             && ahead > 2
         {
             return Ok(Attempt::Wait(Wait {
@@ -975,7 +989,13 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
 /// by a concurrent rename can miss or double a ticket: that only affects the order of service.
 fn read_tickets(fs: &impl Fs, queue_dir: &str) -> Result<Vec<Ticket>, Error> {
     match fs.read_dir(queue_dir) {
-        Ok(names) => Ok(names.iter().filter_map(|n| Ticket::parse(n)).collect()),
+        Ok(names) => {
+            // A listing torn by a renewal can show one ticket under two names: count it once.
+            let mut tickets: Vec<Ticket> = names.iter().filter_map(|n| Ticket::parse(n)).collect();
+            tickets.sort_by_key(|t| (t.token, std::cmp::Reverse(t.expires_ms)));
+            tickets.dedup_by_key(|t| t.token);
+            Ok(tickets)
+        }
         Err(e) if e.kind == FsErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(io("read-dir", queue_dir.to_owned(), e)),
     }

@@ -274,5 +274,8 @@ fn a_newcomer_queues_behind_every_ticket_it_saw_even_one_stamped_later() {
     )
     .unwrap();
     assert_eq!(acquired(alice.acquire().unwrap()), 2);
-    assert!(!path.exists(), "alice got in only after the ticket ahead expired");
+    assert!(
+        !path.exists(),
+        "alice got in only after the ticket ahead expired"
+    );
 }
