@@ -54,7 +54,8 @@
 //! (or expired) marked lock may be taken only by the waiter with the oldest live ticket. So a
 //! holder that releases while others wait and asks again queues behind them instead of taking
 //! the lock straight back. The one who takes a marked lock marks its own entry at once if
-//! live tickets remain behind it; the last one leaves it unmarked. The mark changes the
+//! live tickets remain behind it (or may: a waiter that was first in line at its last full
+//! look takes the lock without reading the queue again, and marks it). The mark changes the
 //! holder's entry name, so a holder whose refresh or release rename fails looks again and, if
 //! the state is its own acquisition marked, renames from the marked name.
 //!
@@ -221,7 +222,7 @@ pub struct Lock<F: Fs, E: Env> {
     /// Our place in the queue at the last full look: how many live tickets were ahead, and
     /// the fence then. Each acquisition since moves us up by one (at most), so far back in
     /// a long line a look at the state alone shows we are not next, without listing the queue.
-    place: Option<(usize, u64)>,
+    place: Option<Place>,
     /// The state entry this handle saw at its last look (while waiting).
     last_seen: Option<Entry>,
     /// Whether we removed our ticket's directory just before trying to take the lock (so that
@@ -507,9 +508,9 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// How many waiters are still ahead of us, judging by our place at the last full look and
     /// the fence now; `None` without a ticket (or a place on record).
     fn estimated_place(&self, fence: u64) -> Option<usize> {
-        let (ahead, then) = self.place.filter(|_| self.ticket.is_some())?;
-        let moved = usize::try_from(fence.saturating_sub(then)).unwrap_or(usize::MAX);
-        Some(ahead.saturating_sub(moved))
+        let place = self.place.filter(|_| self.ticket.is_some())?;
+        let moved = usize::try_from(fence.saturating_sub(place.fence)).unwrap_or(usize::MAX);
+        Some(place.ahead.saturating_sub(moved))
     }
 
     /// Remove our ticket's directory, keeping our place on record.
@@ -734,13 +735,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }));
         }
         // Only a marked state, or our own place in the queue, is a reason to read the queue.
-        let tickets = match entry.waiters() || self.ticket.is_some() {
-            true => read_tickets(&self.fs, &self.queue_dir)?,
-            false => Vec::new(),
+        // First in line at the last full look: still first (newcomers queue behind what they
+        // see), so the lock is ours to try without reading the whole queue again.
+        let first = self.estimated_place(entry.fence()) == Some(0)
+            && !matches!(&entry, Entry::Held(h) if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms));
+        let queue = if first {
+            // Others may have queued since that look: take the lock marked, as if someone
+            // were behind (if nobody is, the next acquire only finds an empty queue).
+            Queue {
+                behind: self.place.map_or(1, |p| p.behind.max(1)),
+                ..Queue::default()
+            }
+        } else {
+            let tickets = match entry.waiters() || self.ticket.is_some() {
+                true => read_tickets(&self.fs, &self.queue_dir)?,
+                false => Vec::new(),
+            };
+            self.queue(&tickets, now)
         };
-        let queue = self.queue(&tickets, now);
-        if self.ticket.is_some() {
-            self.place = Some((queue.ahead, entry.fence()));
+        if self.ticket.is_some() && !first {
+            self.place = Some(Place {
+                ahead: queue.ahead,
+                behind: queue.behind,
+                fence: entry.fence(),
+            });
         }
         let wait = |holder: Option<&Holder>| {
             Ok(Attempt::Wait(Wait {
@@ -886,6 +904,17 @@ struct Wait {
     state: Option<Entry>,
     /// The latest arrival among the live tickets seen (others' only), if the queue was read.
     last_arrival: Option<u64>,
+}
+
+/// Where a waiter stood at its last full look at the queue.
+#[derive(Clone, Copy)]
+struct Place {
+    /// Live tickets before ours.
+    ahead: usize,
+    /// Live tickets after ours.
+    behind: usize,
+    /// The last fence handed out then.
+    fence: u64,
 }
 
 /// Live tickets other than ours, before and after ours, and the latest arrival among them.
