@@ -487,7 +487,12 @@ fn threads_hammering_one_lock_never_overlap() {
     let n: usize = std::fs::read_to_string(&counter).unwrap().parse().unwrap();
     assert_eq!(n, THREADS * ROUNDS);
     let inside = dir.entries("bed.lockdir");
-    assert_eq!(inside, [format!("free.{}", THREADS * ROUNDS)]);
+    // Marked or not: the last one served may have taken it as first in line, marked.
+    let n = THREADS * ROUNDS;
+    assert!(
+        inside == [format!("free.{n}")] || inside == [format!("free+.{n}")],
+        "{inside:?}"
+    );
     let mut top = dir.entries("");
     top.retain(|n| n != "bed.queue");
     assert_eq!(
