@@ -384,8 +384,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     {
                         self.mark(holder);
                     }
-                    // Far back in a long line, look less often than max-poll: every waiter
-                    // lists the whole queue at each look.
+                    // Far back in a long line, look less often than max-poll: every look lists
+                    // the lockdir at least, and a full one the whole queue.
                     let cap_us = self
                         .options
                         .max_poll_ms
@@ -395,10 +395,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     // Until the pace is known: the backoff, but no more than `min_poll_ms`
                     // per waiter ahead (the line may move fast).
                     let pause_us = pace.pause_us(wait.ahead, cap_us).unwrap_or_else(|| {
-                        let ms = backoff / 2 + self.env.random_u64() % (backoff / 2 + 1);
-                        backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
                         let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
-                        ms.min(by_place).max(1).saturating_mul(1000)
+                        self.back_off(&mut backoff)
+                            .min(by_place)
+                            .max(1)
+                            .saturating_mul(1000)
                     });
                     self.env
                         .sleep_us(pause_us.min(limit_ms.saturating_mul(1000)));
@@ -406,16 +407,22 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 _ => {
                     // Free but lost every race, or expired by our clock but not by the
                     // filesystem's: back off.
-                    let jittered = backoff / 2 + self.env.random_u64() % (backoff / 2 + 1);
-                    let mut pause = jittered.max(1).min(limit_ms);
+                    let mut pause = self.back_off(&mut backoff).min(limit_ms);
                     if let Some(until) = until_takeover.filter(|&u| u > 0) {
                         pause = pause.min(until);
                     }
                     self.env.sleep_ms(pause);
-                    backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
                 }
             }
         }
+    }
+
+    /// The next pause of the backoff (ms, at least 1): `backoff` jittered down by up to half,
+    /// which then doubles up to `max_poll_ms`.
+    fn back_off(&self, backoff: &mut u64) -> u64 {
+        let jittered = *backoff / 2 + self.env.random_u64() % (*backoff / 2 + 1);
+        *backoff = backoff.saturating_mul(2).min(self.options.max_poll_ms);
+        jittered.max(1)
     }
 
     /// Near the head of the queue: look every [`HEAD_POLL_US`] whether the state entry is
