@@ -197,7 +197,8 @@ fn a_marked_holder_still_refreshes_and_releases() {
     assert!(dir.state().contains(&format!(".{deadline}.")));
     assert_eq!(alice.release(), Ok(Released::InTime));
     assert_eq!(bob.join().unwrap(), 2);
-    assert_eq!(dir.state(), "free.2");
+    // Bob may have taken it as first in line, marked (see the FIFO test).
+    assert!(["free.2", "free+.2"].contains(&dir.state().as_str()));
 }
 
 /// [`StdFs`] that counts listings and renames.
