@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::bindings::wit;
+use crate::display::escape;
 
 /// What went wrong in the host.
 #[derive(Debug, thiserror::Error)]
@@ -72,18 +73,20 @@ fn hint(e: &wit::Error) -> &'static str {
 /// A readable sentence for a lock error value.
 pub fn describe(e: &wit::Error) -> String {
     match e {
-        wit::Error::InvalidName(why) => format!("invalid lock name: {why}"),
-        wit::Error::InvalidOption(why) => format!("invalid option: {why}"),
+        wit::Error::InvalidName(why) => format!("invalid lock name: {}", escape(why)),
+        wit::Error::InvalidOption(why) => format!("invalid option: {}", escape(why)),
         wit::Error::Io(io) => format!(
             "{} `{}` in the lock directory failed: {}",
-            io.operation, io.path, io.message
+            escape(&io.operation),
+            escape(&io.path),
+            escape(&io.message)
         ),
         wit::Error::NotHeld => "not held by this handle".to_owned(),
         wit::Error::AlreadyHeld => "already held by this handle".to_owned(),
-        wit::Error::Denied(why) => format!("denied by the host's policy: {why}"),
+        wit::Error::Denied(why) => format!("denied by the host's policy: {}", escape(why)),
         wit::Error::Compromised(c) => {
             let by = c.now_held_by.as_ref().map_or(String::new(), |h| {
-                format!("; now held by `{}` (fence {})", h.holder, h.fence)
+                format!("; now held by `{}` (fence {})", escape(&h.holder), h.fence)
             });
             format!(
                 "compromised: the lock held with fence {} expired and was taken over{by}",

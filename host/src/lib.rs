@@ -14,6 +14,7 @@
 pub mod bindings;
 pub mod cache;
 mod convert;
+pub mod display;
 pub mod duration;
 pub mod error;
 pub mod guests;

@@ -8,7 +8,11 @@ fn main() -> ExitCode {
     match cli::main() {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("lockbydir: error: {e:#}");
+            // An error can quote a holder label or a path from the lock directory: escape it all.
+            eprintln!(
+                "lockbydir: error: {}",
+                lockbydir::display::escape(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }

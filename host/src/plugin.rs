@@ -165,8 +165,9 @@ impl PluginRunner {
         let ctx = store.data_mut();
         for name in ctx.locks.release_all() {
             eprintln!(
-                "lockbydir: plugin `{}` ended while holding lock `{name}`; released it",
-                config.name
+                "lockbydir: plugin `{}` ended while holding lock `{}`; released it",
+                config.name,
+                crate::display::escape(&name)
             );
         }
         let limit = ctx.stopped_by.take().or_else(|| ctx.memory.hit.take());

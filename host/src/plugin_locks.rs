@@ -12,6 +12,7 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable}
 
 use crate::bindings::plugin::lockbydir::lock::lock as imp;
 use crate::bindings::wit;
+use crate::display::escape;
 use crate::lock_service::LockService;
 use crate::policy::LockPolicy;
 use crate::waiting::WaitNotice;
@@ -75,7 +76,8 @@ impl PluginLocksCtx {
                     Ok(Err(_)) => {} // it had already lost the lock: nothing to give back
                     Err(trap) => eprintln!(
                         "lockbydir: could not release lock `{}` left by plugin `{}` ({trap:#}); it frees itself at its deadline",
-                        t.name, self.plugin
+                        escape(&t.name),
+                        self.plugin
                     ),
                 }
             }
@@ -86,7 +88,11 @@ impl PluginLocksCtx {
     }
 
     fn deny<T>(&self, why: String) -> wasmtime::Result<Result<T, imp::Error>> {
-        eprintln!("lockbydir: policy: refused plugin `{}`: {why}", self.plugin);
+        eprintln!(
+            "lockbydir: policy: refused plugin `{}`: {}",
+            self.plugin,
+            escape(&why)
+        );
         Ok(Err(imp::Error::Denied(why)))
     }
 

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::bindings::wit;
+use crate::display::escape;
 
 /// "Blocking waiting for lock `N` held by `H` (fence F, expires in T unless refreshed)".
 pub struct WaitNotice {
@@ -16,9 +17,9 @@ impl WaitNotice {
         let held_by = match holder {
             Some(h) => {
                 let label = if h.holder.is_empty() {
-                    "an unnamed holder"
+                    "an unnamed holder".into()
                 } else {
-                    &h.holder
+                    escape(&h.holder)
                 };
                 let left = h.deadline_ms.saturating_sub(now_ms);
                 format!(
@@ -30,7 +31,11 @@ impl WaitNotice {
             None => String::new(),
         };
         WaitNotice {
-            line: format!("lockbydir: {who} blocking waiting for lock `{lock}`{held_by}"),
+            line: format!(
+                "lockbydir: {} blocking waiting for lock `{}`{held_by}",
+                escape(who),
+                escape(lock)
+            ),
         }
     }
 }

@@ -22,7 +22,9 @@ pub enum NameError {
     Dots,
     /// The name has more than [`MAX_NAME_BYTES`] bytes.
     TooLong(usize),
-    /// The name contains a path separator, NUL or another control character.
+    /// The name contains a path separator, NUL or another control character, or an invisible
+    /// formatting character (bidi controls, zero-width characters) that would let two
+    /// different names look alike.
     BadChar(char),
 }
 
@@ -37,13 +39,30 @@ impl fmt::Display for NameError {
             ),
             NameError::BadChar(c) => write!(
                 f,
-                "a lock name must not contain {c:?} (no `/`, `\\`, NUL or control characters)"
+                "a lock name must not contain {c:?} (no `/`, `\\`, NUL, control characters, \
+                 bidi controls or zero-width characters)"
             ),
         }
     }
 }
 
 impl std::error::Error for NameError {}
+
+/// Invisible characters that reorder or hide text: bidi embeddings, overrides, isolates and
+/// marks, zero-width spaces and joiners, the byte-order mark and the soft hyphen. Two names
+/// that differ only by these look the same in `status`.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
 
 impl LockName {
     /// Check `name` and wrap it.
@@ -59,7 +78,7 @@ impl LockName {
         }
         if let Some(c) = name
             .chars()
-            .find(|&c| c == '/' || c == '\\' || c.is_control())
+            .find(|&c| c == '/' || c == '\\' || c.is_control() || is_invisible(c))
         {
             return Err(NameError::BadChar(c));
         }
@@ -115,6 +134,15 @@ mod tests {
         assert_eq!(LockName::new("a\\b"), Err(NameError::BadChar('\\')));
         assert_eq!(LockName::new("a\0b"), Err(NameError::BadChar('\0')));
         assert_eq!(LockName::new("a\nb"), Err(NameError::BadChar('\n')));
+        // Names that would look like another name in `status`.
+        for c in [
+            '\u{200B}', '\u{200D}', '\u{202E}', '\u{2066}', '\u{FEFF}', '\u{00AD}',
+        ] {
+            assert_eq!(
+                LockName::new(&format!("job{c}1")),
+                Err(NameError::BadChar(c))
+            );
+        }
         assert_eq!(
             LockName::new(&"n".repeat(MAX_NAME_BYTES + 1)),
             Err(NameError::TooLong(MAX_NAME_BYTES + 1))

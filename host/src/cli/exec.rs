@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::waiting::WaitNotice;
 use lockbydir::{Error, LockService, wit};
@@ -80,7 +81,11 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
                 wit::AcquireOutcome::Acquired(grant) => grant,
                 wit::AcquireOutcome::Busy(holder) => {
                     let by = holder.map_or(String::new(), |h| {
-                        format!(": it is held by `{}` (fence {})", h.holder, h.fence)
+                        format!(
+                            ": it is held by `{}` (fence {})",
+                            escape(&h.holder),
+                            h.fence
+                        )
                     });
                     eprintln!(
                         "lockbydir: gave up waiting for lock `{}` after {}{by}",
@@ -201,7 +206,11 @@ fn hold_while_running(
             }) => {
                 compromised = true;
                 let by = c.now_held_by.map_or(String::new(), |h| {
-                    format!("; it is now held by `{}` (fence {})", h.holder, h.fence)
+                    format!(
+                        "; it is now held by `{}` (fence {})",
+                        escape(&h.holder),
+                        h.fence
+                    )
                 });
                 eprintln!(
                     "lockbydir: compromised: lock `{name}` (fence {}) expired and was taken over while the command ran{by}",
@@ -218,7 +227,11 @@ fn hold_while_running(
 fn status_line(name: &str, service: &mut LockService, handle: &lockbydir::LockHandle) -> String {
     let now = match service.inspect(handle) {
         Ok(wit::LockState::Held(h) | wit::LockState::Expired(h)) => {
-            format!("; it is now held by `{}` (fence {})", h.holder, h.fence)
+            format!(
+                "; it is now held by `{}` (fence {})",
+                escape(&h.holder),
+                h.fence
+            )
         }
         _ => String::new(),
     };

@@ -1,6 +1,7 @@
 //! `lockbydir status`: every lock in the lock directory.
 
 use clap::Args;
+use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::{LockService, wit};
 use serde::Serialize;
@@ -60,12 +61,12 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         };
         println!(
             "{:<24} {:<8} {:>6} {:>9} {:>16}  {}",
-            r.name,
+            escape(&r.name),
             r.state,
             r.fence,
             age,
             expires,
-            r.holder.unwrap_or_default()
+            escape(&r.holder.unwrap_or_default())
         );
     }
     Ok(0)
