@@ -17,7 +17,10 @@
 //! so it is often taken over) and then SIGCONT it. A stop hits either lockbydir alone (its command keeps running, as when
 //! only the locking process is descheduled) or its whole process group (lockbydir and the
 //! command, as when the holder's machine pauses). A SIGKILLed `exec` leaves its command running
-//! as an orphan; the test waits for every started command to log its end.
+//! as an orphan; the test waits (up to 10 s) for every started command to log its end. A few
+//! such orphans vanish without logging it (seen here: 2 of 36 in one run; the test prints
+//! them); their holds count as never ending, which can only add allowed overlaps, since a
+//! holder whose `exec` was killed is never confirmed.
 //!
 //! What "overlap" means. A holder is *confirmed* when its `lockbydir exec` (or `lockbydir run`)
 //! exited 0 after it got the lock: every refresh and the release renamed the holder's own state
@@ -372,6 +375,32 @@ fn runs_a_command(pid: u32) -> bool {
     })
 }
 
+/// `pid state` of every process whose command line has the argument `id` (to explain a
+/// command that never logged its end).
+fn processes_mentioning(id: &str) -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| {
+            let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+            cmdline
+                .split(|b| *b == 0)
+                .any(|arg| arg == id.as_bytes())
+                .then(|| {
+                    let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+                    let state = stat.rsplit(") ").next().unwrap_or("?").split(' ').next();
+                    format!(
+                        "{} {}",
+                        p.file_name().to_string_lossy(),
+                        state.unwrap_or("?")
+                    )
+                })
+        })
+        .collect()
+}
+
 /// Parse the exec log (`S id fence start-µs` / `E id end-µs`) and the sleeper's log
 /// (`slept start-ns end-ns fence name`) into holds.
 fn holds(work: &Path) -> Vec<Hold> {
@@ -581,11 +610,21 @@ fn hammer(place: &str, locks: &Path, work: &Path) {
     // generously) until every started command has logged its end.
     let waited = Instant::now();
     let mut logged = holds(work);
-    while logged.iter().any(|h| h.end.is_none()) && waited.elapsed() < Duration::from_secs(30) {
+    while logged.iter().any(|h| h.end.is_none()) && waited.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));
         logged = holds(work);
     }
     let unfinished = logged.iter().filter(|h| h.end.is_none()).count();
+    for h in logged.iter().filter(|h| h.end.is_none()).take(5) {
+        let run = runs.iter().find(|r| r.id == h.id).map(|r| r.end);
+        eprintln!(
+            "{place}: {} (fence {}) never logged its end; its lockbydir ended {run:?}; still \
+             running: {:?}",
+            h.id,
+            h.fence,
+            processes_mentioning(&h.id)
+        );
+    }
 
     let logged_ids: HashSet<&str> = logged.iter().map(|h| h.id.as_str()).collect();
     let mut confirmed = HashSet::new();
@@ -654,6 +693,30 @@ fn hammer(place: &str, locks: &Path, work: &Path) {
         (0, 0, 0),
         "{place}: confirmed holders overlapped or a fence repeated: {:#?}",
         v.examples
+    );
+    // Nothing the chaos left behind (dead holders, stale tickets, marks) wedges the lock, and
+    // the next grant's fence is above every fence handed out during the chaos.
+    let after = common::output(lockbydir(locks).args([
+        "exec",
+        "--quiet",
+        "--patience",
+        "30s",
+        LOCK,
+        "--",
+        "sh",
+        "-c",
+        "echo $LOCKBYDIR_FENCE",
+    ]));
+    assert!(
+        after.status.success(),
+        "{place}: the lock stayed blocked after the chaos: {}",
+        common::stderr(&after)
+    );
+    let next: u64 = common::stdout(&after).trim().parse().unwrap();
+    let highest = logged.iter().map(|h| h.fence).max().unwrap_or(0);
+    assert!(
+        next > highest,
+        "{place}: fence {next} after the chaos, but {highest} was handed out during it"
     );
 }
 
