@@ -146,15 +146,17 @@ impl Fs for StdFs {
         for _ in 0..LISTING_RETRIES {
             match list(&dir) {
                 Ok(names) => return Ok(names),
-                Err(e) => {
-                    // Under WASI a listing stats every entry, so an entry renamed meanwhile
-                    // fails the whole listing with NotFound although the directory exists.
-                    // Only a directory that is really gone is NotFound.
-                    if !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                        return Err(e.into());
-                    }
-                    last = Some(e);
+                // Under WASI a listing stats every entry, so an entry renamed meanwhile fails
+                // the whole listing with NotFound although the directory exists: that race,
+                // and only that, is retried. Any other failure (EACCES, ENOTDIR, ELOOP, I/O)
+                // is what the filesystem says about the directory, reported as it is.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) =>
+                {
+                    last = Some(e)
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         let e = last.expect("at least one listing failed");

@@ -988,7 +988,9 @@ enum Read {
 ///
 /// Listing a directory is not atomic with respect to a rename inside it, so a listing can
 /// show the old and the new name, or neither. Such a listing is repeated; only one that stays
-/// the same every time is believed (an empty one means no state, two entries mean damage).
+/// the same every time is believed: an empty one means no state; one with names but no state
+/// entry (names the protocol never writes, see [`crate::entry`]), or with two entries, means
+/// damage, reported as [`Error::Corrupt`] at once rather than waited on.
 fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
     let mut first: Option<Vec<String>> = None;
     let mut stable = true;
@@ -998,11 +1000,9 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
             Err(e) if e.kind == FsErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(io("read-dir", lockdir.to_owned(), e)),
         };
-        names.retain(|n| Entry::parse(n).is_some());
-        if let [only] = names.as_slice() {
-            return Ok(Read::Entry(
-                Entry::parse(only).expect("filtered to parseable names"),
-            ));
+        let mut entries = names.iter().filter_map(|n| Entry::parse(n));
+        if let (Some(only), None) = (entries.next(), entries.next()) {
+            return Ok(Read::Entry(only));
         }
         names.sort();
         match &first {
@@ -1011,14 +1011,28 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
         }
     }
     let names = first.unwrap_or_default();
-    match (stable, names.len()) {
-        (false, _) => Ok(Read::Unsettled),
-        (true, 0) => Ok(Read::Missing),
-        (true, n) => Err(Error::Corrupt {
-            path: lockdir.to_owned(),
-            detail: format!("{n} state entries: {}", names.join(", ")),
-        }),
-    }
+    let entries: Vec<&String> = names.iter().filter(|n| Entry::parse(n).is_some()).collect();
+    let detail = match (stable, names.len(), entries.len()) {
+        (false, _, _) => return Ok(Read::Unsettled),
+        (true, 0, _) => return Ok(Read::Missing),
+        (true, n, 0) => format!(
+            "no state entry, only {n} name{} lockbydir never writes: {}",
+            if n == 1 { "" } else { "s" },
+            names.join(", ")
+        ),
+        (true, _, n) => format!(
+            "{n} state entries: {}",
+            entries
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Error::Corrupt {
+        path: lockdir.to_owned(),
+        detail,
+    })
 }
 
 /// The tickets in a lock's queue directory (none if it does not exist yet). A listing torn

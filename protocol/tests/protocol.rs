@@ -424,7 +424,7 @@ fn two_state_entries_are_reported_as_corrupt() {
         matches!(&err, Error::Corrupt { path, .. } if path == "bed.lockdir"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("remove `bed.lockdir`"), "{err}");
+    assert!(err.to_string().contains("lockbydir repair bed"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,255 @@
+//! Nothing left in a lockdir or a queue may wedge a lock silently: stray or non-canonical
+//! names are reported as corrupt (with the path), filesystem errors as what the filesystem
+//! said, tickets stop counting by the reader's clock, and one broken lockdir does not hide
+//! the others.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use lockbydir_protocol::lock::MAX_TIMEOUT_MS;
+
+use lockbydir_protocol::{
+    Env, Error, Fs, FsError, Lock, LockState, Options, Outcome, StdEnv, StdFs, list_locks,
+};
+
+/// A real directory whose timestamps the protocol cannot see, so that the manual clock alone
+/// decides expiry.
+#[derive(Clone)]
+struct NoClockFs(StdFs);
+
+impl Fs for NoClockFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.0.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.0.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.0.rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.0.read_dir(path)
+    }
+}
+
+/// A wall clock that only moves when told to or when someone sleeps, and a monotonic clock
+/// of its own (so that a handle's wall clock can be set apart from the others').
+#[derive(Clone)]
+struct ManualEnv {
+    now: Arc<AtomicU64>,
+    offset: u64,
+    seed: Arc<AtomicU64>,
+    slept: Arc<Mutex<u64>>,
+}
+
+impl ManualEnv {
+    fn new() -> Self {
+        ManualEnv {
+            now: Arc::new(AtomicU64::new(1_700_000_000_000)),
+            offset: 0,
+            seed: Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15)),
+            slept: Arc::default(),
+        }
+    }
+    /// The same clock, read `ms` ahead.
+    fn ahead(&self, ms: u64) -> Self {
+        ManualEnv {
+            offset: ms,
+            ..self.clone()
+        }
+    }
+    fn advance(&self, ms: u64) {
+        self.now.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Env for ManualEnv {
+    fn now_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst) + self.offset
+    }
+    fn monotonic_ms(&self) -> u64 {
+        self.now.load(Ordering::SeqCst)
+    }
+    fn sleep_ms(&self, ms: u64) {
+        *self.slept.lock().unwrap() += ms;
+        self.advance(ms);
+    }
+    fn random_u64(&self) -> u64 {
+        let z = self.seed.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::SeqCst);
+        let z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A fresh, empty directory under the system temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "lockbydir-liveness-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn mkdir(&self, path: &str) {
+        std::fs::create_dir_all(self.0.join(path)).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn patient(holder: &str, timeout_ms: u64, patience_ms: u64) -> Options {
+    Options {
+        timeout_ms,
+        patience_ms,
+        holder: holder.into(),
+        ..Options::default()
+    }
+}
+
+fn lock(dir: &TempDir, env: &ManualEnv, options: Options) -> Lock<NoClockFs, ManualEnv> {
+    Lock::new(NoClockFs(StdFs::new(&dir.0)), env.clone(), "bed", options).unwrap()
+}
+
+/// A `held` name as the protocol writes it, with the given numbers.
+fn held_name(fence: u64, deadline: u64, timeout: u64, token: &str, label: &str) -> String {
+    format!("held.{fence}.1700000000000.{deadline}.{timeout}.{token}.{label}")
+}
+
+/// Names that are not the protocol's canonical state entries: alone in a lockdir, each one
+/// must make every look report the lockdir corrupt at once, naming the lockdir and the name.
+fn not_canonical() -> Vec<String> {
+    vec![
+        "garbage".into(),
+        ".DS_Store".into(),
+        // One above u64::MAX: no fence can follow it.
+        "free.18446744073709551616".into(),
+        // Parses, but re-encodes to another name (lower-case hex, `x` plain).
+        held_name(3, 1_700_000_030_000, 30_000, "00000000DEADBEEF", "x"),
+        held_name(3, 1_700_000_030_000, 30_000, "00000000deadbeef", "%78"),
+        // A deadline no clock reaches, a timeout above the maximum.
+        held_name(3, u64::MAX, 30_000, "00000000deadbeef", "x"),
+        held_name(
+            3,
+            1_700_000_030_000,
+            MAX_TIMEOUT_MS + 1,
+            "00000000deadbeef",
+            "x",
+        ),
+    ]
+}
+
+#[test]
+fn a_lockdir_holding_only_names_the_protocol_never_writes_is_reported_corrupt_at_once() {
+    for name in not_canonical() {
+        let dir = TempDir::new("corrupt");
+        dir.mkdir(&format!("bed.lockdir/{name}"));
+        let env = ManualEnv::new();
+        let mut waiter = lock(&dir, &env, patient("w", 5_000, 60_000));
+        let got = waiter.acquire();
+        let Err(Error::Corrupt { path, detail }) = &got else {
+            panic!("`{name}`: expected a corrupt lockdir, got {got:?}");
+        };
+        assert_eq!(path, "bed.lockdir", "`{name}`");
+        assert!(detail.contains(&name), "`{name}` not named in: {detail}");
+        // No silent wait: it said so before any patience was spent.
+        assert_eq!(*env.slept.lock().unwrap(), 0, "`{name}`: waited first");
+        let seen = waiter.inspect();
+        assert!(
+            matches!(&seen, Err(Error::Corrupt { .. })),
+            "`{name}`: inspect gave {seen:?}"
+        );
+    }
+}
+
+#[test]
+fn foreign_names_next_to_one_valid_entry_are_ignored() {
+    for name in not_canonical() {
+        let dir = TempDir::new("foreign");
+        dir.mkdir(&format!("bed.lockdir/{name}"));
+        dir.mkdir("bed.lockdir/free.7");
+        dir.mkdir("bed.lockdir/.nfs000000000001");
+        let env = ManualEnv::new();
+        let mut holder = lock(&dir, &env, patient("h", 5_000, 0));
+        let got = holder.try_acquire();
+        assert!(
+            matches!(&got, Ok(Outcome::Acquired(g)) if g.fence == 8),
+            "next to `{name}`: {got:?}"
+        );
+        holder.release().unwrap();
+    }
+}
+
+/// Whether this process can read a directory it has no permission for (root can).
+fn permissions_are_bypassed(dir: &TempDir) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let probe = dir.0.join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let readable = std::fs::read_dir(&probe).is_ok();
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::remove_dir(&probe).unwrap();
+    readable
+}
+
+/// The error of one look at lock `bed` through the real filesystem, as text.
+fn error_of_a_look(dir: &TempDir) -> String {
+    let mut lock = Lock::new(
+        StdFs::new(&dir.0),
+        StdEnv::new(),
+        "bed",
+        patient("w", 5_000, 0),
+    )
+    .unwrap();
+    let got = lock.try_acquire();
+    let Err(err) = got else {
+        panic!("expected an error, got {got:?}")
+    };
+    let text = err.to_string();
+    assert!(text.contains("bed.lockdir"), "no path in: {text}");
+    assert!(
+        !text.contains("kept failing"),
+        "not what the fs said: {text}"
+    );
+    text
+}
+
+#[test]
+fn a_lockdir_that_cannot_be_read_reports_what_the_filesystem_said() {
+    // A file where the lockdir should be: ENOTDIR (or, creating over it, EEXIST).
+    let dir = TempDir::new("notdir");
+    std::fs::write(dir.0.join("bed.lockdir"), "").unwrap();
+    let text = error_of_a_look(&dir);
+    assert!(text.to_lowercase().contains("not a directory"), "{text}");
+
+    // A symlink loop.
+    let dir = TempDir::new("loop");
+    std::os::unix::fs::symlink("bed.lockdir", dir.0.join("bed.lockdir")).unwrap();
+    let text = error_of_a_look(&dir);
+    assert!(text.contains("symbolic links"), "{text}");
+
+    // No permission to list it.
+    let dir = TempDir::new("eacces");
+    if permissions_are_bypassed(&dir) {
+        eprintln!("skipped: EACCES (this process bypasses permissions, as root does)");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    dir.mkdir("bed.lockdir/free.0");
+    let lockdir = dir.0.join("bed.lockdir");
+    std::fs::set_permissions(&lockdir, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let text = error_of_a_look(&dir);
+    std::fs::set_permissions(&lockdir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(text.contains("Permission denied"), "{text}");
+}
