@@ -62,7 +62,8 @@
 //! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
 //! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
 //! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
-//! skew margin), and someone who arrives between a waiter's ticket and its mark can get in
+//! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
+//! clock, whatever expiry the ticket claims: see [`Lock::queue`]), and someone who arrives between a waiter's ticket and its mark can get in
 //! first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
 //! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
 //!
@@ -75,6 +76,8 @@
 //! The fence is part of the entry: `free.k` → `held.k+1`, take over `held.k` → `held.k+1`,
 //! release keeps `k`. Since the lockdir is never removed by the protocol, every acquisition's
 //! fence is greater than every earlier one's, across processes and hosts.
+
+use std::collections::BTreeMap;
 
 use crate::entry::{Entry, Holder, Ticket};
 use crate::env::Env;
@@ -229,6 +232,10 @@ pub struct Lock<F: Fs, E: Env> {
     /// nothing lies between gaining the lock and saying so); if that try lost, it is made
     /// again with the same place.
     ticket_withdrawn: bool,
+    /// When (monotonic ms) this handle first saw each ticket of the queue's last listing:
+    /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
+    /// own clock, whatever expiry its name claims (see [`Lock::queue`]).
+    tickets_seen: BTreeMap<Ticket, u64>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -249,6 +256,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             place: None,
             last_seen: None,
             ticket_withdrawn: false,
+            tickets_seen: BTreeMap::new(),
         })
     }
 
@@ -855,22 +863,38 @@ impl<F: Fs, E: Env> Lock<F, E> {
         Attempt::Acquired(grant)
     }
 
-    /// Where this handle stands among the live tickets; removes tickets that expired (by our
-    /// clock, with the skew margin).
-    fn queue(&self, tickets: &[Ticket], now: u64) -> Queue {
+    /// Where this handle stands among the live tickets; removes tickets that expired.
+    ///
+    /// A ticket's expiry is on its owner's clock, which may run far ahead of ours (or be made
+    /// up), so it is not trusted beyond what our own clock allows: a ticket counts only while
+    /// both (a) our clock is not past its claimed expiry plus the skew margin, and (b) we have
+    /// seen that exact name for no longer than [`TICKET_LIFETIME_MS`] plus the skew margin, by
+    /// our monotonic clock. A live waiter renames its ticket (the expiry is in the name) before
+    /// half its lifetime is gone, so its ticket never stays one name that long; a ticket that
+    /// does is dead, whatever it claims, and is removed like an expired one. So no ticket holds
+    /// up the line for longer than its lifetime plus the skew margin by the reader's clock.
+    fn queue(&mut self, tickets: &[Ticket], now: u64) -> Queue {
+        let seen_now = self.env.monotonic_ms();
+        let earlier = std::mem::take(&mut self.tickets_seen);
+        // Only the names of this listing are remembered: a renewed ticket is a new name.
+        let mut seen = BTreeMap::new();
+        let patience = TICKET_LIFETIME_MS.saturating_add(self.options.max_clock_skew_ms);
         let mut queue = Queue::default();
         let own = self.ticket.map(|t| t.token);
         for ticket in tickets {
             if Some(ticket.token) == own {
                 continue;
             }
-            if now
+            let first_seen = *earlier.get(ticket).unwrap_or(&seen_now);
+            let expired = now
                 > ticket
                     .expires_ms
-                    .saturating_add(self.options.max_clock_skew_ms)
-            {
+                    .saturating_add(self.options.max_clock_skew_ms);
+            let stuck = seen_now.saturating_sub(first_seen) > patience;
+            if expired || stuck {
                 let _ = self.fs.remove_dir(&self.ticket_path(ticket));
             } else {
+                seen.insert(*ticket, first_seen);
                 queue.last_arrival = queue.last_arrival.max(Some(ticket.arrival_ms));
                 if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
                     queue.ahead += 1;
@@ -879,6 +903,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 }
             }
         }
+        self.tickets_seen = seen;
         queue
     }
 }

@@ -253,3 +253,124 @@ fn a_lockdir_that_cannot_be_read_reports_what_the_filesystem_said() {
     std::fs::set_permissions(&lockdir, std::fs::Permissions::from_mode(0o755)).unwrap();
     assert!(text.contains("Permission denied"), "{text}");
 }
+
+/// A filesystem that "crashes" its user (every call fails from then on, so nothing more
+/// reaches the disk, as with SIGKILL) right after the first rename onto a marked entry.
+#[derive(Clone)]
+struct DiesAfterMarking {
+    fs: NoClockFs,
+    dead: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl DiesAfterMarking {
+    fn alive(&self) -> Result<(), FsError> {
+        match self.dead.load(Ordering::SeqCst) {
+            true => Err(FsError::new(
+                lockbydir_protocol::FsErrorKind::Other,
+                "killed",
+            )),
+            false => Ok(()),
+        }
+    }
+}
+
+impl Fs for DiesAfterMarking {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.alive()?;
+        self.fs.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.alive()?;
+        self.fs.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.alive()?;
+        let done = self.fs.rename(from, to);
+        if done.is_ok() && to.contains("/held+.") {
+            self.dead.store(true, Ordering::SeqCst);
+        }
+        done
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.alive()?;
+        self.fs.read_dir(path)
+    }
+}
+
+/// The tickets in `bed.queue`.
+fn tickets(dir: &TempDir) -> Vec<String> {
+    std::fs::read_dir(dir.0.join("bed.queue"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The longest a dead ticket may hold up a waiter (ms, the waiter's clock): its lifetime
+/// and the skew margin, and one longest pause between two looks.
+fn longest_hold_up(options: &Options) -> u64 {
+    lockbydir_protocol::lock::TICKET_LIFETIME_MS + options.max_clock_skew_ms + options.max_poll_ms
+}
+
+#[test]
+fn a_ticket_claiming_a_far_future_expiry_holds_up_the_line_only_for_a_ticket_lifetime() {
+    let dir = TempDir::new("forever-ticket");
+    // Released while someone queued (marked), and that someone's ticket claims to count for
+    // ever.
+    dir.mkdir("bed.lockdir/free+.5");
+    dir.mkdir("bed.queue/wait.1.00000000deadbeef.18446744073709551615");
+    let env = ManualEnv::new();
+    let options = patient("w", 5_000, 60_000);
+    let mut waiter = lock(&dir, &env, options.clone());
+    let start = env.now_ms();
+    let got = waiter.acquire().unwrap();
+    assert!(
+        matches!(&got, Outcome::Acquired(g) if g.fence == 6),
+        "{got:?}"
+    );
+    let waited = env.now_ms() - start;
+    assert!(waited <= longest_hold_up(&options), "waited {waited} ms");
+    assert!(
+        tickets(&dir).is_empty(),
+        "the dead ticket is left: {:?}",
+        tickets(&dir)
+    );
+}
+
+#[test]
+fn the_ticket_of_a_killed_waiter_whose_clock_ran_an_hour_ahead_does_not_starve_the_line() {
+    let dir = TempDir::new("ahead-ticket");
+    let env = ManualEnv::new();
+    // A timeout longer than the hour, so that the waiter's clock does not see it expired.
+    let mut holder = lock(&dir, &env, patient("h", 7_200_000, 0));
+    assert!(matches!(holder.try_acquire(), Ok(Outcome::Acquired(_))));
+    // The waiter's clock runs an hour ahead; it queues, marks the holder's entry, and is
+    // killed there: its ticket stays, claiming an expiry an hour away.
+    let killed_fs = DiesAfterMarking {
+        fs: NoClockFs(StdFs::new(&dir.0)),
+        dead: Arc::default(),
+    };
+    let mut killed = Lock::new(
+        killed_fs,
+        env.ahead(3_600_000),
+        "bed",
+        patient("k", 5_000, 60_000),
+    )
+    .unwrap();
+    assert!(killed.acquire().is_err(), "the killed waiter carried on");
+    assert_eq!(tickets(&dir).len(), 1, "the killed waiter left its ticket");
+    holder.release().unwrap();
+    // A later waiter, with a correct clock and patience enough, gets the free lock.
+    let options = patient("late", 5_000, 30_000);
+    let mut late = lock(&dir, &env, options.clone());
+    let start = env.now_ms();
+    let got = late.acquire().unwrap();
+    assert!(
+        matches!(&got, Outcome::Acquired(g) if g.fence == 2),
+        "{got:?}"
+    );
+    let waited = env.now_ms() - start;
+    assert!(waited <= longest_hold_up(&options), "waited {waited} ms");
+    assert!(tickets(&dir).is_empty(), "{:?}", tickets(&dir));
+}
