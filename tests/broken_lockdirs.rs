@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Scratch, lockbydir, output, stderr};
+use common::{Scratch, lockbydir, output, stderr, stdout};
 
 /// `exec` on lock `name` with a long patience: the outcome must come from what the lockdir
 /// holds, not from patience running out.
@@ -78,4 +78,80 @@ fn unreadable_lockdirs_report_what_the_filesystem_said() {
         assert!(!err.contains("ErrorCode"), "an internal dump: {err}");
     }
     std::fs::set_permissions(&denied, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn status_lists_every_lock_and_shows_a_broken_one_as_broken_with_why() {
+    let scratch = Scratch::new("broken-status");
+    let locks = scratch.dir("locks");
+    std::fs::create_dir_all(locks.join("a.lockdir/free.1")).unwrap();
+    std::fs::create_dir_all(locks.join("b.lockdir/.DS_Store")).unwrap();
+    std::fs::write(locks.join("c.lockdir"), "").unwrap();
+    // Past its deadline, but written just now by the filesystem's clock, with an hour's
+    // timeout: nobody can take it over for an hour, so it is not `expired`.
+    std::fs::create_dir_all(locks.join("d.lockdir/held.2.1000.2000.3600000.00000000deadbeef.old"))
+        .unwrap();
+    let o = output(lockbydir(&locks).args(["status", "--json"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let states: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a", "free"),
+            ("b", "broken"),
+            ("c", "broken"),
+            ("d", "held")
+        ]
+    );
+    let why = |i: usize| rows[i]["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        why(1).contains(".DS_Store") && why(1).contains("lockbydir repair b"),
+        "{}",
+        why(1)
+    );
+    assert!(why(2).contains("Not a directory"), "{}", why(2));
+    assert!(rows[0].get("error").is_none(), "{}", rows[0]);
+    let table = stdout(&output(lockbydir(&locks).arg("status")));
+    let line = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {table}"))
+            .to_owned()
+    };
+    assert!(
+        line("b ").contains("broken") && line("b ").contains(".DS_Store"),
+        "{table}"
+    );
+    assert!(line("d ").contains(" held "), "{table}");
+}
+
+#[test]
+fn status_never_wraps_a_deadline() {
+    let scratch = Scratch::new("broken-wrap");
+    let locks = scratch.dir("locks");
+    // The latest deadline an entry may record (the end of year 9999), and one no clock reaches.
+    std::fs::create_dir_all(
+        locks.join("far.lockdir/held.1.1000.253402300799999.3600000.00000000deadbeef.x"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(
+        locks.join("max.lockdir/held.1.1000.18446744073709551615.3600000.00000000deadbeef.x"),
+    )
+    .unwrap();
+    let o = output(lockbydir(&locks).args(["status", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(rows[0]["state"], "held", "{}", rows[0]);
+    assert!(
+        rows[0]["expires_in_ms"].as_i64().unwrap() > 0,
+        "{}",
+        rows[0]
+    );
+    assert_eq!(rows[1]["state"], "broken", "{}", rows[1]);
+    let table = stdout(&output(lockbydir(&locks).arg("status")));
+    assert!(!table.contains(" ago"), "{table}");
 }

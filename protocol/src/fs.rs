@@ -78,6 +78,28 @@ pub trait Fs {
     }
 }
 
+/// A borrowed filesystem is one too (so that a [`crate::Lock`] can work on a caller's).
+impl<T: Fs + ?Sized> Fs for &T {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        (**self).create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        (**self).remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        (**self).rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        (**self).read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        (**self).modified_ms(path)
+    }
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        (**self).exists(path)
+    }
+}
+
 /// How many times a listing that failed while its directory still exists is repeated.
 const LISTING_RETRIES: usize = 32;
 

@@ -172,9 +172,10 @@ pub enum LockState {
     Absent,
     /// Free; the last fencing token handed out.
     Free(u64),
-    /// Held, within its deadline.
+    /// Held, and not yet to be taken over: within its deadline, or past it but not yet by
+    /// both takeover rules (see [`Lock::inspect`]).
     Held(Holder),
-    /// Held, but past its deadline.
+    /// Held, but past its deadline by both takeover rules: the next waiter takes it over.
     Expired(Holder),
 }
 
@@ -280,9 +281,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
         self.held.as_ref().map(|h| h.fence)
     }
 
-    /// The lock's state now.
+    /// The lock's state now. A held lock counts as [`LockState::Expired`] only once this
+    /// handle could take it over: its clock is past the deadline plus its skew margin, and the
+    /// filesystem's clock agrees (the takeover rule of the module documentation, "Time").
+    /// Until then it is [`LockState::Held`], also past its deadline. If the filesystem's clock cannot be read (a lock directory this process may
+    /// not write to, where no probe can be made), the own clock alone decides.
     pub fn inspect(&self) -> Result<LockState, Error> {
-        inspect(&self.fs, &self.env, &self.name)
+        for _ in 0..RACE_RETRIES {
+            return Ok(match read_entry(&self.fs, &self.lockdir)? {
+                Read::Unsettled => continue,
+                Read::Missing => LockState::Absent,
+                Read::Entry(Entry::Free { fence, .. }) => LockState::Free(fence),
+                Read::Entry(Entry::Held(h)) => {
+                    let by_own_clock = self.env.now_ms()
+                        > h.deadline_ms.saturating_add(self.options.max_clock_skew_ms);
+                    match by_own_clock && self.stale_by_filesystem_clock(&h).unwrap_or(true) {
+                        true => LockState::Expired(h),
+                        false => LockState::Held(h),
+                    }
+                }
+            });
+        }
+        Err(Error::Unsettled {
+            path: self.lockdir.clone(),
+        })
     }
 
     /// One attempt that never waits. It respects the queue: a free lock that waiters have
@@ -1094,7 +1116,11 @@ fn create_shared_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
 
 /// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
 /// filesystem keeps no timestamps).
-fn filesystem_now(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<Option<u64>, Error> {
+pub(crate) fn filesystem_now(
+    fs: &impl Fs,
+    env: &impl Env,
+    name: &LockName,
+) -> Result<Option<u64>, Error> {
     let probe = format!(".{name}.{:016x}.probe", env.random_u64());
     create_own_dir(fs, &probe)?;
     let now = fs.modified_ms(&probe);
@@ -1182,23 +1208,19 @@ fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), E
     Ok(())
 }
 
-/// The state of lock `name` now.
+/// The state of lock `name` now, as a handle with no skew margin sees it (see
+/// [`Lock::inspect`]).
 pub fn inspect(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<LockState, Error> {
-    let lockdir = name.lockdir();
-    for _ in 0..RACE_RETRIES {
-        return Ok(match read_entry(fs, &lockdir)? {
-            Read::Unsettled => continue,
-            Read::Missing => LockState::Absent,
-            Read::Entry(Entry::Free { fence, .. }) => LockState::Free(fence),
-            Read::Entry(Entry::Held(h)) if env.now_ms() > h.deadline_ms => LockState::Expired(h),
-            Read::Entry(Entry::Held(h)) => LockState::Held(h),
-        });
-    }
-    Err(Error::Unsettled { path: lockdir })
+    Lock::new(fs, env, name.as_str(), Options::default())?.inspect()
 }
 
-/// Every lock in the lock directory with its state, sorted by name.
-pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<(LockName, LockState)>, Error> {
+/// Every lock in the lock directory with its state, sorted by name. Only a lock directory
+/// that cannot be listed fails the whole call; a lockdir that cannot be read, or holds
+/// something the protocol never writes, is listed with its own error, among the others.
+pub fn list_locks(
+    fs: &impl Fs,
+    env: &impl Env,
+) -> Result<Vec<(LockName, Result<LockState, Error>)>, Error> {
     let mut names: Vec<LockName> = fs
         .read_dir(".")
         .map_err(|e| io("read-dir", ".".into(), e))?
@@ -1206,10 +1228,11 @@ pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<(LockName, LockSta
         .filter_map(|n| LockName::from_lockdir(n))
         .collect();
     names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let state = inspect(fs, env, &name)?;
-        out.push((name, state));
-    }
-    Ok(out)
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let state = inspect(fs, env, &name);
+            (name, state)
+        })
+        .collect())
 }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use lockbydir_protocol::lock::MAX_TIMEOUT_MS;
+use lockbydir_protocol::repair::{RepairError, Repaired};
 
 use lockbydir_protocol::{
     Env, Error, Fs, FsError, Lock, LockState, Options, Outcome, StdEnv, StdFs, list_locks,
@@ -373,4 +374,153 @@ fn the_ticket_of_a_killed_waiter_whose_clock_ran_an_hour_ahead_does_not_starve_t
     let waited = env.now_ms() - start;
     assert!(waited <= longest_hold_up(&options), "waited {waited} ms");
     assert!(tickets(&dir).is_empty(), "{:?}", tickets(&dir));
+}
+
+#[test]
+fn one_broken_lockdir_does_not_hide_the_other_locks() {
+    let dir = TempDir::new("list");
+    dir.mkdir("a.lockdir/free.1");
+    dir.mkdir("b.lockdir/.DS_Store");
+    std::fs::write(dir.0.join("c.lockdir"), "").unwrap();
+    dir.mkdir("d.lockdir/free.4");
+    let env = ManualEnv::new();
+    let locks = list_locks(&NoClockFs(StdFs::new(&dir.0)), &env).unwrap();
+    let names: Vec<_> = locks.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a", "b", "c", "d"]);
+    assert_eq!(locks[0].1, Ok(LockState::Free(1)));
+    assert!(
+        matches!(&locks[1].1, Err(Error::Corrupt { path, .. }) if path == "b.lockdir"),
+        "{:?}",
+        locks[1].1
+    );
+    assert!(
+        matches!(&locks[2].1, Err(Error::Io { path, .. }) if path == "c.lockdir"),
+        "{:?}",
+        locks[2].1
+    );
+    assert_eq!(locks[3].1, Ok(LockState::Free(4)));
+}
+
+#[test]
+fn a_lock_past_its_deadline_is_expired_only_once_a_waiter_could_take_it_over() {
+    let dir = TempDir::new("expired");
+    // Past its deadline by any clock, but written just now by the filesystem's clock (the
+    // lockdir's mtime), with an hour's timeout: no waiter takes it over within the hour.
+    dir.mkdir("bed.lockdir/held.1.1000.2000.3600000.00000000deadbeef.x");
+    let state = lockbydir_protocol::inspect(
+        &StdFs::new(&dir.0),
+        &StdEnv::new(),
+        &lockbydir_protocol::LockName::new("bed").unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(state, LockState::Held(_)), "{state:?}");
+    // Where the filesystem keeps no timestamps, the own clock decides.
+    let state = lockbydir_protocol::inspect(
+        &NoClockFs(StdFs::new(&dir.0)),
+        &StdEnv::new(),
+        &lockbydir_protocol::LockName::new("bed").unwrap(),
+    )
+    .unwrap();
+    assert!(matches!(state, LockState::Expired(_)), "{state:?}");
+}
+
+fn names_in(dir: &TempDir, sub: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.0.join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+fn repair(dir: &TempDir, env: &ManualEnv) -> Result<Repaired, RepairError> {
+    lockbydir_protocol::repair::repair(
+        &NoClockFs(StdFs::new(&dir.0)),
+        env,
+        &lockbydir_protocol::LockName::new("bed").unwrap(),
+    )
+}
+
+#[test]
+fn repair_makes_a_corrupt_lockdir_usable_and_keeps_the_fence() {
+    let env = ManualEnv::new();
+    // Past the deadlines of the entries below.
+    env.advance(1_000);
+    // Only foreign names: a file, and an edited entry (upper-case token) at fence 7.
+    let dir = TempDir::new("repair-foreign");
+    let edited = held_name(7, 1_700_000_000_500, 500, "00000000DEADBEEF", "x");
+    dir.mkdir(&format!("bed.lockdir/{edited}"));
+    std::fs::write(dir.0.join("bed.lockdir/.DS_Store"), "").unwrap();
+    let done = repair(&dir, &env).unwrap();
+    assert_eq!((done.entry.as_str(), done.fence), ("free.8", 8));
+    assert_eq!(done.removed, [edited]);
+    assert_eq!(done.left, [".DS_Store"]);
+    assert_eq!(names_in(&dir, "bed.lockdir"), [".DS_Store", "free.8"]);
+    let mut next = lock(&dir, &env, patient("n", 5_000, 0));
+    assert!(
+        matches!(next.try_acquire(), Ok(Outcome::Acquired(g)) if g.fence == 9),
+        "the fence went on from the highest one seen"
+    );
+
+    // Two state entries, the held one past its deadline.
+    let dir = TempDir::new("repair-two");
+    dir.mkdir("bed.lockdir/free.3");
+    dir.mkdir(&format!(
+        "bed.lockdir/{}",
+        held_name(5, 1_700_000_000_500, 500, "00000000deadbeef", "x")
+    ));
+    let done = repair(&dir, &env).unwrap();
+    assert_eq!(done.fence, 6);
+    assert_eq!(names_in(&dir, "bed.lockdir"), ["free.6"]);
+}
+
+#[test]
+fn repair_refuses_when_the_lock_may_be_live_or_its_fence_cannot_be_kept() {
+    let env = ManualEnv::new();
+    let refused = |dir: &TempDir, env: &ManualEnv| {
+        let before = names_in(dir, "bed.lockdir");
+        let got = repair(dir, env);
+        assert!(matches!(got, Err(RepairError::Refused(_))), "{got:?}");
+        assert_eq!(names_in(dir, "bed.lockdir"), before, "changed on refusal");
+        got.unwrap_err().to_string()
+    };
+    // Held until a minute from now (next to a second entry, so corrupt).
+    let dir = TempDir::new("repair-live");
+    dir.mkdir("bed.lockdir/free.3");
+    dir.mkdir(&format!(
+        "bed.lockdir/{}",
+        held_name(5, env.now_ms() + 60_000, 60_000, "00000000deadbeef", "x")
+    ));
+    assert!(refused(&dir, &env).contains("looks held"));
+    // Fences exhausted.
+    let dir = TempDir::new("repair-exhausted");
+    dir.mkdir("bed.lockdir/free.18446744073709551616");
+    assert!(refused(&dir, &env).contains("restart at 1"));
+    let dir = TempDir::new("repair-max");
+    dir.mkdir("bed.lockdir/free.18446744073709551615");
+    dir.mkdir("bed.lockdir/free.1");
+    assert!(refused(&dir, &env).contains("restart at 1"));
+    // Written just now by the filesystem's clock, with an hour's timeout: may be alive.
+    let dir = TempDir::new("repair-recent");
+    dir.mkdir("bed.lockdir/free.1");
+    dir.mkdir(&format!(
+        "bed.lockdir/{}",
+        held_name(5, 2_000, 3_600_000, "00000000deadbeef", "x")
+    ));
+    let got = lockbydir_protocol::repair::repair(
+        &StdFs::new(&dir.0),
+        &StdEnv::new(),
+        &lockbydir_protocol::LockName::new("bed").unwrap(),
+    );
+    assert!(
+        matches!(&got, Err(RepairError::Refused(why)) if why.contains("may still be alive")),
+        "{got:?}"
+    );
+    // Nothing to repair.
+    let dir = TempDir::new("repair-fine");
+    dir.mkdir("bed.lockdir/free.4");
+    assert_eq!(
+        repair(&dir, &env),
+        Err(RepairError::NotCorrupt(LockState::Free(4)))
+    );
 }
