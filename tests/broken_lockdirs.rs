@@ -155,3 +155,36 @@ fn status_never_wraps_a_deadline() {
     let table = stdout(&output(lockbydir(&locks).arg("status")));
     assert!(!table.contains(" ago"), "{table}");
 }
+
+#[test]
+fn repair_makes_a_corrupt_lock_usable_again_and_keeps_its_fence() {
+    let scratch = Scratch::new("broken-repair");
+    let locks = scratch.dir("locks");
+    std::fs::create_dir_all(locks.join("bed.lockdir/held.41.1000.2000.1.00000000DEADBEEF.x"))
+        .unwrap();
+    std::fs::write(locks.join("bed.lockdir/.DS_Store"), "").unwrap();
+    // Refused while the lockdir changed within the entry's timeout (1 ms, on a filesystem
+    // clock that may tick coarsely): try until that has passed.
+    let mut o = output(lockbydir(&locks).args(["repair", "bed"]));
+    for _ in 0..100 {
+        if !stderr(&o).contains("may still be alive") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        o = output(lockbydir(&locks).args(["repair", "bed"]));
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("next holder gets fence 43"),
+        "{}",
+        stdout(&o)
+    );
+    let o =
+        output(lockbydir(&locks).args(["exec", "bed", "--", "sh", "-c", "echo $LOCKBYDIR_FENCE"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "43");
+    // Nothing left to repair.
+    let o = output(lockbydir(&locks).args(["repair", "bed"]));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not corrupt"), "{}", stderr(&o));
+}
