@@ -63,7 +63,7 @@
 //! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
 //! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
 //! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
-//! clock, whatever expiry the ticket claims: see [`Lock::queue`]), and someone who arrives between a waiter's ticket and its mark can get in
+//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives between a waiter's ticket and its mark can get in
 //! first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
 //! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
 //!
@@ -1214,13 +1214,13 @@ pub fn inspect(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<LockStat
     Lock::new(fs, env, name.as_str(), Options::default())?.inspect()
 }
 
+/// One lock found by [`list_locks`]: its name, and its state or why it cannot be read.
+pub type ListedLock = (LockName, Result<LockState, Error>);
+
 /// Every lock in the lock directory with its state, sorted by name. Only a lock directory
 /// that cannot be listed fails the whole call; a lockdir that cannot be read, or holds
 /// something the protocol never writes, is listed with its own error, among the others.
-pub fn list_locks(
-    fs: &impl Fs,
-    env: &impl Env,
-) -> Result<Vec<(LockName, Result<LockState, Error>)>, Error> {
+pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<ListedLock>, Error> {
     let mut names: Vec<LockName> = fs
         .read_dir(".")
         .map_err(|e| io("read-dir", ".".into(), e))?
