@@ -63,8 +63,8 @@
 //! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
 //! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
 //! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
-//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives between a waiter's ticket and its mark can get in
-//! first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
+//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives
+//! between a waiter's ticket and its mark can get in first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
 //! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
 //!
 //! An unmarked release remembers `free.k`, and the next acquire by the same handle first tries
