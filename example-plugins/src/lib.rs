@@ -50,6 +50,7 @@ pub fn describe(err: &Error) -> String {
         Error::NotHeld => "the lock is not held".to_owned(),
         Error::AlreadyHeld => "the lock is already held by this handle".to_owned(),
         Error::Denied(why) => format!("denied by the host: {why}"),
+        Error::Corrupt(why) => format!("corrupt lockdir: {why}"),
         Error::Compromised(c) => format!(
             "compromised: the lock (fence {}) was taken over{}",
             c.fence,

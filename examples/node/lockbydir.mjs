@@ -143,9 +143,15 @@ export class LockDir {
     return new Lock(handle, o, options.onWait);
   }
 
-  /** Every lock in the directory: `[{ name, state: { tag, val } }]`, sorted by name. */
+  /**
+   * Every lock in the directory: `[{ name, state: { tag, val } }]`, sorted by name. A lock
+   * whose lockdir cannot be read has `state: { tag: 'broken', val: <the lock error> }`.
+   */
   list() {
-    return call(() => this.#api.listLocks());
+    return call(() => this.#api.listLocks()).map(({ name, state }) => ({
+      name,
+      state: state.tag === 'ok' ? state.val : { tag: 'broken', val: state.val },
+    }));
   }
 
   /** The component's wall clock, in milliseconds since the epoch (a BigInt). */

@@ -127,6 +127,14 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
+def _listed_state(value: Any) -> tuple[str, Any]:
+    """A listed lock's ``result<lock-state, error>``: its state, or ``("broken", LockError)``."""
+    try:
+        return _state(_unwrap(value))
+    except LockError as error:
+        return "broken", error
+
+
 def _state(value: Variant) -> tuple[str, Any]:
     """A WIT ``lock-state`` as ``(tag, payload)``: payload is a fence or a HolderInfo."""
     if value.tag in ("held", "expired"):
@@ -205,9 +213,10 @@ class LockDir:
         return Lock(self, name, handle, on_wait, patience_ms != 0)
 
     def list_locks(self) -> list[tuple[str, tuple[str, Any]]]:
-        """Every lock in the directory as ``(name, (state, payload))``, sorted by name."""
+        """Every lock in the directory as ``(name, (state, payload))``, sorted by name. A
+        lock whose lockdir cannot be read is ``(name, ("broken", LockError))``."""
         return [
-            (_field(s, "name"), _state(_field(s, "state")))
+            (_field(s, "name"), _listed_state(_field(s, "state")))
             for s in _unwrap(self._list_locks())
         ]
 

@@ -71,13 +71,12 @@ pub fn error(e: protocol::Error) -> wit::Error {
             path,
             message: source.message,
         }),
-        protocol::Error::Corrupt { ref path, .. } | protocol::Error::Unsettled { ref path } => {
-            wit::Error::Io(wit::IoError {
-                operation: "read-state".to_owned(),
-                path: path.clone(),
-                message: e.to_string(),
-            })
-        }
+        protocol::Error::Corrupt { .. } => wit::Error::Corrupt(e.to_string()),
+        protocol::Error::Unsettled { ref path } => wit::Error::Io(wit::IoError {
+            operation: "read-state".to_owned(),
+            path: path.clone(),
+            message: e.to_string(),
+        }),
         protocol::Error::NotHeld => wit::Error::NotHeld,
         protocol::Error::AlreadyHeld => wit::Error::AlreadyHeld,
         protocol::Error::Compromised { fence, now_held_by } => {

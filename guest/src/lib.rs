@@ -39,7 +39,7 @@ impl Guest for Component {
             .into_iter()
             .map(|(name, state)| LockStatus {
                 name: name.as_str().to_owned(),
-                state: convert::state(state),
+                state: state.map(convert::state).map_err(convert::error),
             })
             .collect())
     }

@@ -53,7 +53,9 @@ use std::rc::Rc;
 use lockbydir_protocol::name::LOCKDIR_SUFFIX;
 use lockbydir_protocol::{Fs, FsError, FsErrorKind};
 use wasip2::filesystem::preopens::get_directories;
-use wasip2::filesystem::types::{Descriptor, DescriptorFlags, ErrorCode, OpenFlags, PathFlags};
+use wasip2::filesystem::types::{
+    Descriptor, DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags,
+};
 
 /// How many times a listing that failed while its directory still exists is repeated (an
 /// entry renamed during the listing can fail it).
@@ -221,6 +223,17 @@ impl WasiFs {
         op(self.dir()?, path).map_err(fs_error)
     }
 
+    /// Whether `path` is a directory now (following a symlink, as listing it does).
+    fn is_dir(&self, path: &str) -> Result<bool, FsError> {
+        if path == "." {
+            return Ok(true);
+        }
+        Ok(self
+            .dir()?
+            .stat_at(PathFlags::SYMLINK_FOLLOW, path)
+            .is_ok_and(|s| s.type_ == DescriptorType::Directory))
+    }
+
     fn list_once(&self, path: &str) -> Result<Vec<String>, ErrorCode> {
         let root = self.dir().map_err(|_| ErrorCode::BadDescriptor)?;
         if path == "." {
@@ -250,7 +263,18 @@ fn fs_error(code: ErrorCode) -> FsError {
         ErrorCode::Exist => FsErrorKind::AlreadyExists,
         _ => FsErrorKind::Other,
     };
-    FsError::new(kind, format!("{} ({code:?})", code.message()))
+    FsError::new(kind, describe(code))
+}
+
+/// What the filesystem said, as POSIX says it: `Permission denied (EACCES)`. WASI's messages
+/// read "Permission denied, similar to `EACCES` in POSIX."; codes without a POSIX name keep
+/// their WASI name.
+fn describe(code: ErrorCode) -> String {
+    let message = code.message();
+    match message.split_once(", similar to `") {
+        Some((what, rest)) => format!("{what} ({})", rest.split('`').next().unwrap_or_default()),
+        None => format!("{} ({})", message.trim_end_matches('.'), code.name()),
+    }
 }
 
 impl Fs for WasiFs {
@@ -290,15 +314,12 @@ impl Fs for WasiFs {
         for _ in 0..LISTING_RETRIES {
             match self.list_once(path) {
                 Ok(names) => return Ok(names),
-                Err(code) => {
-                    // Only a directory that is really gone is NotFound.
-                    let exists =
-                        path == "." || self.dir()?.stat_at(PathFlags::empty(), path).is_ok();
-                    if !exists {
-                        return Err(fs_error(code));
-                    }
-                    last = code;
-                }
+                // An entry renamed during the listing fails it with NoEntry although the
+                // directory is still there: that race, and only that, is retried. Anything
+                // else (EACCES, ENOTDIR, ELOOP, I/O), or a directory that is really gone, is
+                // what the filesystem says, reported as it is.
+                Err(ErrorCode::NoEntry) if self.is_dir(path)? => last = ErrorCode::NoEntry,
+                Err(code) => return Err(fs_error(code)),
             }
         }
         let mut err = fs_error(last);

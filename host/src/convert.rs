@@ -58,7 +58,7 @@ impl From<exp::LockStatus> for imp::LockStatus {
     fn from(s: exp::LockStatus) -> Self {
         imp::LockStatus {
             name: s.name,
-            state: s.state.into(),
+            state: s.state.map(Into::into).map_err(Into::into),
         }
     }
 }
@@ -89,6 +89,7 @@ impl From<exp::Error> for imp::Error {
                 fence: c.fence,
                 now_held_by: c.now_held_by.map(Into::into),
             }),
+            exp::Error::Corrupt(why) => imp::Error::Corrupt(why),
         }
     }
 }

@@ -84,6 +84,7 @@ pub fn describe(e: &wit::Error) -> String {
         wit::Error::NotHeld => "not held by this handle".to_owned(),
         wit::Error::AlreadyHeld => "already held by this handle".to_owned(),
         wit::Error::Denied(why) => format!("denied by the host's policy: {}", escape(why)),
+        wit::Error::Corrupt(why) => escape(why).to_string(),
         wit::Error::Compromised(c) => {
             let by = c.now_held_by.as_ref().map_or(String::new(), |h| {
                 format!("; now held by `{}` (fence {})", escape(&h.holder), h.fence)

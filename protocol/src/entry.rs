@@ -18,7 +18,21 @@
 //! waiters, and keeping them out of the lockdir keeps its mtime the time of the last state
 //! change (which the takeover rule reads).
 //!
-//! Names that do not parse are ignored (a filesystem may add its own files).
+//! A name is a state entry only if it is exactly the name the protocol would write for the
+//! state it describes ([`Entry::parse`] re-encodes what it read and compares): numbers in
+//! canonical decimal, the token in lower-case hex, the label encoded the one way
+//! [`encode_label`] encodes it, a timeout of at most [`MAX_TIMEOUT_MS`] and times no later
+//! than [`LATEST_TIME_MS`]. Every rename names the exact entry it replaces, so a name that
+//! parsed but re-encoded to another name could never be renamed: a lock in that state would
+//! wait forever. Other names are not state: next to a state entry they are ignored (a
+//! filesystem may add its own files, such as NFS's `.nfsXXXX`); a lockdir with names but no
+//! state entry is corrupt (see [`crate::lock`]).
+
+use crate::lock::MAX_TIMEOUT_MS;
+
+/// The latest time an entry may record (ms since the epoch): the end of the year 9999. No
+/// working clock reads later, so an entry with a later deadline could never expire.
+pub const LATEST_TIME_MS: u64 = 253_402_300_799_999;
 
 /// Most bytes the percent-encoded holder label may take in an entry name.
 pub const MAX_ENCODED_LABEL: usize = 120;
@@ -76,8 +90,29 @@ impl Entry {
         }
     }
 
-    /// Parse an entry name; `None` if it is not a state entry.
+    /// Parse an entry name; `None` if it is not a state entry: it does not parse, it is not
+    /// the canonical name of what it describes, or its times or timeout are out of range
+    /// (see the module documentation).
     pub fn parse(name: &str) -> Option<Entry> {
+        Self::parse_fields(name)
+            .filter(|e| e.encode() == name)
+            .filter(Entry::in_range)
+    }
+
+    /// Whether the entry's times and timeout are ones the protocol can write.
+    fn in_range(&self) -> bool {
+        match self {
+            Entry::Free { .. } => true,
+            Entry::Held(h) => {
+                (1..=MAX_TIMEOUT_MS).contains(&h.timeout_ms)
+                    && h.since_ms <= LATEST_TIME_MS
+                    && h.deadline_ms <= LATEST_TIME_MS
+            }
+        }
+    }
+
+    /// The fields of an entry name, canonical or not.
+    fn parse_fields(name: &str) -> Option<Entry> {
         let mut parts = name.split('.');
         match parts.next()? {
             kind @ ("free" | "free+") => {
@@ -302,6 +337,16 @@ mod tests {
             "held-.1.2.3.4.00000000deadbeef.x",
             "wait.1.00000000deadbeef.2",
             "",
+            // Parse, but are not the canonical names of what they describe.
+            "held.1.2.3.4.00000000DEADBEEF.x",
+            "held.1.2.3.4.00000000deadbeef.%78",
+            "held.1.2.3.4.00000000deadbeef.%c3%a9",
+            "free.18446744073709551616",
+            // Out of range: a deadline no clock reaches, a timeout of 0 or above the maximum.
+            "held.1.2.18446744073709551615.4.00000000deadbeef.x",
+            "held.1.2.253402300800000.4.00000000deadbeef.x",
+            "held.1.2.3.0.00000000deadbeef.x",
+            "held.1.2.3.316224000001.00000000deadbeef.x",
         ] {
             assert_eq!(Entry::parse(name), None, "{name}");
         }

@@ -22,6 +22,25 @@ pub trait Env {
     fn random_u64(&self) -> u64;
 }
 
+/// A borrowed environment is one too (so that a [`crate::Lock`] can work on a caller's).
+impl<T: Env + ?Sized> Env for &T {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+    fn monotonic_ms(&self) -> u64 {
+        (**self).monotonic_ms()
+    }
+    fn sleep_ms(&self, ms: u64) {
+        (**self).sleep_ms(ms)
+    }
+    fn sleep_us(&self, us: u64) {
+        (**self).sleep_us(us)
+    }
+    fn random_u64(&self) -> u64 {
+        (**self).random_u64()
+    }
+}
+
 /// [`Env`] on the standard library: `SystemTime`, `Instant`, `thread::sleep` and the OS
 /// random source (wasi:clocks and wasi:random inside the component).
 #[derive(Debug)]

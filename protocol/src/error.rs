@@ -63,11 +63,18 @@ impl fmt::Display for Error {
                 "{operation} `{path}` in the lock directory failed: {}",
                 source.message
             ),
-            Error::Corrupt { path, detail } => write!(
-                f,
-                "lockdir `{path}` holds something lockbydir never writes ({detail}); \
-                 if no process uses this lock, remove `{path}`"
-            ),
+            Error::Corrupt { path, detail } => {
+                let name = path
+                    .strip_suffix(crate::name::LOCKDIR_SUFFIX)
+                    .unwrap_or(path);
+                write!(
+                    f,
+                    "lockdir `{path}` holds something lockbydir never writes ({detail}); \
+                     if no process uses this lock, `lockbydir repair {name}` makes it usable \
+                     again and keeps its fence (removing `{path}` instead restarts its fences \
+                     at 1, which breaks any resource that rejects fences lower than one it saw)"
+                )
+            }
             Error::Unsettled { path } => write!(
                 f,
                 "the state of `{path}` kept changing while it was read; try again"

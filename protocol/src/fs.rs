@@ -78,6 +78,28 @@ pub trait Fs {
     }
 }
 
+/// A borrowed filesystem is one too (so that a [`crate::Lock`] can work on a caller's).
+impl<T: Fs + ?Sized> Fs for &T {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        (**self).create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        (**self).remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        (**self).rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        (**self).read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        (**self).modified_ms(path)
+    }
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        (**self).exists(path)
+    }
+}
+
 /// How many times a listing that failed while its directory still exists is repeated.
 const LISTING_RETRIES: usize = 32;
 
@@ -146,15 +168,17 @@ impl Fs for StdFs {
         for _ in 0..LISTING_RETRIES {
             match list(&dir) {
                 Ok(names) => return Ok(names),
-                Err(e) => {
-                    // Under WASI a listing stats every entry, so an entry renamed meanwhile
-                    // fails the whole listing with NotFound although the directory exists.
-                    // Only a directory that is really gone is NotFound.
-                    if !std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
-                        return Err(e.into());
-                    }
-                    last = Some(e);
+                // Under WASI a listing stats every entry, so an entry renamed meanwhile fails
+                // the whole listing with NotFound although the directory exists: that race,
+                // and only that, is retried. Any other failure (EACCES, ENOTDIR, ELOOP, I/O)
+                // is what the filesystem says about the directory, reported as it is.
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && std::fs::metadata(&dir).is_ok_and(|m| m.is_dir()) =>
+                {
+                    last = Some(e)
                 }
+                Err(e) => return Err(e.into()),
             }
         }
         let e = last.expect("at least one listing failed");

@@ -62,8 +62,9 @@
 //! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
 //! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
 //! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
-//! skew margin), and someone who arrives between a waiter's ticket and its mark can get in
-//! first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
+//! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
+//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives
+//! between a waiter's ticket and its mark can get in first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
 //! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
 //!
 //! An unmarked release remembers `free.k`, and the next acquire by the same handle first tries
@@ -75,6 +76,8 @@
 //! The fence is part of the entry: `free.k` → `held.k+1`, take over `held.k` → `held.k+1`,
 //! release keeps `k`. Since the lockdir is never removed by the protocol, every acquisition's
 //! fence is greater than every earlier one's, across processes and hosts.
+
+use std::collections::BTreeMap;
 
 use crate::entry::{Entry, Holder, Ticket};
 use crate::env::Env;
@@ -169,9 +172,10 @@ pub enum LockState {
     Absent,
     /// Free; the last fencing token handed out.
     Free(u64),
-    /// Held, within its deadline.
+    /// Held, and not yet to be taken over: within its deadline, or past it but not yet by
+    /// both takeover rules (see [`Lock::inspect`]).
     Held(Holder),
-    /// Held, but past its deadline.
+    /// Held, but past its deadline by both takeover rules: the next waiter takes it over.
     Expired(Holder),
 }
 
@@ -229,6 +233,10 @@ pub struct Lock<F: Fs, E: Env> {
     /// nothing lies between gaining the lock and saying so); if that try lost, it is made
     /// again with the same place.
     ticket_withdrawn: bool,
+    /// When (monotonic ms) this handle first saw each ticket of the queue's last listing:
+    /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
+    /// own clock, whatever expiry its name claims (see [`Lock::queue`]).
+    tickets_seen: BTreeMap<Ticket, u64>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -249,6 +257,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             place: None,
             last_seen: None,
             ticket_withdrawn: false,
+            tickets_seen: BTreeMap::new(),
         })
     }
 
@@ -272,9 +281,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
         self.held.as_ref().map(|h| h.fence)
     }
 
-    /// The lock's state now.
+    /// The lock's state now. A held lock counts as [`LockState::Expired`] only once this
+    /// handle could take it over: its clock is past the deadline plus its skew margin, and the
+    /// filesystem's clock agrees (the takeover rule of the module documentation, "Time").
+    /// Until then it is [`LockState::Held`], also past its deadline. If the filesystem's clock cannot be read (a lock directory this process may
+    /// not write to, where no probe can be made), the own clock alone decides.
     pub fn inspect(&self) -> Result<LockState, Error> {
-        inspect(&self.fs, &self.env, &self.name)
+        for _ in 0..RACE_RETRIES {
+            return Ok(match read_entry(&self.fs, &self.lockdir)? {
+                Read::Unsettled => continue,
+                Read::Missing => LockState::Absent,
+                Read::Entry(Entry::Free { fence, .. }) => LockState::Free(fence),
+                Read::Entry(Entry::Held(h)) => {
+                    let by_own_clock = self.env.now_ms()
+                        > h.deadline_ms.saturating_add(self.options.max_clock_skew_ms);
+                    match by_own_clock && self.stale_by_filesystem_clock(&h).unwrap_or(true) {
+                        true => LockState::Expired(h),
+                        false => LockState::Held(h),
+                    }
+                }
+            });
+        }
+        Err(Error::Unsettled {
+            path: self.lockdir.clone(),
+        })
     }
 
     /// One attempt that never waits. It respects the queue: a free lock that waiters have
@@ -855,22 +885,38 @@ impl<F: Fs, E: Env> Lock<F, E> {
         Attempt::Acquired(grant)
     }
 
-    /// Where this handle stands among the live tickets; removes tickets that expired (by our
-    /// clock, with the skew margin).
-    fn queue(&self, tickets: &[Ticket], now: u64) -> Queue {
+    /// Where this handle stands among the live tickets; removes tickets that expired.
+    ///
+    /// A ticket's expiry is on its owner's clock, which may run far ahead of ours (or be made
+    /// up), so it is not trusted beyond what our own clock allows: a ticket counts only while
+    /// both (a) our clock is not past its claimed expiry plus the skew margin, and (b) we have
+    /// seen that exact name for no longer than [`TICKET_LIFETIME_MS`] plus the skew margin, by
+    /// our monotonic clock. A live waiter renames its ticket (the expiry is in the name) before
+    /// half its lifetime is gone, so its ticket never stays one name that long; a ticket that
+    /// does is dead, whatever it claims, and is removed like an expired one. So no ticket holds
+    /// up the line for longer than its lifetime plus the skew margin by the reader's clock.
+    fn queue(&mut self, tickets: &[Ticket], now: u64) -> Queue {
+        let seen_now = self.env.monotonic_ms();
+        let earlier = std::mem::take(&mut self.tickets_seen);
+        // Only the names of this listing are remembered: a renewed ticket is a new name.
+        let mut seen = BTreeMap::new();
+        let patience = TICKET_LIFETIME_MS.saturating_add(self.options.max_clock_skew_ms);
         let mut queue = Queue::default();
         let own = self.ticket.map(|t| t.token);
         for ticket in tickets {
             if Some(ticket.token) == own {
                 continue;
             }
-            if now
+            let first_seen = *earlier.get(ticket).unwrap_or(&seen_now);
+            let expired = now
                 > ticket
                     .expires_ms
-                    .saturating_add(self.options.max_clock_skew_ms)
-            {
+                    .saturating_add(self.options.max_clock_skew_ms);
+            let stuck = seen_now.saturating_sub(first_seen) > patience;
+            if expired || stuck {
                 let _ = self.fs.remove_dir(&self.ticket_path(ticket));
             } else {
+                seen.insert(*ticket, first_seen);
                 queue.last_arrival = queue.last_arrival.max(Some(ticket.arrival_ms));
                 if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
                     queue.ahead += 1;
@@ -879,6 +925,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 }
             }
         }
+        self.tickets_seen = seen;
         queue
     }
 }
@@ -988,7 +1035,9 @@ enum Read {
 ///
 /// Listing a directory is not atomic with respect to a rename inside it, so a listing can
 /// show the old and the new name, or neither. Such a listing is repeated; only one that stays
-/// the same every time is believed (an empty one means no state, two entries mean damage).
+/// the same every time is believed: an empty one means no state; one with names but no state
+/// entry (names the protocol never writes, see [`crate::entry`]), or with two entries, means
+/// damage, reported as [`Error::Corrupt`] at once rather than waited on.
 fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
     let mut first: Option<Vec<String>> = None;
     let mut stable = true;
@@ -998,11 +1047,9 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
             Err(e) if e.kind == FsErrorKind::NotFound => return Ok(Read::Missing),
             Err(e) => return Err(io("read-dir", lockdir.to_owned(), e)),
         };
-        names.retain(|n| Entry::parse(n).is_some());
-        if let [only] = names.as_slice() {
-            return Ok(Read::Entry(
-                Entry::parse(only).expect("filtered to parseable names"),
-            ));
+        let mut entries = names.iter().filter_map(|n| Entry::parse(n));
+        if let (Some(only), None) = (entries.next(), entries.next()) {
+            return Ok(Read::Entry(only));
         }
         names.sort();
         match &first {
@@ -1011,14 +1058,28 @@ fn read_entry(fs: &impl Fs, lockdir: &str) -> Result<Read, Error> {
         }
     }
     let names = first.unwrap_or_default();
-    match (stable, names.len()) {
-        (false, _) => Ok(Read::Unsettled),
-        (true, 0) => Ok(Read::Missing),
-        (true, n) => Err(Error::Corrupt {
-            path: lockdir.to_owned(),
-            detail: format!("{n} state entries: {}", names.join(", ")),
-        }),
-    }
+    let entries: Vec<&String> = names.iter().filter(|n| Entry::parse(n).is_some()).collect();
+    let detail = match (stable, names.len(), entries.len()) {
+        (false, _, _) => return Ok(Read::Unsettled),
+        (true, 0, _) => return Ok(Read::Missing),
+        (true, n, 0) => format!(
+            "no state entry, only {n} name{} lockbydir never writes: {}",
+            if n == 1 { "" } else { "s" },
+            names.join(", ")
+        ),
+        (true, _, n) => format!(
+            "{n} state entries: {}",
+            entries
+                .iter()
+                .map(|e| e.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Err(Error::Corrupt {
+        path: lockdir.to_owned(),
+        detail,
+    })
 }
 
 /// The tickets in a lock's queue directory (none if it does not exist yet). A listing torn
@@ -1055,7 +1116,11 @@ fn create_shared_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
 
 /// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
 /// filesystem keeps no timestamps).
-fn filesystem_now(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<Option<u64>, Error> {
+pub(crate) fn filesystem_now(
+    fs: &impl Fs,
+    env: &impl Env,
+    name: &LockName,
+) -> Result<Option<u64>, Error> {
     let probe = format!(".{name}.{:016x}.probe", env.random_u64());
     create_own_dir(fs, &probe)?;
     let now = fs.modified_ms(&probe);
@@ -1143,23 +1208,19 @@ fn create_lockdir(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<(), E
     Ok(())
 }
 
-/// The state of lock `name` now.
+/// The state of lock `name` now, as a handle with no skew margin sees it (see
+/// [`Lock::inspect`]).
 pub fn inspect(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<LockState, Error> {
-    let lockdir = name.lockdir();
-    for _ in 0..RACE_RETRIES {
-        return Ok(match read_entry(fs, &lockdir)? {
-            Read::Unsettled => continue,
-            Read::Missing => LockState::Absent,
-            Read::Entry(Entry::Free { fence, .. }) => LockState::Free(fence),
-            Read::Entry(Entry::Held(h)) if env.now_ms() > h.deadline_ms => LockState::Expired(h),
-            Read::Entry(Entry::Held(h)) => LockState::Held(h),
-        });
-    }
-    Err(Error::Unsettled { path: lockdir })
+    Lock::new(fs, env, name.as_str(), Options::default())?.inspect()
 }
 
-/// Every lock in the lock directory with its state, sorted by name.
-pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<(LockName, LockState)>, Error> {
+/// One lock found by [`list_locks`]: its name, and its state or why it cannot be read.
+pub type ListedLock = (LockName, Result<LockState, Error>);
+
+/// Every lock in the lock directory with its state, sorted by name. Only a lock directory
+/// that cannot be listed fails the whole call; a lockdir that cannot be read, or holds
+/// something the protocol never writes, is listed with its own error, among the others.
+pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<ListedLock>, Error> {
     let mut names: Vec<LockName> = fs
         .read_dir(".")
         .map_err(|e| io("read-dir", ".".into(), e))?
@@ -1167,10 +1228,11 @@ pub fn list_locks(fs: &impl Fs, env: &impl Env) -> Result<Vec<(LockName, LockSta
         .filter_map(|n| LockName::from_lockdir(n))
         .collect();
     names.sort();
-    let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let state = inspect(fs, env, &name)?;
-        out.push((name, state));
-    }
-    Ok(out)
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let state = inspect(fs, env, &name);
+            (name, state)
+        })
+        .collect())
 }

@@ -1,7 +1,8 @@
 //! Property tests: name validation and state-entry encoding never panic, and never let a name
 //! address anything outside the lock directory.
 
-use lockbydir_protocol::entry::{Entry, Holder};
+use lockbydir_protocol::entry::{Entry, Holder, LATEST_TIME_MS};
+use lockbydir_protocol::lock::MAX_TIMEOUT_MS;
 use lockbydir_protocol::{LockName, NameError};
 use proptest::prelude::*;
 
@@ -37,9 +38,9 @@ proptest! {
     fn held_entries_round_trip_for_any_label(
         label in "\\PC{0,80}",
         fence in any::<u64>(),
-        since_ms in any::<u64>(),
-        deadline_ms in any::<u64>(),
-        timeout_ms in any::<u64>(),
+        since_ms in 0..=LATEST_TIME_MS,
+        deadline_ms in 0..=LATEST_TIME_MS,
+        timeout_ms in 1..=MAX_TIMEOUT_MS,
         token in any::<u64>(),
         waiters in any::<bool>(),
     ) {
@@ -52,6 +53,19 @@ proptest! {
         // Long labels are cut, at a character boundary, to a prefix.
         prop_assert!(label.starts_with(&parsed.label));
         prop_assert_eq!(Holder { label: parsed.label.clone(), ..holder }, parsed);
+    }
+
+    #[test]
+    fn held_entries_with_times_or_timeouts_out_of_range_are_not_entries(
+        since_ms in any::<u64>(),
+        deadline_ms in any::<u64>(),
+        timeout_ms in any::<u64>(),
+    ) {
+        let holder = Holder { label: "x".into(), fence: 1, since_ms, deadline_ms, timeout_ms, token: 1, waiters: false };
+        let in_range = since_ms <= LATEST_TIME_MS
+            && deadline_ms <= LATEST_TIME_MS
+            && (1..=MAX_TIMEOUT_MS).contains(&timeout_ms);
+        prop_assert_eq!(Entry::parse(&Entry::Held(holder).encode()).is_some(), in_range);
     }
 
     #[test]

@@ -4,6 +4,7 @@ mod bench;
 mod component;
 mod demo;
 mod exec;
+mod repair;
 mod run;
 mod scratch;
 mod signals;
@@ -43,6 +44,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Component(component::ComponentArgs),
     Bench(bench::BenchArgs),
+    Repair(repair::RepairArgs),
 }
 
 /// Parse the command line and run it; returns the process exit code.
@@ -60,6 +62,7 @@ pub fn main() -> anyhow::Result<u8> {
         Command::Demo(args) => demo::demo(&global, args),
         Command::Component(args) => component::component(args),
         Command::Bench(args) => bench::bench(&global, args),
+        Command::Repair(args) => repair::repair(&global, args),
     }
 }
 
