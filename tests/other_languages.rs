@@ -50,14 +50,7 @@ fn rust_node_and_python_hosts_take_turns_on_one_lock() {
     let scratch = Scratch::new("other-languages");
     let locks = scratch.dir("locks");
     let work = scratch.dir("work");
-
-    let setup_started = Instant::now();
-    let node_dir = prepare_node(&locks);
-    let python = prepare_python(&locks);
-    say(&format!(
-        "set up the Node and Python examples in {:.1}s",
-        setup_started.elapsed().as_secs_f64()
-    ));
+    let Hosts { node_dir, python } = hosts();
 
     std::fs::write(work.join("counter"), "0").unwrap();
     let counter = work.join("counter");
@@ -65,7 +58,7 @@ fn rust_node_and_python_hosts_take_turns_on_one_lock() {
 
     // A gate: hold the lock while every contender starts, so that all of them are waiting on
     // it when the hammering begins (Node and Python start slower than `lockbydir run`).
-    let mut gate = Gate::close(&locks, scratch.join("go"));
+    let mut gate = Gate::close(&locks, LOCK, scratch.join("go"));
 
     let started = Instant::now();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -184,6 +177,34 @@ fn rust_node_and_python_hosts_take_turns_on_one_lock() {
     ));
 }
 
+/// The Node and Python examples, set up once per test process.
+struct Hosts {
+    /// `examples/node`, installed and transpiled.
+    node_dir: PathBuf,
+    /// The virtualenv's python, with wasmtime installed.
+    python: PathBuf,
+}
+
+/// Set up the Node and Python examples (once; the tests of this file share them).
+fn hosts() -> Hosts {
+    static SET_UP: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+    let (node_dir, python) = SET_UP.get_or_init(|| {
+        let scratch = Scratch::new("other-languages-setup");
+        let setup_started = Instant::now();
+        let node_dir = prepare_node(&scratch.0);
+        let python = prepare_python(&scratch.0);
+        say(&format!(
+            "set up the Node and Python examples in {:.1}s",
+            setup_started.elapsed().as_secs_f64()
+        ));
+        (node_dir, python)
+    });
+    Hosts {
+        node_dir: node_dir.clone(),
+        python: python.clone(),
+    }
+}
+
 /// A line on the real stderr, past libtest's capture, so CI logs show it (the skip notice,
 /// the setup steps, the summary).
 fn say(line: &str) {
@@ -193,6 +214,8 @@ fn say(line: &str) {
 /// A holder that keeps the lock until it is opened, so that every contender starts waiting
 /// before the hammering begins. Dropping it opens it too (on a failing path).
 struct Gate {
+    /// The lock it holds.
+    lock: String,
     /// The file whose creation ends the holder's command.
     go: PathBuf,
     /// `lockbydir exec --holder gate ...`.
@@ -200,17 +223,21 @@ struct Gate {
 }
 
 impl Gate {
-    /// Take the lock as `gate` (with `lockbydir exec`) and wait until it is held.
-    fn close(locks: &Path, go: PathBuf) -> Self {
+    /// Take `lock` as `gate` (with `lockbydir exec`) and wait until it is held.
+    fn close(locks: &Path, lock: &str, go: PathBuf) -> Self {
         let holder = lockbydir(locks)
             .args([
-                "exec", "--quiet", "--holder", "gate", LOCK, "--", "sh", "-c",
+                "exec", "--quiet", "--holder", "gate", lock, "--", "sh", "-c",
             ])
             .arg(r#"while [ ! -e "$0" ]; do sleep 0.01; done"#)
             .arg(&go)
             .spawn()
             .unwrap();
-        let mut gate = Gate { go, holder };
+        let mut gate = Gate {
+            lock: lock.to_owned(),
+            go,
+            holder,
+        };
         gate.wait_until_held(locks);
         gate
     }
@@ -222,11 +249,10 @@ impl Gate {
             let o = output(lockbydir(locks).args(["status", "--json"]));
             assert!(o.status.success(), "status failed: {}", stderr(&o));
             let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-            let held = rows
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r["name"] == LOCK && r["state"] == "held" && r["holder"] == "gate");
+            let held =
+                rows.as_array().unwrap().iter().any(|r| {
+                    r["name"] == *self.lock && r["state"] == "held" && r["holder"] == "gate"
+                });
             if held {
                 return;
             }
@@ -475,4 +501,393 @@ fn prepare_python(locks: &Path) -> PathBuf {
     }
     write_component(locks, &dir.join("lock.wasm"));
     python
+}
+
+// --- Holders and waiters in Node and Python: refresh, signals, the queue -----------------------
+
+/// The two wrapper hosts.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// `node hold.mjs` in examples/node.
+    Node,
+    /// `.venv/bin/python hold.py` in examples/python.
+    Python,
+}
+
+/// `hold.mjs` / `hold.py` on lock `lock` in `locks`, with more arguments (`--hold-ms`, ...).
+fn hold_command(kind: Kind, locks: &Path, lock: &str, args: &[&str]) -> Command {
+    let hosts = hosts();
+    let mut cmd = match kind {
+        Kind::Node => {
+            let mut c = Command::new("node");
+            c.current_dir(&hosts.node_dir).arg("hold.mjs");
+            c
+        }
+        Kind::Python => {
+            let mut c = Command::new(&hosts.python);
+            c.current_dir(examples().join("python")).arg("hold.py");
+            c
+        }
+    };
+    cmd.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+        .arg("--locks")
+        .arg(locks)
+        .args(["--lock", lock])
+        .args(args);
+    cmd
+}
+
+/// A process whose stdout and stderr lines are read by threads, to wait for a line.
+struct Watched {
+    /// What it is, for messages.
+    what: String,
+    /// The process.
+    child: Child,
+    /// Lines as they come (`out: ...` / `err: ...`).
+    lines: mpsc::Receiver<String>,
+    /// Every line seen so far.
+    seen: Vec<String>,
+}
+
+impl Watched {
+    /// Start `cmd` with both outputs piped.
+    fn spawn(what: &str, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {what} ({cmd:?}): {e}"));
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for (tag, pipe) in [
+            ("out", Box::new(out) as Box<dyn std::io::Read + Send>),
+            ("err", Box::new(err)),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(format!("{tag}: {line}"));
+                }
+            });
+        }
+        Watched {
+            what: what.to_owned(),
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Wait (at most the hang guard) for a line containing `text`; panics if the process ends
+    /// first.
+    fn wait_for(&mut self, text: &str) {
+        let started = Instant::now();
+        while started.elapsed() < HANG_GUARD {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => {
+                    let hit = line.contains(text);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let _ = self.child.kill();
+        panic!(
+            "{} never said {text:?}; it said:\n{}",
+            self.what,
+            self.seen.join("\n")
+        );
+    }
+
+    /// Whether it has said a line containing `text` (reading what has come so far).
+    fn said(&mut self, text: &str) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().any(|l| l.contains(text))
+    }
+
+    /// Send `signal` to the process.
+    fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+    }
+
+    /// Wait for the process to exit within `limit` (killing it and returning None if it does
+    /// not); its status and everything it said.
+    fn finish_within(&mut self, limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads end with the pipes; take what is left.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, self.seen.join("\n"))
+    }
+}
+
+impl Drop for Watched {
+    /// A process left running by a failing test is killed.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Lock `lock`'s row of `status --json`.
+fn state_of(locks: &Path, lock: &str) -> serde_json::Value {
+    common::status(locks)
+        .into_iter()
+        .find(|r| r["name"] == lock)
+        .unwrap_or_else(|| panic!("no lock {lock} in status"))
+}
+
+/// A Node and a Python holder whose body outlives three times the lock's timeout keep the lock
+/// all along: they refresh it while the body runs, so other processes trying it in the
+/// meantime never get in, and the release is in time.
+#[test]
+fn node_and_python_holders_refresh_while_the_body_outlives_the_timeout() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    for kind in [Kind::Node, Kind::Python] {
+        let scratch = Scratch::new("wrapper-refresh");
+        let locks = scratch.dir("locks");
+        // Timeout 1.5 s, body 5 s (more than 3x): without refreshing, the lock expires
+        // three times over and the contenders below take it over.
+        let cmd = hold_command(
+            kind,
+            &locks,
+            "long",
+            &["--timeout-ms", "1500", "--hold-ms", "5000"],
+        );
+        let mut holder = Watched::spawn(&format!("{kind:?} holder"), cmd);
+        holder.wait_for("out: held");
+        // Others try the lock until the holder says it released it. Whether one of them got
+        // in while the body ran shows in the holder's release: a takeover makes it fail with
+        // `compromised` (a try that lands between the release and the holder's exit is fine).
+        let mut tries = 0;
+        while holder.child.try_wait().unwrap().is_none() && !holder.said("out: released") {
+            let o = output(lockbydir(&locks).args([
+                "exec",
+                "--quiet",
+                "--patience",
+                "0",
+                "--timeout",
+                "1s",
+                "long",
+                "--",
+                "true",
+            ]));
+            if o.status.success() && !holder.said("out: released") {
+                // Got in: the holder must now find its lock compromised (checked below).
+                say(&format!("{kind:?}: a try got the lock while the body ran"));
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (status, said) = holder.finish_within(HANG_GUARD);
+        assert!(
+            status.is_some_and(|s| s.success()) && said.contains("out: released ok"),
+            "{kind:?} holder lost the lock or did not release it in time ({status:?}):\n{said}"
+        );
+        assert!(
+            tries >= 10,
+            "{kind:?}: only {tries} tries by others while the body ran"
+        );
+        say(&format!(
+            "{kind:?} holder kept a 1.5s lock through a 5s body; others tried {tries} times"
+        ));
+    }
+}
+
+/// A Node or Python holder ended by SIGINT or SIGTERM releases the lock before it exits: the
+/// lock is free at once, not after its (60 s) timeout.
+#[test]
+fn interrupted_or_terminated_node_and_python_holders_release_at_once() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let mut kept = Vec::new();
+    for kind in [Kind::Node, Kind::Python] {
+        for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+            let scratch = Scratch::new("wrapper-signal");
+            let locks = scratch.dir("locks");
+            let cmd = hold_command(
+                kind,
+                &locks,
+                "job",
+                &["--timeout-ms", "60000", "--hold-ms", "inf"],
+            );
+            let mut holder = Watched::spawn(&format!("{kind:?} holder"), cmd);
+            holder.wait_for("out: held");
+            holder.signal(signal);
+            let (status, said) = holder.finish_within(HANG_GUARD);
+            let status =
+                status.unwrap_or_else(|| panic!("{kind:?} holder ignored {name}:\n{said}"));
+            assert!(!status.success(), "{kind:?} holder exited 0 after {name}");
+            let row = state_of(&locks, "job");
+            if row["state"] != "free" {
+                kept.push(format!(
+                    "{kind:?} after {name} ({status}): lock is {row}; it said:\n{said}"
+                ));
+            }
+        }
+    }
+    assert!(
+        kept.is_empty(),
+        "holders that kept the lock:\n{}",
+        kept.join("\n")
+    );
+}
+
+/// A Node or Python waiter interrupted while it waits stops waiting at once (while the lock is
+/// still held by someone else), never takes the lock, and leaves no ticket in the queue.
+#[test]
+fn interrupted_node_and_python_waiters_stop_waiting() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    for (kind, signal, name) in [
+        (Kind::Python, libc::SIGINT, "SIGINT"),
+        (Kind::Python, libc::SIGTERM, "SIGTERM"),
+        (Kind::Node, libc::SIGINT, "SIGINT"),
+        (Kind::Node, libc::SIGTERM, "SIGTERM"),
+    ] {
+        let scratch = Scratch::new("wrapper-wait-signal");
+        let locks = scratch.dir("locks");
+        let mut gate = Gate::close(&locks, "busy", scratch.join("go"));
+        let cmd = hold_command(kind, &locks, "busy", &["--hold-ms", "0"]);
+        let mut waiter = Watched::spawn(&format!("{kind:?} waiter"), cmd);
+        waiter.wait_for("blocking waiting for lock");
+        waiter.signal(signal);
+        // Generous: only a bound for a waiter that ignores the signal (the gate holds the
+        // lock for as long as this test wants).
+        let (status, said) = waiter.finish_within(Duration::from_secs(30));
+        assert!(
+            status.is_some(),
+            "{kind:?} waiter was still waiting 30s after {name}:\n{said}"
+        );
+        assert!(
+            !said.contains("out: held"),
+            "{kind:?} waiter took the lock:\n{said}"
+        );
+        let row = state_of(&locks, "busy");
+        assert_eq!(
+            row["holder"], "gate",
+            "{kind:?}: the gate lost the lock: {row}"
+        );
+        let queue: Vec<_> = std::fs::read_dir(locks.join("busy.queue"))
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            queue.is_empty(),
+            "{kind:?} waiter left tickets after {name}: {queue:?}"
+        );
+        gate.open();
+    }
+}
+
+/// A Node waiter joins the fair queue: behind two shell loops of `lockbydir exec` (one process
+/// per round, so there is always one of them queued) it gets in before they finish. How many
+/// rounds it waited is printed, not asserted.
+#[test]
+fn a_node_waiter_is_served_in_turn_behind_two_exec_loops() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    const LOOP_ROUNDS: usize = 60;
+    let scratch = Scratch::new("wrapper-queue");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let log = work.join("log");
+    let mut loops = Vec::new();
+    for i in 0..2 {
+        let script = format!(
+            r#"for i in $(seq {LOOP_ROUNDS}); do "$0" --locks "$1" exec --quiet fair -- sh -c '{EXEC_INCREMENT}' sh "$2" "$3" || exit 1; done"#
+        );
+        let mut cmd = Command::new("sh");
+        cmd.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env_remove("LOCKBYDIR_DIR")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_lockbydir"))
+            .arg(&locks)
+            .arg(&work)
+            .arg(format!("exec-{i}"));
+        loops.push(Contender::spawn(
+            format!("exec-{i}"),
+            cmd,
+            &mpsc::channel().0,
+        ));
+    }
+    let rounds_done = || {
+        std::fs::read_to_string(&log)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let started = Instant::now();
+    while rounds_done() < 4 && started.elapsed() < HANG_GUARD {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Hold a while once in, so that the count read below is the one at the grant.
+    let cmd = hold_command(
+        Kind::Node,
+        &locks,
+        "fair",
+        &["--hold-ms", "300", "--label", "node-waiter"],
+    );
+    let before = rounds_done();
+    let asked = Instant::now();
+    let mut node = Watched::spawn("Node waiter", cmd);
+    node.wait_for("out: held");
+    let waited = asked.elapsed();
+    let at_grant = rounds_done();
+    let (status, said) = node.finish_within(HANG_GUARD);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "Node waiter failed:\n{said}"
+    );
+    for l in loops {
+        let label = l.label.clone();
+        let (status, text) = l.finish(Instant::now() + HANG_GUARD);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{label} failed:\n{text}"
+        );
+    }
+    assert!(
+        at_grant < 2 * LOOP_ROUNDS,
+        "the Node waiter got in only after both exec loops had finished ({at_grant} rounds)"
+    );
+    say(&format!(
+        "a Node waiter behind two exec loops got in after {} exec rounds ({:.2}s, Node start included); {} of {} rounds were left",
+        at_grant - before,
+        waited.as_secs_f64(),
+        2 * LOOP_ROUNDS - at_grant,
+        2 * LOOP_ROUNDS
+    ));
 }
