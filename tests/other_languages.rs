@@ -891,3 +891,167 @@ fn a_node_waiter_is_served_in_turn_behind_two_exec_loops() {
         2 * LOOP_ROUNDS
     ));
 }
+
+// --- The documented commands on a fresh machine, errors, the compiled-component cache -------
+
+/// README's `node counter.mjs ...` and `python counter.py ...` lines work as written where
+/// neither the lock directory nor the work directory nor the counter file exists yet.
+#[test]
+fn readme_counter_commands_work_on_a_fresh_machine() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-fresh");
+    // As /tmp/locks and /tmp/work on a fresh machine: nothing below `fresh` exists.
+    let locks = scratch.join("fresh/locks");
+    let work = scratch.join("fresh/work");
+    let (counter, log) = (work.join("counter"), work.join("log"));
+    let mut node = Command::new("node");
+    node.current_dir(&hosts.node_dir)
+        .arg("counter.mjs")
+        .args(counter_args(&locks, &counter, &log, "node-0"));
+    let mut python = Command::new(&hosts.python);
+    python
+        .current_dir(examples().join("python"))
+        .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+        .arg("counter.py")
+        .args(counter_args(&locks, &counter, &log, "python-0"));
+    for (what, cmd) in [
+        ("node counter.mjs", &mut node),
+        ("python counter.py", &mut python),
+    ] {
+        let o = output(cmd);
+        assert!(
+            o.status.success(),
+            "{what} failed on a fresh machine: {}",
+            stderr(&o)
+        );
+    }
+    assert_eq!(
+        count(&counter),
+        2 * ROUNDS,
+        "the counter both made together"
+    );
+    assert_exclusive(&log, 2 * ROUNDS);
+}
+
+/// A lock directory that does not exist is named in the wrappers' error, with what to do;
+/// Python no longer says only "failed to add preopen dir".
+#[test]
+fn wrapper_errors_name_the_lock_directory_and_what_to_do() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-errors");
+    let missing = scratch.join("no-such-locks");
+    let node_script = format!(
+        "import {{ openLockDir }} from './lockbydir.mjs'; await openLockDir({:?});",
+        missing.display().to_string()
+    );
+    let python_script = format!(
+        "from lockbydir import LockDir; LockDir({:?})",
+        missing.display().to_string()
+    );
+    let mut node = Command::new("node");
+    node.current_dir(&hosts.node_dir)
+        .args(["--input-type=module", "-e", &node_script]);
+    let mut python = Command::new(&hosts.python);
+    python
+        .current_dir(examples().join("python"))
+        .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+        .args(["-c", &python_script]);
+    for (what, cmd) in [("Node", &mut node), ("Python", &mut python)] {
+        let o = output(cmd);
+        let text = stderr(&o);
+        assert!(
+            !o.status.success(),
+            "{what} opened a missing lock directory"
+        );
+        let path = missing.display().to_string();
+        assert!(
+            text.contains(&format!(
+                "lock directory {path} cannot be used: it does not exist"
+            )) && text.contains(&format!("mkdir -p {path}")),
+            "{what}'s error does not say which directory and what to do:\n{text}"
+        );
+        assert!(
+            !text.contains("preopen"),
+            "{what}'s error is wasmtime's:\n{text}"
+        );
+        assert!(
+            !missing.exists(),
+            "{what} made the directory without being asked"
+        );
+    }
+}
+
+/// Python compiles the component once: the first `LockDir` writes the compiled code to the
+/// cache directory (`$LOCKBYDIR_CACHE_DIR/python/`), and a cache file that does not load is
+/// replaced rather than trusted.
+#[test]
+fn python_caches_the_compiled_component() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-cache");
+    let cache = scratch.join("cache");
+    let locks = scratch.dir("locks");
+    let script = format!(
+        "import time\nfrom lockbydir import LockDir\nt = time.monotonic()\n\
+         with LockDir({locks:?}).lock('c') as g: print('fence', g.fence)\n\
+         print('ms', round((time.monotonic() - t) * 1000))",
+        locks = locks.display().to_string()
+    );
+    let run = || {
+        let o = output(
+            Command::new(&hosts.python)
+                .current_dir(examples().join("python"))
+                .env("LOCKBYDIR_CACHE_DIR", &cache)
+                .args(["-c", &script]),
+        );
+        assert!(o.status.success(), "python failed: {}", stderr(&o));
+        common::stdout(&o)
+    };
+    let cached = || -> Vec<PathBuf> {
+        std::fs::read_dir(cache.join("python"))
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+    let first = run();
+    let files = cached();
+    assert_eq!(files.len(), 1, "cache after the first LockDir: {files:?}");
+    assert!(
+        files[0].extension().is_some_and(|e| e == "cwasm"),
+        "{files:?}"
+    );
+    let second = run();
+    std::fs::write(&files[0], b"not compiled code").unwrap();
+    let third = run();
+    assert!(
+        third.contains("fence 3"),
+        "after a broken cache file: {third}"
+    );
+    assert_ne!(
+        std::fs::read(&files[0]).unwrap(),
+        b"not compiled code",
+        "the broken cache file was kept"
+    );
+    let ms = |out: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix("ms "))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    say(&format!(
+        "Python LockDir + first acquire: {} ms compiling, {} ms from the cache, {} ms past a broken cache file",
+        ms(&first),
+        ms(&second),
+        ms(&third)
+    ));
+}

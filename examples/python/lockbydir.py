@@ -189,7 +189,6 @@ def _component(path: str) -> tuple[Engine, Component]:
             wasm = f.read()
     except OSError as e:
         raise LockDirError(
-            e.errno,
             f"lock component {path} cannot be read ({e.strerror}): write it with "
             f"`lockbydir component --out {path}`, or set LOCKBYDIR_COMPONENT to where it is",
         ) from None
@@ -296,7 +295,7 @@ class LockDir:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise LockDirError(
-                    e.errno, f"lock directory {self.path} cannot be created: {e.strerror}"
+                    f"lock directory {self.path} cannot be created: {e.strerror}"
                 ) from None
         if not os.path.isdir(self.path):
             why = (
