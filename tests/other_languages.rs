@@ -463,7 +463,8 @@ fn prepare_node(locks: &Path) -> PathBuf {
         installed = true;
     }
     write_component(locks, &dir.join("lock.wasm"));
-    let transpiled_stamp = dir.join("gen/.lockbydir-source.wasm");
+    // Outside gen/, which the npm package ships.
+    let transpiled_stamp = dir.join("node_modules/.lockbydir-transpiled.wasm");
     if installed || !stamped(&dir.join("lock.wasm"), &transpiled_stamp) {
         let _ = std::fs::remove_dir_all(dir.join("gen"));
         setup(
@@ -477,7 +478,9 @@ fn prepare_node(locks: &Path) -> PathBuf {
 }
 
 /// A virtualenv in examples/python with `requirements.txt` installed (only if it changed, or
-/// the venv is unusable), and the component; returns the venv's python.
+/// the venv is unusable), the component in the package (`lockbydir/lock.wasm`), and the
+/// package installed into the venv with `pip install .` (only if it changed); returns the
+/// venv's python.
 fn prepare_python(locks: &Path) -> PathBuf {
     let dir = examples().join("python");
     let venv = dir.join(".venv");
@@ -499,7 +502,32 @@ fn prepare_python(locks: &Path) -> PathBuf {
         );
         std::fs::copy(dir.join("requirements.txt"), &stamp).unwrap();
     }
-    write_component(locks, &dir.join("lock.wasm"));
+    write_component(locks, &dir.join("lockbydir/lock.wasm"));
+    let package_stamp = venv.join(".lockbydir-package");
+    let package: Vec<u8> = [
+        "pyproject.toml",
+        "lockbydir/__init__.py",
+        "lockbydir/lock.wasm",
+    ]
+    .iter()
+    .flat_map(|f| std::fs::read(dir.join(f)).unwrap())
+    .collect();
+    if std::fs::read(&package_stamp).ok().as_deref() != Some(&package[..]) {
+        let _ = std::fs::remove_dir_all(dir.join("build"));
+        setup(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--quiet",
+                ])
+                .arg(".")
+                .current_dir(&dir),
+        );
+        std::fs::write(&package_stamp, package).unwrap();
+    }
     python
 }
 
@@ -953,7 +981,7 @@ fn wrapper_errors_name_the_lock_directory_and_what_to_do() {
         missing.display().to_string()
     );
     let python_script = format!(
-        "from lockbydir import LockDir; LockDir({:?})",
+        "from lockbydir import LockDir\nLockDir({:?})",
         missing.display().to_string()
     );
     let mut node = Command::new("node");
@@ -1054,4 +1082,93 @@ fn python_caches_the_compiled_component() {
         ms(&second),
         ms(&third)
     ));
+}
+
+// --- The wrappers as packages ----------------------------------------------------------------
+
+/// `npm pack` in examples/node makes a package that a project installs and imports as
+/// `lockbydir` without jco; `pip install examples/python` installs `lockbydir` with its
+/// component inside, importable from anywhere.
+#[test]
+fn the_wrappers_install_as_packages() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-packages");
+    let locks = scratch.join("locks");
+    let packed = scratch.dir("packed");
+    let o = output(
+        Command::new("npm")
+            .args(["pack", "--quiet", "--pack-destination"])
+            .arg(&packed)
+            .current_dir(&hosts.node_dir),
+    );
+    assert!(o.status.success(), "npm pack failed: {}", stderr(&o));
+    let tarball = packed.join(common::stdout(&o).trim());
+    let consumer = scratch.dir("consumer");
+    std::fs::write(
+        consumer.join("package.json"),
+        r#"{ "name": "consumer", "private": true, "type": "module" }"#,
+    )
+    .unwrap();
+    setup(
+        Command::new("npm")
+            .args([
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--prefer-offline",
+                "--quiet",
+            ])
+            .arg(&tarball)
+            .current_dir(&consumer),
+    );
+    assert!(
+        !consumer.join("node_modules/@bytecodealliance/jco").exists(),
+        "installing the package brought jco along"
+    );
+    let script = format!(
+        "import {{ openLockDir }} from 'lockbydir';\n\
+         const lock = (await openLockDir({locks:?}, {{ create: true }})).lock('pkg');\n\
+         await lock.withLock(async (g) => console.log('fence', g.fence));",
+        locks = locks.display().to_string()
+    );
+    let o = output(
+        Command::new("node")
+            .args(["--input-type=module", "-e", &script])
+            .current_dir(&consumer),
+    );
+    assert!(
+        o.status.success() && common::stdout(&o).contains("fence 1"),
+        "the installed npm package did not work: {}{}",
+        common::stdout(&o),
+        stderr(&o)
+    );
+
+    // Isolated mode (-I): neither the current directory nor examples/python is on the path.
+    let script = format!(
+        "import lockbydir\nprint('from', lockbydir.__file__)\n\
+         with lockbydir.LockDir({locks:?}).lock('pkg') as g:\n    print('fence', g.fence)",
+        locks = locks.display().to_string()
+    );
+    let o = output(
+        Command::new(&hosts.python)
+            .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env_remove("LOCKBYDIR_COMPONENT")
+            .args(["-I", "-c", &script])
+            .current_dir(&scratch.0),
+    );
+    let out = common::stdout(&o);
+    assert!(
+        o.status.success() && out.contains("fence 2"),
+        "the installed Python package did not work: {out}{}",
+        stderr(&o)
+    );
+    let venv = hosts.python.parent().unwrap().parent().unwrap();
+    assert!(
+        out.contains(&format!("from {}", venv.join("lib").display())),
+        "lockbydir was not imported from the virtualenv: {out}"
+    );
 }
