@@ -888,9 +888,10 @@ fn a_node_waiter_is_served_in_turn_behind_two_exec_loops() {
         "fair",
         &["--hold-ms", "300", "--label", "node-waiter"],
     );
+    let mut node = Watched::spawn("Node waiter", cmd);
+    node.wait_for("blocking waiting for lock");
     let before = rounds_done();
     let asked = Instant::now();
-    let mut node = Watched::spawn("Node waiter", cmd);
     node.wait_for("out: held");
     let waited = asked.elapsed();
     let at_grant = rounds_done();
@@ -912,7 +913,7 @@ fn a_node_waiter_is_served_in_turn_behind_two_exec_loops() {
         "the Node waiter got in only after both exec loops had finished ({at_grant} rounds)"
     );
     say(&format!(
-        "a Node waiter behind two exec loops got in after {} exec rounds ({:.2}s, Node start included); {} of {} rounds were left",
+        "a Node waiter behind two exec loops got in after {} exec rounds ({:.2}s from its first wait); {} of {} rounds were left",
         at_grant - before,
         waited.as_secs_f64(),
         2 * LOOP_ROUNDS - at_grant,

@@ -20,12 +20,17 @@ import { instantiate } from './gen/lock.js';
 const U64_MAX = (1n << 64n) - 1n;
 
 /**
- * The longest a single call into the component waits (ms). The component's own `acquire`
- * waits in line in the lock's queue, but under jco it blocks the event loop while it does; so
- * a wait is a series of `acquire` calls of at most this patience, with a turn of the event
- * loop (timers, I/O, signals) between two of them.
+ * How long the calls into the component that make up a wait last (ms): the first one
+ * WAIT_SLICE_MS, each next one twice as long as the one before, up to WAIT_SLICE_MAX_MS. The
+ * component's own `acquire` waits in line in the lock's fair queue, but under jco it blocks
+ * the event loop while it does; so a wait is a series of `acquire` calls with a turn of the
+ * event loop (timers, I/O, signals) between two of them. A call that runs out gives its
+ * queue ticket back, and the next one queues again behind those who came meanwhile: slices
+ * that grow let a waiter stay in line long enough to be served behind a busy queue.
  */
 export const WAIT_SLICE_MS = 100;
+/** The longest one call into the component waits (ms); see WAIT_SLICE_MS. */
+export const WAIT_SLICE_MAX_MS = 500;
 
 /** A call into the lock component failed: `code` is the WIT error's case, `payload` its value. */
 export class LockError extends Error {
@@ -296,9 +301,9 @@ export class Lock {
    * LockBusyError once `patienceMs` has passed, with LockError on failure.
    *
    * The wait is the component's own: it queues in the lock's fair queue like every other
-   * waiter. It runs as calls of at most WAIT_SLICE_MS each (each one blocks the event loop),
-   * with a turn of the event loop between them. A slice that runs out gives its queue ticket
-   * back; the next one queues again, behind those who came meanwhile.
+   * waiter. It runs as calls of WAIT_SLICE_MS growing to WAIT_SLICE_MAX_MS (each one blocks
+   * the event loop), with a turn of the event loop between them. A slice that runs out gives
+   * its queue ticket back; the next one queues again, behind those who came meanwhile.
    */
   async acquire() {
     if (holding.has(this)) throw new LockError({ tag: 'already-held' });
@@ -310,11 +315,11 @@ export class Lock {
       waits += 1;
       listen();
       try {
-        for (;;) {
+        for (let slice = WAIT_SLICE_MS; ; slice = Math.min(2 * slice, WAIT_SLICE_MAX_MS)) {
           const left = patienceMs - (performance.now() - start);
           if (left <= 0) throw new LockBusyError(this.name, outcome.val);
           await turn();
-          this.#patience(Math.min(WAIT_SLICE_MS, Math.ceil(left)));
+          this.#patience(Math.min(slice, Math.ceil(left)));
           outcome = call(() => this.#handle.acquire());
           if (outcome.tag === 'acquired') break;
         }

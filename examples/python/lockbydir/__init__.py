@@ -43,6 +43,7 @@ __all__ = [
     "LockDirError",
     "DEFAULT_COMPONENT",
     "WAIT_SLICE_MS",
+    "WAIT_SLICE_MAX_MS",
 ]
 
 #: Where :class:`LockDir` looks for the component by default: ``$LOCKBYDIR_COMPONENT``, else
@@ -51,10 +52,15 @@ DEFAULT_COMPONENT = os.environ.get("LOCKBYDIR_COMPONENT") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "lock.wasm"
 )
 
-#: The longest one call into the component waits (ms). A wait is a series of ``acquire``
-#: calls of at most this patience, so Ctrl-C (and other signals) are handled between two of
-#: them, and other threads' calls into the same store get their turn.
+#: How long the calls into the component that make up a wait last (ms): the first one
+#: WAIT_SLICE_MS, each next one twice as long, up to WAIT_SLICE_MAX_MS. A call into wasm cannot
+#: be interrupted, so Ctrl-C (and other signals) are handled between two of them, and other
+#: threads' calls into the same store get their turn. A call that runs out gives its queue
+#: ticket back and the next one queues again: slices that grow let a waiter stay in line long
+#: enough to be served behind a busy queue.
 WAIT_SLICE_MS = 100
+#: The longest one call into the component waits (ms); see WAIT_SLICE_MS.
+WAIT_SLICE_MAX_MS = 500
 
 _INTERFACE = "lockbydir:lock/lock@0.1.0"
 _U64_MAX = 2**64 - 1
@@ -430,10 +436,10 @@ class Lock:
         """Wait until the lock is ours, in the lock's fair queue like every other waiter, and
         start refreshing it. Raises LockBusy once the patience has passed.
 
-        The wait is a series of component ``acquire`` calls of at most WAIT_SLICE_MS each, so
-        that Ctrl-C and signals are handled between two of them (a call into wasm cannot be
-        interrupted). A slice that runs out gives its queue ticket back; the next one queues
-        again, behind those who came meanwhile."""
+        The wait is a series of component ``acquire`` calls of WAIT_SLICE_MS growing to
+        WAIT_SLICE_MAX_MS, so that Ctrl-C and signals are handled between two of them (a call
+        into wasm cannot be interrupted). A slice that runs out gives its queue ticket back;
+        the next one queues again, behind those who came meanwhile."""
         if self in _HELD:
             raise LockError("already-held")
         counted = _signals(+1)
@@ -443,15 +449,16 @@ class Lock:
                 if self._on_wait is not None:
                     self._on_wait(_holder(outcome.payload))
                 start = time.monotonic()
+                slice_ms = WAIT_SLICE_MS
                 while outcome.tag == "busy":
                     left = None
                     if self._patience_ms is not None:
                         left = self._patience_ms - (time.monotonic() - start) * 1000
                         if left <= 0:
                             break
-                    ms = WAIT_SLICE_MS if left is None else min(WAIT_SLICE_MS, max(1, int(left)))
-                    self._use_patience(ms)
+                    self._use_patience(slice_ms if left is None else min(slice_ms, max(1, int(left))))
                     outcome = self._call(self._locks._acquire)
+                    slice_ms = min(2 * slice_ms, WAIT_SLICE_MAX_MS)
             return self._grant(outcome)
         except BaseException:
             # KeyboardInterrupt (or SystemExit from a signal) can arrive between bytecodes
