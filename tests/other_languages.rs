@@ -748,7 +748,7 @@ fn node_and_python_holders_refresh_while_the_body_outlives_the_timeout() {
     }
 }
 
-/// A Node or Python holder ended by SIGINT or SIGTERM releases the lock before it exits: the
+/// A Node or Python holder ended by SIGINT, SIGTERM or SIGHUP releases the lock before it exits: the
 /// lock is free at once, not after its (60 s) timeout.
 #[test]
 fn interrupted_or_terminated_node_and_python_holders_release_at_once() {
@@ -758,7 +758,11 @@ fn interrupted_or_terminated_node_and_python_holders_release_at_once() {
     }
     let mut kept = Vec::new();
     for kind in [Kind::Node, Kind::Python] {
-        for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        for (signal, name) in [
+            (libc::SIGINT, "SIGINT"),
+            (libc::SIGTERM, "SIGTERM"),
+            (libc::SIGHUP, "SIGHUP"),
+        ] {
             let scratch = Scratch::new("wrapper-signal");
             let locks = scratch.dir("locks");
             let cmd = hold_command(
@@ -786,6 +790,34 @@ fn interrupted_or_terminated_node_and_python_holders_release_at_once() {
         kept.is_empty(),
         "holders that kept the lock:\n{}",
         kept.join("\n")
+    );
+}
+
+/// A Python holder started with SIGHUP ignored (as `nohup` does) keeps ignoring it: it goes on
+/// holding, and releases normally at the end.
+#[test]
+fn a_python_holder_under_nohup_ignores_sighup() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let scratch = Scratch::new("wrapper-nohup");
+    let locks = scratch.dir("locks");
+    let inner = hold_command(Kind::Python, &locks, "job", &["--hold-ms", "3000"]);
+    // `trap '' HUP` then `exec`: the program starts with SIGHUP ignored, as under nohup.
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(inner.get_current_dir().unwrap())
+        .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+        .args(["-c", r#"trap '' HUP; exec "$@""#, "sh"])
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    let mut holder = Watched::spawn("Python holder under nohup", cmd);
+    holder.wait_for("out: held");
+    holder.signal(libc::SIGHUP);
+    let (status, said) = holder.finish_within(HANG_GUARD);
+    assert!(
+        status.is_some_and(|s| s.success()) && said.contains("out: released ok"),
+        "the Python holder did not ignore SIGHUP ({status:?}):\n{said}"
     );
 }
 

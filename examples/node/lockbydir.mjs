@@ -217,14 +217,15 @@ export class LockDir {
 // --- Exits and signals -------------------------------------------------------------------
 //
 // Locks this process holds, and how many waits are under way. While either is non-zero, a
-// SIGINT or SIGTERM that nobody else listens for releases every held lock and then ends the
+// SIGINT, SIGTERM or SIGHUP that nobody else listens for releases every held lock and then ends the
 // process by the same signal (as Node's default would); a normal exit, `process.exit()` and
 // an uncaught exception release them in the 'exit' event. SIGKILL cannot be caught: the lock
 // then frees itself at its deadline.
 
 const holding = new Set();
 let waits = 0;
-const SIGNALS = ['SIGINT', 'SIGTERM'];
+// SIGHUP too: Node resets an ignored SIGHUP (nohup) to the default at startup anyway.
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /** Release every lock still held (best effort: the process is going away). */
 function releaseAll() {
@@ -237,7 +238,7 @@ function releaseAll() {
   }
 }
 
-/** SIGINT/SIGTERM while holding or waiting: release, then die of the signal. */
+/** SIGINT/SIGTERM/SIGHUP while holding or waiting: release, then die of the signal. */
 function onSignal(signal) {
   // Someone else listens too: they decide what the signal means (if they exit, the 'exit'
   // hook below releases).
@@ -252,7 +253,7 @@ process.on('exit', releaseAll);
 
 let listening = false;
 
-/** Listen for SIGINT/SIGTERM exactly while some lock is held or waited for. */
+/** Listen for SIGINT/SIGTERM/SIGHUP exactly while some lock is held or waited for. */
 function listen() {
   const want = holding.size + waits > 0;
   if (want === listening) return;
