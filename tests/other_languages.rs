@@ -748,6 +748,49 @@ fn node_and_python_holders_refresh_while_the_body_outlives_the_timeout() {
     }
 }
 
+/// A Node or Python holder that stalls (SIGSTOP) past its timeout is taken over; when it goes
+/// on, its refresher finds the lock lost and the end of its body fails loudly with
+/// `compromised` (Node also aborts `grant.signal` at once) instead of passing as a success.
+#[test]
+fn node_and_python_holders_that_lose_the_lock_fail_loudly() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    for kind in [Kind::Node, Kind::Python] {
+        let scratch = Scratch::new("wrapper-lost");
+        let locks = scratch.dir("locks");
+        let cmd = hold_command(
+            kind,
+            &locks,
+            "lost",
+            &["--timeout-ms", "1000", "--hold-ms", "6000"],
+        );
+        let mut holder = Watched::spawn(&format!("{kind:?} holder"), cmd);
+        holder.wait_for("out: held");
+        holder.signal(libc::SIGSTOP);
+        // Waits for the stalled holder's deadline, then takes the lock over.
+        let o = output(
+            lockbydir(&locks).args(["exec", "--quiet", "--holder", "taker", "lost", "--", "true"]),
+        );
+        holder.signal(libc::SIGCONT);
+        assert!(o.status.success(), "the taker failed: {}", stderr(&o));
+        let (status, said) = holder.finish_within(HANG_GUARD);
+        assert!(
+            status.is_some_and(|s| !s.success())
+                && said.contains("compromised")
+                && !said.contains("out: released"),
+            "{kind:?} holder did not fail with `compromised` ({status:?}):\n{said}"
+        );
+        if let Kind::Node = kind {
+            assert!(
+                said.contains("out: lost 1"),
+                "grant.signal was not aborted:\n{said}"
+            );
+        }
+    }
+}
+
 /// A Node or Python holder ended by SIGINT, SIGTERM or SIGHUP releases the lock before it exits: the
 /// lock is free at once, not after its (60 s) timeout.
 #[test]

@@ -1,6 +1,7 @@
 // Hold one lock for a while, the way a job would: wait for it (saying so on stderr), say
 // `held <fence>` on stdout, keep it for --hold-ms (refreshed meanwhile), release it and say
-// `released <in-time|late>`. A lost lock ends it with the wrapper's error (exit 1).
+// `released ok`. A lost lock is said at once (`lost <fence>`, from grant.signal) and ends it
+// with the wrapper's error when the hold is over (exit 1).
 //
 //   node hold.mjs --locks DIR --lock NAME [--hold-ms MS|inf] [--timeout-ms MS]
 //                 [--patience-ms MS|inf] [--label L]
@@ -40,6 +41,7 @@ const lock = locks.lock(arg.lock, {
 let report;
 await lock.withLock(async (grant) => {
   console.log(`held ${grant.fence}`);
+  grant.signal.addEventListener('abort', () => console.log(`lost ${grant.fence}`));
   const hold = ms(arg['hold-ms']);
   // An `inf` hold waits on a timer that never fires but keeps the process alive.
   await new Promise((resolve) => setTimeout(resolve, hold === Infinity ? 2 ** 31 - 1 : hold));

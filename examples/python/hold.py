@@ -1,6 +1,6 @@
 """Hold one lock for a while, the way a job would: wait for it (saying so on stderr), say
 ``held <fence>`` on stdout, keep it for --hold-ms (refreshed meanwhile), release it and say
-``released``. A lost lock ends it with the wrapper's error (exit 1).
+``released ok``. A lost lock ends it with the wrapper's error when the hold is over (exit 1).
 
     python hold.py --locks DIR --lock NAME [--hold-ms MS|inf] [--timeout-ms MS]
                    [--patience-ms MS|inf] [--label L]
