@@ -3,13 +3,16 @@
 //! `examples/node`) and Python (wasmtime's component support, in `examples/python`) all hammer
 //! one lock in one lock directory. Each round increments a shared counter file with a plain
 //! read-modify-write and logs its hold interval; the count must be exact and no two holds may
-//! overlap.
+//! overlap. The other tests drive the wrappers' holders and waiters as real processes: long
+//! bodies (refresh), lost locks, SIGINT/SIGTERM/SIGHUP, the fair queue, README's commands on
+//! a fresh machine, errors, Python's compile cache, and the wrappers as installed packages.
 //!
-//! The test sets up what the examples need, as their README says: `npm ci` and
-//! `npm run transpile` in `examples/node`, a virtualenv with `pip install -r requirements.txt`
-//! in `examples/python`, and `lockbydir component --out lock.wasm` in both. Each step is
-//! skipped when a stamp shows that its inputs have not changed, so a second run is quick. If
-//! `node`/`npm` or `python3` (with `venv`) is missing, the test says "skipped: ..." and passes.
+//! The tests set up what the examples need, as their README says: `npm ci`, `lockbydir
+//! component --out lock.wasm` and `npm run transpile` in `examples/node`; a virtualenv with
+//! `pip install -r requirements.txt`, `lockbydir component --out lockbydir/lock.wasm` and
+//! `pip install .` in `examples/python`. Each step is skipped when a stamp shows that its
+//! inputs have not changed, so a second run is quick. If `node`/`npm` or `python3` (with
+//! `venv`) is missing, each test says "skipped: ..." and passes.
 
 mod common;
 
@@ -1247,4 +1250,62 @@ fn the_wrappers_install_as_packages() {
         out.contains(&format!("from {}", venv.join("lib").display())),
         "lockbydir was not imported from the virtualenv: {out}"
     );
+}
+
+/// A Node or Python program that exits while holding a lock it never released (an exit call,
+/// an uncaught exception, a late uncaught exception in Node) gives the lock back on its way
+/// out: the lock (timeout 60 s) is free at once.
+#[test]
+fn node_and_python_programs_that_exit_holding_release() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-exit");
+    let locks = scratch.dir("locks");
+    let dir = locks.display().to_string();
+    let node_bodies = [
+        "process.exit(3);",
+        "throw new Error('boom');",
+        "setTimeout(() => { throw new Error('late'); }, 10); await new Promise((r) => setTimeout(r, 60000));",
+    ];
+    let python_bodies = ["import sys\nsys.exit(4)", "raise RuntimeError('boom')"];
+    let mut cases: Vec<(String, Command)> = Vec::new();
+    for (i, body) in node_bodies.iter().enumerate() {
+        let script = format!(
+            "import {{ openLockDir }} from './lockbydir.mjs';\n\
+             const lock = (await openLockDir({dir:?})).lock('node-{i}', {{ timeoutMs: 60000 }});\n\
+             await lock.acquire();\n{body}"
+        );
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&hosts.node_dir)
+            .args(["--input-type=module", "-e", &script]);
+        cases.push((format!("node-{i}"), cmd));
+    }
+    for (i, body) in python_bodies.iter().enumerate() {
+        let script = format!(
+            "from lockbydir import LockDir\n\
+             LockDir({dir:?}).lock('python-{i}', timeout_ms=60000).acquire()\n{body}"
+        );
+        let mut cmd = Command::new(&hosts.python);
+        cmd.current_dir(examples().join("python"))
+            .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .args(["-c", &script]);
+        cases.push((format!("python-{i}"), cmd));
+    }
+    for (lock, mut cmd) in cases {
+        let o = output(&mut cmd);
+        assert!(
+            !o.status.success(),
+            "{lock}: the program did not fail as planned"
+        );
+        let row = state_of(&locks, &lock);
+        assert_eq!(
+            row["state"],
+            "free",
+            "{lock} kept its lock: {row}\n{}",
+            stderr(&o)
+        );
+    }
 }
