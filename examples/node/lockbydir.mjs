@@ -312,9 +312,9 @@ export class Lock {
     if (outcome.tag !== 'acquired') {
       const { patienceMs } = this.#options;
       const start = performance.now();
-      if (patienceMs > 0 && this.#onWait) this.#onWait(outcome.val);
       waits += 1;
       listen();
+      if (patienceMs > 0 && this.#onWait) this.#onWait(outcome.val);
       try {
         for (let slice = WAIT_SLICE_MS; ; slice = Math.min(2 * slice, WAIT_SLICE_MAX_MS)) {
           const left = patienceMs - (performance.now() - start);
