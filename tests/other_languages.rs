@@ -915,92 +915,94 @@ fn interrupted_node_and_python_waiters_stop_waiting() {
     }
 }
 
-/// A Node waiter joins the fair queue: behind two shell loops of `lockbydir exec` (one process
-/// per round, so there is always one of them queued) it gets in while they still run. How
-/// many rounds it waited is printed, not asserted.
+/// Node and Python waiters join the fair queue: behind two shell loops of `lockbydir exec`
+/// (one process per round, so there is always one of them queued) each gets in while they
+/// still run. How many rounds it waited is printed, not asserted.
 #[test]
-fn a_node_waiter_is_served_in_turn_behind_two_exec_loops() {
+fn node_and_python_waiters_are_served_in_turn_behind_two_exec_loops() {
     if let Some(why) = missing_tools() {
         say(&format!("skipped: {why}"));
         return;
     }
-    // The loops go on until told to stop (at most this many rounds each), so that they are
-    // still running whenever the Node waiter arrives, however slow its start.
-    const LOOP_ROUNDS: usize = 2000;
     let _ = hosts();
-    let scratch = Scratch::new("wrapper-queue");
-    let stop = scratch.join("stop");
-    let locks = scratch.dir("locks");
-    let work = scratch.dir("work");
-    std::fs::write(work.join("counter"), "0").unwrap();
-    let log = work.join("log");
-    let mut loops = Vec::new();
-    for i in 0..2 {
-        let script = format!(
-            r#"for i in $(seq {LOOP_ROUNDS}); do [ -e "$4" ] && exit 0; "$0" --locks "$1" exec --quiet fair -- sh -c '{EXEC_INCREMENT}' sh "$2" "$3" || exit 1; done"#
+    for kind in [Kind::Node, Kind::Python] {
+        // The loops go on until told to stop (at most this many rounds each), so that they are
+        // still running whenever the waiter arrives, however slow its start.
+        const LOOP_ROUNDS: usize = 2000;
+        let scratch = Scratch::new("wrapper-queue");
+        let stop = scratch.join("stop");
+        let locks = scratch.dir("locks");
+        let work = scratch.dir("work");
+        std::fs::write(work.join("counter"), "0").unwrap();
+        let log = work.join("log");
+        let mut loops = Vec::new();
+        for i in 0..2 {
+            let script = format!(
+                r#"for i in $(seq {LOOP_ROUNDS}); do [ -e "$4" ] && exit 0; "$0" --locks "$1" exec --quiet fair -- sh -c '{EXEC_INCREMENT}' sh "$2" "$3" || exit 1; done"#
+            );
+            let mut cmd = Command::new("sh");
+            cmd.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+                .env_remove("LOCKBYDIR_DIR")
+                .arg("-c")
+                .arg(script)
+                .arg(env!("CARGO_BIN_EXE_lockbydir"))
+                .arg(&locks)
+                .arg(&work)
+                .arg(format!("exec-{i}"))
+                .arg(&stop);
+            loops.push(Contender::spawn(
+                format!("exec-{i}"),
+                cmd,
+                &mpsc::channel().0,
+            ));
+        }
+        let rounds_done = || {
+            std::fs::read_to_string(&log)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        let started = Instant::now();
+        while rounds_done() < 4 && started.elapsed() < HANG_GUARD {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Hold a while once in, so that the count read below is the one at the grant.
+        let cmd = hold_command(
+            kind,
+            &locks,
+            "fair",
+            &["--hold-ms", "300", "--label", "waiter"],
         );
-        let mut cmd = Command::new("sh");
-        cmd.env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
-            .env_remove("LOCKBYDIR_DIR")
-            .arg("-c")
-            .arg(script)
-            .arg(env!("CARGO_BIN_EXE_lockbydir"))
-            .arg(&locks)
-            .arg(&work)
-            .arg(format!("exec-{i}"))
-            .arg(&stop);
-        loops.push(Contender::spawn(
-            format!("exec-{i}"),
-            cmd,
-            &mpsc::channel().0,
-        ));
-    }
-    let rounds_done = || {
-        std::fs::read_to_string(&log)
-            .map(|t| t.lines().count())
-            .unwrap_or(0)
-    };
-    let started = Instant::now();
-    while rounds_done() < 4 && started.elapsed() < HANG_GUARD {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    // Hold a while once in, so that the count read below is the one at the grant.
-    let cmd = hold_command(
-        Kind::Node,
-        &locks,
-        "fair",
-        &["--hold-ms", "300", "--label", "node-waiter"],
-    );
-    let mut node = Watched::spawn("Node waiter", cmd);
-    node.wait_for("blocking waiting for lock");
-    let before = rounds_done();
-    let asked = Instant::now();
-    node.wait_for("out: held");
-    let waited = asked.elapsed();
-    let at_grant = rounds_done();
-    let (status, said) = node.finish_within(HANG_GUARD);
-    std::fs::write(&stop, "").unwrap();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "Node waiter failed:\n{said}"
-    );
-    for l in loops {
-        let label = l.label.clone();
-        let (status, text) = l.finish(Instant::now() + HANG_GUARD);
+        let mut node = Watched::spawn(&format!("{kind:?} waiter"), cmd);
+        node.wait_for("blocking waiting for lock");
+        let before = rounds_done();
+        let asked = Instant::now();
+        node.wait_for("out: held");
+        let waited = asked.elapsed();
+        let at_grant = rounds_done();
+        let (status, said) = node.finish_within(HANG_GUARD);
+        std::fs::write(&stop, "").unwrap();
         assert!(
             status.is_some_and(|s| s.success()),
-            "{label} failed:\n{text}"
+            "{kind:?} waiter failed:\n{said}"
         );
+        for l in loops {
+            let label = l.label.clone();
+            let (status, text) = l.finish(Instant::now() + HANG_GUARD);
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{label} failed:\n{text}"
+            );
+        }
+        assert!(
+            at_grant < 2 * LOOP_ROUNDS,
+            "the {kind:?} waiter got in only after both exec loops had run out of rounds ({at_grant})"
+        );
+        say(&format!(
+            "a {kind:?} waiter behind two exec loops got in after {} exec rounds ({:.2}s from its first wait)",
+            at_grant - before,
+            waited.as_secs_f64(),
+        ));
     }
-    assert!(
-        at_grant < 2 * LOOP_ROUNDS,
-        "the Node waiter got in only after both exec loops had run out of rounds ({at_grant})"
-    );
-    say(&format!(
-        "a Node waiter behind two exec loops got in after {} exec rounds ({:.2}s from its first wait)",
-        at_grant - before,
-        waited.as_secs_f64(),
-    ));
 }
 
 // --- The documented commands on a fresh machine, errors, the compiled-component cache -------
