@@ -4,8 +4,12 @@
 //
 //   node counter.mjs --locks DIR --lock NAME --counter FILE --log FILE [--rounds N]
 //                    [--label L] [--timeout-ms MS]
+//
+// The lock directory and the folders of the counter and the log are made if missing; a
+// missing counter file counts as 0.
 
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { openLockDir } from './lockbydir.mjs';
 
@@ -55,8 +59,19 @@ function wallClockOffsetNs() {
 const offsetNs = wallClockOffsetNs();
 const nowNs = () => process.hrtime.bigint() + offsetNs;
 
+/** A file's text, or null if it does not exist. */
+function readText(file) {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
 const label = arg.label;
-const locks = await openLockDir(arg.locks);
+for (const file of [arg.counter, arg.log]) mkdirSync(dirname(file), { recursive: true });
+const locks = await openLockDir(arg.locks, { create: true });
 let waited = false;
 const lock = locks.lock(arg.lock, {
   timeoutMs: Number(arg['timeout-ms']),
@@ -75,7 +90,8 @@ const lock = locks.lock(arg.lock, {
 for (let round = 0; round < Number(arg.rounds); round++) {
   await lock.withLock(async (grant) => {
     const start = nowNs();
-    const text = readFileSync(arg.counter, 'utf8');
+    // Read under the lock, so that the first holder alone starts the count.
+    const text = readText(arg.counter) ?? '0';
     const n = Number.parseInt(text.trim(), 10);
     if (!Number.isSafeInteger(n)) throw new Error(`${arg.counter} holds ${JSON.stringify(text)}`);
     writeFileSync(arg.counter, String(n + 1));

@@ -4,22 +4,42 @@
 // `npm run transpile` (jco transpile --instantiation async). Each `openLockDir(dir)` call
 // instantiates it once, with `dir` as its only preopened directory, mapped as ".".
 //
-//   import { openLockDir } from './lockbydir.mjs';
+//   import { openLockDir } from 'lockbydir';
 //   const locks = await openLockDir('/var/lock/myapp');
 //   const lock = locks.lock('db-migrate', { timeoutMs: 30_000, holder: 'migrator' });
 //   await lock.withLock(async (grant) => { /* ... pass grant.fence to the resource ... */ });
+//
+// The full API, and what the wrapper does while waiting, holding and on signals, is in
+// examples/README.md.
 
+import { mkdirSync, statSync } from 'node:fs';
 import { clocks } from '@bytecodealliance/preview2-shim';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
 import { instantiate } from './gen/lock.js';
 
 const U64_MAX = (1n << 64n) - 1n;
 
+/**
+ * How long the calls into the component that make up a wait last (ms): the first one
+ * WAIT_SLICE_MS, each next one twice as long as the one before, up to WAIT_SLICE_MAX_MS. The
+ * component's own `acquire` waits in line in the lock's fair queue, but under jco it blocks
+ * the event loop while it does; so a wait is a series of `acquire` calls with a turn of the
+ * event loop (timers, I/O, signals) between two of them. A call that runs out gives its
+ * queue ticket back, and the next one queues again behind those who came meanwhile: slices
+ * that grow let a waiter stay in line long enough to be served behind a busy queue.
+ */
+export const WAIT_SLICE_MS = 100;
+/** The longest one call into the component waits (ms); see WAIT_SLICE_MS. */
+export const WAIT_SLICE_MAX_MS = 500;
+
 /** A call into the lock component failed: `code` is the WIT error's case, `payload` its value. */
 export class LockError extends Error {
-  /** @param {{tag: string, val?: unknown}} error the WIT `error` variant, as jco gives it */
-  constructor(error) {
-    super(describe(error));
+  /**
+   * @param {{tag: string, val?: unknown}} error the WIT `error` variant, as jco gives it
+   * @param {ErrorOptions} [options] `cause`: an error of the body that ran under the lock
+   */
+  constructor(error, options) {
+    super(describe(error), options);
     this.name = 'LockError';
     /** `invalid-name`, `invalid-option`, `io`, `not-held`, `compromised`, `already-held`, ... */
     this.code = error.tag;
@@ -39,7 +59,17 @@ export class LockBusyError extends Error {
   }
 }
 
-/** A one-line description of a WIT `error`. */
+/** The lock directory cannot be used (missing, not a directory, not accessible). */
+export class LockDirError extends Error {
+  /** @param {string} dir the path @param {string} why what is wrong and what to do */
+  constructor(dir, why) {
+    super(`lock directory ${dir} cannot be used: ${why}`);
+    this.name = 'LockDirError';
+    this.dir = dir;
+  }
+}
+
+/** A one-line description of a WIT `error`; cases this wrapper does not know are named. */
 function describe(error) {
   switch (error.tag) {
     case 'io':
@@ -50,9 +80,14 @@ function describe(error) {
       return `compromised: the lock (fence ${error.val.fence}) was taken over${now}`;
     }
     default:
-      return error.val === undefined ? error.tag : `${error.tag}: ${error.val}`;
+      if (error.val === undefined) return error.tag;
+      if (typeof error.val === 'object') return `${error.tag}: ${JSON.stringify(error.val, big)}`;
+      return `${error.tag}: ${error.val}`;
   }
 }
+
+/** JSON.stringify replacer for BigInt values. */
+const big = (_, v) => (typeof v === 'bigint' ? v.toString() : v);
 
 /** Run one component call, turning a WIT `error` (jco's ComponentError) into a LockError. */
 function call(f) {
@@ -72,8 +107,8 @@ function u64(value) {
   return BigInt(Math.max(0, Math.floor(value)));
 }
 
-/** A promise resolved after `ms` milliseconds. */
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** One turn of the event loop: timers, I/O callbacks and signal handlers run. */
+const turn = () => new Promise((resolve) => setImmediate(resolve));
 
 // wasi:clocks/wall-clock for the component. The shim's own (0.26.1) reads Date.now() twice,
 // once for the seconds and once for the milliseconds, so across a second boundary it can
@@ -89,13 +124,60 @@ const wallClock = {
   },
 };
 
+// wasi:clocks/monotonic-clock for the component: the shim's, except for short sleeps. The
+// shim (0.26.1) makes a timer shorter than 10 ms spin: its I/O worker thread re-queues a
+// setImmediate until the instant has come, burning a core. So a sleep under 10 ms is done
+// here, blocking this thread in Atomics.wait (as the shim's own synchronous calls do), and the
+// component gets a pollable that is already ready. Such a sleep lasts at least MIN_SLEEP_MS:
+// every look the component takes costs about 1 ms of CPU through jco and the shim, so a
+// waiter first in line, which looks every 200 µs natively, looks every 5 ms here (it used
+// about 75 % of a core with the shim's timers, about 18 % this way).
+const SPIN_BELOW_NS = 10_000_000n;
+const MIN_SLEEP_MS = 5;
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+const monotonicClock = {
+  ...clocks.monotonicClock,
+  subscribeDuration(duration) {
+    const ns = BigInt(duration);
+    if (ns > 0n && ns < SPIN_BELOW_NS) {
+      Atomics.wait(sleeper, 0, 0, Math.max(MIN_SLEEP_MS, Number(ns) / 1e6));
+      return clocks.monotonicClock.subscribeDuration(0n);
+    }
+    return clocks.monotonicClock.subscribeDuration(ns);
+  },
+};
+
+/** Check that `dir` is a usable directory (making it first with `create`). */
+function checkDir(dir, create) {
+  if (create) {
+    try {
+      mkdirSync(dir, { recursive: true });
+    } catch (e) {
+      throw new LockDirError(dir, `it cannot be created (${e.code ?? e.message})`);
+    }
+  }
+  let st;
+  try {
+    st = statSync(dir);
+  } catch (e) {
+    const what =
+      e.code === 'ENOENT'
+        ? 'it does not exist (create it first, for example `mkdir -p DIR`, or pass { create: true })'
+        : `${e.code ?? e.message} (check the path and its permissions)`;
+    throw new LockDirError(dir, what.replace('DIR', dir));
+  }
+  if (!st.isDirectory()) throw new LockDirError(dir, 'it is not a directory');
+}
+
 /**
  * Instantiate the lock component with `dir` as its lock directory. Each instance has its own
- * WASI shim whose only preopen is `dir` (as "."): no environment, no network.
+ * WASI shim whose only preopen is `dir` (as "."): no environment, no network. Options:
+ * `create` (false): make the directory (and its parents) if it is missing.
  */
-export async function openLockDir(dir) {
+export async function openLockDir(dir, options = {}) {
+  checkDir(dir, options.create ?? false);
   const shim = new WASIShim({
-    clocks: { ...clocks, wallClock },
+    clocks: { ...clocks, monotonicClock, wallClock },
     sandbox: { preopens: { '.': dir }, env: {}, args: ['lockbydir'], enableNetwork: false },
   });
   // Preopens are read once, when the component first touches the filesystem: they are fixed
@@ -130,17 +212,18 @@ export class LockDir {
       maxClockSkewMs: options.maxClockSkewMs ?? 0,
       holder: options.holder ?? `node-${process.pid}`,
     };
-    const handle = call(() =>
-      this.#api.Lock.open(name, {
-        timeoutMs: u64(o.timeoutMs),
-        patienceMs: u64(o.patienceMs),
-        minPollMs: u64(o.minPollMs),
-        maxPollMs: u64(o.maxPollMs),
-        maxClockSkewMs: u64(o.maxClockSkewMs),
-        holder: o.holder,
-      }),
-    );
-    return new Lock(handle, o, options.onWait);
+    const open = (patienceMs) =>
+      call(() =>
+        this.#api.Lock.open(name, {
+          timeoutMs: u64(o.timeoutMs),
+          patienceMs: u64(patienceMs),
+          minPollMs: u64(o.minPollMs),
+          maxPollMs: u64(o.maxPollMs),
+          maxClockSkewMs: u64(o.maxClockSkewMs),
+          holder: o.holder,
+        }),
+      );
+    return new Lock(open, o, options.onWait);
   }
 
   /**
@@ -160,17 +243,71 @@ export class LockDir {
   }
 }
 
+// --- Exits and signals -------------------------------------------------------------------
+//
+// Locks this process holds, and how many waits are under way. While either is non-zero, a
+// SIGINT, SIGTERM or SIGHUP that nobody else listens for releases every held lock and then ends the
+// process by the same signal (as Node's default would); a normal exit, `process.exit()` and
+// an uncaught exception release them in the 'exit' event. SIGKILL cannot be caught: the lock
+// then frees itself at its deadline.
+
+const holding = new Set();
+let waits = 0;
+// SIGHUP too: Node resets an ignored SIGHUP (nohup) to the default at startup anyway.
+const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/** Release every lock still held (best effort: the process is going away). */
+function releaseAll() {
+  for (const lock of [...holding]) {
+    try {
+      lock.release();
+    } catch {
+      // compromised or not-held: nothing is left to give back.
+    }
+  }
+}
+
+/** SIGINT/SIGTERM/SIGHUP while holding or waiting: release, then die of the signal. */
+function onSignal(signal) {
+  // Someone else listens too: they decide what the signal means (if they exit, the 'exit'
+  // hook below releases).
+  if (process.listenerCount(signal) > 1) return;
+  releaseAll();
+  for (const s of SIGNALS) process.removeListener(s, onSignal);
+  listening = false;
+  process.kill(process.pid, signal);
+}
+
+process.on('exit', releaseAll);
+
+let listening = false;
+
+/** Listen for SIGINT/SIGTERM/SIGHUP exactly while some lock is held or waited for. */
+function listen() {
+  const want = holding.size + waits > 0;
+  if (want === listening) return;
+  for (const s of SIGNALS) want ? process.on(s, onSignal) : process.removeListener(s, onSignal);
+  listening = want;
+}
+
 /** One named lock, as used by one holder. */
 export class Lock {
+  #open;
   #handle;
+  #handlePatience;
   #options;
   #onWait;
+  #refresher = null;
+  #lost = null;
+  #abort = null;
 
-  /** Made by `LockDir.lock`: the component's handle, the options, the wait callback. */
-  constructor(handle, options, onWait) {
-    this.#handle = handle;
+  /** Made by `LockDir.lock`: a function that opens component handles, options, wait callback. */
+  constructor(open, options, onWait) {
+    this.#open = open;
     this.#options = options;
     this.#onWait = onWait;
+    this.#handlePatience = Math.min(WAIT_SLICE_MS, options.patienceMs);
+    this.#handle = open(this.#handlePatience);
   }
 
   /** The lock's name. */
@@ -183,51 +320,69 @@ export class Lock {
     return this.#handle.fence();
   }
 
+  /** The LockError('compromised') a refresh met while this lock was held, or null. */
+  get lost() {
+    return this.#lost;
+  }
+
   /**
-   * Wait until the lock is ours; resolves to the grant `{ fence, deadlineMs, tookOver }`.
-   * Rejects with LockBusyError once `patienceMs` has passed, with LockError on failure.
+   * Wait until the lock is ours; resolves to the grant `{ fence, deadlineMs, tookOver, signal }`
+   * (`signal`: an AbortSignal aborted if the lock is lost while held). Rejects with
+   * LockBusyError once `patienceMs` has passed, with LockError on failure.
    *
-   * The component's own `acquire` would sleep inside WebAssembly, and jco's shim makes that
-   * a blocking call that freezes the event loop. So this makes one `tryAcquire` at a time and
-   * waits between tries with timers, by the component's rule: until the holder's stored
-   * deadline or the backoff (minPollMs doubling to maxPollMs, jittered), whichever is first.
+   * The wait is the component's own: it queues in the lock's fair queue like every other
+   * waiter. It runs as calls of WAIT_SLICE_MS growing to WAIT_SLICE_MAX_MS (each one blocks
+   * the event loop), with a turn of the event loop between them. A slice that runs out gives
+   * its queue ticket back; the next one queues again, behind those who came meanwhile.
    */
   async acquire() {
-    const { patienceMs, minPollMs, maxPollMs, maxClockSkewMs } = this.#options;
-    const start = performance.now();
-    let backoff = Math.max(1, minPollMs);
-    let told = false;
-    for (;;) {
-      const outcome = call(() => this.#handle.tryAcquire());
-      if (outcome.tag === 'acquired') return outcome.val;
-      const holder = outcome.val;
-      const left = patienceMs - (performance.now() - start);
-      if (left <= 0) throw new LockBusyError(this.name, holder);
-      if (!told && this.#onWait) this.#onWait(holder);
-      told = true;
-      let pause = Math.max(1, backoff / 2 + Math.random() * (backoff / 2));
-      if (holder) {
-        const takeoverAt = Number(holder.deadlineMs) + maxClockSkewMs + 1;
-        pause = Math.min(pause, Math.max(1, takeoverAt - Date.now()));
+    if (holding.has(this)) throw new LockError({ tag: 'already-held' });
+    let outcome = call(() => this.#handle.tryAcquire());
+    if (outcome.tag !== 'acquired') {
+      const { patienceMs } = this.#options;
+      const start = performance.now();
+      waits += 1;
+      listen();
+      if (patienceMs > 0 && this.#onWait) this.#onWait(outcome.val);
+      try {
+        for (let slice = WAIT_SLICE_MS; ; slice = Math.min(2 * slice, WAIT_SLICE_MAX_MS)) {
+          const left = patienceMs - (performance.now() - start);
+          if (left <= 0) throw new LockBusyError(this.name, outcome.val);
+          await turn();
+          this.#patience(Math.min(slice, Math.ceil(left)));
+          outcome = call(() => this.#handle.acquire());
+          if (outcome.tag === 'acquired') break;
+        }
+      } finally {
+        waits -= 1;
+        listen();
       }
-      await sleep(Math.min(pause, left));
-      backoff = Math.min(backoff * 2, Math.max(1, maxPollMs));
     }
+    return this.#hold(outcome.val);
   }
 
   /** One attempt that never waits: the grant, or null if someone else holds the lock. */
   tryAcquire() {
+    if (holding.has(this)) throw new LockError({ tag: 'already-held' });
     const outcome = call(() => this.#handle.tryAcquire());
-    return outcome.tag === 'acquired' ? outcome.val : null;
+    return outcome.tag === 'acquired' ? this.#hold(outcome.val) : null;
   }
 
   /** Extend the deadline by the timeout, from now; returns the new deadline (ms, BigInt). */
   refresh() {
+    if (this.#lost) throw this.#lost;
     return call(() => this.#handle.refresh());
   }
 
-  /** Give the lock up: 'in-time' or 'late'. Throws LockError('compromised') if taken over. */
+  /**
+   * Give the lock up: 'in-time' or 'late'. Throws LockError('compromised') if it was taken
+   * over meanwhile (found at release or by an earlier automatic refresh).
+   */
   release() {
+    this.#stopHolding();
+    const lost = this.#lost;
+    this.#lost = null;
+    if (lost) throw lost;
     return call(() => this.#handle.release());
   }
 
@@ -238,19 +393,79 @@ export class Lock {
 
   /**
    * Acquire, run `fn(grant)`, and release in `finally`, even if `fn` throws. Resolves to what
-   * `fn` returned. If the lock was lost meanwhile, the release throws LockError('compromised').
+   * `fn` returned. If the lock was lost meanwhile, rejects with LockError('compromised') even
+   * when `fn` succeeded (its error, if any, is the `cause`); `grant.signal` is aborted at the
+   * moment the loss is seen, so `fn` can stop early.
    */
   async withLock(fn) {
     const grant = await this.acquire();
+    let failed = false;
+    let failure;
     try {
       return await fn(grant);
+    } catch (e) {
+      failed = true;
+      failure = e;
+      throw e;
     } finally {
-      this.release();
+      try {
+        this.release();
+      } catch (e) {
+        if (e instanceof LockError && e.code === 'compromised' && failed) e.cause = failure;
+        // A lost lock outweighs the body's own error: whatever the body did may not have
+        // been protected.
+        // eslint-disable-next-line no-unsafe-finally
+        throw e;
+      }
     }
   }
 
   /** Drop the component's handle (releasing the lock if this handle holds it). */
   close() {
+    this.#stopHolding();
     this.#handle[Symbol.dispose ?? Symbol.for('dispose')]?.();
+  }
+
+  /** Use a handle whose patience is `ms` (opening a new one if it differs; not while held). */
+  #patience(ms) {
+    if (ms === this.#handlePatience) return;
+    const next = this.#open(ms);
+    this.#handle[Symbol.dispose ?? Symbol.for('dispose')]?.();
+    this.#handle = next;
+    this.#handlePatience = ms;
+  }
+
+  /** The lock is ours: refresh it every third of the timeout until it is released. */
+  #hold(grant) {
+    this.#lost = null;
+    this.#abort = new AbortController();
+    holding.add(this);
+    listen();
+    const every = Math.max(1, Math.floor(this.#options.timeoutMs / 3));
+    // Unref'd: the refresher alone does not keep the process alive (the 'exit' hook releases).
+    this.#refresher = setInterval(() => this.#refreshNow(), every).unref();
+    return { ...grant, signal: this.#abort.signal };
+  }
+
+  /** One automatic refresh. A lock found lost stops the refresher and aborts the signal. */
+  #refreshNow() {
+    try {
+      call(() => this.#handle.refresh());
+    } catch (e) {
+      if (e instanceof LockError && (e.code === 'compromised' || e.code === 'not-held')) {
+        this.#lost = e.code === 'compromised' ? e : this.#lost;
+        clearInterval(this.#refresher);
+        this.#refresher = null;
+        this.#abort?.abort(e);
+      }
+      // Other errors (io): try again at the next tick; release says how it ended.
+    }
+  }
+
+  /** Stop refreshing and forget that this lock is held. */
+  #stopHolding() {
+    if (this.#refresher) clearInterval(this.#refresher);
+    this.#refresher = null;
+    if (holding.delete(this)) listen();
   }
 }

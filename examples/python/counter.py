@@ -4,9 +4,13 @@ lock, increments a shared counter file with a plain read-modify-write, appends i
 
     python counter.py --locks DIR --lock NAME --counter FILE --log FILE [--rounds N]
                       [--label L] [--timeout-ms MS] [--component lock.wasm]
+
+The lock directory and the folders of the counter and the log are made if missing; a missing
+counter file counts as 0.
 """
 
 import argparse
+import os
 import sys
 import time
 
@@ -37,13 +41,18 @@ def main() -> None:
             print(f"counter.py: {arg.label} blocking waiting for lock `{arg.lock}`{by}",
                   file=sys.stderr, flush=True)
 
-    locks = LockDir(arg.locks, arg.component)
+    for file in (arg.counter, arg.log):
+        os.makedirs(os.path.dirname(os.path.abspath(file)), exist_ok=True)
+    locks = LockDir(arg.locks, arg.component, create=True)
     lock = locks.lock(arg.lock, timeout_ms=arg.timeout_ms, holder=arg.label, on_wait=on_wait)
     for _ in range(arg.rounds):
         with lock as grant:
             start = time.time_ns()
-            with open(arg.counter) as f:
-                text = f.read()
+            try:  # read under the lock, so that the first holder alone starts the count
+                with open(arg.counter) as f:
+                    text = f.read()
+            except FileNotFoundError:
+                text = "0"
             with open(arg.counter, "w") as f:
                 f.write(str(int(text.strip()) + 1))
             end = time.time_ns()
