@@ -3,7 +3,7 @@
 //! root) on tmpfs. It keeps the record that no two *confirmed* holders ever overlapped and that
 //! no fence was handed out twice.
 //!
-//! Contenders: 12 threads looping `lockbydir exec --timeout <5-200ms> --patience <...> chaos --
+//! Contenders: 12 threads looping `lockbydir exec --lease <5-200ms> --patience <...> chaos --
 //! bash -c '...'` and 4 looping `lockbydir run sleeper.wasm` (the lock component inside a
 //! plugin host), all on lock `chaos`. Each `exec`'d command logs, from bash's `$EPOCHREALTIME`
 //! (CLOCK_REALTIME in µs, read without forking; `date +%s%N` costs a fork and exec, about
@@ -256,7 +256,7 @@ fn contender(
                 .args(["--timeout-ms", &timeout.to_string()]);
         } else {
             cmd.args(["exec", "--quiet", "--holder", &id])
-                .args(["--timeout", &format!("{timeout}ms")])
+                .args(["--lease", &format!("{timeout}ms")])
                 .args(["--patience", &format!("{patience}ms")])
                 .args([LOCK, "--", "bash", "-c", COMMAND, "bash"])
                 .arg(work.join("exec-log"))

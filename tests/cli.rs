@@ -22,15 +22,7 @@ fn a_holder_killed_with_sigkill_blocks_others_until_its_timeout_and_no_longer() 
     let pidfile = scratch.join("sleep.pid");
     let mut holder = lockbydir(&locks)
         .args([
-            "exec",
-            "--timeout",
-            "3s",
-            "--holder",
-            "victim",
-            "bed",
-            "--",
-            "sh",
-            "-c",
+            "exec", "--lease", "3s", "--holder", "victim", "bed", "--", "sh", "-c",
         ])
         .arg("echo $$ > \"$0\"; exec sleep 60")
         .arg(&pidfile)
@@ -157,15 +149,7 @@ fn status_lists_every_lock_as_a_table_and_as_json() {
     );
     let mut holder = lockbydir(&locks)
         .args([
-            "exec",
-            "--timeout",
-            "1m",
-            "--holder",
-            "busy bee",
-            "beta",
-            "--",
-            "sleep",
-            "30",
+            "exec", "--lease", "1m", "--holder", "busy bee", "beta", "--", "sleep", "30",
         ])
         .spawn()
         .unwrap();
@@ -249,13 +233,27 @@ fn assert_refused(scratch: &Scratch, cmd: &mut Command, expected: &str) {
 fn invalid_lock_names_are_refused() {
     let scratch = Scratch::new("cli-names");
     let locks = scratch.dir("locks");
-    for name in ["", "..", ".", "a/b", "../escape", "/abs", &"n".repeat(201)] {
+    // A LOCK with a `/` is DIR/NAME (as flock's file is): its NAME is checked the same way.
+    for name in [
+        "",
+        "..",
+        ".",
+        "a\\b",
+        &"n".repeat(201),
+        "locks/..",
+        "locks/",
+    ] {
         assert_refused(
             &scratch,
             lockbydir(&locks).args(["exec", name, "--", "true"]),
             "invalid lock name",
         );
     }
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).args(["exec", "absent/x", "--", "true"]),
+        "absent",
+    );
 }
 
 #[test]

@@ -723,7 +723,7 @@ fn node_and_python_holders_refresh_while_the_body_outlives_the_timeout() {
                 "--quiet",
                 "--patience",
                 "0",
-                "--timeout",
+                "--lease",
                 "1s",
                 "long",
                 "--",

@@ -17,6 +17,7 @@ use crate::bindings::wit;
 use crate::error::Error;
 use crate::runtime::Runtime;
 use crate::wakeup::{self, ClockView, Sleeper};
+pub use crate::wakeup::{MAX_CANCELLABLE_PATIENCE_MS, WaitCanceller};
 
 /// The lock component's WASI state: nothing but the lock directory, clocks and randomness.
 pub struct LockCtx {
@@ -164,6 +165,12 @@ impl LockService {
     /// else that may have freed a lock (dropping a handle that held one).
     pub fn wake_waiters(&self) {
         self.store.data().sleeper.wake_all();
+    }
+
+    /// A handle that ends this service's waits from another thread: see [`WaitCanceller`].
+    /// Patience must be at most [`MAX_CANCELLABLE_PATIENCE_MS`] for a cancel to end it.
+    pub fn wait_canceller(&self) -> WaitCanceller {
+        WaitCanceller::new(&self.store.data().sleeper)
     }
 
     /// Wait for the lock, up to the handle's patience.

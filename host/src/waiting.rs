@@ -1,19 +1,23 @@
 //! The one line a waiter prints when it has to wait (cargo's "Blocking waiting for file lock").
 
 use std::fmt;
+use std::path::Path;
 
 use crate::bindings::wit;
 use crate::display::escape;
 
-/// "Blocking waiting for lock `N` held by `H` (fence F, expires in T unless refreshed)".
+/// "exec blocking waiting for lock `N` held by `H` (fence F) in DIR": said once, when a
+/// waiter starts waiting. It promises nothing about when the wait ends (a holder that
+/// refreshes keeps the lock).
 pub struct WaitNotice {
     line: String,
 }
 
 impl WaitNotice {
     /// The notice for `who` waiting on lock `lock`, whose holder is `holder` (if one was
-    /// seen), at wall-clock time `now_ms`.
-    pub fn new(who: &str, lock: &str, holder: Option<&wit::HolderInfo>, now_ms: u64) -> Self {
+    /// seen). `_now_ms` is no longer shown (the line used to promise an expiry); it stays so
+    /// that callers need not change.
+    pub fn new(who: &str, lock: &str, holder: Option<&wit::HolderInfo>, _now_ms: u64) -> Self {
         let held_by = match holder {
             Some(h) => {
                 let label = if h.holder.is_empty() {
@@ -21,14 +25,9 @@ impl WaitNotice {
                 } else {
                     escape(&h.holder)
                 };
-                let left = h.deadline_ms.saturating_sub(now_ms);
-                format!(
-                    " held by `{label}` (fence {}, expires in {} unless refreshed)",
-                    h.fence,
-                    crate::duration::display_ms(left)
-                )
+                format!(" held by `{label}` (fence {})", h.fence)
             }
-            None => String::new(),
+            None => " (behind other waiters)".to_owned(),
         };
         WaitNotice {
             line: format!(
@@ -37,6 +36,12 @@ impl WaitNotice {
                 escape(lock)
             ),
         }
+    }
+
+    /// The same notice, naming the lock directory too.
+    pub fn in_dir(mut self, dir: &Path) -> Self {
+        self.line = format!("{} in {}", self.line, escape(&dir.display().to_string()));
+        self
     }
 }
 

@@ -18,6 +18,14 @@
 //! after every sleep, so waking early (for another lock of the directory, or for a release
 //! that someone else won) costs one look and is never wrong.
 //!
+//! A lock service's waits can also be cancelled from another thread ([`WaitCanceller`], used
+//! by `exec` when a signal arrives while it waits). The lock component has no notion of being
+//! cancelled, but it measures its patience on the monotonic clock, which this module supplies:
+//! once cancelled, every sleep returns at once and moves that clock on by [`CANCEL_JUMP`]
+//! (146 years), so any patience shorter than that runs out at the component's next look, and
+//! `acquire` returns `busy` through its ordinary path, which withdraws its queue ticket. Its
+//! wall clock (deadlines, takeovers) is untouched.
+//!
 //! Blocking inside a pollable is right here because the lock component's Store is used
 //! synchronously: `add_to_linker_sync` runs `pollable.block` and `poll` in a `block_on` on
 //! the calling thread, the very thread that called into the lock component, which has nothing
@@ -28,7 +36,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -40,6 +48,14 @@ use wasmtime_wasi::p2::{DynPollable, Pollable, subscribe};
 
 /// Sleeps up to this long end early at a release in the same directory; longer ones do not.
 pub(crate) const WAKEABLE: Duration = Duration::from_millis(10);
+
+/// How far a cancelled service's monotonic clock moves at each of its sleeps: 2^62 ns, about
+/// 146 years. Patience longer than [`MAX_CANCELLABLE_PATIENCE_MS`] would not run out.
+pub(crate) const CANCEL_JUMP: Duration = Duration::from_nanos(1 << 62);
+
+/// The longest patience a [`WaitCanceller`] can end (about 100 years; ask for at most this
+/// instead of forever).
+pub const MAX_CANCELLABLE_PATIENCE_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
 /// Every lock directory some lock service of this process works in, by canonical path.
 /// Entries die with the last service on their directory.
@@ -60,11 +76,11 @@ impl DirWakeups {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Block until the generation differs from `seen` or `deadline` (never, if `None`)
-    /// passes; return the generation then.
-    fn wait(&self, seen: u64, deadline: Option<Instant>) -> u64 {
+    /// Block until the generation differs from `seen`, `deadline` (never, if `None`) passes
+    /// or `cancelled` is set; return the generation then.
+    fn wait(&self, seen: u64, deadline: Option<Instant>, cancelled: &AtomicBool) -> u64 {
         let mut generation = self.lock();
-        while *generation == seen {
+        while *generation == seen && !cancelled.load(Ordering::SeqCst) {
             generation = match deadline {
                 None => self
                     .changed
@@ -94,6 +110,12 @@ pub(crate) struct Sleeper {
     /// The directory's generation when the lock component last started looking at the lock
     /// directory: a release after that ends its next sleep at once, so none is missed.
     seen: AtomicU64,
+    /// Set by [`WaitCanceller::cancel`]: sleeps end at once and move the clock on.
+    cancelled: AtomicBool,
+    /// How far this service's monotonic clock is ahead of the real one (nanoseconds).
+    skipped_ns: AtomicU64,
+    /// What the sleeps that a release does not end wait on, so that a cancel ends them.
+    alone: (Mutex<()>, Condvar),
 }
 
 impl Sleeper {
@@ -114,7 +136,13 @@ impl Sleeper {
             }
         };
         let seen = AtomicU64::new(*dir.lock());
-        Arc::new(Sleeper { dir, seen })
+        Arc::new(Sleeper {
+            dir,
+            seen,
+            cancelled: AtomicBool::new(false),
+            skipped_ns: AtomicU64::new(0),
+            alone: (Mutex::new(()), Condvar::new()),
+        })
     }
 
     /// The lock component is about to look at the lock directory: from now on, a release
@@ -128,6 +156,42 @@ impl Sleeper {
     pub(crate) fn wake_all(&self) {
         *self.dir.lock() += 1;
         self.dir.changed.notify_all();
+    }
+
+    /// Whether the waits were cancelled.
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// A sleep of a cancelled service: the clock jumps past every patience.
+    fn skip(&self) {
+        let jump = CANCEL_JUMP.as_nanos() as u64;
+        let _ = self
+            .skipped_ns
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |s| {
+                Some(s.saturating_add(jump))
+            });
+    }
+
+    /// How far the clock was moved on by cancelled sleeps, in nanoseconds.
+    fn skipped(&self) -> u64 {
+        self.skipped_ns.load(Ordering::SeqCst)
+    }
+
+    /// Sleep until `deadline` or a cancel.
+    fn sleep_alone(&self, deadline: Instant) {
+        let (lock, cancelled) = &self.alone;
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while !self.is_cancelled() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = cancelled
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// A pollable that is ready `duration` from now, or at a wake-up if that comes first.
@@ -158,6 +222,11 @@ struct Sleep {
 #[wasmtime_wasi::async_trait]
 impl Pollable for Sleep {
     async fn ready(&mut self) {
+        let sleeper = Arc::clone(&self.sleeper);
+        if sleeper.is_cancelled() {
+            sleeper.skip();
+            return;
+        }
         // A zero or past deadline is ready at once (a yield, or the end of a timed-out wait).
         if self.deadline.is_some_and(|d| d <= Instant::now()) {
             return;
@@ -168,12 +237,15 @@ impl Pollable for Sleep {
         if !self.wakeable
             && let Some(deadline) = self.deadline
         {
-            std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-            return;
+            sleeper.sleep_alone(deadline);
+        } else {
+            let seen = sleeper.seen.load(Ordering::Relaxed);
+            let now = sleeper.dir.wait(seen, self.deadline, &sleeper.cancelled);
+            sleeper.seen.store(now, Ordering::Relaxed);
         }
-        let seen = self.sleeper.seen.load(Ordering::Relaxed);
-        let now = self.sleeper.dir.wait(seen, self.deadline);
-        self.sleeper.seen.store(now, Ordering::Relaxed);
+        if sleeper.is_cancelled() {
+            sleeper.skip();
+        }
     }
 }
 
@@ -190,6 +262,35 @@ impl Future for PendingOnce {
         self.0 = true;
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Ends the waits of one lock service from any thread (a signal handler's thread, say): its
+/// current and later `acquire` calls return `busy` at their next look, having left the queue.
+/// Cancelling is for good: a cancelled service no longer waits.
+#[derive(Clone)]
+pub struct WaitCanceller(Arc<Sleeper>);
+
+impl WaitCanceller {
+    pub(crate) fn new(sleeper: &Arc<Sleeper>) -> Self {
+        WaitCanceller(Arc::clone(sleeper))
+    }
+
+    /// Cancel: end the current sleep, and make every later one return at once.
+    pub fn cancel(&self) {
+        let sleeper = &self.0;
+        sleeper.cancelled.store(true, Ordering::SeqCst);
+        // Under each sleep's mutex, so that a sleep about to wait cannot miss it.
+        drop(
+            sleeper
+                .alone
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        sleeper.alone.1.notify_all();
+        drop(sleeper.dir.lock());
+        sleeper.dir.changed.notify_all();
     }
 }
 
@@ -210,7 +311,8 @@ impl HasData for HasClockView {
 
 impl monotonic_clock::Host for ClockView<'_> {
     fn now(&mut self) -> wasmtime::Result<monotonic_clock::Instant> {
-        monotonic_clock::Host::now(&mut self.clocks)
+        let now = monotonic_clock::Host::now(&mut self.clocks)?;
+        Ok(now.saturating_add(self.sleeper.skipped()))
     }
 
     fn resolution(&mut self) -> wasmtime::Result<monotonic_clock::Duration> {
@@ -221,7 +323,7 @@ impl monotonic_clock::Host for ClockView<'_> {
         &mut self,
         when: monotonic_clock::Instant,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let now = monotonic_clock::Host::now(&mut self.clocks)?;
+        let now = monotonic_clock::Host::now(self)?;
         let duration = Duration::from_nanos(when.saturating_sub(now));
         self.sleeper.subscribe(self.clocks.table, duration)
     }
@@ -298,6 +400,31 @@ mod tests {
         });
         wake.join().unwrap();
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancel_ends_a_long_sleep_and_moves_the_clock_past_any_patience() {
+        let sleeper = Sleeper::new(&std::env::temp_dir());
+        let cancel = WaitCanceller::new(&sleeper);
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            cancel.cancel();
+        });
+        // Without the cancel, this would sleep for an hour.
+        block(&mut Sleep {
+            sleeper: Arc::clone(&sleeper),
+            wakeable: false,
+            deadline: Some(Instant::now() + Duration::from_secs(3600)),
+        });
+        canceller.join().unwrap();
+        let skipped_ms = sleeper.skipped() / 1_000_000;
+        assert!(skipped_ms > MAX_CANCELLABLE_PATIENCE_MS, "{skipped_ms}");
+        // And later sleeps do not sleep at all.
+        block(&mut Sleep {
+            sleeper: Arc::clone(&sleeper),
+            wakeable: true,
+            deadline: None,
+        });
     }
 
     #[test]

@@ -1,151 +1,292 @@
 //! `lockbydir exec`: run a native command while holding a lock (like flock(1)).
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::mpsc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
 use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
+use lockbydir::lock_service::MAX_CANCELLABLE_PATIENCE_MS;
 use lockbydir::waiting::WaitNotice;
-use lockbydir::{Error, LockService, wit};
+use lockbydir::{Error, LockHandle, LockService, wit};
 
-use super::{Global, duration_ms, signals};
+use super::exit::{self, Failure};
+use super::signals::{self, Caught};
+use super::{Global, absolute_dir, duration_ms, process};
 
-/// How often a running `exec` checks for signals to pass on.
-const SIGNAL_TICK: Duration = Duration::from_millis(50);
-
-/// Exit code when patience runs out (EX_TEMPFAIL).
-pub const EXIT_GAVE_UP: u8 = 75;
 /// Exit code when the command succeeded but the lock was lost while it ran (EX_SOFTWARE).
-pub const EXIT_COMPROMISED: u8 = 70;
+pub const EXIT_COMPROMISED: u8 = exit::SOFTWARE;
 
-/// Run COMMAND while holding lock NAME, refreshing it while the command runs and releasing
-/// it afterwards.
+/// What `exec --help` says about exit codes.
+const EXIT_CODES: &str = "\
+Exit codes:
+  the command's own     its exit code; 128+N if it was killed by signal N
+  64   usage: a bad flag or value, a bad lock name, --timeout (use --lease or --wait)
+  66   the lock directory does not exist or is not a directory
+  69   the lock component cannot be loaded
+  70   the command succeeded but the lock was taken over while it ran (compromised), or an
+       internal error
+  71   the system refused something lockbydir needs (catching signals)
+  74   a filesystem operation in the lock directory failed
+  75   the lock stayed busy: -n, or --wait ran out (-E N changes it)
+  77   the lock directory may not be used: not writable, or (the default one) owned by
+       someone else or writable by others
+  126  the command cannot be run (not executable)
+  127  the command was not found
+  128+N  interrupted by signal N (SIGINT, SIGTERM, SIGHUP) while waiting: the place in the
+       queue was given up and the command never ran
+
+Signals: while waiting, SIGINT, SIGTERM and SIGHUP end the wait (exit 128+N). While the
+command runs they are passed on to it, and the lock is released after it exits. Signals that
+were ignored when lockbydir started (nohup) stay ignored and are not passed on.
+
+If lockbydir itself dies (even by SIGKILL), the command is killed with it (Linux: the
+parent-death signal), so it never runs on without the lock. The command runs in a process
+group of its own (unless lockbydir is in the foreground of a terminal); when it exits,
+whatever it left running in that group is sent SIGTERM, then SIGKILL, before the lock is
+released. Detach a daemon that should outlive the lock with setsid.";
+
+/// Run COMMAND while holding a lock, refreshing it while the command runs and releasing it
+/// afterwards (flock(1) for lockbydir locks).
 ///
-/// The command's exit code becomes lockbydir's. It gets LOCKBYDIR_LOCK, LOCKBYDIR_DIR and
-/// LOCKBYDIR_FENCE (the fencing token) in its environment. If patience runs out, lockbydir
-/// exits 75 naming the holder. If the lock is taken over while the command runs (lockbydir
-/// was stopped past the deadline), it says "compromised" and exits 70 even if the command
-/// succeeded.
+/// LOCK is a name in the lock directory (--locks, LOCKBYDIR_DIR, or the per-user default), or
+/// a path like flock's file: a LOCK containing `/` means the lock named after its last part,
+/// in the directory before it (`exec /var/lock/nightly -- ...`, `exec ./job -- ...`).
+///
+/// The command gets LOCKBYDIR_LOCK, LOCKBYDIR_DIR and LOCKBYDIR_FENCE (the fencing token).
 #[derive(Args, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct ExecArgs {
-    /// How long the lock stays valid without refresh; refreshed every third of it.
+    /// How long the lock stays valid without a refresh (the seed's TIMEOUT); lockbydir
+    /// refreshes it every third of that while the command runs.
     #[arg(long, default_value = "30s", value_parser = duration_ms, value_name = "DUR")]
-    timeout: u64,
-    /// How long to wait for the lock before giving up (0: one attempt; inf: forever).
-    #[arg(long, default_value = "inf", value_parser = duration_ms, value_name = "DUR")]
-    patience: u64,
-    /// Who holds the lock, as shown to others [default: the command and lockbydir's pid].
+    lease: u64,
+    /// How long to wait for the lock before giving up (0: one attempt; inf: forever). flock's
+    /// -w/--timeout.
+    #[arg(
+        short = 'w',
+        long = "wait",
+        visible_alias = "patience",
+        default_value = "inf",
+        value_parser = duration_ms,
+        value_name = "DUR",
+        conflicts_with = "nonblock"
+    )]
+    wait: u64,
+    /// Give up at once if the lock is busy (the same as --wait 0).
+    #[arg(short = 'n', long, visible_alias = "nb")]
+    nonblock: bool,
+    /// The exit code when the lock stays busy.
+    #[arg(short = 'E', long, value_name = "N", default_value_t = exit::TEMP_FAIL)]
+    conflict_exit_code: u8,
+    /// Run STRING with `sh -c` instead of COMMAND.
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "STRING",
+        conflicts_with = "command"
+    )]
+    command_string: Option<String>,
+    /// Who holds the lock, as shown to others [default: the program's name and lockbydir's
+    /// pid, never its arguments].
     #[arg(long, value_name = "LABEL")]
     holder: Option<String>,
+    /// Say on stderr when the lock was acquired, and after how long.
+    #[arg(long, conflicts_with = "quiet")]
+    verbose: bool,
     /// Do not announce waiting on stderr.
     #[arg(long, short)]
     quiet: bool,
-    /// The lock's name.
-    name: String,
+    /// Accepted for flock(1)'s sake: every lockbydir lock is exclusive.
+    #[arg(short = 'x', short_alias = 'e', long, alias = "exclusive")]
+    exclusive: bool,
+    /// Refused: ambiguous (flock's --timeout is --wait; the seed's was --lease).
+    #[arg(long, hide = true, value_name = "DUR", allow_hyphen_values = true)]
+    timeout: Option<String>,
+    /// The lock: a NAME in the lock directory, or DIR/NAME.
+    #[arg(value_name = "LOCK")]
+    lock: String,
     /// The command and its arguments (after --).
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        required_unless_present = "command_string"
+    )]
     command: Vec<String>,
 }
 
+/// What the main loop hears about.
+enum Event {
+    Signal(Caught),
+    Exited(std::io::Result<ExitStatus>),
+}
+
 pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
-    let lock_dir = global.lock_dir()?;
+    if let Some(t) = &args.timeout {
+        return Err(Failure::error(
+            exit::USAGE,
+            format!(
+                "--timeout {} is ambiguous, so it is refused: for how long to wait for the lock \
+                 (flock's -w/--timeout) use --wait {0}; for how long the lock stays valid \
+                 without a refresh (what lockbydir's --timeout used to mean) use --lease {0}",
+                escape(t)
+            ),
+        ));
+    }
+    let (lock_dir, name) = lock_target(global, &args.lock)?;
+    let command: Vec<String> = match &args.command_string {
+        Some(s) => vec!["sh".into(), "-c".into(), s.clone()],
+        None => args.command.clone(),
+    };
+    let program = Path::new(&command[0])
+        .file_name()
+        .map_or_else(|| command[0].clone(), |p| p.to_string_lossy().into_owned());
+    let patience = match args.nonblock {
+        true => 0,
+        // "Forever", as long as a signal can still end it (about 100 years).
+        false => args.wait.min(MAX_CANCELLABLE_PATIENCE_MS),
+    };
     let runtime = global.runtime()?;
     let mut service = LockService::new(&runtime, &lock_dir)?;
-    let holder = args
-        .holder
-        .clone()
-        .unwrap_or_else(|| format!("{} (pid {})", args.command.join(" "), std::process::id()));
+    let lock_failure = |e: Error| lock_failure(e, &lock_dir);
+
+    // From here on a signal ends the wait: the lock component returns from `acquire`,
+    // leaving the queue, and lockbydir exits 128 + the signal.
+    let (tx, rx) = mpsc::channel();
+    let waiting = Arc::new(AtomicBool::new(true));
+    let canceller = service.wait_canceller();
+    let still_waiting = Arc::clone(&waiting);
+    signals::watch(tx.clone(), Event::Signal, move |_| {
+        if still_waiting.load(Ordering::SeqCst) {
+            canceller.cancel();
+        }
+    })
+    .map_err(|e| Failure::error(exit::OS_ERR, format!("cannot catch signals: {e}")))?;
+
     let options = wit::Options {
-        timeout_ms: args.timeout,
-        patience_ms: args.patience,
+        timeout_ms: args.lease,
+        patience_ms: patience,
         min_poll_ms: 1,
         max_poll_ms: 50,
         max_clock_skew_ms: 0,
-        holder,
+        holder: args
+            .holder
+            .clone()
+            .unwrap_or_else(|| format!("{program} (pid {})", std::process::id())),
     };
-    let handle = service.open(&args.name, &options)?;
-    let grant = match service.try_acquire(&handle)? {
+    let handle = service.open(&name, &options).map_err(lock_failure)?;
+    let started = Instant::now();
+    let outcome = match service.try_acquire(&handle).map_err(lock_failure)? {
+        wit::AcquireOutcome::Busy(holder) if patience > 0 => {
+            if !args.quiet {
+                let notice = WaitNotice::new("exec", &name, holder.as_ref(), 0).in_dir(&lock_dir);
+                eprintln!("{notice}");
+            }
+            service.acquire(&handle).map_err(lock_failure)?
+        }
+        outcome => outcome,
+    };
+    waiting.store(false, Ordering::SeqCst);
+    // Interrupted while waiting (or just after): give the lock back, if we got it, and stop.
+    if let Some(signal) = rx.try_iter().find_map(|e| match e {
+        Event::Signal(c) => Some(c.signal),
+        Event::Exited(_) => None,
+    }) {
+        if let wit::AcquireOutcome::Acquired(_) = outcome {
+            service.release(&handle).map_err(lock_failure)?;
+        }
+        service.close(handle)?;
+        if !args.quiet {
+            eprintln!(
+                "lockbydir: interrupted by signal {signal} while waiting for lock `{}`; gave up its place in line",
+                escape(&name)
+            );
+        }
+        return Ok(128u8.saturating_add(signal as u8));
+    }
+    let grant = match outcome {
         wit::AcquireOutcome::Acquired(grant) => grant,
         wit::AcquireOutcome::Busy(holder) => {
-            if !args.quiet && args.patience > 0 {
-                let now = service.now_ms()?;
-                eprintln!(
-                    "{}",
-                    WaitNotice::new("exec", &args.name, holder.as_ref(), now)
-                );
-            }
-            match service.acquire(&handle)? {
-                wit::AcquireOutcome::Acquired(grant) => grant,
-                wit::AcquireOutcome::Busy(holder) => {
-                    let by = holder.map_or(String::new(), |h| {
-                        format!(
-                            ": it is held by `{}` (fence {})",
-                            escape(&h.holder),
-                            h.fence
-                        )
-                    });
-                    eprintln!(
-                        "lockbydir: gave up waiting for lock `{}` after {}{by}",
-                        args.name,
-                        display_ms(args.patience)
-                    );
-                    service.close(handle)?;
-                    return Ok(EXIT_GAVE_UP);
-                }
-            }
+            let by = holder.map_or(String::new(), |h| {
+                format!(
+                    ": it is held by `{}` (fence {})",
+                    escape(&h.holder),
+                    h.fence
+                )
+            });
+            let how = match patience {
+                0 => format!("lock `{}` is busy", escape(&name)),
+                _ => format!(
+                    "gave up waiting for lock `{}` after {}",
+                    escape(&name),
+                    display_ms(patience)
+                ),
+            };
+            eprintln!("lockbydir: {how}{by}");
+            service.close(handle)?;
+            return Ok(args.conflict_exit_code);
         }
     };
     if let Some(old) = &grant.took_over {
         eprintln!(
             "lockbydir: took over lock `{}` from `{}` (fence {}), whose deadline had passed",
-            args.name, old.holder, old.fence
+            escape(&name),
+            escape(&old.holder),
+            old.fence
+        );
+    }
+    if args.verbose {
+        eprintln!(
+            "lockbydir: acquired lock `{}` in {} (fence {}) after {}",
+            escape(&name),
+            escape(&lock_dir.display().to_string()),
+            grant.fence,
+            display_ms(started.elapsed().as_millis() as u64)
         );
     }
 
-    let mut command = Command::new(&args.command[0]);
-    command
-        .args(&args.command[1..])
-        .env("LOCKBYDIR_LOCK", &args.name)
+    let mut cmd = Command::new(&command[0]);
+    cmd.args(&command[1..])
+        .env("LOCKBYDIR_LOCK", &name)
         .env("LOCKBYDIR_DIR", &lock_dir)
         .env("LOCKBYDIR_FENCE", grant.fence.to_string());
-    // From here on, SIGINT/SIGTERM/SIGHUP go to the command, and the lock is released after it.
-    signals::catch();
-    let child = match command.spawn() {
+    let group = process::prepare(&mut cmd);
+    let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
+            service.release(&handle).map_err(lock_failure)?;
             service.close(handle)?;
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
             };
-            eprintln!("lockbydir: cannot run {:?}: {e}", args.command[0]);
+            eprintln!("lockbydir: cannot run `{}`: {e}", escape(&command[0]));
             return Ok(code);
         }
     };
-    let status = hold_while_running(&mut service, &handle, &args.name, child, args.timeout)?;
+    let running = process::Running::new(child, group);
+    let status = hold_while_running(&mut service, &handle, &name, running, args.lease, tx, &rx)?;
     let mut compromised = status.compromised;
     if !compromised {
         match service.release(&handle) {
             Ok(wit::ReleaseReport::InTime) => {}
             Ok(wit::ReleaseReport::Late) => eprintln!(
                 "lockbydir: lock `{}` was released after its deadline (nobody took it over)",
-                args.name
+                escape(&name)
             ),
             Err(Error::Lock {
                 error: wit::Error::Compromised(_),
                 ..
             }) => {
                 compromised = true;
-                eprintln!(
-                    "lockbydir: {}",
-                    status_line(&args.name, &mut service, &handle)
-                );
+                eprintln!("lockbydir: {}", status_line(&name, &mut service, &handle));
             }
-            Err(e) => return Err(e).context("release the lock"),
+            Err(e) => return Err(lock_failure(e)).context("release the lock"),
         }
     }
     service.close(handle)?;
@@ -157,47 +298,90 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     })
 }
 
+/// The lock directory and lock name LOCK stands for: a name in the lock directory, or, if it
+/// contains `/`, the lock named after its last part in the directory before it.
+fn lock_target(global: &Global, lock: &str) -> anyhow::Result<(PathBuf, String)> {
+    match lock.rsplit_once('/') {
+        None => Ok((global.lock_dir()?, lock.to_owned())),
+        Some((dir, name)) => {
+            let dir = if dir.is_empty() { "/" } else { dir };
+            Ok((
+                absolute_dir(Path::new(dir), "lock directory")?,
+                name.to_owned(),
+            ))
+        }
+    }
+}
+
+/// A lock error, with its exit code: an I/O failure in a lock directory we may not write is
+/// a permission problem (77), and says so.
+fn lock_failure(e: Error, lock_dir: &Path) -> anyhow::Error {
+    if let Error::Lock {
+        error: wit::Error::Io(_),
+        ..
+    } = &e
+        && let Err(why) = process::writable(lock_dir)
+    {
+        return Failure::error(
+            exit::NO_PERM,
+            format!(
+                "{e}: the lock directory {} is not writable ({why})",
+                lock_dir.display()
+            ),
+        );
+    }
+    e.into()
+}
+
 struct Finished {
     exit: ExitStatus,
     compromised: bool,
 }
 
-/// Wait for the child, refreshing the lock every third of its timeout and passing signals on.
+/// Wait for the command, refreshing the lock every third of its lease and passing signals on;
+/// then stop what it left running in its process group.
 fn hold_while_running(
     service: &mut LockService,
-    handle: &lockbydir::LockHandle,
+    handle: &LockHandle,
     name: &str,
-    mut child: std::process::Child,
-    timeout_ms: u64,
+    mut running: process::Running,
+    lease_ms: u64,
+    tx: mpsc::Sender<Event>,
+    rx: &Receiver<Event>,
 ) -> anyhow::Result<Finished> {
-    let pid = child.id();
-    let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let _ = tx.send(child.wait());
-    });
-    let every = Duration::from_millis((timeout_ms / 3).max(1));
+    let mut child = running.take_child();
+    std::thread::Builder::new()
+        .name("command".into())
+        .spawn(move || {
+            let _ = tx.send(Event::Exited(child.wait()));
+        })
+        .context("start a thread to wait for the command")?;
+    let every = Duration::from_millis((lease_ms / 3).max(1));
     let mut next_refresh = Instant::now() + every;
     let mut compromised = false;
     let exit = loop {
-        let wake = next_refresh
-            .saturating_duration_since(Instant::now())
-            .min(SIGNAL_TICK);
+        let wake = next_refresh.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wake) {
-            Ok(exit) => break exit.context("wait for the command")?,
+            Ok(Event::Exited(exit)) => break exit.context("wait for the command")?,
+            Ok(Event::Signal(caught)) => {
+                if running.pass_on(caught) {
+                    eprintln!(
+                        "lockbydir: passed signal {} on to the command; lock `{}` is released when it exits",
+                        caught.signal,
+                        escape(name)
+                    );
+                }
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 anyhow::bail!("lost track of the command (its waiting thread ended)")
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
-        if let Some(signal) = signals::pass_on(pid) {
-            eprintln!(
-                "lockbydir: passed signal {signal} on to the command; lock `{name}` is released when it exits"
-            );
-        }
-        if compromised || Instant::now() < next_refresh {
+        next_refresh = Instant::now() + every;
+        if compromised {
             continue;
         }
-        next_refresh = Instant::now() + every;
         match service.refresh(handle) {
             Ok(_) => {}
             Err(Error::Lock {
@@ -213,18 +397,23 @@ fn hold_while_running(
                     )
                 });
                 eprintln!(
-                    "lockbydir: compromised: lock `{name}` (fence {}) expired and was taken over while the command ran{by}",
+                    "lockbydir: compromised: lock `{}` (fence {}) expired and was taken over while the command ran{by}",
+                    escape(name),
                     c.fence
                 );
             }
-            Err(e) => eprintln!("lockbydir: warning: could not refresh lock `{name}`: {e}"),
+            Err(e) => eprintln!(
+                "lockbydir: warning: could not refresh lock `{}`: {}",
+                escape(name),
+                escape(&e.to_string())
+            ),
         }
     };
-    let _ = waiter.join();
+    running.stop_leftovers();
     Ok(Finished { exit, compromised })
 }
 
-fn status_line(name: &str, service: &mut LockService, handle: &lockbydir::LockHandle) -> String {
+fn status_line(name: &str, service: &mut LockService, handle: &LockHandle) -> String {
     let now = match service.inspect(handle) {
         Ok(wit::LockState::Held(h) | wit::LockState::Expired(h)) => {
             format!(
@@ -235,7 +424,10 @@ fn status_line(name: &str, service: &mut LockService, handle: &lockbydir::LockHa
         }
         _ => String::new(),
     };
-    format!("compromised: lock `{name}` expired and was taken over while the command ran{now}")
+    format!(
+        "compromised: lock `{}` expired and was taken over while the command ran{now}",
+        escape(name)
+    )
 }
 
 /// The exit code a shell would report: the code, or 128 + the signal that killed it.

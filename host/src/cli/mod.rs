@@ -5,6 +5,9 @@ mod component;
 mod demo;
 mod exec;
 mod repair;
+mod exit;
+mod lock_dir;
+mod process;
 mod run;
 mod scratch;
 mod signals;
@@ -20,10 +23,15 @@ use lockbydir::{Runtime, RuntimeBuilder};
 ///
 /// Lock N is the directory N.lockdir in the lock directory (--locks). Plugins reach it only
 /// through the lockbydir:lock/lock interface; commands through `exec`.
+///
+/// Without --locks or LOCKBYDIR_DIR, the lock directory is lockbydir-<uid> in $TMPDIR (else
+/// /tmp), created 0700: the same for every command of this user, wherever it runs from.
+/// `--locks .` uses the current directory.
 #[derive(Parser, Debug)]
 #[command(name = "lockbydir", version, propagate_version = true)]
 pub struct Cli {
-    /// The lock directory [default: the current directory].
+    /// The lock directory [default: $TMPDIR/lockbydir-<uid>, created 0700; `.` for the
+    /// current directory].
     #[arg(long, global = true, env = "LOCKBYDIR_DIR", value_name = "DIR")]
     locks: Option<PathBuf>,
     /// Use this lock component instead of the one built into lockbydir.
@@ -47,11 +55,33 @@ enum Command {
     Repair(repair::RepairArgs),
 }
 
-/// Parse the command line and run it; returns the process exit code.
+/// Parse the command line and run it; returns the process exit code. lockbydir's own
+/// failures are reported here and exit with a code of module `exit` (64 for a bad command
+/// line instead of clap's 2), never with the 0-63 a command or plugin uses for itself.
 pub fn main() -> anyhow::Result<u8> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return Ok(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            // An error can quote a holder label or a path from the lock directory: escape it.
+            eprintln!(
+                "lockbydir: error: {}",
+                lockbydir::display::escape(&format!("{e:#}"))
+            );
+            Ok(exit::code_of(&e))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     let global = Global {
-        locks: cli.locks.clone().unwrap_or_else(|| PathBuf::from(".")),
+        locks: cli.locks.clone(),
         lock_component: cli.lock_component.clone(),
         no_cache: cli.no_cache,
     };
@@ -68,8 +98,8 @@ pub fn main() -> anyhow::Result<u8> {
 
 /// Options every subcommand shares.
 pub struct Global {
-    /// The lock directory.
-    pub locks: PathBuf,
+    /// The lock directory given (`--locks`, `LOCKBYDIR_DIR`); `None` for the default.
+    pub locks: Option<PathBuf>,
     /// A lock component to use instead of the embedded one.
     pub lock_component: Option<PathBuf>,
     /// Skip the compiled-code cache.
@@ -89,9 +119,13 @@ impl Global {
         Ok(builder.build()?)
     }
 
-    /// The lock directory as an absolute path, checked to exist.
+    /// The lock directory as an absolute path, checked to exist (the default one is created
+    /// and checked to be private: module `lock_dir`).
     pub fn lock_dir(&self) -> anyhow::Result<PathBuf> {
-        absolute_dir(&self.locks, "lock directory")
+        match &self.locks {
+            Some(dir) => absolute_dir(dir, "lock directory"),
+            None => lock_dir::default_dir(),
+        }
     }
 }
 
@@ -103,7 +137,12 @@ pub fn absolute_dir(dir: &Path, role: &str) -> anyhow::Result<PathBuf> {
             dir.display()
         )
     })?;
-    anyhow::ensure!(meta.is_dir(), "{role} {} is not a directory", dir.display());
+    if !meta.is_dir() {
+        return Err(exit::Failure::error(
+            exit::NO_INPUT,
+            format!("{role} {} is not a directory", dir.display()),
+        ));
+    }
     std::path::absolute(dir).with_context(|| format!("{role} {}", dir.display()))
 }
 

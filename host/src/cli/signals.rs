@@ -1,40 +1,62 @@
-//! While `exec` holds a lock, SIGINT, SIGTERM and SIGHUP sent to lockbydir are passed on to the
-//! command instead of killing lockbydir, so that the lock is released once the command exits
-//! rather than left to expire.
+//! The signals `exec` handles: SIGINT, SIGTERM and SIGHUP. While it waits for the lock, one of
+//! them ends the wait (the ticket is withdrawn) and lockbydir exits 128 + the signal; while
+//! the command runs, they are passed on to it, and the lock is released once it exits.
+//!
+//! A signal that was ignored when lockbydir started (`nohup`, a shell's `trap '' HUP`) stays
+//! ignored: it is not caught, so it neither ends the wait nor reaches the command, which
+//! inherits the ignored disposition as it would without lockbydir.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::mpsc::Sender;
 
-/// The last signal caught and not yet passed on (0: none).
-static PENDING: AtomicI32 = AtomicI32::new(0);
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::iterator::SignalsInfo;
+use signal_hook::iterator::exfiltrator::WithOrigin;
+use signal_hook::low_level::siginfo::Cause;
 
-extern "C" fn record(signal: libc::c_int) {
-    // Only an atomic store: async-signal-safe.
-    PENDING.store(signal, Ordering::SeqCst);
+/// The signals `exec` catches (unless ignored at start).
+const HANDLED: [libc::c_int; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// A signal that arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Caught {
+    /// Its number.
+    pub signal: i32,
+    /// Sent by the kernel (a terminal's Ctrl-C, a hangup), not by a process with kill(2).
+    pub by_kernel: bool,
 }
 
-/// The signals that are passed on.
-const PASSED_ON: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
-/// Start catching the signals. A command started afterwards still gets the default
-/// dispositions (caught signals are reset by `exec`).
-pub fn catch() {
-    for signal in PASSED_ON {
-        // SAFETY: `record` only stores into an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(signal, record as *const () as libc::sighandler_t);
-        }
-    }
-}
-
-/// Pass a caught signal, if any, on to process `pid`; returns it.
-pub fn pass_on(pid: u32) -> Option<i32> {
-    let signal = PENDING.swap(0, Ordering::SeqCst);
-    if signal == 0 {
-        return None;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions.
+/// Whether `signal` is ignored now (SIG_IGN), as `nohup` leaves SIGHUP.
+fn ignored(signal: libc::c_int) -> bool {
+    // SAFETY: with a null new action, sigaction(2) only reads the current one into `old`.
     unsafe {
-        libc::kill(pid as libc::pid_t, signal);
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
     }
-    Some(signal)
+}
+
+/// Catch the handled signals that are not ignored, on a thread of their own that calls
+/// `on_signal` and then sends each to `to`. Returns the signals caught.
+pub fn watch<T: Send + 'static>(
+    to: Sender<T>,
+    wrap: fn(Caught) -> T,
+    on_signal: impl Fn(Caught) + Send + 'static,
+) -> std::io::Result<Vec<i32>> {
+    let caught: Vec<i32> = HANDLED.into_iter().filter(|&s| !ignored(s)).collect();
+    let mut signals = SignalsInfo::<WithOrigin>::new(&caught)?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for origin in signals.forever() {
+                let caught = Caught {
+                    signal: origin.signal,
+                    by_kernel: matches!(origin.cause, Cause::Kernel),
+                };
+                on_signal(caught);
+                if to.send(wrap(caught)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(caught)
 }
