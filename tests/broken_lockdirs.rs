@@ -37,7 +37,7 @@ fn a_lockdir_with_only_foreign_or_non_canonical_names_is_corrupt_not_busy() {
         std::fs::create_dir_all(locks.join(format!("{lock}.lockdir/{name}"))).unwrap();
         let o = exec(&locks, lock);
         let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "`{name}`: {err}");
+        assert_eq!(o.status.code(), Some(65), "`{name}`: {err}");
         assert!(!err.contains("gave up"), "`{name}` was waited on: {err}");
         assert!(
             err.contains(&format!("{lock}.lockdir")) && err.contains(name),
@@ -69,7 +69,7 @@ fn unreadable_lockdirs_report_what_the_filesystem_said() {
     for (lock, said) in cases {
         let o = exec(&locks, lock);
         let err = stderr(&o);
-        assert_eq!(o.status.code(), Some(1), "{lock}: {err}");
+        assert_eq!(o.status.code(), Some(74), "{lock}: {err}");
         assert!(
             err.contains(&format!("{lock}.lockdir")) && err.contains(said),
             "{lock}: {err}"
