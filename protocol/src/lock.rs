@@ -686,10 +686,23 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// filesystem's own clock, so a waiter whose clock runs ahead cannot take a live lock.
     ///
     /// The lockdir's mtime is the filesystem's time of the last rename inside it, that is of
-    /// the acquisition or refresh that wrote the current deadline. The filesystem's "now" is
-    /// the mtime of a probe directory made for the purpose. Both readings come from one clock
-    /// (the file server's, on a network filesystem), so client clocks do not matter. A
-    /// filesystem without timestamps passes the check (the waiter's own clock decides).
+    /// the acquisition or refresh that wrote the current deadline (or of a later mark, which
+    /// only delays this). The filesystem's "now" is the mtime of a probe directory made for
+    /// the purpose. Both readings come from one clock (the file server's, on a network
+    /// filesystem), so client clocks do not matter. A filesystem without timestamps passes
+    /// the check (the waiter's own clock decides).
+    ///
+    /// Kernels stamp mtimes from a coarse clock that lags real time (see
+    /// [`FS_CLOCK_LAG_MS`]) and store them with a granularity (see [`fs_clock_margin_ms`]),
+    /// so the lockdir's mtime can be *earlier* than the holder's clock reading taken before
+    /// its rename; neither can make a reading *later* than the moment it was taken. Say the
+    /// holder read its clock at `h` (its deadline is `h + timeout`) and renamed at `r >= h`,
+    /// stamped `m >= r - margin`; the probe was made at `p`, stamped `n <= p`. The rule
+    /// `n - m > timeout + margin` gives `p >= n > m + timeout + margin >= r + timeout >=
+    /// h + timeout`: more than the timeout has passed on the filesystem's clock since the
+    /// holder's reading, so a holder whose clock runs at the filesystem's rate is past its
+    /// deadline. Without the margin, a takeover came up to several ms before the deadline
+    /// (`protocol/tests/fs_clock.rs`).
     fn stale_by_filesystem_clock(&self, holder: &Holder) -> Result<bool, Error> {
         let Some(changed) = self
             .fs
@@ -699,7 +712,14 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Ok(true);
         };
         let fs_now = filesystem_now(&self.fs, &self.env, &self.name)?;
-        Ok(fs_now.is_none_or(|now| now.saturating_sub(changed) > holder.timeout_ms))
+        Ok(fs_now.is_none_or(|now| {
+            let margin = fs_clock_margin_ms(changed, now);
+            // PLANTED BUG (c), only with the `planted-bugs` feature and only when a test
+            // switches it on: no margin for the filesystem clock's lag and granularity.
+            #[cfg(feature = "planted-bugs")]
+            let margin = crate::planted::clock_margin(margin);
+            now.saturating_sub(changed) > holder.timeout_ms.saturating_add(margin)
+        }))
     }
 
     /// One read-decide-rename step.
@@ -1061,6 +1081,37 @@ fn filesystem_now(fs: &impl Fs, env: &impl Env, name: &LockName) -> Result<Optio
     let now = fs.modified_ms(&probe);
     let _ = fs.remove_dir(&probe);
     now.map_err(|e| io("stat", probe, e))
+}
+
+/// How far behind real time a filesystem's mtime may be (ms), granularity aside: how much
+/// *earlier* than a clock reading taken just before a change the change's mtime may be.
+///
+/// Linux stamps mtimes from its coarse clock, which advances once per tick (4 ms at HZ=250,
+/// 10 ms at HZ=100) and, on a CPU that was idle (the tick stops), is stale until the next
+/// tick: measured here (kernel 6.18, HZ=250, tmpfs and ext4; `cargo test --release -p
+/// lockbydir-protocol --test fs_clock -- --ignored --nocapture`) up to 9.0 ms, about two
+/// ticks, for a rename right after an idle spell (and up to 7.5 ms for 0.3 % of renames back
+/// to back). Those ticks at HZ=100 are about 23 ms; readings are also cut to whole
+/// milliseconds (up to 1 ms more). 30 ms covers both, with room; it costs a takeover of a
+/// dead holder 30 ms.
+pub const FS_CLOCK_LAG_MS: u64 = 30;
+
+/// Timestamp granularities recognised from the readings themselves (ms), coarsest first:
+/// FAT's 2 s; whole seconds (ext3 with small inodes, HFS+, some NFS servers and FUSE
+/// filesystems); 100 ms and 10 ms steps.
+const TIMESTAMP_GRANULARITIES_MS: [u64; 4] = [2_000, 1_000, 100, 10];
+
+/// The margin rule (b) adds to the holder's timeout, for the lockdir's mtime `changed` and
+/// the filesystem's "now" `now` (ms): [`FS_CLOCK_LAG_MS`] plus the granularity both readings
+/// show (if both are whole seconds, the filesystem is taken to keep whole seconds). A
+/// filesystem with finer timestamps whose two readings happen to be whole seconds is taken
+/// for a coarse one: that only delays this takeover.
+pub fn fs_clock_margin_ms(changed: u64, now: u64) -> u64 {
+    let granularity = TIMESTAMP_GRANULARITIES_MS
+        .into_iter()
+        .find(|g| changed % g == 0 && now % g == 0)
+        .unwrap_or(0);
+    FS_CLOCK_LAG_MS + granularity
 }
 
 /// Scratch directories (staging and probe) older than this, by the filesystem's clock, were

@@ -345,7 +345,7 @@ impl Engine {
     }
 
     fn perform(st: &mut State, me: usize, op: &Op) -> OpResult {
-        // The filesystem's clock is exact; only differences of its readings matter.
+        // The filesystem's clock lags and is coarse as the scenario says (`World::stamp`).
         st.world.clock = T0 + st.t;
         match op {
             Op::CreateDir(p) => OpResult::Unit(st.world.create_dir(p)),

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use lockbydir_protocol::Options;
-use lockbydir_protocol::lock::TICKET_LIFETIME_MS;
+use lockbydir_protocol::lock::{FS_CLOCK_LAG_MS, TICKET_LIFETIME_MS};
 
 use super::rng::Rng;
 
@@ -62,6 +62,11 @@ pub struct Scenario {
     /// Whether the filesystem reports modification times (then a takeover also needs the
     /// lock to look expired by the filesystem's clock); without, `modified_ms` says `None`.
     pub fs_timestamps: bool,
+    /// How far the filesystem's clock lags virtual time (ms): the time a change is stamped
+    /// with is `floor((t - lag) / granularity) * granularity` ([`super::world::World::stamp`]).
+    pub fs_lag_ms: u64,
+    /// The step of the filesystem's clock (ms): its tick, or 1000 for whole seconds.
+    pub fs_granularity_ms: u64,
     /// A schedule longer than this is reported as a livelock.
     pub max_steps: u64,
 }
@@ -100,6 +105,10 @@ impl Scenario {
             jumps: 0,
             jump_ms: 0,
             fs_timestamps: true,
+            // A kernel tick at HZ=250 and about the lag measured after an idle spell
+            // (`lockbydir_protocol::lock::FS_CLOCK_LAG_MS`).
+            fs_lag_ms: 5,
+            fs_granularity_ms: 4,
             max_steps: 50_000,
         }
     }
@@ -133,6 +142,21 @@ impl Scenario {
         // difference, the skew margin, and a poll (while the filesystem's clock says no).
         let fastest = self.actors.iter().map(|a| a.offset_ms).max().unwrap_or(0);
         let ahead = (fastest - offset_ms).max(0) as u64;
+        // Rule (b) waits out the margin for the filesystem clock's lag and granularity, which
+        // may be taken for a coarser one (up to 2 s) when readings happen to be round.
+        let fs_clock = match self.fs_timestamps {
+            true => {
+                FS_CLOCK_LAG_MS
+                    + self.fs_lag_ms
+                    + 2 * self.fs_granularity_ms
+                    + if self.fs_granularity_ms >= 1_000 {
+                        2_000
+                    } else {
+                        100
+                    }
+            }
+            false => 0,
+        };
         ActorSpec {
             offset_ms,
             // ... or a crashed waiter's ticket, which holds up the queue until it expires.
@@ -140,6 +164,7 @@ impl Scenario {
                 + ahead
                 + self.skew_ms
                 + 2 * self.max_poll_ms
+                + fs_clock
                 + 2,
             hold_ms: 1,
             ..ActorSpec::new("probe", 1_000, 0)
@@ -189,6 +214,8 @@ impl Scenario {
             jumps: rng.below(2) as u32,
             jump_ms: longest + skew_ms + 1,
             fs_timestamps: rng.chance(500),
+            fs_lag_ms: rng.pick(&[0, 3, 9]),
+            fs_granularity_ms: rng.pick(&[1, 4, 10]),
             ..Scenario::new("", skew_ms, actors)
         }
     }
@@ -214,6 +241,12 @@ impl fmt::Display for Scenario {
         )?;
         if !self.fs_timestamps {
             write!(f, "; the filesystem keeps no timestamps")?;
+        } else {
+            write!(
+                f,
+                "; the filesystem's clock lags {} ms, in steps of {} ms",
+                self.fs_lag_ms, self.fs_granularity_ms
+            )?;
         }
         for a in &self.actors {
             write!(

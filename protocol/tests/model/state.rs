@@ -171,7 +171,7 @@ impl State {
         let labels: Vec<String> = scenario.actors.iter().map(|a| a.label.clone()).collect();
         let offsets: Vec<i64> = scenario.actors.iter().map(|a| a.offset_ms).collect();
         State {
-            world: World::new(),
+            world: World::with_clock(scenario.fs_lag_ms, scenario.fs_granularity_ms),
             t: 0,
             actors: scenario.actors.iter().map(Actor::new).collect(),
             seed,
