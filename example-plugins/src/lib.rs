@@ -50,6 +50,9 @@ pub fn describe(err: &Error) -> String {
         Error::NotHeld => "the lock is not held".to_owned(),
         Error::AlreadyHeld => "the lock is already held by this handle".to_owned(),
         Error::Denied(why) => format!("denied by the host: {why}"),
+        Error::FencesExhausted(path) => {
+            format!("`{path}` has handed out its last fencing token and grants no more")
+        }
         Error::Compromised(c) => format!(
             "compromised: the lock (fence {}) was taken over{}",
             c.fence,

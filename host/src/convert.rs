@@ -89,6 +89,7 @@ impl From<exp::Error> for imp::Error {
                 fence: c.fence,
                 now_held_by: c.now_held_by.map(Into::into),
             }),
+            exp::Error::FencesExhausted(path) => imp::Error::FencesExhausted(path),
         }
     }
 }

@@ -737,6 +737,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 return Ok(Attempt::LostRace(None));
             }
         };
+        // Nobody can ever be granted this lock again: say so now rather than wait for it.
+        if entry.fence() == u64::MAX {
+            return Err(self.fences_exhausted());
+        }
         let now = self.env.now_ms();
         // Far back in line, and the lock is held within its deadline, or free but just
         // changed hands (the head takes it in a moment): a look at the state alone is enough.
@@ -813,7 +817,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         };
         // Others are queued behind us: mark our entry at once, so that we do not take the
         // lock straight back after releasing it.
-        let mine = self.new_holder(entry.fence(), now, queue.behind > 0);
+        let mine = self.new_holder(entry.fence(), now, queue.behind > 0)?;
         self.withdraw_ticket();
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
@@ -840,7 +844,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// `None` if that entry is gone (someone else took the lock meanwhile).
     fn attempt_known_free(&mut self, fence: u64) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
-        let mine = self.new_holder(fence, now, false);
+        let mine = self.new_holder(fence, now, false)?;
         let free = Entry::Free {
             fence,
             waiters: false,
@@ -852,16 +856,27 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
-    /// A holder record for acquiring the state whose last fence is `last_fence`.
-    fn new_holder(&self, last_fence: u64, now: u64, waiters: bool) -> Holder {
-        Holder {
+    /// A holder record for acquiring the state whose last fence is `last_fence`; refused if
+    /// that was the last fence there is (a fence must never repeat: two holders with the
+    /// same fence would both pass a resource's check).
+    fn new_holder(&self, last_fence: u64, now: u64, waiters: bool) -> Result<Holder, Error> {
+        let fence = last_fence
+            .checked_add(1)
+            .ok_or_else(|| self.fences_exhausted())?;
+        Ok(Holder {
             label: self.options.holder.clone(),
-            fence: last_fence.saturating_add(1),
+            fence,
             since_ms: now,
             deadline_ms: now.saturating_add(self.options.timeout_ms),
             timeout_ms: self.options.timeout_ms,
             token: self.env.random_u64(),
             waiters,
+        })
+    }
+
+    fn fences_exhausted(&self) -> Error {
+        Error::FencesExhausted {
+            path: self.lockdir.clone(),
         }
     }
 

@@ -150,10 +150,34 @@ fn crash_or_pause() -> Scenario {
     }
 }
 
+/// The lock starts two fences short of the last one there is: a holder that comes back and
+/// two waiters, one of which may crash, want three acquisitions, so the last of them (and the
+/// final probe) must be refused, never handed a fence again.
+fn near_the_last_fence() -> Scenario {
+    Scenario {
+        crashes: 1,
+        initial_fence: Some(u64::MAX - 2),
+        ..Scenario::new(
+            "near-the-last-fence",
+            SKEW,
+            vec![
+                ActorSpec {
+                    rounds: 2,
+                    refreshes: 0,
+                    ..holder()
+                },
+                waiter("V"),
+                waiter("W"),
+            ],
+        )
+    }
+}
+
 /// The exhaustive searches, cheapest first, each with its bound on deviations from the
 /// default schedule.
-fn exhaustive() -> [(Scenario, usize); 5] {
+fn exhaustive() -> [(Scenario, usize); 6] {
     [
+        (near_the_last_fence(), 2),
         (two_waiters(), 2),
         (line_of_waiters(), 2),
         (faults(), 2),
@@ -250,6 +274,20 @@ fn a_line_of_waiters_keeps_the_invariants() {
             ("mark", s.marks),
             ("crash", s.crashes),
             ("crashed waiter's ticket left", s.leaked_tickets),
+        ],
+    );
+}
+
+#[test]
+fn fences_near_the_last_one_are_never_repeated() {
+    let scenario = near_the_last_fence();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("acquire refused for exhausted fences", s.exhausted),
         ],
     );
 }

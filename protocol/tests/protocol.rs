@@ -571,3 +571,71 @@ fn a_takeover_sweeps_old_scratch_directories_left_by_crashes() {
     assert!(grant.took_over.is_some());
     assert_eq!(dir.entries(""), [fresh_probe, other_lock, "bed.lockdir"]);
 }
+
+/// A lock whose state entry `entry` is planted by hand, on the manual clock.
+fn planted(tag: &str, entry: &str) -> (TempDir, ManualEnv) {
+    let dir = TempDir::new(tag);
+    std::fs::create_dir_all(dir.0.join("bed.lockdir").join(entry)).unwrap();
+    (dir, ManualEnv::new())
+}
+
+/// Every way to ask for `dir`'s lock is refused because its fences are exhausted, and
+/// nothing in the lockdir changes.
+fn refuses_for_exhausted_fences(dir: &TempDir, env: &ManualEnv, entry: &str) {
+    let mut waiter = open(dir, env, "waiter", 1_000);
+    let mut patient = Lock::new(
+        NoClockFs::new(&dir.0),
+        env.clone(),
+        "bed",
+        Options {
+            patience_ms: 5_000,
+            ..opts("patient", 1_000)
+        },
+    )
+    .unwrap();
+    for (how, result) in [
+        ("try_acquire", waiter.try_acquire()),
+        ("acquire", patient.acquire()),
+    ] {
+        let refused =
+            result.expect_err(&format!("{how} granted a lock whose fences are exhausted"));
+        assert_eq!(
+            refused,
+            Error::FencesExhausted {
+                path: "bed.lockdir".into()
+            },
+            "{how}"
+        );
+        assert!(refused.to_string().contains("bed.lockdir"), "{refused}");
+    }
+    assert_eq!(dir.entries("bed.lockdir"), [entry]);
+    assert!(waiter.holder().is_none() && patient.holder().is_none());
+}
+
+#[test]
+fn a_lock_at_the_last_fence_refuses_to_grant_and_renames_nothing() {
+    let max = u64::MAX;
+    let free = format!("free.{max}");
+    let (dir, env) = planted("fences-free", &free);
+    refuses_for_exhausted_fences(&dir, &env, &free);
+
+    // Held at the last fence and long expired: no takeover either.
+    let held = format!("held.{max}.1000000.1001000.1000.00000000deadbeef.gone");
+    let (dir, env) = planted("fences-held", &held);
+    env.advance(3_600_000);
+    refuses_for_exhausted_fences(&dir, &env, &held);
+}
+
+#[test]
+fn the_last_fence_is_handed_out_once() {
+    let (dir, env) = planted("fences-last", &format!("free.{}", u64::MAX - 1));
+    let mut last = open(&dir, &env, "last", 1_000);
+    assert_eq!(acquired(last.try_acquire().unwrap()).fence, u64::MAX);
+    last.release().unwrap();
+    // The same handle's next acquire tries `free.MAX` without listing: refused as well.
+    assert!(matches!(
+        last.try_acquire(),
+        Err(Error::FencesExhausted { .. })
+    ));
+    refuses_for_exhausted_fences(&dir, &env, &format!("free.{}", u64::MAX));
+}

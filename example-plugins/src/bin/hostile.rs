@@ -159,6 +159,7 @@ fn kind(e: &Error) -> String {
         Error::AlreadyHeld => "already-held",
         Error::Compromised(_) => "compromised",
         Error::Denied(_) => "denied",
+        Error::FencesExhausted(_) => "fences-exhausted",
     }
     .to_owned()
 }

@@ -384,10 +384,23 @@ impl Checker {
         Ok(())
     }
 
-    /// A call failed; fine only if a fault was injected into it.
+    /// Whether the lock has handed out its last fence: from then on it must refuse to grant.
+    fn fences_exhausted(&self) -> bool {
+        self.max_written_fence == Some(u64::MAX)
+    }
+
+    /// A call failed; fine only if a fault was injected into it, or if it was an acquire
+    /// refused because the lock has handed out its last fence.
     pub fn failed(&mut self, actor: usize, call: &str, err: &Error) -> Check {
         if self.faulted[actor] {
             self.stats.fault_errors += 1;
+            return Ok(());
+        }
+        if let Error::FencesExhausted { path } = err
+            && self.fences_exhausted()
+            && *path == self.lockdir
+        {
+            self.stats.exhausted += 1;
             return Ok(());
         }
         Err(Violation::new(
@@ -539,6 +552,9 @@ impl Checker {
         let fence = self.max_granted_fence.unwrap_or(0);
         match self.state(world) {
             Some(Entry::Free { fence: f, .. }) if f == fence => Ok(()),
+            // The probe was refused (its `failed` allowed that only for exhausted fences): the
+            // state stays whatever holds the last fence.
+            Some(state) if state.fence() == u64::MAX && self.fences_exhausted() => Ok(()),
             other => Err(Violation::new(
                 Invariant::Liveness,
                 format!(

@@ -67,6 +67,9 @@ pub struct Scenario {
     pub fs_lag_ms: u64,
     /// The step of the filesystem's clock (ms): its tick, or 1000 for whole seconds.
     pub fs_granularity_ms: u64,
+    /// The lock's last fence when the schedule starts: the lockdir then already holds
+    /// `free.<fence>` (`None`: there is no lockdir yet).
+    pub initial_fence: Option<u64>,
     /// A schedule longer than this is reported as a livelock.
     pub max_steps: u64,
 }
@@ -109,6 +112,7 @@ impl Scenario {
             // (`lockbydir_protocol::lock::FS_CLOCK_LAG_MS`).
             fs_lag_ms: 5,
             fs_granularity_ms: 4,
+            initial_fence: None,
             max_steps: 50_000,
         }
     }
@@ -247,6 +251,9 @@ impl fmt::Display for Scenario {
                 "; the filesystem's clock lags {} ms, in steps of {} ms",
                 self.fs_lag_ms, self.fs_granularity_ms
             )?;
+        }
+        if let Some(fence) = self.initial_fence {
+            write!(f, "; the lock starts as free.{fence}")?;
         }
         for a in &self.actors {
             write!(
