@@ -442,10 +442,21 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// Tell the holder that someone queued: rename its exact entry to the marked name. If
     /// the state changed meanwhile the rename fails, which is fine: the next look sees why.
     /// Returns the holder as its entry now stands (as far as we know).
+    ///
+    /// The rename moves the lockdir's mtime, which the takeover rule (b) reads as the time the
+    /// holder wrote its deadline: a mark just before the deadline would delay the takeover of
+    /// a dead holder by up to a timeout. So the marked name records the lockdir's mtime as it
+    /// was before the mark ([`Holder::written_ms`]), read *after* we saw the entry and
+    /// *before* our rename. If the rename succeeds, the entry was in place at both moments,
+    /// and names never come back, so it was in place all along: the mtime read is that of the
+    /// rename that wrote it (or of something later, which only delays a takeover).
     fn mark(&self, holder: &Holder) -> Holder {
         let from = format!("{}/{}", self.lockdir, Entry::Held(holder.clone()).encode());
         let marked = Holder {
             waiters: true,
+            // No reading (no timestamps, or the stat failed): a plain mark, which can only
+            // delay a takeover.
+            written_ms: self.fs.modified_ms(&self.lockdir).ok().flatten(),
             ..holder.clone()
         };
         let to = format!("{}/{}", self.lockdir, Entry::Held(marked.clone()).encode());
@@ -557,8 +568,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Err(Error::NotHeld);
         }
         let now = self.env.now_ms();
+        // A marked entry stays marked, but its record of when it was written goes: this
+        // rename is the new write, and the lockdir's mtime says when.
         let renew = |h: &Holder| Holder {
             deadline_ms: now.saturating_add(h.timeout_ms),
+            written_ms: None,
             ..h.clone()
         };
         let from = self
@@ -622,18 +636,20 @@ impl<F: Fs, E: Env> Lock<F, E> {
             match self.swap(&Entry::Held(held.clone()), &make(&held), operation) {
                 Ok(()) => return Ok(held),
                 Err(Error::NotHeld) if !held.waiters => {
-                    let marked = Holder {
-                        waiters: true,
-                        ..held.clone()
-                    };
                     // The same acquisition (fence and token; the label in the name may be cut
-                    // short), now marked: its name is our record's, marked.
+                    // short), now marked: its name is our record's, marked, with the time of
+                    // our write its marker recorded.
                     match read_entry(&self.fs, &self.lockdir)? {
                         Read::Entry(Entry::Held(now))
                             if now.waiters
                                 && now.token == held.token
                                 && now.fence == held.fence =>
                         {
+                            let marked = Holder {
+                                waiters: true,
+                                written_ms: now.written_ms,
+                                ..held.clone()
+                            };
                             self.held = Some(marked.clone());
                             held = marked;
                         }
@@ -703,14 +719,24 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// holder's reading, so a holder whose clock runs at the filesystem's rate is past its
     /// deadline. Without the margin, a takeover came up to several ms before the deadline
     /// (`protocol/tests/fs_clock.rs`).
+    ///
+    /// A marked entry records when it was written ([`Holder::written_ms`], read by its
+    /// marker before the mark moved the lockdir's mtime); the earlier of that and the
+    /// lockdir's mtime is used, so a mark does not delay the takeover of a dead holder. The
+    /// record is only a name in the lockdir: one made up (by hand, or by a hostile plugin
+    /// that can rename entries anyway) can at worst make rule (b) pass early, never make it
+    /// pass on its own: rule (a), the waiter's own clock past the deadline plus the skew
+    /// margin, is still required. One in the future is ignored (the lockdir's mtime is
+    /// earlier), so it cannot wedge the lock either.
     fn stale_by_filesystem_clock(&self, holder: &Holder) -> Result<bool, Error> {
-        let Some(changed) = self
+        let Some(mtime) = self
             .fs
             .modified_ms(&self.lockdir)
             .map_err(|e| io("stat", self.lockdir.clone(), e))?
         else {
             return Ok(true);
         };
+        let changed = holder.written_ms.map_or(mtime, |w| w.min(mtime));
         let fs_now = filesystem_now(&self.fs, &self.env, &self.name)?;
         Ok(fs_now.is_none_or(|now| {
             let margin = fs_clock_margin_ms(changed, now);
@@ -871,6 +897,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             timeout_ms: self.options.timeout_ms,
             token: self.env.random_u64(),
             waiters,
+            written_ms: None,
         })
     }
 

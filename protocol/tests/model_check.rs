@@ -50,6 +50,7 @@ fn waiter(label: &str) -> ActorSpec {
 fn two_waiters() -> Scenario {
     Scenario {
         crashes: 1,
+        prompt_probe: true,
         ..Scenario::new(
             "two-waiters-race-for-a-takeover",
             SKEW,
@@ -173,6 +174,38 @@ fn near_the_last_fence() -> Scenario {
     }
 }
 
+/// A holder with a long timeout that may crash holding, and a waiter that arrives just
+/// before its deadline, marks its entry, and gives up at about the deadline: the final probe
+/// must then take over as soon as the deadline and the filesystem's clock allow, not a
+/// timeout after the mark.
+fn a_late_mark() -> Scenario {
+    const LONG: u64 = 4 * TIMEOUT;
+    Scenario {
+        crashes: 1,
+        pauses: 0,
+        prompt_probe: true,
+        ..Scenario::new(
+            "a-late-mark-on-a-dead-holder",
+            SKEW,
+            vec![
+                ActorSpec {
+                    refreshes: 0,
+                    ..ActorSpec {
+                        timeout_ms: LONG,
+                        hold_ms: LONG / 2,
+                        ..holder()
+                    }
+                },
+                ActorSpec {
+                    start_ms: LONG - LONG / 10,
+                    patience_ms: LONG / 10,
+                    ..waiter("W")
+                },
+            ],
+        )
+    }
+}
+
 /// The exhaustive searches, cheapest first, each with its bound on deviations from the
 /// default schedule.
 fn exhaustive() -> [(Scenario, usize); 6] {
@@ -288,6 +321,20 @@ fn fences_near_the_last_one_are_never_repeated() {
             ("takeover", s.takeovers),
             ("crash", s.crashes),
             ("acquire refused for exhausted fences", s.exhausted),
+        ],
+    );
+}
+
+#[test]
+fn a_late_mark_does_not_delay_the_takeover_of_a_dead_holder() {
+    let scenario = a_late_mark();
+    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("mark", s.marks),
         ],
     );
 }

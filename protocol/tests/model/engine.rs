@@ -337,7 +337,7 @@ impl Engine {
             && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
         if mutated
             && st.violation.is_none()
-            && let Err(v) = st.checker.fs_effect(me, &op, &st.world)
+            && let Err(v) = st.checker.fs_effect(me, st.t, &op, &st.world)
         {
             st.violation = Some(v);
         }

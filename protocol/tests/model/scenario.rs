@@ -30,6 +30,8 @@ pub struct ActorSpec {
     pub hold_ms: u64,
     /// Whether the scheduler may crash it (at any scheduling point, at most once).
     pub may_crash: bool,
+    /// How long it sleeps before its first round (ms): when it arrives.
+    pub start_ms: u64,
 }
 
 /// A model: actors plus what the scheduler may do to them.
@@ -70,6 +72,10 @@ pub struct Scenario {
     /// The lock's last fence when the schedule starts: the lockdir then already holds
     /// `free.<fence>` (`None`: there is no lockdir yet).
     pub initial_fence: Option<u64>,
+    /// Whether the final probe must take over a dead holder promptly (see
+    /// [`super::checker::Checker::probe_took_over`]); only sound where nothing else may hold
+    /// it back (no crashed waiter's ticket: waiters here do not crash).
+    pub prompt_probe: bool,
     /// A schedule longer than this is reported as a livelock.
     pub max_steps: u64,
 }
@@ -86,6 +92,7 @@ impl ActorSpec {
             refreshes: 0,
             hold_ms: timeout_ms / 2,
             may_crash: false,
+            start_ms: 0,
         }
     }
 }
@@ -113,8 +120,23 @@ impl Scenario {
             fs_lag_ms: 5,
             fs_granularity_ms: 4,
             initial_fence: None,
+            prompt_probe: false,
             max_steps: 50_000,
         }
+    }
+
+    /// How late the final probe's takeover may be, beyond when it is due, if this scenario
+    /// checks it: the filesystem clock's margin (as rule (b) may infer it) and lag, two of
+    /// its steps, and a few polls of the probe.
+    pub fn prompt_probe_within_ms(&self) -> Option<i64> {
+        self.prompt_probe.then(|| {
+            (FS_CLOCK_LAG_MS
+                + 100
+                + self.fs_lag_ms
+                + 2 * self.fs_granularity_ms
+                + 2 * self.max_poll_ms
+                + 30) as i64
+        })
     }
 
     /// The lock options `spec` opens the lock with.
@@ -205,6 +227,7 @@ impl Scenario {
                         timeout_ms + skew_ms + 7,
                     ]),
                     may_crash: rng.chance(300),
+                    start_ms: 0,
                 }
             })
             .collect();

@@ -217,7 +217,12 @@ impl State {
                 offsets: offsets.clone(),
                 events: Vec::new(),
             },
-            checker: Checker::new(labels, offsets),
+            checker: {
+                let mut checker = Checker::new(labels, offsets);
+                checker.prompt_within_ms = scenario.prompt_probe_within_ms();
+                checker.skew_ms = scenario.skew_ms as i64;
+                checker
+            },
             violation: None,
             broken: false,
         }
