@@ -101,8 +101,9 @@ impl Entry {
                     waiters: kind == "free+",
                 })
             }
-            kind if kind.starts_with("held") => {
-                let (waiters, written_ms) = match &kind[4..] {
+            kind => {
+                // `held`, `held+`, or `held+<written>`.
+                let (waiters, written_ms) = match kind.strip_prefix("held")? {
                     "" => (false, None),
                     "+" => (true, None),
                     marked => (true, Some(parse_u64(marked.strip_prefix('+')?)?)),
@@ -128,7 +129,6 @@ impl Entry {
                     written_ms,
                 }))
             }
-            _ => None,
         }
     }
 
