@@ -1151,7 +1151,7 @@ const TIMESTAMP_GRANULARITIES_MS: [u64; 4] = [2_000, 1_000, 100, 10];
 pub fn fs_clock_margin_ms(changed: u64, now: u64) -> u64 {
     let granularity = TIMESTAMP_GRANULARITIES_MS
         .into_iter()
-        .find(|g| changed % g == 0 && now % g == 0)
+        .find(|&g| changed.is_multiple_of(g) && now.is_multiple_of(g))
         .unwrap_or(0);
     FS_CLOCK_LAG_MS + granularity
 }
