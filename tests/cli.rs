@@ -346,3 +346,30 @@ fn files_that_are_not_usable_plugins_are_refused() {
         "is not a wasi:cli/command component",
     );
 }
+
+#[test]
+fn exec_refuses_a_lock_whose_fences_are_exhausted_and_renames_nothing() {
+    let scratch = Scratch::new("cli-fences");
+    let locks = scratch.dir("locks");
+    let last = format!("free.{}", u64::MAX);
+    std::fs::create_dir_all(locks.join("bed.lockdir").join(&last)).unwrap();
+    let ran = scratch.join("ran");
+    let o = output(
+        lockbydir(&locks)
+            .args(["exec", "--patience", "2s", "bed", "--", "touch"])
+            .arg(&ran),
+    );
+    assert!(!o.status.success(), "exec granted an exhausted lock");
+    assert!(!ran.exists(), "the command ran without the lock");
+    let err = stderr(&o);
+    assert!(
+        err.contains("last fencing token") && err.contains("bed.lockdir"),
+        "{err}"
+    );
+    let mut entries: Vec<String> = std::fs::read_dir(locks.join("bed.lockdir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    entries.sort();
+    assert_eq!(entries, [last]);
+}

@@ -51,6 +51,9 @@ pub fn describe(err: &Error) -> String {
         Error::AlreadyHeld => "the lock is already held by this handle".to_owned(),
         Error::Denied(why) => format!("denied by the host: {why}"),
         Error::Corrupt(why) => format!("corrupt lockdir: {why}"),
+        Error::FencesExhausted(path) => {
+            format!("`{path}` has handed out its last fencing token and grants no more")
+        }
         Error::Compromised(c) => format!(
             "compromised: the lock (fence {}) was taken over{}",
             c.fence,

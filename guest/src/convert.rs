@@ -77,6 +77,7 @@ pub fn error(e: protocol::Error) -> wit::Error {
             path: path.clone(),
             message: e.to_string(),
         }),
+        protocol::Error::FencesExhausted { path } => wit::Error::FencesExhausted(path),
         protocol::Error::NotHeld => wit::Error::NotHeld,
         protocol::Error::AlreadyHeld => wit::Error::AlreadyHeld,
         protocol::Error::Compromised { fence, now_held_by } => {

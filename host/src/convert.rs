@@ -90,6 +90,7 @@ impl From<exp::Error> for imp::Error {
                 now_held_by: c.now_held_by.map(Into::into),
             }),
             exp::Error::Corrupt(why) => imp::Error::Corrupt(why),
+            exp::Error::FencesExhausted(path) => imp::Error::FencesExhausted(path),
         }
     }
 }

@@ -94,5 +94,13 @@ pub fn describe(e: &wit::Error) -> String {
                 c.fence
             )
         }
+        wit::Error::FencesExhausted(path) => format!(
+            "lock `{path}` has handed out its last fencing token ({}), so it grants no more \
+             (a fence must never repeat); use a lock of another name, or, once every resource \
+             that checks this lock's fences accepts them starting again from 1, remove \
+             `{path}` while no process uses it",
+            u64::MAX,
+            path = escape(path)
+        ),
     }
 }

@@ -12,6 +12,10 @@
 //! - `held+.<same fields>`: the same, marked by a waiter: someone queued while it was held,
 //!   so its holder must not take the lock straight back after releasing it (see
 //!   [`crate::lock`], "Fairness").
+//! - `held+<written>.<same fields>`: marked, and `<written>` is the lockdir's mtime the
+//!   marker read while the unmarked entry was still in place: the filesystem's time of the
+//!   rename that wrote this deadline, which the mark's own rename overwrote (see
+//!   [`Holder::written_ms`]).
 //!
 //! The waiters' *tickets* ([`Ticket`]), `wait.<arrival>.<token>.<expires>`, live in a sibling
 //! directory `<name>.queue`, not in the lockdir: they are not state, they only order the
@@ -54,6 +58,12 @@ pub struct Holder {
     pub token: u64,
     /// Whether a waiter marked the entry: someone queued for the lock while it was held.
     pub waiters: bool,
+    /// Only in a marked entry, as its marker recorded it: the filesystem's time (the lockdir's
+    /// mtime, ms since the epoch) of the rename that wrote this entry's deadline. The mark
+    /// renamed the entry and so moved the lockdir's mtime; the takeover rule reads this
+    /// instead. `None` in an unmarked entry, in one marked without timestamps, and after the
+    /// holder refreshed a marked entry (then the lockdir's mtime is right again).
+    pub written_ms: Option<u64>,
 }
 
 /// A lock's state entry.
@@ -79,7 +89,11 @@ impl Entry {
             }
             Entry::Held(h) => format!(
                 "{}.{}.{}.{}.{}.{:016x}.{}",
-                if h.waiters { "held+" } else { "held" },
+                match (h.waiters, h.written_ms) {
+                    (false, _) => "held".to_owned(),
+                    (true, None) => "held+".to_owned(),
+                    (true, Some(written)) => format!("held+{written}"),
+                },
                 h.fence,
                 h.since_ms,
                 h.deadline_ms,
@@ -122,7 +136,13 @@ impl Entry {
                     waiters: kind == "free+",
                 })
             }
-            kind @ ("held" | "held+") => {
+            kind => {
+                // `held`, `held+`, or `held+<written>`.
+                let (waiters, written_ms) = match kind.strip_prefix("held")? {
+                    "" => (false, None),
+                    "+" => (true, None),
+                    marked => (true, Some(parse_u64(marked.strip_prefix('+')?)?)),
+                };
                 let fence = parse_u64(parts.next()?)?;
                 let since_ms = parse_u64(parts.next()?)?;
                 let deadline_ms = parse_u64(parts.next()?)?;
@@ -140,10 +160,10 @@ impl Entry {
                     deadline_ms,
                     timeout_ms,
                     token,
-                    waiters: kind == "held+",
+                    waiters,
+                    written_ms,
                 }))
             }
-            _ => None,
         }
     }
 
@@ -283,6 +303,7 @@ mod tests {
             timeout_ms: 30_000,
             token: 0xdead_beef,
             waiters: false,
+            written_ms: None,
         }
     }
 
@@ -303,10 +324,38 @@ mod tests {
                 waiters: true,
                 ..holder("x")
             }),
+            Entry::Held(Holder {
+                waiters: true,
+                written_ms: Some(1_700_000_000_123),
+                ..holder("x")
+            }),
+            Entry::Held(Holder {
+                waiters: true,
+                written_ms: Some(u64::MAX),
+                fence: u64::MAX,
+                since_ms: u64::MAX,
+                deadline_ms: u64::MAX,
+                timeout_ms: u64::MAX,
+                ..holder(&"é".repeat(500))
+            }),
         ] {
             let name = entry.encode();
             assert!(!name.contains('/') && name.len() <= 255, "{name}");
-            assert_eq!(Entry::parse(&name), Some(entry));
+            let parsed = Entry::parse(&name).expect("parses");
+            assert_eq!(parsed.encode(), name);
+            if let (Entry::Held(p), Entry::Held(h)) = (&parsed, &entry)
+                && h.label.len() > MAX_ENCODED_LABEL
+            {
+                assert_eq!(
+                    Entry::Held(Holder {
+                        label: p.label.clone(),
+                        ..h.clone()
+                    }),
+                    parsed
+                );
+            } else {
+                assert_eq!(parsed, entry);
+            }
         }
     }
 
@@ -335,6 +384,11 @@ mod tests {
             "held.1.2.3.4.00000000deadbeef.%zz",
             ".nfs000001",
             "held-.1.2.3.4.00000000deadbeef.x",
+            "held+01.1.2.3.4.00000000deadbeef.x",
+            "held+x.1.2.3.4.00000000deadbeef.x",
+            "held++.1.2.3.4.00000000deadbeef.x",
+            "held1.1.2.3.4.00000000deadbeef.x",
+            "heldx.1.2.3.4.00000000deadbeef.x",
             "wait.1.00000000deadbeef.2",
             "",
             // Parse, but are not the canonical names of what they describe.

@@ -36,6 +36,13 @@ pub enum Error {
         /// The lockdir, relative to the lock directory.
         path: String,
     },
+    /// Every fencing token of this lock has been handed out (its last fence is `u64::MAX`):
+    /// no acquisition can get a greater one, and a fence must never repeat, so none is
+    /// granted. Nothing was changed.
+    FencesExhausted {
+        /// The lockdir, relative to the lock directory.
+        path: String,
+    },
     /// The handle does not hold the lock.
     NotHeld,
     /// The handle already holds the lock.
@@ -78,6 +85,14 @@ impl fmt::Display for Error {
             Error::Unsettled { path } => write!(
                 f,
                 "the state of `{path}` kept changing while it was read; try again"
+            ),
+            Error::FencesExhausted { path } => write!(
+                f,
+                "lock `{path}` has handed out its last fencing token ({}), so it grants no more \
+                 (a fence must never repeat); use a lock of another name, or, once every \
+                 resource that checks this lock's fences accepts them starting again from 1, \
+                 remove `{path}` while no process uses it",
+                u64::MAX
             ),
             Error::NotHeld => write!(f, "this handle does not hold the lock"),
             Error::AlreadyHeld => write!(f, "this handle already holds the lock"),

@@ -472,10 +472,21 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// Tell the holder that someone queued: rename its exact entry to the marked name. If
     /// the state changed meanwhile the rename fails, which is fine: the next look sees why.
     /// Returns the holder as its entry now stands (as far as we know).
+    ///
+    /// The rename moves the lockdir's mtime, which the takeover rule (b) reads as the time the
+    /// holder wrote its deadline: a mark just before the deadline would delay the takeover of
+    /// a dead holder by up to a timeout. So the marked name records the lockdir's mtime as it
+    /// was before the mark ([`Holder::written_ms`]), read *after* we saw the entry and
+    /// *before* our rename. If the rename succeeds, the entry was in place at both moments,
+    /// and names never come back, so it was in place all along: the mtime read is that of the
+    /// rename that wrote it (or of something later, which only delays a takeover).
     fn mark(&self, holder: &Holder) -> Holder {
         let from = format!("{}/{}", self.lockdir, Entry::Held(holder.clone()).encode());
         let marked = Holder {
             waiters: true,
+            // No reading (no timestamps, or the stat failed): a plain mark, which can only
+            // delay a takeover.
+            written_ms: self.fs.modified_ms(&self.lockdir).ok().flatten(),
             ..holder.clone()
         };
         let to = format!("{}/{}", self.lockdir, Entry::Held(marked.clone()).encode());
@@ -587,8 +598,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Err(Error::NotHeld);
         }
         let now = self.env.now_ms();
+        // A marked entry stays marked, but its record of when it was written goes: this
+        // rename is the new write, and the lockdir's mtime says when.
         let renew = |h: &Holder| Holder {
             deadline_ms: now.saturating_add(h.timeout_ms),
+            written_ms: None,
             ..h.clone()
         };
         let from = self
@@ -652,18 +666,20 @@ impl<F: Fs, E: Env> Lock<F, E> {
             match self.swap(&Entry::Held(held.clone()), &make(&held), operation) {
                 Ok(()) => return Ok(held),
                 Err(Error::NotHeld) if !held.waiters => {
-                    let marked = Holder {
-                        waiters: true,
-                        ..held.clone()
-                    };
                     // The same acquisition (fence and token; the label in the name may be cut
-                    // short), now marked: its name is our record's, marked.
+                    // short), now marked: its name is our record's, marked, with the time of
+                    // our write its marker recorded.
                     match read_entry(&self.fs, &self.lockdir)? {
                         Read::Entry(Entry::Held(now))
                             if now.waiters
                                 && now.token == held.token
                                 && now.fence == held.fence =>
                         {
+                            let marked = Holder {
+                                waiters: true,
+                                written_ms: now.written_ms,
+                                ..held.clone()
+                            };
                             self.held = Some(marked.clone());
                             held = marked;
                         }
@@ -716,20 +732,50 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// filesystem's own clock, so a waiter whose clock runs ahead cannot take a live lock.
     ///
     /// The lockdir's mtime is the filesystem's time of the last rename inside it, that is of
-    /// the acquisition or refresh that wrote the current deadline. The filesystem's "now" is
-    /// the mtime of a probe directory made for the purpose. Both readings come from one clock
-    /// (the file server's, on a network filesystem), so client clocks do not matter. A
-    /// filesystem without timestamps passes the check (the waiter's own clock decides).
+    /// the acquisition or refresh that wrote the current deadline (or of a later mark, which
+    /// only delays this). The filesystem's "now" is the mtime of a probe directory made for
+    /// the purpose. Both readings come from one clock (the file server's, on a network
+    /// filesystem), so client clocks do not matter. A filesystem without timestamps passes
+    /// the check (the waiter's own clock decides).
+    ///
+    /// Kernels stamp mtimes from a coarse clock that lags real time (see
+    /// [`FS_CLOCK_LAG_MS`]) and store them with a granularity (see [`fs_clock_margin_ms`]),
+    /// so the lockdir's mtime can be *earlier* than the holder's clock reading taken before
+    /// its rename; neither can make a reading *later* than the moment it was taken. Say the
+    /// holder read its clock at `h` (its deadline is `h + timeout`) and renamed at `r >= h`,
+    /// stamped `m >= r - margin`; the probe was made at `p`, stamped `n <= p`. The rule
+    /// `n - m > timeout + margin` gives `p >= n > m + timeout + margin >= r + timeout >=
+    /// h + timeout`: more than the timeout has passed on the filesystem's clock since the
+    /// holder's reading, so a holder whose clock runs at the filesystem's rate is past its
+    /// deadline. Without the margin, a takeover came up to several ms before the deadline
+    /// (`protocol/tests/fs_clock.rs`).
+    ///
+    /// A marked entry records when it was written ([`Holder::written_ms`], read by its
+    /// marker before the mark moved the lockdir's mtime); the earlier of that and the
+    /// lockdir's mtime is used, so a mark does not delay the takeover of a dead holder. The
+    /// record is only a name in the lockdir: one made up (by hand, or by a hostile plugin
+    /// that can rename entries anyway) can at worst make rule (b) pass early, never make it
+    /// pass on its own: rule (a), the waiter's own clock past the deadline plus the skew
+    /// margin, is still required. One in the future is ignored (the lockdir's mtime is
+    /// earlier), so it cannot wedge the lock either.
     fn stale_by_filesystem_clock(&self, holder: &Holder) -> Result<bool, Error> {
-        let Some(changed) = self
+        let Some(mtime) = self
             .fs
             .modified_ms(&self.lockdir)
             .map_err(|e| io("stat", self.lockdir.clone(), e))?
         else {
             return Ok(true);
         };
+        let changed = holder.written_ms.map_or(mtime, |w| w.min(mtime));
         let fs_now = filesystem_now(&self.fs, &self.env, &self.name)?;
-        Ok(fs_now.is_none_or(|now| now.saturating_sub(changed) > holder.timeout_ms))
+        Ok(fs_now.is_none_or(|now| {
+            let margin = fs_clock_margin_ms(changed, now);
+            // PLANTED BUG (c), only with the `planted-bugs` feature and only when a test
+            // switches it on: no margin for the filesystem clock's lag and granularity.
+            #[cfg(feature = "planted-bugs")]
+            let margin = crate::planted::clock_margin(margin);
+            now.saturating_sub(changed) > holder.timeout_ms.saturating_add(margin)
+        }))
     }
 
     /// One read-decide-rename step.
@@ -747,6 +793,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 return Ok(Attempt::LostRace(None));
             }
         };
+        // Nobody can ever be granted this lock again: say so now rather than wait for it.
+        if entry.fence() == u64::MAX {
+            return Err(self.fences_exhausted());
+        }
         let now = self.env.now_ms();
         // Far back in line, and the lock is held within its deadline, or free but just
         // changed hands (the head takes it in a moment): a look at the state alone is enough.
@@ -823,7 +873,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         };
         // Others are queued behind us: mark our entry at once, so that we do not take the
         // lock straight back after releasing it.
-        let mine = self.new_holder(entry.fence(), now, queue.behind > 0);
+        let mine = self.new_holder(entry.fence(), now, queue.behind > 0)?;
         self.withdraw_ticket();
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
@@ -850,7 +900,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// `None` if that entry is gone (someone else took the lock meanwhile).
     fn attempt_known_free(&mut self, fence: u64) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
-        let mine = self.new_holder(fence, now, false);
+        let mine = self.new_holder(fence, now, false)?;
         let free = Entry::Free {
             fence,
             waiters: false,
@@ -862,16 +912,28 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
-    /// A holder record for acquiring the state whose last fence is `last_fence`.
-    fn new_holder(&self, last_fence: u64, now: u64, waiters: bool) -> Holder {
-        Holder {
+    /// A holder record for acquiring the state whose last fence is `last_fence`; refused if
+    /// that was the last fence there is (a fence must never repeat: two holders with the
+    /// same fence would both pass a resource's check).
+    fn new_holder(&self, last_fence: u64, now: u64, waiters: bool) -> Result<Holder, Error> {
+        let fence = last_fence
+            .checked_add(1)
+            .ok_or_else(|| self.fences_exhausted())?;
+        Ok(Holder {
             label: self.options.holder.clone(),
-            fence: last_fence.saturating_add(1),
+            fence,
             since_ms: now,
             deadline_ms: now.saturating_add(self.options.timeout_ms),
             timeout_ms: self.options.timeout_ms,
             token: self.env.random_u64(),
             waiters,
+            written_ms: None,
+        })
+    }
+
+    fn fences_exhausted(&self) -> Error {
+        Error::FencesExhausted {
+            path: self.lockdir.clone(),
         }
     }
 
@@ -1126,6 +1188,37 @@ pub(crate) fn filesystem_now(
     let now = fs.modified_ms(&probe);
     let _ = fs.remove_dir(&probe);
     now.map_err(|e| io("stat", probe, e))
+}
+
+/// How far behind real time a filesystem's mtime may be (ms), granularity aside: how much
+/// *earlier* than a clock reading taken just before a change the change's mtime may be.
+///
+/// Linux stamps mtimes from its coarse clock, which advances once per tick (4 ms at HZ=250,
+/// 10 ms at HZ=100) and, on a CPU that was idle (the tick stops), is stale until the next
+/// tick: measured here (kernel 6.18, HZ=250, tmpfs and ext4; `cargo test --release -p
+/// lockbydir-protocol --test fs_clock -- --ignored --nocapture`) up to 9.0 ms, about two
+/// ticks, for a rename right after an idle spell (and up to 7.5 ms for 0.3 % of renames back
+/// to back). Those ticks at HZ=100 are about 23 ms; readings are also cut to whole
+/// milliseconds (up to 1 ms more). 30 ms covers both, with room; it costs a takeover of a
+/// dead holder 30 ms.
+pub const FS_CLOCK_LAG_MS: u64 = 30;
+
+/// Timestamp granularities recognised from the readings themselves (ms), coarsest first:
+/// FAT's 2 s; whole seconds (ext3 with small inodes, HFS+, some NFS servers and FUSE
+/// filesystems); 100 ms and 10 ms steps.
+const TIMESTAMP_GRANULARITIES_MS: [u64; 4] = [2_000, 1_000, 100, 10];
+
+/// The margin rule (b) adds to the holder's timeout, for the lockdir's mtime `changed` and
+/// the filesystem's "now" `now` (ms): [`FS_CLOCK_LAG_MS`] plus the granularity both readings
+/// show (if both are whole seconds, the filesystem is taken to keep whole seconds). A
+/// filesystem with finer timestamps whose two readings happen to be whole seconds is taken
+/// for a coarse one: that only delays this takeover.
+pub fn fs_clock_margin_ms(changed: u64, now: u64) -> u64 {
+    let granularity = TIMESTAMP_GRANULARITIES_MS
+        .into_iter()
+        .find(|&g| changed.is_multiple_of(g) && now.is_multiple_of(g))
+        .unwrap_or(0);
+    FS_CLOCK_LAG_MS + granularity
 }
 
 /// Scratch directories (staging and probe) older than this, by the filesystem's clock, were

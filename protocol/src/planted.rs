@@ -20,6 +20,9 @@ pub enum PlantedBug {
     /// Release by renaming whatever entry is current to `free`, without checking it is still
     /// this handle's own.
     ReleaseWithoutOwnershipCheck,
+    /// Rule (b) of the takeover without the margin for the filesystem clock's lag and
+    /// granularity: `fs_now - mtime > timeout`, as it was.
+    NoFilesystemClockMargin,
 }
 
 thread_local! {
@@ -76,4 +79,13 @@ pub(crate) fn release_from(
         return Ok(own);
     }
     Ok(current()?.unwrap_or(own))
+}
+
+/// Bug (c): with [`PlantedBug::NoFilesystemClockMargin`] planted, rule (b) adds no margin to
+/// the holder's timeout; otherwise `margin` as computed.
+pub(crate) fn clock_margin(margin: u64) -> u64 {
+    match planted() {
+        PlantedBug::NoFilesystemClockMargin => 0,
+        _ => margin,
+    }
 }

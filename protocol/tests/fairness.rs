@@ -41,6 +41,12 @@ impl TempDir {
         names
     }
 
+    /// Whether the lock's state is fence `fence` held, marked (`held+<written>.<fence>.…`).
+    fn marked_at_fence(&self, fence: u64) -> bool {
+        let state = self.state();
+        state.starts_with("held+") && state.split('.').nth(1) == Some(&fence.to_string())
+    }
+
     /// The lock's one state entry.
     fn state(&self) -> String {
         let inside = self.entries("bed.lockdir");
@@ -109,7 +115,7 @@ fn a_holder_that_lets_go_while_someone_waits_queues_behind_them() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let bob = waiter(&dir, "bob", &order);
     dir.wait_for("bob's ticket and mark", |d| {
-        d.entries("bed.queue").len() == 1 && d.state().starts_with("held+.1.")
+        d.entries("bed.queue").len() == 1 && d.marked_at_fence(1)
     });
     assert_eq!(alice.release(), Ok(Released::InTime));
     // Without the queue this would take the lock straight back (the releaser is fastest).
@@ -188,12 +194,9 @@ fn a_marked_holder_still_refreshes_and_releases() {
     acquired(alice.acquire().unwrap());
     let order = Arc::new(Mutex::new(Vec::new()));
     let bob = waiter(&dir, "bob", &order);
-    dir.wait_for("bob's mark", |d| d.state().starts_with("held+.1."));
+    dir.wait_for("bob's mark", |d| d.marked_at_fence(1));
     let deadline = alice.refresh().expect("a mark is not a loss");
-    assert!(
-        dir.state().starts_with("held+.1."),
-        "the mark survives a refresh"
-    );
+    assert!(dir.marked_at_fence(1), "the mark survives a refresh");
     assert!(dir.state().contains(&format!(".{deadline}.")));
     assert_eq!(alice.release(), Ok(Released::InTime));
     assert_eq!(bob.join().unwrap(), 2);

@@ -50,6 +50,7 @@ fn waiter(label: &str) -> ActorSpec {
 fn two_waiters() -> Scenario {
     Scenario {
         crashes: 1,
+        prompt_probe: true,
         ..Scenario::new(
             "two-waiters-race-for-a-takeover",
             SKEW,
@@ -150,10 +151,66 @@ fn crash_or_pause() -> Scenario {
     }
 }
 
+/// The lock starts two fences short of the last one there is: a holder that comes back and
+/// two waiters, one of which may crash, want three acquisitions, so the last of them (and the
+/// final probe) must be refused, never handed a fence again.
+fn near_the_last_fence() -> Scenario {
+    Scenario {
+        crashes: 1,
+        initial_fence: Some(u64::MAX - 2),
+        ..Scenario::new(
+            "near-the-last-fence",
+            SKEW,
+            vec![
+                ActorSpec {
+                    rounds: 2,
+                    refreshes: 0,
+                    ..holder()
+                },
+                waiter("V"),
+                waiter("W"),
+            ],
+        )
+    }
+}
+
+/// A holder with a long timeout that may crash holding, and a waiter that arrives just
+/// before its deadline, marks its entry, and gives up at about the deadline: the final probe
+/// must then take over as soon as the deadline and the filesystem's clock allow, not a
+/// timeout after the mark.
+fn a_late_mark() -> Scenario {
+    const LONG: u64 = 4 * TIMEOUT;
+    Scenario {
+        crashes: 1,
+        pauses: 0,
+        prompt_probe: true,
+        ..Scenario::new(
+            "a-late-mark-on-a-dead-holder",
+            SKEW,
+            vec![
+                ActorSpec {
+                    refreshes: 0,
+                    ..ActorSpec {
+                        timeout_ms: LONG,
+                        hold_ms: LONG / 2,
+                        ..holder()
+                    }
+                },
+                ActorSpec {
+                    start_ms: LONG - LONG / 10,
+                    patience_ms: LONG / 10,
+                    ..waiter("W")
+                },
+            ],
+        )
+    }
+}
+
 /// The exhaustive searches, cheapest first, each with its bound on deviations from the
 /// default schedule.
-fn exhaustive() -> [(Scenario, usize); 5] {
+fn exhaustive() -> [(Scenario, usize); 6] {
     [
+        (near_the_last_fence(), 2),
         (two_waiters(), 2),
         (line_of_waiters(), 2),
         (faults(), 2),
@@ -250,6 +307,34 @@ fn a_line_of_waiters_keeps_the_invariants() {
             ("mark", s.marks),
             ("crash", s.crashes),
             ("crashed waiter's ticket left", s.leaked_tickets),
+        ],
+    );
+}
+
+#[test]
+fn fences_near_the_last_one_are_never_repeated() {
+    let scenario = near_the_last_fence();
+    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("acquire refused for exhausted fences", s.exhausted),
+        ],
+    );
+}
+
+#[test]
+fn a_late_mark_does_not_delay_the_takeover_of_a_dead_holder() {
+    let scenario = a_late_mark();
+    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("takeover", s.takeovers),
+            ("crash", s.crashes),
+            ("mark", s.marks),
         ],
     );
 }
@@ -352,22 +437,61 @@ fn dishonest_clocks(fs_timestamps: bool) -> Scenario {
     }
 }
 
-#[test]
-fn clocks_further_apart_than_the_stated_skew_are_caught() {
-    // Without filesystem timestamps only the clocks decide: the waiter, whose clock runs
-    // ahead, takes over while the holder still believes it holds the lock.
-    let scenario = dishonest_clocks(false);
-    assert!(!scenario.clocks_are_honest());
-    match explore_dfs(&scenario, 1, 100_000, &no_setup) {
+/// A holder, and a waiter whose clock runs an hour ahead (so the clock rule passes at once
+/// and only the filesystem's clock keeps them apart), on a filesystem whose clock lags by
+/// `lag_ms` and advances in steps of `granularity_ms`.
+fn fast_taker_on_coarse_fs(name: &str, lag_ms: u64, granularity_ms: u64) -> Scenario {
+    Scenario {
+        fs_lag_ms: lag_ms,
+        fs_granularity_ms: granularity_ms,
+        // Long enough for the holder, paused, to expire by the filesystem's clock too.
+        pauses: 1,
+        pause_ms: 2 * TIMEOUT + 3 * granularity_ms + 2 * SKEW,
+        ..Scenario::new(
+            name,
+            SKEW,
+            vec![
+                ActorSpec {
+                    offset_ms: 0,
+                    may_crash: false,
+                    // Not a multiple of the clock's step, like most timeouts.
+                    timeout_ms: TIMEOUT + 2,
+                    ..holder()
+                },
+                ActorSpec {
+                    offset_ms: 3_600_000,
+                    patience_ms: 3 * granularity_ms + 8 * TIMEOUT,
+                    ..waiter("W")
+                },
+            ],
+        )
+    }
+}
+
+/// A filesystem with whole-second timestamps (ext3 with small inodes, HFS+, some NFS
+/// servers) whose clock also lags 5 ms.
+fn whole_seconds() -> Scenario {
+    fast_taker_on_coarse_fs("a-fast-taker-on-whole-second-timestamps", 5, 1_000)
+}
+
+/// A coarse clock like Linux's: a 4 ms tick, lagging 9 ms (the most measured after an idle
+/// spell).
+fn kernel_tick() -> Scenario {
+    fast_taker_on_coarse_fs("a-fast-taker-on-a-4-ms-tick-lagging-9-ms", 9, 4)
+}
+
+/// Search `scenario` with the bound `bound` and require a mutual-exclusion violation that
+/// replays; print it.
+fn caught(scenario: &Scenario, bound: usize, what: &str, setup: &Setup) {
+    match explore_dfs(scenario, bound, 100_000, setup) {
         Ok(searched) => panic!(
-            "no violation found with dishonest clocks in {} schedules",
+            "no violation found {what} in {} schedules",
             searched.stats.schedules
         ),
         Err(found) => {
             let violation = found.outcome.violation.as_ref().unwrap();
             summary(&format!(
-                "dishonest clocks without filesystem timestamps caught after {} schedule(s): \
-                 {violation}",
+                "{what}: caught after {} schedule(s): {violation}",
                 found.explored
             ));
             assert_eq!(violation.invariant, Invariant::MutualExclusion, "{found}");
@@ -377,12 +501,51 @@ fn clocks_further_apart_than_the_stated_skew_are_caught() {
 }
 
 #[test]
+fn clocks_further_apart_than_the_stated_skew_are_caught() {
+    // Without filesystem timestamps only the clocks decide: the waiter, whose clock runs
+    // ahead, takes over while the holder still believes it holds the lock.
+    let scenario = dishonest_clocks(false);
+    assert!(!scenario.clocks_are_honest());
+    caught(
+        &scenario,
+        1,
+        "dishonest clocks without filesystem timestamps",
+        &no_setup,
+    );
+}
+
+#[test]
 fn filesystem_timestamps_keep_even_dishonest_clocks_apart() {
-    // The same clocks, but the filesystem keeps timestamps: a takeover also needs the lock to
-    // look expired by the filesystem's clock, which the waiter's fast clock cannot hurry.
+    // The same clocks, but the filesystem keeps timestamps (lagging, on a coarse clock): a
+    // takeover also needs the lock to look expired by the filesystem's clock, which the
+    // waiter's fast clock cannot hurry.
     let scenario = dishonest_clocks(true);
     let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
     assert_exercised(&scenario.name, &[("takeover", s.takeovers)]);
+}
+
+#[test]
+fn a_coarse_lagging_filesystem_clock_keeps_a_fast_taker_out() {
+    // Rule (b) alone, on a kernel's tick and on whole seconds: the margin for the clock's lag
+    // and granularity keeps the takeover after the holder's deadline.
+    for (scenario, bound) in [(kernel_tick(), 2), (whole_seconds(), 1)] {
+        let s = no_violation(exhaustive_search(&scenario, bound, &no_setup));
+        assert_exercised(&scenario.name, &[("takeover", s.takeovers)]);
+    }
+}
+
+#[test]
+fn a_filesystem_clock_coarser_than_the_margin_is_caught() {
+    // Steps of 170 ms: readings look like whole 10 ms, so rule (b) allows for 10 ms of
+    // granularity plus the lag margin, far less than the clock's real step. The mtime of the
+    // holder's rename can then be 169 ms early, and the fast taker gets in at once.
+    let scenario = fast_taker_on_coarse_fs("a-fast-taker-on-170-ms-steps", 1, 170);
+    caught(
+        &scenario,
+        1,
+        "a filesystem clock coarser than rule (b) allows for",
+        &no_setup,
+    );
 }
 
 /// Plant `bug` in the real protocol; require both the exhaustive searches and the random
@@ -440,5 +603,28 @@ fn planted_release_without_ownership_check_is_caught() {
     planted_bug_is_found(
         lockbydir_protocol::planted::PlantedBug::ReleaseWithoutOwnershipCheck,
         &[Invariant::LostHolderLearns, Invariant::MutualExclusion],
+    );
+}
+
+#[cfg(feature = "planted-bugs")]
+#[test]
+fn planted_rule_b_without_a_clock_margin_is_caught() {
+    // Rule (b) as it was, `fs_now - mtime > timeout`: on whole-second timestamps the holder's
+    // rename is stamped up to a second early, and a taker whose clock runs ahead gets in long
+    // before the holder's deadline.
+    let bug = lockbydir_protocol::planted::PlantedBug::NoFilesystemClockMargin;
+    let plant = move || lockbydir_protocol::planted::plant(bug);
+    caught(
+        &whole_seconds(),
+        1,
+        "planted bug NoFilesystemClockMargin on whole-second timestamps",
+        &plant,
+    );
+    // On a kernel's 4 ms tick lagging 9 ms, too: the rename's mtime is up to 3 ms early.
+    caught(
+        &kernel_tick(),
+        2,
+        "planted bug NoFilesystemClockMargin on a 4 ms tick",
+        &plant,
     );
 }

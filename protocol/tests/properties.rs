@@ -43,8 +43,11 @@ proptest! {
         timeout_ms in 1..=MAX_TIMEOUT_MS,
         token in any::<u64>(),
         waiters in any::<bool>(),
+        written_ms in any::<Option<u64>>(),
     ) {
-        let holder = Holder { label: label.clone(), fence, since_ms, deadline_ms, timeout_ms, token, waiters };
+        // Only a marked entry records when it was written.
+        let written_ms = written_ms.filter(|_| waiters);
+        let holder = Holder { label: label.clone(), fence, since_ms, deadline_ms, timeout_ms, token, waiters, written_ms };
         let name = Entry::Held(holder.clone()).encode();
         prop_assert!(name.len() <= 255 && !name.contains('/'));
         let Some(Entry::Held(parsed)) = Entry::parse(&name) else {
@@ -61,7 +64,7 @@ proptest! {
         deadline_ms in any::<u64>(),
         timeout_ms in any::<u64>(),
     ) {
-        let holder = Holder { label: "x".into(), fence: 1, since_ms, deadline_ms, timeout_ms, token: 1, waiters: false };
+        let holder = Holder { label: "x".into(), fence: 1, since_ms, deadline_ms, timeout_ms, token: 1, waiters: false, written_ms: None };
         let in_range = since_ms <= LATEST_TIME_MS
             && deadline_ms <= LATEST_TIME_MS
             && (1..=MAX_TIMEOUT_MS).contains(&timeout_ms);
@@ -69,7 +72,7 @@ proptest! {
     }
 
     #[test]
-    fn parsing_arbitrary_entry_names_never_panics(name in "(free|held)?[.0-9a-f%A-Z-]{0,60}|\\PC{0,40}") {
+    fn parsing_arbitrary_entry_names_never_panics(name in "(free|held|held\\+[0-9]{0,3})?[.0-9a-f%A-Z-]{0,60}|\\PC{0,40}") {
         if let Some(entry) = Entry::parse(&name) {
             // Whatever parses encodes back to the same name (one name per state).
             prop_assert_eq!(entry.encode(), name);

@@ -556,8 +556,190 @@ fn a_takeover_sweeps_old_scratch_directories_left_by_crashes() {
     let mut alice = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", opts("alice", 1)).unwrap();
     acquired(alice.try_acquire().unwrap());
     alice.abandon();
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // Rule (b) waits out the timeout plus the filesystem clock's margin: look until it passes.
     let mut bob = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", opts("bob", 1_000)).unwrap();
-    assert!(acquired(bob.try_acquire().unwrap()).took_over.is_some());
+    let start = std::time::Instant::now();
+    let grant = loop {
+        match bob.try_acquire().unwrap() {
+            Outcome::Acquired(grant) => break grant,
+            Outcome::Busy(_) if start.elapsed() < std::time::Duration::from_secs(30) => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Outcome::Busy(h) => panic!("never taken over from {h:?}"),
+        }
+    };
+    assert!(grant.took_over.is_some());
     assert_eq!(dir.entries(""), [fresh_probe, other_lock, "bed.lockdir"]);
+}
+
+/// A lock whose state entry `entry` is planted by hand, on the manual clock.
+fn planted(tag: &str, entry: &str) -> (TempDir, ManualEnv) {
+    let dir = TempDir::new(tag);
+    std::fs::create_dir_all(dir.0.join("bed.lockdir").join(entry)).unwrap();
+    (dir, ManualEnv::new())
+}
+
+/// Every way to ask for `dir`'s lock is refused because its fences are exhausted, and
+/// nothing in the lockdir changes.
+fn refuses_for_exhausted_fences(dir: &TempDir, env: &ManualEnv, entry: &str) {
+    let mut waiter = open(dir, env, "waiter", 1_000);
+    let mut patient = Lock::new(
+        NoClockFs::new(&dir.0),
+        env.clone(),
+        "bed",
+        Options {
+            patience_ms: 5_000,
+            ..opts("patient", 1_000)
+        },
+    )
+    .unwrap();
+    for (how, result) in [
+        ("try_acquire", waiter.try_acquire()),
+        ("acquire", patient.acquire()),
+    ] {
+        let refused =
+            result.expect_err(&format!("{how} granted a lock whose fences are exhausted"));
+        assert_eq!(
+            refused,
+            Error::FencesExhausted {
+                path: "bed.lockdir".into()
+            },
+            "{how}"
+        );
+        assert!(refused.to_string().contains("bed.lockdir"), "{refused}");
+    }
+    assert_eq!(dir.entries("bed.lockdir"), [entry]);
+    assert!(waiter.holder().is_none() && patient.holder().is_none());
+}
+
+#[test]
+fn a_lock_at_the_last_fence_refuses_to_grant_and_renames_nothing() {
+    let max = u64::MAX;
+    let free = format!("free.{max}");
+    let (dir, env) = planted("fences-free", &free);
+    refuses_for_exhausted_fences(&dir, &env, &free);
+
+    // Held at the last fence and long expired: no takeover either.
+    let held = format!("held.{max}.1000000.1001000.1000.00000000deadbeef.gone");
+    let (dir, env) = planted("fences-held", &held);
+    env.advance(3_600_000);
+    refuses_for_exhausted_fences(&dir, &env, &held);
+}
+
+#[test]
+fn the_last_fence_is_handed_out_once() {
+    let (dir, env) = planted("fences-last", &format!("free.{}", u64::MAX - 1));
+    let mut last = open(&dir, &env, "last", 1_000);
+    assert_eq!(acquired(last.try_acquire().unwrap()).fence, u64::MAX);
+    last.release().unwrap();
+    // The same handle's next acquire tries `free.MAX` without listing: refused as well.
+    assert!(matches!(
+        last.try_acquire(),
+        Err(Error::FencesExhausted { .. })
+    ));
+    refuses_for_exhausted_fences(&dir, &env, &format!("free.{}", u64::MAX));
+}
+
+/// A real directory whose mtimes are kept on the manual clock instead of the kernel's: every
+/// change stamps the directories it changes with the manual clock's time, as a filesystem
+/// with an exact clock would.
+#[derive(Clone)]
+struct ManualClockFs {
+    fs: StdFs,
+    env: ManualEnv,
+    mtimes: Arc<Mutex<std::collections::HashMap<String, u64>>>,
+}
+
+fn parent_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or(".", |(dir, _)| dir)
+}
+
+impl ManualClockFs {
+    fn new(dir: &std::path::Path, env: &ManualEnv) -> Self {
+        ManualClockFs {
+            fs: StdFs::new(dir),
+            env: env.clone(),
+            mtimes: Arc::default(),
+        }
+    }
+    fn stamp(&self, paths: &[&str]) {
+        let now = self.env.now_ms();
+        let mut mtimes = self.mtimes.lock().unwrap();
+        for p in paths {
+            mtimes.insert((*p).to_owned(), now);
+        }
+    }
+}
+
+impl Fs for ManualClockFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.fs.create_dir(path)?;
+        self.stamp(&[path, parent_of(path)]);
+        Ok(())
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.fs.remove_dir(path)?;
+        self.stamp(&[parent_of(path)]);
+        Ok(())
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.fs.rename(from, to)?;
+        let moved = self.mtimes.lock().unwrap().get(from).copied();
+        self.stamp(&[parent_of(from), parent_of(to)]);
+        if let Some(m) = moved {
+            self.mtimes.lock().unwrap().insert(to.to_owned(), m);
+        }
+        Ok(())
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.fs.read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        self.fs.modified_ms(path)?;
+        Ok(self.mtimes.lock().unwrap().get(path).copied())
+    }
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        self.fs.exists(path)
+    }
+}
+
+#[test]
+fn a_waiters_mark_does_not_delay_the_takeover_of_a_dead_holder() {
+    let dir = TempDir::new("mark-delay");
+    let env = ManualEnv::new();
+    let fs = ManualClockFs::new(&dir.0, &env);
+    let written = env.now_ms();
+    let mut dead = Lock::new(fs.clone(), env.clone(), "bed", opts("dead", 1_000)).unwrap();
+    let deadline = acquired(dead.try_acquire().unwrap()).deadline_ms;
+    dead.abandon();
+    // A waiter arrives at 0.9 of the timeout and marks the dead holder's entry (which moves
+    // the lockdir's mtime), then waits for the deadline.
+    env.advance(900);
+    let mut waiter = Lock::new(
+        fs.clone(),
+        env.clone(),
+        "bed",
+        Options {
+            patience_ms: 10_000,
+            ..opts("waiter", 1_000)
+        },
+    )
+    .unwrap();
+    let grant = acquired(waiter.acquire().unwrap());
+    let took_over = grant.took_over.expect("a takeover");
+    assert!(took_over.waiters, "the waiter did not mark the entry");
+    // The marked name records when the holder wrote its entry, read before the mark.
+    assert_eq!(took_over.written_ms, Some(written));
+    // Rule (b) counts from when the holder wrote its deadline, not from the mark: the
+    // takeover comes once the filesystem's clock is past the deadline plus its margin (and
+    // a poll), not a whole timeout after the mark.
+    let taken_at = grant.deadline_ms - 1_000;
+    let prompt = deadline + lockbydir_protocol::lock::FS_CLOCK_LAG_MS + 100;
+    assert!(
+        taken_at <= prompt,
+        "taken over at {taken_at}, {} ms after the deadline {deadline}: the mark at {} \
+         delayed it",
+        taken_at - deadline,
+        written + 900
+    );
 }

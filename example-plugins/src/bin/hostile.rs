@@ -160,6 +160,7 @@ fn kind(e: &Error) -> String {
         Error::Compromised(_) => "compromised",
         Error::Denied(_) => "denied",
         Error::Corrupt(_) => "corrupt",
+        Error::FencesExhausted(_) => "fences-exhausted",
     }
     .to_owned()
 }

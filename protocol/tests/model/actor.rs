@@ -46,6 +46,9 @@ pub fn drive(engine: &Engine, me: usize, scenario: &Scenario, spec: &ActorSpec, 
     // lock releases it, which a crashed process never does, so the handle is never dropped
     // while unwinding; it is only dropped after the last round, when it holds nothing.
     let mut lock = ManuallyDrop::new(lock);
+    if spec.start_ms > 0 {
+        env.sleep_ms(spec.start_ms);
+    }
     for _ in 0..spec.rounds {
         engine.begin_call(me);
         let start = engine.now();
@@ -72,7 +75,13 @@ pub fn drive(engine: &Engine, me: usize, scenario: &Scenario, spec: &ActorSpec, 
                                 .map_or(String::new(), |h| format!(", took over from {}", who(h)))
                         )
                     },
-                    |c, t| c.acquired(me, t, &grant, &holder),
+                    |c, t| {
+                        c.acquired(me, t, &grant, &holder)?;
+                        match (&grant.took_over, strict) {
+                            (Some(from), true) => c.probe_took_over(me, t, start, from),
+                            _ => Ok(()),
+                        }
+                    },
                 );
                 hold(engine, me, &mut lock, spec, strict);
             }

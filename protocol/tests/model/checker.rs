@@ -15,6 +15,12 @@
 //! 4. **Fencing**: every acquisition, as granted and as written to the lockdir, has a fence
 //!    greater than every one before it.
 //!
+//!
+//! In scenarios that ask for it ([`Checker::prompt_within_ms`]), the final probe must also
+//! take over a dead holder's entry promptly: within a bound of when that entry was written
+//! and of its deadline, whoever marked it meanwhile (a mark renames the entry and so moves
+//! the lockdir's mtime, which the takeover rule reads).
+//!
 //! Errors from lock calls are violations too, unless an injected fault caused them.
 
 use std::collections::BTreeSet;
@@ -129,6 +135,15 @@ pub struct Checker {
     /// Per actor: a fault was injected since its current lock call began.
     faulted: Vec<bool>,
     crashed: Vec<bool>,
+    /// When each held entry was written (virtual time), by token and deadline: its first
+    /// appearance in the lockdir.
+    written_at: std::collections::BTreeMap<(u64, u64), i64>,
+    /// If set: the final probe's takeover must come within this many ms of the later of its
+    /// own start, the entry's write plus its timeout, and the entry's deadline plus twice the
+    /// skew (see [`Checker::probe_took_over`]).
+    pub prompt_within_ms: Option<i64>,
+    /// The lock's `max_clock_skew_ms`.
+    pub skew_ms: i64,
     /// What happened, for the summary.
     pub stats: Stats,
 }
@@ -154,6 +169,9 @@ impl Checker {
             max_granted_fence: None,
             faulted: vec![false; n],
             crashed: vec![false; n],
+            written_at: std::collections::BTreeMap::new(),
+            prompt_within_ms: None,
+            skew_ms: 0,
             stats: Stats::default(),
         }
     }
@@ -179,7 +197,7 @@ impl Checker {
 
     /// A mutating filesystem operation by `actor` succeeded (whatever it was reported as):
     /// note whose acquisition it ended, and check the lockdir and the fences it wrote.
-    pub fn fs_effect(&mut self, actor: usize, op: &Op, world: &World) -> Check {
+    pub fn fs_effect(&mut self, actor: usize, t: i64, op: &Op, world: &World) -> Check {
         let gone = match op {
             // A waiter marking the entry (`held` -> `held+`, same acquisition) takes nothing.
             Op::Rename(from, to) if from != to => match (self.entry_at(from), self.entry_at(to)) {
@@ -208,6 +226,9 @@ impl Checker {
             let Some(entry) = Entry::parse(&name) else {
                 continue;
             };
+            if let Entry::Held(h) = &entry {
+                self.written_at.entry((h.token, h.deadline_ms)).or_insert(t);
+            }
             if let Entry::Held(h) = &entry
                 && self.written.insert(h.token)
                 && self.max_written_fence.is_some_and(|m| h.fence <= m)
@@ -369,6 +390,44 @@ impl Checker {
         Ok(())
     }
 
+    /// The final probe, which started at `start`, took over `from` at `t`: if this scenario
+    /// asks for it, that must not be late. Rule (a) lets the probe in once its clock (the
+    /// slowest) is past the deadline plus the skew, at most twice the skew after the
+    /// deadline in virtual time; rule (b) once the filesystem's clock is past the entry's
+    /// write plus its timeout and margin. Anything later, beyond a few polls, means
+    /// something else held the takeover back: a mark that moved the lockdir's mtime.
+    pub fn probe_took_over(&self, actor: usize, t: i64, start: i64, from: &Holder) -> Check {
+        let Some(within) = self.prompt_within_ms else {
+            return Ok(());
+        };
+        let Some(&written) = self.written_at.get(&(from.token, from.deadline_ms)) else {
+            return Ok(());
+        };
+        let writer = token_owner(from.token).map_or(0, |o| self.offsets[o]);
+        let deadline = from.deadline_ms as i64 - T0 - writer;
+        let due = start
+            .max(written + from.timeout_ms as i64)
+            .max(deadline + 2 * self.skew_ms);
+        if t > due + within {
+            return Err(Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "{} took over fence {} only at {}, {} ms after it was due at {} (written at \
+                     {}, deadline {}{}): something delayed the takeover",
+                    self.name(actor),
+                    from.fence,
+                    at(t),
+                    t - due,
+                    at(due),
+                    at(written),
+                    at(deadline),
+                    if from.waiters { ", marked" } else { "" }
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// A blocking acquire gave up after `waited` ms of its `patience` (0: `try_acquire`).
     pub fn busy(&mut self, actor: usize, waited: i64, patience: u64) -> Check {
         self.stats.busy += 1;
@@ -384,10 +443,23 @@ impl Checker {
         Ok(())
     }
 
-    /// A call failed; fine only if a fault was injected into it.
+    /// Whether the lock has handed out its last fence: from then on it must refuse to grant.
+    fn fences_exhausted(&self) -> bool {
+        self.max_written_fence == Some(u64::MAX)
+    }
+
+    /// A call failed; fine only if a fault was injected into it, or if it was an acquire
+    /// refused because the lock has handed out its last fence.
     pub fn failed(&mut self, actor: usize, call: &str, err: &Error) -> Check {
         if self.faulted[actor] {
             self.stats.fault_errors += 1;
+            return Ok(());
+        }
+        if let Error::FencesExhausted { path } = err
+            && self.fences_exhausted()
+            && *path == self.lockdir
+        {
+            self.stats.exhausted += 1;
             return Ok(());
         }
         Err(Violation::new(
@@ -539,6 +611,9 @@ impl Checker {
         let fence = self.max_granted_fence.unwrap_or(0);
         match self.state(world) {
             Some(Entry::Free { fence: f, .. }) if f == fence => Ok(()),
+            // The probe was refused (its `failed` allowed that only for exhausted fences): the
+            // state stays whatever holds the last fence.
+            Some(state) if state.fence() == u64::MAX && self.fences_exhausted() => Ok(()),
             other => Err(Violation::new(
                 Invariant::Liveness,
                 format!(

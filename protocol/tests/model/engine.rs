@@ -337,7 +337,7 @@ impl Engine {
             && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
         if mutated
             && st.violation.is_none()
-            && let Err(v) = st.checker.fs_effect(me, &op, &st.world)
+            && let Err(v) = st.checker.fs_effect(me, st.t, &op, &st.world)
         {
             st.violation = Some(v);
         }
@@ -345,7 +345,7 @@ impl Engine {
     }
 
     fn perform(st: &mut State, me: usize, op: &Op) -> OpResult {
-        // The filesystem's clock is exact; only differences of its readings matter.
+        // The filesystem's clock lags and is coarse as the scenario says (`World::stamp`).
         st.world.clock = T0 + st.t;
         match op {
             Op::CreateDir(p) => OpResult::Unit(st.world.create_dir(p)),

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use lockbydir_protocol::Options;
-use lockbydir_protocol::lock::TICKET_LIFETIME_MS;
+use lockbydir_protocol::lock::{FS_CLOCK_LAG_MS, TICKET_LIFETIME_MS};
 
 use super::rng::Rng;
 
@@ -30,6 +30,8 @@ pub struct ActorSpec {
     pub hold_ms: u64,
     /// Whether the scheduler may crash it (at any scheduling point, at most once).
     pub may_crash: bool,
+    /// How long it sleeps before its first round (ms): when it arrives.
+    pub start_ms: u64,
 }
 
 /// A model: actors plus what the scheduler may do to them.
@@ -62,6 +64,18 @@ pub struct Scenario {
     /// Whether the filesystem reports modification times (then a takeover also needs the
     /// lock to look expired by the filesystem's clock); without, `modified_ms` says `None`.
     pub fs_timestamps: bool,
+    /// How far the filesystem's clock lags virtual time (ms): the time a change is stamped
+    /// with is `floor((t - lag) / granularity) * granularity` ([`super::world::World::stamp`]).
+    pub fs_lag_ms: u64,
+    /// The step of the filesystem's clock (ms): its tick, or 1000 for whole seconds.
+    pub fs_granularity_ms: u64,
+    /// The lock's last fence when the schedule starts: the lockdir then already holds
+    /// `free.<fence>` (`None`: there is no lockdir yet).
+    pub initial_fence: Option<u64>,
+    /// Whether the final probe must take over a dead holder promptly (see
+    /// [`super::checker::Checker::probe_took_over`]); only sound where nothing else may hold
+    /// it back (no crashed waiter's ticket: waiters here do not crash).
+    pub prompt_probe: bool,
     /// A schedule longer than this is reported as a livelock.
     pub max_steps: u64,
 }
@@ -78,6 +92,7 @@ impl ActorSpec {
             refreshes: 0,
             hold_ms: timeout_ms / 2,
             may_crash: false,
+            start_ms: 0,
         }
     }
 }
@@ -100,8 +115,28 @@ impl Scenario {
             jumps: 0,
             jump_ms: 0,
             fs_timestamps: true,
+            // A kernel tick at HZ=250 and about the lag measured after an idle spell
+            // (`lockbydir_protocol::lock::FS_CLOCK_LAG_MS`).
+            fs_lag_ms: 5,
+            fs_granularity_ms: 4,
+            initial_fence: None,
+            prompt_probe: false,
             max_steps: 50_000,
         }
+    }
+
+    /// How late the final probe's takeover may be, beyond when it is due, if this scenario
+    /// checks it: the filesystem clock's margin (as rule (b) may infer it) and lag, two of
+    /// its steps, and a few polls of the probe.
+    pub fn prompt_probe_within_ms(&self) -> Option<i64> {
+        self.prompt_probe.then(|| {
+            (FS_CLOCK_LAG_MS
+                + 100
+                + self.fs_lag_ms
+                + 2 * self.fs_granularity_ms
+                + 2 * self.max_poll_ms
+                + 30) as i64
+        })
     }
 
     /// The lock options `spec` opens the lock with.
@@ -133,6 +168,21 @@ impl Scenario {
         // difference, the skew margin, and a poll (while the filesystem's clock says no).
         let fastest = self.actors.iter().map(|a| a.offset_ms).max().unwrap_or(0);
         let ahead = (fastest - offset_ms).max(0) as u64;
+        // Rule (b) waits out the margin for the filesystem clock's lag and granularity, which
+        // may be taken for a coarser one (up to 2 s) when readings happen to be round.
+        let fs_clock = match self.fs_timestamps {
+            true => {
+                FS_CLOCK_LAG_MS
+                    + self.fs_lag_ms
+                    + 2 * self.fs_granularity_ms
+                    + if self.fs_granularity_ms >= 1_000 {
+                        2_000
+                    } else {
+                        100
+                    }
+            }
+            false => 0,
+        };
         ActorSpec {
             offset_ms,
             // ... or a crashed waiter's ticket, which holds up the queue until it expires.
@@ -140,6 +190,7 @@ impl Scenario {
                 + ahead
                 + self.skew_ms
                 + 2 * self.max_poll_ms
+                + fs_clock
                 + 2,
             hold_ms: 1,
             ..ActorSpec::new("probe", 1_000, 0)
@@ -176,6 +227,7 @@ impl Scenario {
                         timeout_ms + skew_ms + 7,
                     ]),
                     may_crash: rng.chance(300),
+                    start_ms: 0,
                 }
             })
             .collect();
@@ -189,6 +241,8 @@ impl Scenario {
             jumps: rng.below(2) as u32,
             jump_ms: longest + skew_ms + 1,
             fs_timestamps: rng.chance(500),
+            fs_lag_ms: rng.pick(&[0, 3, 9]),
+            fs_granularity_ms: rng.pick(&[1, 4, 10]),
             ..Scenario::new("", skew_ms, actors)
         }
     }
@@ -214,6 +268,15 @@ impl fmt::Display for Scenario {
         )?;
         if !self.fs_timestamps {
             write!(f, "; the filesystem keeps no timestamps")?;
+        } else {
+            write!(
+                f,
+                "; the filesystem's clock lags {} ms, in steps of {} ms",
+                self.fs_lag_ms, self.fs_granularity_ms
+            )?;
+        }
+        if let Some(fence) = self.initial_fence {
+            write!(f, "; the lock starts as free.{fence}")?;
         }
         for a in &self.actors {
             write!(

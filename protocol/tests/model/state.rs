@@ -1,11 +1,32 @@
 //! The state of one schedule, shared by all actor threads behind the engine's mutex.
 
-use super::checker::Checker;
+use lockbydir_protocol::LockName;
+use lockbydir_protocol::entry::Entry;
+
+use super::checker::{Checker, T0};
 use super::op::Op;
-use super::scenario::{ActorSpec, Scenario};
+use super::scenario::{ActorSpec, LOCK_NAME, Scenario};
 use super::strategy::{Fault, Strategy};
 use super::trace::Trace;
 use super::world::World;
+
+/// The lock directory a schedule of `scenario` starts with.
+fn initial_world(scenario: &Scenario) -> World {
+    let mut world = World::with_clock(scenario.fs_lag_ms, scenario.fs_granularity_ms);
+    world.clock = T0;
+    if let Some(fence) = scenario.initial_fence {
+        let lockdir = LockName::new(LOCK_NAME).expect("a valid name").lockdir();
+        let free = Entry::Free {
+            fence,
+            waiters: false,
+        };
+        world.create_dir(&lockdir).expect("an empty world");
+        world
+            .create_dir(&format!("{lockdir}/{}", free.encode()))
+            .expect("an empty lockdir");
+    }
+    world
+}
 
 /// Who holds the turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,7 +192,7 @@ impl State {
         let labels: Vec<String> = scenario.actors.iter().map(|a| a.label.clone()).collect();
         let offsets: Vec<i64> = scenario.actors.iter().map(|a| a.offset_ms).collect();
         State {
-            world: World::new(),
+            world: initial_world(scenario),
             t: 0,
             actors: scenario.actors.iter().map(Actor::new).collect(),
             seed,
@@ -196,7 +217,12 @@ impl State {
                 offsets: offsets.clone(),
                 events: Vec::new(),
             },
-            checker: Checker::new(labels, offsets),
+            checker: {
+                let mut checker = Checker::new(labels, offsets);
+                checker.prompt_within_ms = scenario.prompt_probe_within_ms();
+                checker.skew_ms = scenario.skew_ms as i64;
+                checker
+            },
             violation: None,
             broken: false,
         }

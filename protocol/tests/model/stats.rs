@@ -48,6 +48,8 @@ pub struct Stats {
     pub tickets: u64,
     /// Held entries marked by a waiter.
     pub marks: u64,
+    /// Acquisitions refused because the lock had handed out its last fence.
+    pub exhausted: u64,
 }
 
 impl AddAssign for Stats {
@@ -72,6 +74,7 @@ impl AddAssign for Stats {
         self.leaked_tickets += o.leaked_tickets;
         self.tickets += o.tickets;
         self.marks += o.marks;
+        self.exhausted += o.exhausted;
     }
 }
 
@@ -80,7 +83,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind",
             self.schedules,
@@ -94,6 +97,7 @@ impl fmt::Display for Stats {
             self.compromised,
             self.tickets,
             self.marks,
+            self.exhausted,
             self.crashes,
             self.pauses,
             self.jumps,

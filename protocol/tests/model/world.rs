@@ -1,6 +1,10 @@
 //! An in-memory directory tree with the POSIX semantics the protocol relies on, and
 //! modification times on the filesystem's own clock.
 //!
+//! That clock is coarse and lags, as a kernel's is: a change at virtual time `t` is stamped
+//! `floor((t - lag) / granularity) * granularity` (see [`World::stamp`]), so an mtime can be
+//! up to `lag + granularity - 1` ms earlier than the change, never later.
+//!
 //! The protocol only ever makes directories, so the tree is a set of directory paths, each
 //! with its mtime. Every operation is one atomic step: the scheduler runs exactly one of them
 //! at a time.
@@ -16,9 +20,13 @@ use lockbydir_protocol::{FsError, FsErrorKind};
 pub struct World {
     dirs: BTreeMap<String, i64>,
     root_mtime: i64,
-    /// The filesystem's clock (ms since the epoch): the engine sets it before each step, and
-    /// what a step changes gets this as its mtime.
+    /// The time (ms since the epoch): the engine sets it before each step, and what a step
+    /// changes gets [`World::stamp`] of it as its mtime.
     pub clock: i64,
+    /// How far the filesystem's clock lags `clock` (ms).
+    pub lag_ms: i64,
+    /// The step of the filesystem's clock (ms); 0 counts as 1.
+    pub granularity_ms: i64,
 }
 
 fn not_found(path: &str) -> FsError {
@@ -53,9 +61,25 @@ fn parent(path: &str) -> &str {
 }
 
 impl World {
-    /// An empty lock directory.
+    /// An empty lock directory with an exact filesystem clock.
     pub fn new() -> Self {
         World::default()
+    }
+
+    /// An empty lock directory whose filesystem clock lags by `lag_ms` and advances in steps
+    /// of `granularity_ms`.
+    pub fn with_clock(lag_ms: u64, granularity_ms: u64) -> Self {
+        World {
+            lag_ms: lag_ms as i64,
+            granularity_ms: granularity_ms as i64,
+            ..World::default()
+        }
+    }
+
+    /// The filesystem's clock now: the mtime a change made now gets.
+    pub fn stamp(&self) -> i64 {
+        let step = self.granularity_ms.max(1);
+        (self.clock - self.lag_ms).div_euclid(step) * step
     }
 
     fn exists(&self, path: &str) -> bool {
@@ -64,7 +88,7 @@ impl World {
 
     /// Mark `path` (an existing directory) as modified now.
     fn touch(&mut self, path: &str) {
-        let now = self.clock;
+        let now = self.stamp();
         match self.dirs.get_mut(path) {
             Some(mtime) => *mtime = now,
             None => self.root_mtime = now,
@@ -136,7 +160,8 @@ impl World {
         self.check_create(path)?;
         let path = normalize(path)?;
         self.touch(parent(&path));
-        self.dirs.insert(path, self.clock);
+        let now = self.stamp();
+        self.dirs.insert(path, now);
         Ok(())
     }
 
@@ -291,5 +316,23 @@ mod tests {
         w.remove_dir("l/held.1").unwrap();
         assert_eq!(w.modified("l").unwrap(), 40);
         assert_eq!(kind(w.modified("l/held.1")), Some(FsErrorKind::NotFound));
+    }
+
+    #[test]
+    fn a_coarse_lagging_clock_stamps_changes_early() {
+        let mut w = World::with_clock(5, 4);
+        w.clock = 1_000;
+        w.create_dir("a").unwrap();
+        // 1000 - 5 = 995, down to a multiple of 4: 992, 8 ms before the change.
+        assert_eq!(w.modified("a").unwrap(), 992);
+        w.clock = 1_004;
+        w.create_dir("a/b").unwrap();
+        assert_eq!(
+            (w.modified("a").unwrap(), w.modified("a/b").unwrap()),
+            (996, 996)
+        );
+        w.clock = 2;
+        w.create_dir("c").unwrap();
+        assert_eq!(w.modified("c").unwrap(), -4, "rounds down below zero too");
     }
 }
