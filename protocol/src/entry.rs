@@ -331,11 +331,12 @@ mod tests {
             }),
             Entry::Held(Holder {
                 waiters: true,
+                // The longest name a canonical entry can have.
                 written_ms: Some(u64::MAX),
                 fence: u64::MAX,
-                since_ms: u64::MAX,
-                deadline_ms: u64::MAX,
-                timeout_ms: u64::MAX,
+                since_ms: LATEST_TIME_MS,
+                deadline_ms: LATEST_TIME_MS,
+                timeout_ms: crate::lock::MAX_TIMEOUT_MS,
                 ..holder(&"é".repeat(500))
             }),
         ] {

@@ -25,7 +25,12 @@ proptest! {
                     || name == "."
                     || name == ".."
                     || name.len() > 200
-                    || name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
+                    || name.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+                    // Invisible characters that make two names look alike (bidi controls,
+                    // zero-width characters, line separators, the byte-order mark).
+                    || name.chars().any(|c| matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}'
+                        | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+                        | '\u{2060}'..='\u{2069}' | '\u{FEFF}'));
                 prop_assert!(expected, "refused {:?}: {:?}", name, e);
                 if let NameError::TooLong(n) = e {
                     prop_assert_eq!(n, name.len());

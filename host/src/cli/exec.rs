@@ -27,7 +27,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   the command's own     its exit code; 128+N if it was killed by signal N
   64   usage: a bad flag or value, a bad lock name, --timeout (use --lease or --wait)
-  65   the lockdir holds something lockbydir never writes (see lockbydir repair)
+  65   the lockdir holds something lockbydir never writes (see lockbydir repair), or
+       its fences are exhausted
   66   the lock directory does not exist or is not a directory
   69   the lock component cannot be loaded
   70   the command succeeded but the lock was taken over while it ran (compromised), or an

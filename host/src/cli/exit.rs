@@ -7,7 +7,8 @@ use lockbydir::{Error, wit};
 
 /// EX_USAGE: the command line is wrong (unknown flag, bad value, bad lock name).
 pub const USAGE: u8 = 64;
-/// EX_DATAERR: a lockdir holds something lockbydir never writes (see `lockbydir repair`).
+/// EX_DATAERR: a lockdir holds something lockbydir never writes (see `lockbydir repair`), or
+/// has handed out its last fence.
 pub const DATA_ERR: u8 = 65;
 /// EX_NOINPUT: the lock directory does not exist or is not a directory.
 pub const NO_INPUT: u8 = 66;
@@ -65,7 +66,7 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
                 Error::Lock { error, .. } => match error {
                     wit::Error::InvalidName(_) | wit::Error::InvalidOption(_) => USAGE,
                     wit::Error::Io(_) => IO_ERR,
-                    wit::Error::Corrupt(_) => DATA_ERR,
+                    wit::Error::Corrupt(_) | wit::Error::FencesExhausted(_) => DATA_ERR,
                     wit::Error::Denied(_) => NO_PERM,
                     _ => SOFTWARE,
                 },
