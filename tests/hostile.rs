@@ -353,3 +353,48 @@ fn bad_run_flags_are_refused_with_a_reason() {
         assert!(stderr(&o).contains(expected), "{flags:?}: {}", stderr(&o));
     }
 }
+
+// ---- policy (issue 12, items 3, 4, 6, 7): what a plugin may learn, print, create and see ----
+
+#[test]
+fn a_plugin_limited_to_some_names_learns_nothing_about_other_locks() {
+    let scratch = Scratch::new("hostile-peek");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    // A lock it may see (the control: listing works), and one it may not, held by someone.
+    assert!(free_now(&locks, "job-1"));
+    let mut owner = lockbydir(&locks)
+        .args([
+            "exec",
+            "--holder",
+            "db-owner",
+            "secret-db",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "secret-db", "db-owner", &mut owner);
+    let o = hostile(
+        &locks,
+        &work,
+        &["--allow-lock", "job-*"],
+        &["--try", "peek", "--lock", "job-1", "--secret", "secret-db"],
+    );
+    let _ = owner.kill();
+    let _ = owner.wait();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("list: job-1 free (fence 1)"), "{out}");
+    assert!(out.contains("inspect job-1: free (fence 1)"), "{out}");
+    assert!(out.contains("inspect secret-db: denied"), "{out}");
+    // Only the denial's own line names the lock (the plugin asked for it by name).
+    let leaks: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            (l.contains("secret-db") && *l != "inspect secret-db: denied") || l.contains("db-owner")
+        })
+        .collect();
+    assert!(leaks.is_empty(), "leaked to the plugin: {leaks:?}\n{out}");
+}

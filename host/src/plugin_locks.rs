@@ -6,7 +6,10 @@
 //! its own lock component instance, so plugins share nothing but the directory.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
+
+use lockbydir_protocol::LockName;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable};
 
@@ -117,6 +120,21 @@ impl PluginLocksCtx {
     }
 }
 
+/// The names of the lockdirs in `lock_dir` that `policy` lets the plugin use, sorted.
+fn allowed_lock_names(lock_dir: &Path, policy: &LockPolicy) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(lock_dir)? {
+        let file_name = entry?.file_name();
+        if let Some(name) = file_name.to_str().and_then(LockName::from_lockdir)
+            && policy.allows_name(name.as_str())
+        {
+            names.push(name.as_str().to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 /// The host value behind a plugin's `lock` resource: the lock component's own handle.
 pub struct PluginLock {
     resource: ResourceAny,
@@ -185,10 +203,52 @@ impl PluginLocks<'_> {
 }
 
 impl imp::Host for PluginLocks<'_> {
+    /// Every lock the plugin may use. Under `--allow-lock` the lock component never lists the
+    /// whole directory for the plugin: the host picks the names it may see and inspects only
+    /// those, so neither the state nor an error about another lock reaches the plugin.
     fn list_locks(&mut self) -> wasmtime::Result<Result<Vec<imp::LockStatus>, imp::Error>> {
-        let r = self.ctx.service.list_locks_raw()?;
-        Ok(r.map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(Into::into))
+        if !self.ctx.policy.limits_names() {
+            let r = self.ctx.service.list_locks_raw()?;
+            return Ok(r
+                .map(|v| v.into_iter().map(Into::into).collect())
+                .map_err(Into::into));
+        }
+        let names = match allowed_lock_names(self.ctx.service.lock_dir(), &self.ctx.policy) {
+            Ok(names) => names,
+            Err(e) => {
+                return Ok(Err(imp::Error::Io(imp::IoError {
+                    operation: "read-dir".into(),
+                    path: ".".into(),
+                    message: e.to_string(),
+                })));
+            }
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let look = wit::Options {
+                timeout_ms: 1,
+                patience_ms: 0,
+                min_poll_ms: 1,
+                max_poll_ms: 1,
+                max_clock_skew_ms: 0,
+                holder: String::new(),
+            };
+            let resource = match self.ctx.service.open_raw(&name, &look)? {
+                Ok(resource) => resource,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            let state = self.ctx.service.inspect_raw(resource);
+            self.ctx.service.drop_raw(resource)?;
+            match state? {
+                Ok(wit::LockState::Absent) => {} // removed since the listing
+                Ok(state) => out.push(imp::LockStatus {
+                    name,
+                    state: state.into(),
+                }),
+                Err(e) => return Ok(Err(e.into())),
+            }
+        }
+        Ok(Ok(out))
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {

@@ -113,9 +113,19 @@ impl Default for LockPolicy {
 }
 
 impl LockPolicy {
+    /// Whether the plugin may use (and so learn anything about) lock `name`.
+    pub fn allows_name(&self, name: &str) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether some lock names are out of bounds (`--allow-lock` was given).
+    pub fn limits_names(&self) -> bool {
+        !self.allowed.is_empty()
+    }
+
     /// May a handle on `name` with `timeout_ms` be opened, with `open` handles already open?
     pub fn check_open(&self, name: &str, timeout_ms: u64, open: usize) -> Result<(), String> {
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|p| p.matches(name)) {
+        if !self.allows_name(name) {
             let allowed: Vec<String> = self.allowed.iter().map(|p| p.to_string()).collect();
             return Err(format!(
                 "lock name `{name}` is not allowed (allowed: {})",
