@@ -398,3 +398,157 @@ fn a_plugin_limited_to_some_names_learns_nothing_about_other_locks() {
         .collect();
     assert!(leaks.is_empty(), "leaked to the plugin: {leaks:?}\n{out}");
 }
+
+/// Output that a terminal would take for more than text: control characters other than the
+/// line breaks lockbydir itself writes, or a line a label forged.
+fn raw_control_or_forged_line(text: &str) -> Option<String> {
+    if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\n') {
+        return Some(format!("raw control character {c:?}"));
+    }
+    text.lines()
+        .find(|l| l.trim_start().starts_with("FAKE"))
+        .map(|l| format!("forged line {l:?}"))
+}
+
+#[test]
+fn a_hostile_holder_label_reaches_no_terminal_raw() {
+    let scratch = Scratch::new("hostile-label");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let label = "\x1b[31mred\nFAKE: ok";
+    let mut holder = lockbydir(&locks);
+    holder
+        .arg("run")
+        .args(["--quiet", "--name", "labeller"])
+        .arg(guest("hostile.wasm"))
+        .args(["--", "--try", "hold", "--lock", "shown", "--label", label])
+        .args(["--hold-ms", "60000"]);
+    let mut holder = holder.spawn().unwrap();
+    wait_until_held(&locks, "shown", label, &mut holder);
+
+    // Another plugin waits for it (its wait notice names the holder), until its deadline.
+    let waiter = hostile(
+        &locks,
+        &work,
+        &["--deadline", "2s"],
+        &["--try", "wait", "--lock", "shown"],
+    );
+    let status_text = output(lockbydir(&locks).arg("status"));
+    let exec = output(lockbydir(&locks).args(["exec", "--patience", "0", "shown", "--", "true"]));
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    let waiter_err = stderr(&waiter);
+    assert!(
+        waiter_err.contains("waiting for lock `shown` held by `\\u{1b}[31mred\\nFAKE: ok`"),
+        "{waiter_err}"
+    );
+    let shown = stdout(&status_text);
+    assert!(shown.contains("\\u{1b}[31mred\\nFAKE: ok"), "{shown}");
+    assert_eq!(exec.status.code(), Some(75), "{}", stderr(&exec));
+    for (what, text) in [
+        ("the waiting plugin's stderr", waiter_err),
+        ("the waiting plugin's stdout", stdout(&waiter)),
+        ("status", shown),
+        ("status's stderr", stderr(&status_text)),
+        ("exec's stderr", stderr(&exec)),
+        ("exec's stdout", stdout(&exec)),
+    ] {
+        if let Some(bad) = raw_control_or_forged_line(&text) {
+            panic!("{what}: {bad}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_plugin_creates_at_most_its_cap_of_new_lockdirs() {
+    let scratch = Scratch::new("hostile-churn");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let lockdirs = || {
+        std::fs::read_dir(&locks)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".lockdir")
+            })
+            .count()
+    };
+    let limits = [
+        "--allow-lock",
+        "job-*",
+        "--max-locks",
+        "1",
+        "--max-handles",
+        "4",
+    ];
+    // The report's loop, under the default cap.
+    let o = hostile(
+        &locks,
+        &work,
+        &limits,
+        &["--try", "churn", "--count", "1000"],
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("job-64: denied\n"), "{out}");
+    assert!(
+        stderr(&o).contains("the cap is 64 (--max-new-locks)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(lockdirs(), 64);
+
+    // Lockdirs that exist already do not count: job-0..63 are reused, two more are made.
+    let mut flags = limits.to_vec();
+    flags.extend(["--max-new-locks", "2"]);
+    let o = hostile(
+        &locks,
+        &work,
+        &flags,
+        &["--try", "churn", "--count", "1000"],
+    );
+    assert!(stdout(&o).contains("job-66: denied\n"), "{}", stdout(&o));
+    assert_eq!(lockdirs(), 66);
+}
+
+#[test]
+fn granting_the_lock_directory_to_a_plugin_is_refused_unless_trusted() {
+    let scratch = Scratch::new("hostile-grant");
+    let locks = scratch.dir("locks");
+    let inside = scratch.dir("locks/inside");
+    std::os::unix::fs::symlink(&locks, scratch.join("link")).unwrap();
+    let resolved = std::fs::canonicalize(&locks).unwrap();
+    let run = |dir: &str, extra: &[&str]| {
+        let mut cmd = lockbydir(Path::new("."));
+        cmd.current_dir(&locks)
+            .args(["run", "--quiet", "--dir", dir])
+            .args(extra)
+            .arg(guest("hostile.wasm"))
+            .args(["--", "--try", "escape", "--path", "/data"]);
+        output(&mut cmd)
+    };
+    // `cd LOCKDIR && lockbydir run --dir .::/data`, the lock directory's symlink, a parent of
+    // it, and a directory inside it.
+    let link = format!("{}::/data", scratch.join("link").display());
+    let parent = format!("{}::/data", scratch.0.display());
+    let within = format!("{}::/data", inside.display());
+    for grant in [".::/data", link.as_str(), parent.as_str(), within.as_str()] {
+        let o = run(grant, &[]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{grant} was granted: {}", stdout(&o));
+        assert!(err.contains("--trust-plugin-with-locks"), "{grant}: {err}");
+        assert!(
+            err.contains(&resolved.display().to_string()),
+            "{grant}: {err}"
+        );
+        assert_eq!(stdout(&o), "", "{grant}: the plugin ran");
+    }
+    let o = run(".::/data", &["--trust-plugin-with-locks"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("/data: "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("list LISTED"), "{}", stdout(&o));
+}

@@ -33,12 +33,16 @@ pub struct PluginLocksCtx {
     wait_until: Option<Instant>,
     /// Every open handle, by resource rep, and whether it holds its lock.
     open: BTreeMap<u32, Tracked>,
+    /// How many lockdirs this plugin's acquisitions created (see [`LockPolicy::max_new_locks`]).
+    created: usize,
 }
 
 struct Tracked {
     resource: ResourceAny,
     name: String,
     held: bool,
+    /// Its lockdir was seen to exist: acquiring through this handle creates nothing.
+    exists: bool,
 }
 
 impl PluginLocksCtx {
@@ -59,6 +63,7 @@ impl PluginLocksCtx {
             policy,
             wait_until,
             open: BTreeMap::new(),
+            created: 0,
         }
     }
 
@@ -97,6 +102,12 @@ impl PluginLocksCtx {
             escape(&why)
         );
         Ok(Err(imp::Error::Denied(why)))
+    }
+
+    /// Whether lock `name`'s lockdir exists (as anything: an empty one counts, it is reused).
+    fn lockdir_exists(&self, name: &str) -> bool {
+        let lockdir = format!("{name}{}", lockbydir_protocol::name::LOCKDIR_SUFFIX);
+        std::fs::symlink_metadata(self.service.lock_dir().join(lockdir)).is_ok()
     }
 
     fn held_count(&self) -> usize {
@@ -186,6 +197,16 @@ impl PluginLocks<'_> {
         if let Err(why) = self.ctx.policy.check_acquire(self.ctx.held_count()) {
             return self.ctx.deny(why);
         }
+        // An acquisition of a lock whose lockdir does not exist creates it, for good: count
+        // those against the plugin's cap. (Another process may create it at the same moment;
+        // it then counts against this plugin too, which errs on the safe side.)
+        let counted = self.ctx.policy.max_new_locks.is_some();
+        let existed = !counted
+            || self.ctx.open.get(&rep).is_some_and(|t| t.exists)
+            || self.ctx.lockdir_exists(&name);
+        if !existed && let Err(why) = self.ctx.policy.check_create(&name, self.ctx.created) {
+            return self.ctx.deny(why);
+        }
         // Try once first, so that a plugin that has to wait is announced once, up front.
         let mut outcome = self.ctx.service.try_acquire_raw(resource)?;
         if wait && let Ok(wit::AcquireOutcome::Busy(holder)) = &outcome {
@@ -198,6 +219,16 @@ impl PluginLocks<'_> {
         }
         let acquired = matches!(outcome, Ok(wit::AcquireOutcome::Acquired(_)));
         self.ctx.track(rep, &outcome, Some(acquired));
+        let exists_now = existed || self.ctx.lockdir_exists(&name);
+        if !existed && exists_now {
+            self.ctx.created += 1;
+        }
+        if counted
+            && exists_now
+            && let Some(t) = self.ctx.open.get_mut(&rep)
+        {
+            t.exists = true;
+        }
         Ok(outcome.map(Into::into).map_err(Into::into))
     }
 }
@@ -285,6 +316,7 @@ impl imp::HostLock for PluginLocks<'_> {
                     resource,
                     name,
                     held: false,
+                    exists: false,
                 };
                 self.ctx.open.insert(handle.rep(), tracked);
                 Ok(Ok(handle))

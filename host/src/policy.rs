@@ -99,7 +99,14 @@ pub struct LockPolicy {
     pub max_held: Option<usize>,
     /// How many lock handles it may have open at once.
     pub max_handles: usize,
+    /// How many lockdirs it may create (locks that did not exist before it first acquired
+    /// them); `None`: no cap. Lockdirs are permanent, so without a cap a plugin can fill the
+    /// lock directory. `lockbydir run` caps it at [`DEFAULT_MAX_NEW_LOCKS`] unless told.
+    pub max_new_locks: Option<usize>,
 }
+
+/// The cap `lockbydir run` puts on the lockdirs one plugin instance may create.
+pub const DEFAULT_MAX_NEW_LOCKS: usize = 64;
 
 impl Default for LockPolicy {
     fn default() -> Self {
@@ -108,6 +115,7 @@ impl Default for LockPolicy {
             max_timeout_ms: None,
             max_held: None,
             max_handles: 1024,
+            max_new_locks: None,
         }
     }
 }
@@ -144,6 +152,17 @@ impl LockPolicy {
             ));
         }
         Ok(())
+    }
+
+    /// May the plugin create lock `name`'s lockdir, having created `created` already?
+    pub fn check_create(&self, name: &str, created: usize) -> Result<(), String> {
+        match self.max_new_locks {
+            Some(max) if created >= max => Err(format!(
+                "lock `{name}` does not exist yet and this plugin already created {created} \
+                 lockdir(s); the cap is {max} (--max-new-locks)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// May one more lock be acquired, with `held` locks already held?
@@ -190,6 +209,7 @@ mod tests {
             max_timeout_ms: Some(5_000),
             max_held: Some(1),
             max_handles: 2,
+            max_new_locks: Some(1),
         };
         assert!(policy.check_open("job-1", 5_000, 0).is_ok());
         assert!(
@@ -209,6 +229,13 @@ mod tests {
                 .check_open("job-1", 1_000, 2)
                 .unwrap_err()
                 .contains("handles")
+        );
+        assert!(policy.check_create("job-1", 0).is_ok());
+        assert!(
+            policy
+                .check_create("job-2", 1)
+                .unwrap_err()
+                .contains("the cap is 1 (--max-new-locks)")
         );
         assert!(policy.check_acquire(0).is_ok());
         assert!(
