@@ -552,3 +552,154 @@ fn granting_the_lock_directory_to_a_plugin_is_refused_unless_trusted() {
     assert!(stdout(&o).contains("/data: "), "{}", stdout(&o));
     assert!(stdout(&o).contains("list LISTED"), "{}", stdout(&o));
 }
+
+/// `lockbydir prune ARGS` in `locks`, which must succeed; its stdout.
+fn prune(locks: &Path, args: &[&str]) -> String {
+    let o = output(lockbydir(locks).arg("prune").args(args));
+    assert!(o.status.success(), "prune {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn prune_removes_the_idle_lockdirs_a_plugin_left_and_keeps_held_and_queued_ones() {
+    let scratch = Scratch::new("hostile-prune");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--allow-lock", "job-*"],
+        &["--try", "churn", "--count", "64"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut holder = lockbydir(&locks)
+        .args(["exec", "--holder", "keeper", "job-5", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "job-5", "keeper", &mut holder);
+    let mut other = lockbydir(&locks)
+        .args(["exec", "--holder", "other", "job-7", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "job-7", "other", &mut other);
+    let mut waiter = lockbydir(&locks)
+        .args([
+            "exec", "--quiet", "--holder", "waiter", "job-7", "--", "true",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The waiter is in line once its ticket exists.
+    let queue = locks.join("job-7.queue");
+    for _ in 0..500 {
+        if std::fs::read_dir(&queue).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let lockdirs = || {
+        let mut names: Vec<String> = std::fs::read_dir(&locks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".lockdir"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(lockdirs().len(), 64);
+
+    let recent = prune(&locks, &["--older-than", "1h"]);
+    assert!(
+        recent.ends_with("removed 0 lockdir(s), kept 64\n"),
+        "{recent}"
+    );
+    let dry = prune(&locks, &["--older-than", "0", "--dry-run"]);
+    assert!(
+        dry.ends_with("would remove 62 lockdir(s), kept 2\n"),
+        "{dry}"
+    );
+    assert_eq!(lockdirs().len(), 64);
+    let done = prune(&locks, &["--older-than", "0"]);
+    let rows = status(&locks);
+    let _ = holder.kill();
+    let _ = other.kill();
+    let _ = holder.wait();
+    let _ = other.wait();
+    let _ = waiter.kill();
+    let _ = waiter.wait();
+    assert!(done.contains("kept `job-5`: held\n"), "{done}");
+    assert!(done.contains("kept `job-7`: held\n"), "{done}");
+    assert!(done.ends_with("removed 62 lockdir(s), kept 2\n"), "{done}");
+    assert_eq!(lockdirs(), ["job-5.lockdir", "job-7.lockdir"]);
+    let held_by = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["holder"].clone())
+    };
+    assert_eq!(held_by("job-5"), Some("keeper".into()));
+    assert_eq!(held_by("job-7"), Some("other".into()));
+}
+
+#[test]
+fn pruning_while_processes_take_turns_never_lets_two_hold_the_lock() {
+    let scratch = Scratch::new("hostile-prune-race");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let exe = env!("CARGO_BIN_EXE_lockbydir");
+    let cache = common::cache_dir();
+    let prunes = work.join("prunes");
+    // Prune the lock over and over while three loops take turns on it; the loops go on until
+    // the lock was pruned under them at least three times (and for 20 rounds at least).
+    let pruner = format!(
+        "while [ ! -e \"$1/stop\" ]; do \"{exe}\" --locks \"$0\" prune --older-than 0 >> \"$1/prunes\" || exit 1; done"
+    );
+    let mut pruner = std::process::Command::new("sh")
+        .env("LOCKBYDIR_CACHE_DIR", &cache)
+        .args(["-c", &pruner])
+        .arg(&locks)
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    let contender = |i: usize| {
+        let script = format!(
+            "i=0; while [ $i -lt 20 ] || [ $(cat \"$1/prunes\" 2>/dev/null | grep -c 'pruned `shared`') -lt 3 ]; do \
+             [ $i -lt 3000 ] || exit 3; \
+             \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{}' sh \"$1\" exec-{i} || exit 1; \
+             i=$((i+1)); done",
+            common::EXEC_INCREMENT
+        );
+        std::process::Command::new("sh")
+            .env("LOCKBYDIR_CACHE_DIR", &cache)
+            .args(["-c", &script])
+            .arg(&locks)
+            .arg(&work)
+            .spawn()
+            .unwrap()
+    };
+    let contenders: Vec<_> = (0..3).map(contender).collect();
+    let ok = contenders
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().success())
+        .collect::<Vec<_>>();
+    std::fs::write(work.join("stop"), "").unwrap();
+    assert!(pruner.wait().unwrap().success(), "a prune failed");
+    assert_eq!(
+        ok, [true; 3],
+        "a contender failed (exit 3: never pruned in 3000 rounds)"
+    );
+    let pruned = std::fs::read_to_string(&prunes)
+        .unwrap()
+        .matches("pruned `shared`")
+        .count();
+    assert!(pruned >= 3, "pruned {pruned} times");
+    let log = std::fs::read_to_string(work.join("log")).unwrap();
+    let holds = common::intervals::parse(&log, "").unwrap();
+    let n = holds.len();
+    common::intervals::check(holds).unwrap_or_else(|o| panic!("two holders at once: {o}"));
+    assert_eq!(
+        common::count(&work.join("counter")),
+        n,
+        "an increment was lost"
+    );
+}

@@ -4,6 +4,7 @@ mod bench;
 mod component;
 mod demo;
 mod exec;
+mod prune;
 mod run;
 mod scratch;
 mod signals;
@@ -43,6 +44,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Component(component::ComponentArgs),
     Bench(bench::BenchArgs),
+    Prune(prune::PruneArgs),
 }
 
 /// Parse the command line and run it; returns the process exit code.
@@ -60,6 +62,7 @@ pub fn main() -> anyhow::Result<u8> {
         Command::Demo(args) => demo::demo(&global, args),
         Command::Component(args) => component::component(args),
         Command::Bench(args) => bench::bench(&global, args),
+        Command::Prune(args) => prune::prune(&global, args),
     }
 }
 
