@@ -434,7 +434,8 @@ fn a_hostile_holder_label_reaches_no_terminal_raw() {
         &["--try", "wait", "--lock", "shown"],
     );
     let status_text = output(lockbydir(&locks).arg("status"));
-    let exec = output(lockbydir(&locks).args(["exec", "--patience", "0", "shown", "--", "true"]));
+    let exec =
+        output(lockbydir(&locks).args(["exec", "--patience", "300ms", "shown", "--", "true"]));
     let _ = holder.kill();
     let _ = holder.wait();
 
@@ -446,6 +447,13 @@ fn a_hostile_holder_label_reaches_no_terminal_raw() {
     let shown = stdout(&status_text);
     assert!(shown.contains("\\u{1b}[31mred\\nFAKE: ok"), "{shown}");
     assert_eq!(exec.status.code(), Some(75), "{}", stderr(&exec));
+    // Its wait notice and its give-up line both name the holder, escaped.
+    assert_eq!(
+        stderr(&exec).matches("\\u{1b}[31mred\\nFAKE: ok").count(),
+        2,
+        "{}",
+        stderr(&exec)
+    );
     for (what, text) in [
         ("the waiting plugin's stderr", waiter_err),
         ("the waiting plugin's stdout", stdout(&waiter)),
