@@ -688,14 +688,12 @@ fn pruning_while_processes_take_turns_never_lets_two_hold_the_lock() {
     let contenders: Vec<_> = (0..3).map(contender).collect();
     let ok = contenders
         .into_iter()
-        .map(|mut c| c.wait().unwrap().success())
+        .map(|mut c| c.wait().unwrap().code())
         .collect::<Vec<_>>();
     std::fs::write(work.join("stop"), "").unwrap();
     assert!(pruner.wait().unwrap().success(), "a prune failed");
-    assert_eq!(
-        ok, [true; 3],
-        "a contender failed (exit 3: never pruned in 3000 rounds)"
-    );
+    // 1: an exec failed (say, its lock was lost while it ran); 3: never pruned in 3000 rounds.
+    assert_eq!(ok, [Some(0); 3], "a contender failed");
     let pruned = std::fs::read_to_string(&prunes)
         .unwrap()
         .matches("pruned `shared`")
