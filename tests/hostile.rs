@@ -353,3 +353,359 @@ fn bad_run_flags_are_refused_with_a_reason() {
         assert!(stderr(&o).contains(expected), "{flags:?}: {}", stderr(&o));
     }
 }
+
+// ---- policy (issue 12, items 3, 4, 6, 7): what a plugin may learn, print, create and see ----
+
+#[test]
+fn a_plugin_limited_to_some_names_learns_nothing_about_other_locks() {
+    let scratch = Scratch::new("hostile-peek");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    // A lock it may see (the control: listing works), and one it may not, held by someone.
+    assert!(free_now(&locks, "job-1"));
+    let mut owner = lockbydir(&locks)
+        .args([
+            "exec",
+            "--holder",
+            "db-owner",
+            "secret-db",
+            "--",
+            "sleep",
+            "30",
+        ])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "secret-db", "db-owner", &mut owner);
+    let o = hostile(
+        &locks,
+        &work,
+        &["--allow-lock", "job-*"],
+        &["--try", "peek", "--lock", "job-1", "--secret", "secret-db"],
+    );
+    let _ = owner.kill();
+    let _ = owner.wait();
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("list: job-1 free (fence 1)"), "{out}");
+    assert!(out.contains("inspect job-1: free (fence 1)"), "{out}");
+    assert!(out.contains("inspect secret-db: denied"), "{out}");
+    // Only the denial's own line names the lock (the plugin asked for it by name).
+    let leaks: Vec<&str> = out
+        .lines()
+        .filter(|l| {
+            (l.contains("secret-db") && *l != "inspect secret-db: denied") || l.contains("db-owner")
+        })
+        .collect();
+    assert!(leaks.is_empty(), "leaked to the plugin: {leaks:?}\n{out}");
+}
+
+/// Output that a terminal would take for more than text: control characters other than the
+/// line breaks lockbydir itself writes, or a line a label forged.
+fn raw_control_or_forged_line(text: &str) -> Option<String> {
+    if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\n') {
+        return Some(format!("raw control character {c:?}"));
+    }
+    text.lines()
+        .find(|l| l.trim_start().starts_with("FAKE"))
+        .map(|l| format!("forged line {l:?}"))
+}
+
+#[test]
+fn a_hostile_holder_label_reaches_no_terminal_raw() {
+    let scratch = Scratch::new("hostile-label");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let label = "\x1b[31mred\nFAKE: ok";
+    let mut holder = lockbydir(&locks);
+    holder
+        .arg("run")
+        .args(["--quiet", "--name", "labeller"])
+        .arg(guest("hostile.wasm"))
+        .args(["--", "--try", "hold", "--lock", "shown", "--label", label])
+        .args(["--hold-ms", "60000"]);
+    let mut holder = holder.spawn().unwrap();
+    wait_until_held(&locks, "shown", label, &mut holder);
+
+    // Another plugin waits for it (its wait notice names the holder), until its deadline.
+    let waiter = hostile(
+        &locks,
+        &work,
+        &["--deadline", "2s"],
+        &["--try", "wait", "--lock", "shown"],
+    );
+    let status_text = output(lockbydir(&locks).arg("status"));
+    let exec =
+        output(lockbydir(&locks).args(["exec", "--patience", "300ms", "shown", "--", "true"]));
+    let _ = holder.kill();
+    let _ = holder.wait();
+
+    let waiter_err = stderr(&waiter);
+    assert!(
+        waiter_err.contains("waiting for lock `shown` held by `\\u{1b}[31mred\\nFAKE: ok`"),
+        "{waiter_err}"
+    );
+    let shown = stdout(&status_text);
+    assert!(shown.contains("\\u{1b}[31mred\\nFAKE: ok"), "{shown}");
+    assert_eq!(exec.status.code(), Some(75), "{}", stderr(&exec));
+    // Its wait notice and its give-up line both name the holder, escaped.
+    assert_eq!(
+        stderr(&exec).matches("\\u{1b}[31mred\\nFAKE: ok").count(),
+        2,
+        "{}",
+        stderr(&exec)
+    );
+    for (what, text) in [
+        ("the waiting plugin's stderr", waiter_err),
+        ("the waiting plugin's stdout", stdout(&waiter)),
+        ("status", shown),
+        ("status's stderr", stderr(&status_text)),
+        ("exec's stderr", stderr(&exec)),
+        ("exec's stdout", stdout(&exec)),
+    ] {
+        if let Some(bad) = raw_control_or_forged_line(&text) {
+            panic!("{what}: {bad}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_plugin_creates_at_most_its_cap_of_new_lockdirs() {
+    let scratch = Scratch::new("hostile-churn");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let lockdirs = || {
+        std::fs::read_dir(&locks)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".lockdir")
+            })
+            .count()
+    };
+    let limits = [
+        "--allow-lock",
+        "job-*",
+        "--max-locks",
+        "1",
+        "--max-handles",
+        "4",
+    ];
+    // The report's loop, under the default cap.
+    let o = hostile(
+        &locks,
+        &work,
+        &limits,
+        &["--try", "churn", "--count", "1000"],
+    );
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}{}", stderr(&o));
+    assert!(out.contains("job-64: denied\n"), "{out}");
+    assert!(
+        stderr(&o).contains("the cap is 64 (--max-new-locks)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(lockdirs(), 64);
+
+    // Lockdirs that exist already do not count: job-0..63 are reused, two more are made.
+    let mut flags = limits.to_vec();
+    flags.extend(["--max-new-locks", "2"]);
+    let o = hostile(
+        &locks,
+        &work,
+        &flags,
+        &["--try", "churn", "--count", "1000"],
+    );
+    assert!(stdout(&o).contains("job-66: denied\n"), "{}", stdout(&o));
+    assert_eq!(lockdirs(), 66);
+}
+
+#[test]
+fn granting_the_lock_directory_to_a_plugin_is_refused_unless_trusted() {
+    let scratch = Scratch::new("hostile-grant");
+    let locks = scratch.dir("locks");
+    let inside = scratch.dir("locks/inside");
+    std::os::unix::fs::symlink(&locks, scratch.join("link")).unwrap();
+    let resolved = std::fs::canonicalize(&locks).unwrap();
+    let run = |dir: &str, extra: &[&str]| {
+        let mut cmd = lockbydir(Path::new("."));
+        cmd.current_dir(&locks)
+            .args(["run", "--quiet", "--dir", dir])
+            .args(extra)
+            .arg(guest("hostile.wasm"))
+            .args(["--", "--try", "escape", "--path", "/data"]);
+        output(&mut cmd)
+    };
+    // `cd LOCKDIR && lockbydir run --dir .::/data`, the lock directory's symlink, a parent of
+    // it, and a directory inside it.
+    let link = format!("{}::/data", scratch.join("link").display());
+    let parent = format!("{}::/data", scratch.0.display());
+    let within = format!("{}::/data", inside.display());
+    for grant in [".::/data", link.as_str(), parent.as_str(), within.as_str()] {
+        let o = run(grant, &[]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{grant} was granted: {}", stdout(&o));
+        assert!(err.contains("--trust-plugin-with-locks"), "{grant}: {err}");
+        assert!(
+            err.contains(&resolved.display().to_string()),
+            "{grant}: {err}"
+        );
+        assert_eq!(stdout(&o), "", "{grant}: the plugin ran");
+    }
+    let o = run(".::/data", &["--trust-plugin-with-locks"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("/data: "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("list LISTED"), "{}", stdout(&o));
+}
+
+/// `lockbydir prune ARGS` in `locks`, which must succeed; its stdout.
+fn prune(locks: &Path, args: &[&str]) -> String {
+    let o = output(lockbydir(locks).arg("prune").args(args));
+    assert!(o.status.success(), "prune {args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+#[test]
+fn prune_removes_the_idle_lockdirs_a_plugin_left_and_keeps_held_and_queued_ones() {
+    let scratch = Scratch::new("hostile-prune");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--allow-lock", "job-*"],
+        &["--try", "churn", "--count", "64"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut holder = lockbydir(&locks)
+        .args(["exec", "--holder", "keeper", "job-5", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "job-5", "keeper", &mut holder);
+    let mut other = lockbydir(&locks)
+        .args(["exec", "--holder", "other", "job-7", "--", "sleep", "30"])
+        .spawn()
+        .unwrap();
+    wait_until_held(&locks, "job-7", "other", &mut other);
+    let mut waiter = lockbydir(&locks)
+        .args([
+            "exec", "--quiet", "--holder", "waiter", "job-7", "--", "true",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The waiter is in line once its ticket exists.
+    let queue = locks.join("job-7.queue");
+    for _ in 0..500 {
+        if std::fs::read_dir(&queue).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let lockdirs = || {
+        let mut names: Vec<String> = std::fs::read_dir(&locks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".lockdir"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(lockdirs().len(), 64);
+
+    let recent = prune(&locks, &["--older-than", "1h"]);
+    assert!(
+        recent.ends_with("removed 0 lockdir(s), kept 64\n"),
+        "{recent}"
+    );
+    let dry = prune(&locks, &["--older-than", "0", "--dry-run"]);
+    assert!(
+        dry.ends_with("would remove 62 lockdir(s), kept 2\n"),
+        "{dry}"
+    );
+    assert_eq!(lockdirs().len(), 64);
+    let done = prune(&locks, &["--older-than", "0"]);
+    let rows = status(&locks);
+    let _ = holder.kill();
+    let _ = other.kill();
+    let _ = holder.wait();
+    let _ = other.wait();
+    let _ = waiter.kill();
+    let _ = waiter.wait();
+    assert!(done.contains("kept `job-5`: held\n"), "{done}");
+    assert!(done.contains("kept `job-7`: held\n"), "{done}");
+    assert!(done.ends_with("removed 62 lockdir(s), kept 2\n"), "{done}");
+    assert_eq!(lockdirs(), ["job-5.lockdir", "job-7.lockdir"]);
+    let held_by = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["holder"].clone())
+    };
+    assert_eq!(held_by("job-5"), Some("keeper".into()));
+    assert_eq!(held_by("job-7"), Some("other".into()));
+}
+
+#[test]
+fn pruning_while_processes_take_turns_never_lets_two_hold_the_lock() {
+    let scratch = Scratch::new("hostile-prune-race");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let exe = env!("CARGO_BIN_EXE_lockbydir");
+    let cache = common::cache_dir();
+    let prunes = work.join("prunes");
+    // Prune the lock over and over while three loops take turns on it; the loops go on until
+    // the lock was pruned under them at least three times (and for 20 rounds at least).
+    let pruner = format!(
+        "while [ ! -e \"$1/stop\" ]; do \"{exe}\" --locks \"$0\" prune --older-than 0 >> \"$1/prunes\" || exit 1; done"
+    );
+    let mut pruner = std::process::Command::new("sh")
+        .env("LOCKBYDIR_CACHE_DIR", &cache)
+        .args(["-c", &pruner])
+        .arg(&locks)
+        .arg(&work)
+        .spawn()
+        .unwrap();
+    let contender = |i: usize| {
+        let script = format!(
+            "i=0; while [ $i -lt 20 ] || [ $(cat \"$1/prunes\" 2>/dev/null | grep -c 'pruned `shared`') -lt 3 ]; do \
+             [ $i -lt 3000 ] || exit 3; \
+             \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{}' sh \"$1\" exec-{i} || exit 1; \
+             i=$((i+1)); done",
+            common::EXEC_INCREMENT
+        );
+        std::process::Command::new("sh")
+            .env("LOCKBYDIR_CACHE_DIR", &cache)
+            .args(["-c", &script])
+            .arg(&locks)
+            .arg(&work)
+            .spawn()
+            .unwrap()
+    };
+    let contenders: Vec<_> = (0..3).map(contender).collect();
+    let ok = contenders
+        .into_iter()
+        .map(|mut c| c.wait().unwrap().code())
+        .collect::<Vec<_>>();
+    std::fs::write(work.join("stop"), "").unwrap();
+    assert!(pruner.wait().unwrap().success(), "a prune failed");
+    // 1: an exec failed (say, its lock was lost while it ran); 3: never pruned in 3000 rounds.
+    assert_eq!(ok, [Some(0); 3], "a contender failed");
+    let pruned = std::fs::read_to_string(&prunes)
+        .unwrap()
+        .matches("pruned `shared`")
+        .count();
+    assert!(pruned >= 3, "pruned {pruned} times");
+    let log = std::fs::read_to_string(work.join("log")).unwrap();
+    let holds = common::intervals::parse(&log, "").unwrap();
+    let n = holds.len();
+    common::intervals::check(holds).unwrap_or_else(|o| panic!("two holders at once: {o}"));
+    assert_eq!(
+        common::count(&work.join("counter")),
+        n,
+        "an increment was lost"
+    );
+}

@@ -17,6 +17,7 @@ mod convert;
 pub mod display;
 pub mod duration;
 pub mod error;
+pub mod grants;
 pub mod guests;
 pub mod intervals;
 pub mod limits;

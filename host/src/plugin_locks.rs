@@ -6,7 +6,10 @@
 //! its own lock component instance, so plugins share nothing but the directory.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
+
+use lockbydir_protocol::LockName;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable};
 
@@ -30,12 +33,16 @@ pub struct PluginLocksCtx {
     wait_until: Option<Instant>,
     /// Every open handle, by resource rep, and whether it holds its lock.
     open: BTreeMap<u32, Tracked>,
+    /// How many lockdirs this plugin's acquisitions created (see [`LockPolicy::max_new_locks`]).
+    created: usize,
 }
 
 struct Tracked {
     resource: ResourceAny,
     name: String,
     held: bool,
+    /// Its lockdir was seen to exist: acquiring through this handle creates nothing.
+    exists: bool,
 }
 
 impl PluginLocksCtx {
@@ -56,6 +63,7 @@ impl PluginLocksCtx {
             policy,
             wait_until,
             open: BTreeMap::new(),
+            created: 0,
         }
     }
 
@@ -96,6 +104,12 @@ impl PluginLocksCtx {
         Ok(Err(imp::Error::Denied(why)))
     }
 
+    /// Whether lock `name`'s lockdir exists (as anything: an empty one counts, it is reused).
+    fn lockdir_exists(&self, name: &str) -> bool {
+        let lockdir = format!("{name}{}", lockbydir_protocol::name::LOCKDIR_SUFFIX);
+        std::fs::symlink_metadata(self.service.lock_dir().join(lockdir)).is_ok()
+    }
+
     fn held_count(&self) -> usize {
         self.open.values().filter(|t| t.held).count()
     }
@@ -115,6 +129,21 @@ impl PluginLocksCtx {
             Err(_) => {}
         }
     }
+}
+
+/// The names of the lockdirs in `lock_dir` that `policy` lets the plugin use, sorted.
+fn allowed_lock_names(lock_dir: &Path, policy: &LockPolicy) -> std::io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(lock_dir)? {
+        let file_name = entry?.file_name();
+        if let Some(name) = file_name.to_str().and_then(LockName::from_lockdir)
+            && policy.allows_name(name.as_str())
+        {
+            names.push(name.as_str().to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
 }
 
 /// The host value behind a plugin's `lock` resource: the lock component's own handle.
@@ -168,6 +197,16 @@ impl PluginLocks<'_> {
         if let Err(why) = self.ctx.policy.check_acquire(self.ctx.held_count()) {
             return self.ctx.deny(why);
         }
+        // An acquisition of a lock whose lockdir does not exist creates it, for good: count
+        // those against the plugin's cap. (Another process may create it at the same moment;
+        // it then counts against this plugin too, which errs on the safe side.)
+        let counted = self.ctx.policy.max_new_locks.is_some();
+        let existed = !counted
+            || self.ctx.open.get(&rep).is_some_and(|t| t.exists)
+            || self.ctx.lockdir_exists(&name);
+        if !existed && let Err(why) = self.ctx.policy.check_create(&name, self.ctx.created) {
+            return self.ctx.deny(why);
+        }
         // Try once first, so that a plugin that has to wait is announced once, up front.
         let mut outcome = self.ctx.service.try_acquire_raw(resource)?;
         if wait && let Ok(wit::AcquireOutcome::Busy(holder)) = &outcome {
@@ -180,15 +219,67 @@ impl PluginLocks<'_> {
         }
         let acquired = matches!(outcome, Ok(wit::AcquireOutcome::Acquired(_)));
         self.ctx.track(rep, &outcome, Some(acquired));
+        let exists_now = existed || self.ctx.lockdir_exists(&name);
+        if !existed && exists_now {
+            self.ctx.created += 1;
+        }
+        if counted
+            && exists_now
+            && let Some(t) = self.ctx.open.get_mut(&rep)
+        {
+            t.exists = true;
+        }
         Ok(outcome.map(Into::into).map_err(Into::into))
     }
 }
 
 impl imp::Host for PluginLocks<'_> {
+    /// Every lock the plugin may use. Under `--allow-lock` the lock component never lists the
+    /// whole directory for the plugin: the host picks the names it may see and inspects only
+    /// those, so neither the state nor an error about another lock reaches the plugin.
     fn list_locks(&mut self) -> wasmtime::Result<Result<Vec<imp::LockStatus>, imp::Error>> {
-        let r = self.ctx.service.list_locks_raw()?;
-        Ok(r.map(|v| v.into_iter().map(Into::into).collect())
-            .map_err(Into::into))
+        if !self.ctx.policy.limits_names() {
+            let r = self.ctx.service.list_locks_raw()?;
+            return Ok(r
+                .map(|v| v.into_iter().map(Into::into).collect())
+                .map_err(Into::into));
+        }
+        let names = match allowed_lock_names(self.ctx.service.lock_dir(), &self.ctx.policy) {
+            Ok(names) => names,
+            Err(e) => {
+                return Ok(Err(imp::Error::Io(imp::IoError {
+                    operation: "read-dir".into(),
+                    path: ".".into(),
+                    message: e.to_string(),
+                })));
+            }
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let look = wit::Options {
+                timeout_ms: 1,
+                patience_ms: 0,
+                min_poll_ms: 1,
+                max_poll_ms: 1,
+                max_clock_skew_ms: 0,
+                holder: String::new(),
+            };
+            let resource = match self.ctx.service.open_raw(&name, &look)? {
+                Ok(resource) => resource,
+                Err(e) => return Ok(Err(e.into())),
+            };
+            let state = self.ctx.service.inspect_raw(resource);
+            self.ctx.service.drop_raw(resource)?;
+            match state? {
+                Ok(wit::LockState::Absent) => {} // removed since the listing
+                Ok(state) => out.push(imp::LockStatus {
+                    name,
+                    state: state.into(),
+                }),
+                Err(e) => return Ok(Err(e.into())),
+            }
+        }
+        Ok(Ok(out))
     }
 
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
@@ -225,6 +316,7 @@ impl imp::HostLock for PluginLocks<'_> {
                     resource,
                     name,
                     held: false,
+                    exists: false,
                 };
                 self.ctx.open.insert(handle.rep(), tracked);
                 Ok(Ok(handle))

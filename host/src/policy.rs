@@ -99,7 +99,14 @@ pub struct LockPolicy {
     pub max_held: Option<usize>,
     /// How many lock handles it may have open at once.
     pub max_handles: usize,
+    /// How many lockdirs it may create (locks that did not exist before it first acquired
+    /// them); `None`: no cap. Lockdirs are permanent, so without a cap a plugin can fill the
+    /// lock directory. `lockbydir run` caps it at [`DEFAULT_MAX_NEW_LOCKS`] unless told.
+    pub max_new_locks: Option<usize>,
 }
+
+/// The cap `lockbydir run` puts on the lockdirs one plugin instance may create.
+pub const DEFAULT_MAX_NEW_LOCKS: usize = 64;
 
 impl Default for LockPolicy {
     fn default() -> Self {
@@ -108,14 +115,25 @@ impl Default for LockPolicy {
             max_timeout_ms: None,
             max_held: None,
             max_handles: 1024,
+            max_new_locks: None,
         }
     }
 }
 
 impl LockPolicy {
+    /// Whether the plugin may use (and so learn anything about) lock `name`.
+    pub fn allows_name(&self, name: &str) -> bool {
+        self.allowed.is_empty() || self.allowed.iter().any(|p| p.matches(name))
+    }
+
+    /// Whether some lock names are out of bounds (`--allow-lock` was given).
+    pub fn limits_names(&self) -> bool {
+        !self.allowed.is_empty()
+    }
+
     /// May a handle on `name` with `timeout_ms` be opened, with `open` handles already open?
     pub fn check_open(&self, name: &str, timeout_ms: u64, open: usize) -> Result<(), String> {
-        if !self.allowed.is_empty() && !self.allowed.iter().any(|p| p.matches(name)) {
+        if !self.allows_name(name) {
             let allowed: Vec<String> = self.allowed.iter().map(|p| p.to_string()).collect();
             return Err(format!(
                 "lock name `{name}` is not allowed (allowed: {})",
@@ -134,6 +152,17 @@ impl LockPolicy {
             ));
         }
         Ok(())
+    }
+
+    /// May the plugin create lock `name`'s lockdir, having created `created` already?
+    pub fn check_create(&self, name: &str, created: usize) -> Result<(), String> {
+        match self.max_new_locks {
+            Some(max) if created >= max => Err(format!(
+                "lock `{name}` does not exist yet and this plugin already created {created} \
+                 lockdir(s); the cap is {max} (--max-new-locks)"
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// May one more lock be acquired, with `held` locks already held?
@@ -180,6 +209,7 @@ mod tests {
             max_timeout_ms: Some(5_000),
             max_held: Some(1),
             max_handles: 2,
+            max_new_locks: Some(1),
         };
         assert!(policy.check_open("job-1", 5_000, 0).is_ok());
         assert!(
@@ -199,6 +229,13 @@ mod tests {
                 .check_open("job-1", 1_000, 2)
                 .unwrap_err()
                 .contains("handles")
+        );
+        assert!(policy.check_create("job-1", 0).is_ok());
+        assert!(
+            policy
+                .check_create("job-2", 1)
+                .unwrap_err()
+                .contains("the cap is 1 (--max-new-locks)")
         );
         assert!(policy.check_acquire(0).is_ok());
         assert!(

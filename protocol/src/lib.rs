@@ -30,6 +30,7 @@ pub mod name;
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
 pub mod repair;
+pub mod prune;
 
 pub use entry::Holder;
 pub use env::{Env, StdEnv};

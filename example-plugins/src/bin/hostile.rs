@@ -11,8 +11,14 @@
 //! - `exit --lock N`: take the lock, then exit 3 without releasing.
 //! - `wait --lock N`: wait for the lock with unlimited patience; exit 4 if it gives up.
 //! - `hoard --count K`: take K different locks `hoard-0`..; stop at the first refusal.
+//! - `peek --lock N --secret S`: list every lock, then open and inspect S and N.
+//! - `hold --lock N --label L --hold-ms MS`: take N with holder label L, keep it MS ms.
+//! - `churn --count K`: open, try-acquire, release and drop `job-0`.. `job-K-1`, each a new
+//!   lockdir; stop at the first refusal.
 
-use lockbydir_example_plugins::{AcquireOutcome, Error, Lock, args, describe, num, options};
+use lockbydir_example_plugins::{
+    AcquireOutcome, Error, Lock, LockState, args, describe, num, options,
+};
 
 fn main() {
     let arg = args("hostile --try MODE [--lock N] [--path P] [--count K] [--timeout-ms MS]");
@@ -81,6 +87,7 @@ fn main() {
                 }
             }
         }
+        "peek" | "hold" | "churn" => policy_attack(&mode, &arg, &lock_name, timeout),
         other => fail(&format!("unknown --try {other:?}")),
     }
 }
@@ -168,4 +175,69 @@ fn kind(e: &Error) -> String {
 fn fail(why: &str) -> ! {
     eprintln!("hostile: {why}");
     std::process::exit(2)
+}
+
+/// The attacks on the host's lock policy and its terminal output: `peek`, `hold`, `churn`.
+fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, timeout: u64) {
+    match mode {
+        "peek" => {
+            match lockbydir_example_plugins::lockbydir::lock::lock::list_locks() {
+                Ok(locks) => {
+                    for l in locks {
+                        println!("list: {} {}", l.name, state(&l.state));
+                    }
+                }
+                Err(e) => println!("list: {}", kind(&e)),
+            }
+            let secret = arg("secret").unwrap_or_else(|| "secret-db".to_owned());
+            for target in [secret.as_str(), name] {
+                let inspected = Lock::open(target, &options(1_000, 0, "peeker"))
+                    .and_then(|lock| lock.inspect());
+                match inspected {
+                    Ok(s) => println!("inspect {target}: {}", state(&s)),
+                    Err(e) => println!("inspect {target}: {}", kind(&e)),
+                }
+            }
+        }
+        "hold" => {
+            let label = arg("label").unwrap_or_default();
+            let lock = Lock::open(name, &options(timeout, 10_000, &label))
+                .unwrap_or_else(|e| fail(&describe(&e)));
+            match lock.acquire() {
+                Ok(AcquireOutcome::Acquired(_)) => println!("took {name}"),
+                Ok(AcquireOutcome::Busy(_)) => fail("could not take the lock"),
+                Err(e) => fail(&describe(&e)),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(num(arg, "hold-ms", 5_000)));
+            let _ = lock.release();
+        }
+        _ => {
+            let count = num(arg, "count", 100);
+            for i in 0..count {
+                let name = format!("job-{i}");
+                let result = Lock::open(&name, &options(timeout, 0, "churner")).and_then(|lock| {
+                    let outcome = lock.try_acquire()?;
+                    if let AcquireOutcome::Acquired(_) = outcome {
+                        lock.release()?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = result {
+                    println!("{name}: {}", kind(&e));
+                    break;
+                }
+            }
+            println!("churn: done");
+        }
+    }
+}
+
+/// A lock state in one line: who holds it and with which fence.
+fn state(s: &LockState) -> String {
+    match s {
+        LockState::Absent => "absent".to_owned(),
+        LockState::Free(fence) => format!("free (fence {fence})"),
+        LockState::Held(h) => format!("held by {} (fence {})", h.holder, h.fence),
+        LockState::Expired(h) => format!("expired, held by {} (fence {})", h.holder, h.fence),
+    }
 }

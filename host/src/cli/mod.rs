@@ -8,6 +8,7 @@ mod exit;
 mod lock_dir;
 mod process;
 mod repair;
+mod prune;
 mod run;
 mod scratch;
 mod signals;
@@ -53,6 +54,7 @@ enum Command {
     Component(component::ComponentArgs),
     Bench(bench::BenchArgs),
     Repair(repair::RepairArgs),
+    Prune(prune::PruneArgs),
 }
 
 /// Parse the command line and run it; returns the process exit code. lockbydir's own
@@ -93,6 +95,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Component(args) => component::component(args),
         Command::Bench(args) => bench::bench(&global, args),
         Command::Repair(args) => repair::repair(&global, args),
+        Command::Prune(args) => prune::prune(&global, args),
     }
 }
 

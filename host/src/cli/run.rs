@@ -43,6 +43,14 @@ pub struct RunArgs {
     /// How many lock handles the plugin may have open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_handles: usize,
+    /// How many new lockdirs (locks that did not exist yet) the plugin may create; each
+    /// instance counts its own. Lockdirs are permanent (see `lockbydir prune`).
+    #[arg(long, value_name = "N", default_value_t = lockbydir::policy::DEFAULT_MAX_NEW_LOCKS)]
+    max_new_locks: usize,
+    /// Allow --dir grants that are, contain or lie inside the lock directory. Such a plugin
+    /// can take any lock there from its holder: only for plugins trusted with every lock.
+    #[arg(long)]
+    trust_plugin_with_locks: bool,
     /// Stop the plugin after this long (running code is interrupted; lock waits end by then).
     #[arg(long, value_name = "DUR", value_parser = duration_ms)]
     deadline: Option<u64>,
@@ -65,7 +73,11 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             !host.is_empty() && !guest.is_empty(),
             "--dir {grant:?}: expected HOST or HOST::GUEST"
         );
-        dirs.push((absolute_dir(host.as_ref(), "--dir")?, guest.to_owned()));
+        let host = absolute_dir(host.as_ref(), "--dir")?;
+        if !args.trust_plugin_with_locks {
+            lockbydir::grants::check_grant(&lock_dir, &host)?;
+        }
+        dirs.push((host, guest.to_owned()));
     }
     let mut env = Vec::new();
     for kv in &args.envs {
@@ -96,6 +108,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             max_timeout_ms: args.max_timeout,
             max_held: args.max_locks,
             max_handles: args.max_handles,
+            max_new_locks: Some(args.max_new_locks),
         },
         limits: PluginLimits {
             deadline: args.deadline.map(std::time::Duration::from_millis),
