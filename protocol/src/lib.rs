@@ -29,6 +29,7 @@ pub mod name;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
+pub mod recover;
 
 pub use entry::Holder;
 pub use env::{Env, StdEnv};
