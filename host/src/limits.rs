@@ -1,6 +1,8 @@
 //! Limits on a running plugin: a wall-clock deadline (enforced through epoch interruption
-//! while it runs, and by capping how long it may wait for a lock) and a memory cap.
+//! while it runs, and by capping how long it may wait for a lock), a memory cap shared with
+//! the plugin's lock component, and how many handles its stores may hold.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
@@ -16,43 +18,123 @@ pub const NO_DEADLINE_TICKS: u64 = 1 << 40;
 pub struct PluginLimits {
     /// Stop the plugin this long after it starts.
     pub deadline: Option<Duration>,
-    /// Largest total linear memory, in bytes.
+    /// Largest total linear memory, in bytes: the plugin's and its lock component's together.
     pub max_memory: Option<usize>,
 }
 
 /// Which limit stopped a plugin, in words that name the flag.
 pub type LimitHit = String;
 
-/// Enforces the memory cap and records when it was hit.
+/// The most lock handles a plugin may be allowed (`--max-handles`): wasmtime's tables are
+/// raised to hold that many, and each handle costs the host a few hundred bytes outside
+/// every linear memory (its lock name, at most 120 bytes of label, table slots).
+pub const MAX_HANDLES_HONOURED: usize = 1_000_000;
+
+/// Handles a store may hold besides lock handles (WASI streams, descriptors, pollables):
+/// wasmtime's own default cap, which stores without lock handles keep.
+pub const OTHER_HANDLES: usize = 100_000;
+
+/// How long before a plugin's deadline its lock waits end, so that it can still react to
+/// `busy`.
+pub const WAIT_MARGIN: Duration = Duration::from_millis(100);
+
+/// One memory budget shared by a plugin and the lock component that serves it: the sum of
+/// their linear memories may not pass `--max-memory`, so nothing a plugin asks its lock
+/// component to keep escapes its limit. Cloning shares the budget.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryBudget(Arc<Mutex<Budget>>);
+
 #[derive(Debug, Default)]
-pub struct MemoryCap {
+struct Budget {
     max: Option<usize>,
-    /// Set when a growth past the cap was refused.
-    pub hit: Option<LimitHit>,
+    used: usize,
+    hit: Option<LimitHit>,
+}
+
+impl MemoryBudget {
+    /// A budget of `max` bytes (unlimited if `None`).
+    pub fn new(max: Option<usize>) -> Self {
+        MemoryBudget(Arc::new(Mutex::new(Budget {
+            max,
+            used: 0,
+            hit: None,
+        })))
+    }
+
+    /// The limit that was reached, if a growth was refused.
+    pub fn hit(&self) -> Option<LimitHit> {
+        self.state().hit.clone()
+    }
+
+    /// A limiter that charges the memories of one store (the plugin's, or its lock
+    /// component's: `whose` says which, in messages) to this budget.
+    pub fn limiter(&self, whose: Whose) -> MemoryCap {
+        MemoryCap {
+            budget: self.clone(),
+            whose,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Budget> {
+        // A panic while holding this lock leaves plain numbers behind: still usable.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Whose memory a [`MemoryCap`] limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Whose {
+    /// The plugin's own.
+    Plugin,
+    /// The lock component serving the plugin.
+    LockComponent,
+}
+
+/// Enforces a [`MemoryBudget`] on one store. A refused growth makes `memory.grow` fail (as
+/// in any wasm engine at its limit); a Rust program then aborts, and the host reports the
+/// limit.
+#[derive(Debug)]
+pub struct MemoryCap {
+    budget: MemoryBudget,
+    whose: Whose,
 }
 
 impl MemoryCap {
-    /// A cap of `max` bytes (none if `None`).
-    pub fn new(max: Option<usize>) -> Self {
-        MemoryCap { max, hit: None }
+    /// No limit at all (for lock services that serve no plugin).
+    pub fn unlimited() -> Self {
+        MemoryBudget::new(None).limiter(Whose::LockComponent)
     }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        match self.max {
-            Some(max) if desired > max => {
-                let hit =
-                    format!("its memory limit (--max-memory {max} bytes; it asked for {desired})");
-                self.hit = Some(hit.clone());
-                Err(wasmtime::Error::msg(format!("plugin exceeded {hit}")))
+        let mut budget = self.budget.state();
+        let more = desired.saturating_sub(current);
+        let total = budget.used.saturating_add(more);
+        match budget.max {
+            Some(max) if total > max => {
+                let used = budget.used;
+                budget.hit = Some(match self.whose {
+                    Whose::Plugin => format!(
+                        "its memory limit (--max-memory {max} bytes; it asked for {desired}, \
+                         with {used} in use by it and its lock component)"
+                    ),
+                    Whose::LockComponent => format!(
+                        "its memory limit (--max-memory {max} bytes, shared with its lock \
+                         component, which asked for {more} more, with {used} in use)"
+                    ),
+                });
+                Ok(false)
             }
-            _ => Ok(true),
+            _ => {
+                budget.used = total;
+                Ok(true)
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use lockbydir_protocol::recover::Recovered;
 use wasmtime::Store;
 use wasmtime::component::{Linker, ResourceAny};
 use wasmtime_wasi::clocks::WasiClocksCtxView;
@@ -15,6 +16,7 @@ use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::lock_component::LockComponent;
 use crate::bindings::wit;
 use crate::error::Error;
+use crate::limits::{MemoryCap, OTHER_HANDLES};
 use crate::runtime::Runtime;
 use crate::wakeup::{self, ClockView, Sleeper};
 pub use crate::wakeup::{MAX_CANCELLABLE_PATIENCE_MS, WaitCanceller};
@@ -25,6 +27,8 @@ pub struct LockCtx {
     table: ResourceTable,
     /// What its monotonic clock's sleeps wait on.
     sleeper: Arc<Sleeper>,
+    /// Its memory limit (a plugin's, shared with the plugin; none for the host's own).
+    memory: MemoryCap,
 }
 
 impl WasiView for LockCtx {
@@ -59,9 +63,33 @@ impl LockHandle {
     }
 }
 
+/// What a lock service serving a plugin may hold on the plugin's behalf.
+#[derive(Debug)]
+pub struct ServiceLimits {
+    /// Its linear memory, charged to the plugin's budget.
+    pub memory: MemoryCap,
+    /// How many lock handles the plugin may have open: the store holds that many besides
+    /// its own WASI handles.
+    pub lock_handles: usize,
+}
+
 impl LockService {
     /// Instantiate the lock component with `lock_dir` as its only preopen (mapped as `.`).
     pub fn new(runtime: &Runtime, lock_dir: &Path) -> Result<Self, Error> {
+        let limits = ServiceLimits {
+            memory: MemoryCap::unlimited(),
+            lock_handles: OTHER_HANDLES,
+        };
+        Self::with_limits(runtime, lock_dir, limits)
+    }
+
+    /// [`LockService::new`] for a plugin: its memory counts against the plugin's limit, and
+    /// its store holds as many lock handles as the plugin may open.
+    pub fn with_limits(
+        runtime: &Runtime,
+        lock_dir: &Path,
+        limits: ServiceLimits,
+    ) -> Result<Self, Error> {
         check_lock_dir(lock_dir)?;
         let mut wasi = WasiCtx::builder();
         // The component's filesystem calls run on this thread instead of hopping through a
@@ -77,8 +105,13 @@ impl LockService {
             wasi: wasi.build(),
             table: ResourceTable::new(),
             sleeper: Sleeper::new(lock_dir),
+            memory: limits.memory,
         };
         let mut store = Store::new(runtime.engine(), ctx);
+        store.limiter(|ctx| &mut ctx.memory);
+        // Every lock handle a plugin opens is a handle in this store: without this, wasmtime's
+        // default cap (100,000) would trap the component below the plugin's --max-handles.
+        store.set_max_component_handles(limits.lock_handles.saturating_add(OTHER_HANDLES));
         // The lock component is trusted code: never interrupted.
         store.set_epoch_deadline(crate::limits::NO_DEADLINE_TICKS);
         let mut linker = Linker::new(runtime.engine());
@@ -157,6 +190,23 @@ impl LockService {
     pub fn drop_raw(&mut self, resource: ResourceAny) -> wasmtime::Result<()> {
         self.store.data().sleeper.observe();
         resource.resource_drop(&mut self.store)
+    }
+
+    /// Release lock `name` without the lock component, if its state is still the acquisition
+    /// that was granted `fence` (see [`lockbydir_protocol::recover`]): for the locks of a
+    /// plugin whose lock component can no longer be called (it trapped, or ran out of memory
+    /// or handles). Wakes the waiters of this process when it released something.
+    pub fn release_by_fence(
+        &self,
+        name: &str,
+        fence: u64,
+    ) -> Result<Recovered, lockbydir_protocol::Error> {
+        let fs = lockbydir_protocol::StdFs::new(&self.lock_dir);
+        let recovered = lockbydir_protocol::recover::release_by_fence(&fs, name, fence)?;
+        if recovered == Recovered::Released {
+            self.wake_waiters();
+        }
+        Ok(recovered)
     }
 
     /// End the current sleep of every lock service of this process waiting in this lock

@@ -10,8 +10,8 @@ use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::error::Error;
-use crate::limits::{self, LimitHit, MemoryCap, PluginLimits};
-use crate::lock_service::LockService;
+use crate::limits::{self, LimitHit, MemoryBudget, MemoryCap, OTHER_HANDLES, PluginLimits, Whose};
+use crate::lock_service::{LockService, ServiceLimits};
 use crate::plugin_locks::{self, PluginLocks, PluginLocksCtx, PluginLocksView};
 use crate::policy::LockPolicy;
 use crate::runtime::Runtime;
@@ -31,6 +31,8 @@ pub struct PluginConfig {
     pub lock_dir: PathBuf,
     /// Do not announce waits on stderr.
     pub quiet: bool,
+    /// Give it the host's stdin (otherwise its stdin is empty).
+    pub stdin: bool,
     /// What it may do with locks.
     pub policy: LockPolicy,
     /// Its deadline and memory cap.
@@ -44,6 +46,14 @@ pub struct PluginCtx {
     locks: PluginLocksCtx,
     memory: MemoryCap,
     stopped_by: Option<LimitHit>,
+}
+
+impl PluginCtx {
+    /// The plugin's memory budget is shared with its lock component: whichever of the two
+    /// was refused, the limit is the plugin's.
+    fn limit_hit(&mut self, budget: &MemoryBudget) -> Option<LimitHit> {
+        self.stopped_by.take().or_else(|| budget.hit())
+    }
 }
 
 impl WasiView for PluginCtx {
@@ -121,10 +131,22 @@ impl PluginRunner {
     pub fn run(&self, component: &Component, config: &PluginConfig) -> Result<i32, Error> {
         let started = Instant::now();
         let deadline = config.limits.deadline.map(|d| (started + d, d));
-        let service = LockService::new(&self.runtime, &config.lock_dir)?;
+        // Everything the plugin makes its lock component hold counts against its memory.
+        let budget = MemoryBudget::new(config.limits.max_memory);
+        let max_handles = config.policy.max_handles;
+        let service_limits = ServiceLimits {
+            memory: budget.limiter(Whose::LockComponent),
+            lock_handles: max_handles,
+        };
+        let service = LockService::with_limits(&self.runtime, &config.lock_dir, service_limits)?;
         let mut wasi = WasiCtx::builder();
+        // No stdin unless asked for: what the user types is not the plugin's to read.
+        if config.stdin {
+            wasi.inherit_stdin();
+        }
         wasi.allow_blocking_current_thread(true)
-            .inherit_stdio()
+            .inherit_stdout()
+            .inherit_stderr()
             .arg(&config.name)
             .args(&config.args);
         for (k, v) in &config.env {
@@ -137,9 +159,12 @@ impl PluginRunner {
                     message: format!("cannot open it: {e:#}"),
                 })?;
         }
+        let mut table = ResourceTable::new();
+        // Room for every lock handle it may open, besides wasmtime-wasi's default for the rest.
+        table.set_max_capacity(table.max_capacity().saturating_add(max_handles));
         let ctx = PluginCtx {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             locks: PluginLocksCtx::new(
                 service,
                 &config.name,
@@ -147,12 +172,13 @@ impl PluginRunner {
                 config.policy.clone(),
                 deadline.map(|(at, _)| at),
             ),
-            memory: MemoryCap::new(config.limits.max_memory),
+            memory: budget.limiter(Whose::Plugin),
             stopped_by: None,
         };
         let command = self.prepare(component, &config.name)?;
         let mut store = Store::new(self.runtime.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
+        store.set_max_component_handles(max_handles.saturating_add(OTHER_HANDLES));
         limits::apply_deadline(&mut store, deadline, |ctx, hit| ctx.stopped_by = Some(hit));
         let command: Command =
             command
@@ -170,7 +196,7 @@ impl PluginRunner {
                 crate::display::escape(&name)
             );
         }
-        let limit = ctx.stopped_by.take().or_else(|| ctx.memory.hit.take());
+        let limit = ctx.limit_hit(&budget);
         match ran {
             Ok(Ok(())) => Ok(0),
             Ok(Err(())) => Ok(1),

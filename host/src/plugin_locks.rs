@@ -10,18 +10,18 @@ use std::path::Path;
 use std::time::Instant;
 
 use lockbydir_protocol::LockName;
+use lockbydir_protocol::entry::kept_label;
+use lockbydir_protocol::recover::Recovered;
 
 use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable};
 
 use crate::bindings::plugin::lockbydir::lock::lock as imp;
 use crate::bindings::wit;
 use crate::display::escape;
+use crate::limits::WAIT_MARGIN;
 use crate::lock_service::LockService;
 use crate::policy::LockPolicy;
 use crate::waiting::WaitNotice;
-
-/// How long before a plugin's deadline its lock waits end.
-const WAIT_MARGIN_MS: u64 = 100;
 
 /// What a plugin's lock import needs: its own lock service, its policy, and what it has open.
 pub struct PluginLocksCtx {
@@ -31,7 +31,7 @@ pub struct PluginLocksCtx {
     policy: LockPolicy,
     /// Lock waits may not outlast this instant (the plugin's deadline).
     wait_until: Option<Instant>,
-    /// Every open handle, by resource rep, and whether it holds its lock.
+    /// Every open handle, by resource rep, and the fence it holds its lock with.
     open: BTreeMap<u32, Tracked>,
     /// How many lockdirs this plugin's acquisitions created (see [`LockPolicy::max_new_locks`]).
     created: usize,
@@ -40,9 +40,15 @@ pub struct PluginLocksCtx {
 struct Tracked {
     resource: ResourceAny,
     name: String,
-    held: bool,
     /// Its lockdir was seen to exist: acquiring through this handle creates nothing.
     exists: bool,
+    /// The fence of this handle's acquisition while it holds its lock: with the name, what
+    /// it takes to release the lock without the lock component.
+    fence: Option<u64>,
+    /// The options the plugin opened it with (label cut to what an entry keeps).
+    options: wit::Options,
+    /// The patience the lock component's handle has (the plugin's, capped by its deadline).
+    patience_ms: u64,
 }
 
 impl PluginLocksCtx {
@@ -75,18 +81,27 @@ impl PluginLocksCtx {
     /// After the plugin ended (exit, trap, limit): release every lock it still holds and close
     /// its handles, so others need not wait for the timeout (each release wakes the waiters of
     /// this process). Returns what was released.
+    ///
+    /// If the lock component can no longer be called (it trapped, or ran out of memory or
+    /// handles), each lock is released without it, by the name and fence it was granted.
     pub fn release_all(&mut self) -> Vec<String> {
         let mut released = Vec::new();
         for (_, t) in std::mem::take(&mut self.open) {
-            if t.held {
+            if let Some(fence) = t.fence {
                 match self.service.release_raw(t.resource) {
                     Ok(Ok(_)) => released.push(t.name.clone()),
                     Ok(Err(_)) => {} // it had already lost the lock: nothing to give back
-                    Err(trap) => eprintln!(
-                        "lockbydir: could not release lock `{}` left by plugin `{}` ({trap:#}); it frees itself at its deadline",
-                        escape(&t.name),
-                        self.plugin
-                    ),
+                    Err(_) => match self.service.release_by_fence(&t.name, fence) {
+                        Ok(Recovered::Released) => released.push(t.name.clone()),
+                        Ok(Recovered::NotHeld) => {}
+                        Err(e) => eprintln!(
+                            "lockbydir: could not release lock `{}` left by plugin `{}`: {}; \
+                             it frees itself at its deadline",
+                            escape(&t.name),
+                            escape(&self.plugin),
+                            escape(&e.to_string())
+                        ),
+                    },
                 }
             }
             // Closing also runs the component's destructor; a trap here changes nothing more.
@@ -111,22 +126,36 @@ impl PluginLocksCtx {
     }
 
     fn held_count(&self) -> usize {
-        self.open.values().filter(|t| t.held).count()
+        self.open.values().filter(|t| t.fence.is_some()).count()
     }
 
-    /// Note what an acquisition, refresh or release says about holding.
-    fn track<T>(&mut self, rep: u32, result: &Result<T, wit::Error>, holds_on_ok: Option<bool>) {
+    /// Note what an acquisition, refresh or release says about holding: `on_ok` is the
+    /// fence held after success (`Some(None)`: none; `None`: unchanged).
+    fn track<T>(&mut self, rep: u32, result: &Result<T, wit::Error>, on_ok: Option<Option<u64>>) {
         let Some(t) = self.open.get_mut(&rep) else {
             return;
         };
         match result {
             Ok(_) => {
-                if let Some(held) = holds_on_ok {
-                    t.held = held;
+                if let Some(fence) = on_ok {
+                    t.fence = fence;
                 }
             }
-            Err(wit::Error::Compromised(_) | wit::Error::NotHeld) => t.held = false,
+            Err(wit::Error::Compromised(_) | wit::Error::NotHeld) => t.fence = None,
             Err(_) => {}
+        }
+    }
+
+    /// The patience a wait that starts now may have: the plugin's own, ended
+    /// [`WAIT_MARGIN`] before its deadline.
+    fn patience_now(&self, requested_ms: u64) -> u64 {
+        match self.wait_until {
+            None => requested_ms,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                let left_ms = left.saturating_sub(WAIT_MARGIN).as_millis() as u64;
+                requested_ms.min(left_ms)
+            }
         }
     }
 }
@@ -183,6 +212,37 @@ impl PluginLocks<'_> {
         Ok((entry.resource, entry.name.clone()))
     }
 
+    /// Give `lock`'s component handle the patience a wait starting now may have (the plugin's
+    /// deadline comes closer while the handle stays open): a handle that does not hold its
+    /// lock is replaced by a fresh one with that patience. Returns the handle to wait on.
+    fn with_patience_now(&mut self, lock: &Resource<PluginLock>) -> wasmtime::Result<ResourceAny> {
+        let rep = lock.rep();
+        let t = self
+            .ctx
+            .open
+            .get(&rep)
+            .expect("every open handle is tracked");
+        let patience = self.ctx.patience_now(t.options.patience_ms);
+        let (resource, name) = (t.resource, t.name.clone());
+        if patience == t.patience_ms {
+            return Ok(resource);
+        }
+        let options = wit::Options {
+            patience_ms: patience,
+            ..t.options.clone()
+        };
+        // The name and options were accepted when the handle was opened.
+        let Ok(fresh) = self.ctx.service.open_raw(&name, &options)? else {
+            return Ok(resource);
+        };
+        self.ctx.service.drop_raw(resource)?;
+        let t = self.ctx.open.get_mut(&rep).expect("checked");
+        t.resource = fresh;
+        t.patience_ms = patience;
+        self.table.get_mut(lock)?.resource = fresh;
+        Ok(fresh)
+    }
+
     /// Acquire (waiting or not) under the policy, tracking the outcome.
     fn acquire_with(
         &mut self,
@@ -191,7 +251,7 @@ impl PluginLocks<'_> {
     ) -> wasmtime::Result<Result<imp::AcquireOutcome, imp::Error>> {
         let (resource, name) = self.entry(&lock)?;
         let rep = lock.rep();
-        if self.ctx.open.get(&rep).is_some_and(|t| t.held) {
+        if self.ctx.open.get(&rep).is_some_and(|t| t.fence.is_some()) {
             return Ok(Err(imp::Error::AlreadyHeld));
         }
         if let Err(why) = self.ctx.policy.check_acquire(self.ctx.held_count()) {
@@ -215,10 +275,14 @@ impl PluginLocks<'_> {
                 let who = format!("plugin `{}`", self.ctx.plugin);
                 eprintln!("{}", WaitNotice::new(&who, &name, holder.as_ref(), now));
             }
+            let resource = self.with_patience_now(&lock)?;
             outcome = self.ctx.service.acquire_raw(resource)?;
         }
-        let acquired = matches!(outcome, Ok(wit::AcquireOutcome::Acquired(_)));
-        self.ctx.track(rep, &outcome, Some(acquired));
+        let fence = match &outcome {
+            Ok(wit::AcquireOutcome::Acquired(grant)) => Some(grant.fence),
+            _ => None,
+        };
+        self.ctx.track(rep, &outcome, Some(fence));
         let exists_now = existed || self.ctx.lockdir_exists(&name);
         if !existed && exists_now {
             self.ctx.created += 1;
@@ -270,13 +334,18 @@ impl imp::Host for PluginLocks<'_> {
             };
             let state = self.ctx.service.inspect_raw(resource);
             self.ctx.service.drop_raw(resource)?;
+            // As the lock component lists: one broken lockdir is reported as broken, and
+            // does not hide the others.
             match state? {
                 Ok(wit::LockState::Absent) => {} // removed since the listing
                 Ok(state) => out.push(imp::LockStatus {
                     name,
-                    state: state.into(),
+                    state: Ok(state.into()),
                 }),
-                Err(e) => return Ok(Err(e.into())),
+                Err(e) => out.push(imp::LockStatus {
+                    name,
+                    state: Err(e.into()),
+                }),
             }
         }
         Ok(Ok(out))
@@ -294,6 +363,8 @@ impl imp::HostLock for PluginLocks<'_> {
         options: imp::Options,
     ) -> wasmtime::Result<Result<Resource<PluginLock>, imp::Error>> {
         let mut options: wit::Options = options.into();
+        // Keep no more of the label than the lock directory does: nobody holds the rest.
+        options.holder = kept_label(&options.holder).to_owned();
         if let Err(why) = self
             .ctx
             .policy
@@ -301,12 +372,12 @@ impl imp::HostLock for PluginLocks<'_> {
         {
             return self.ctx.deny(why);
         }
-        if let Some(until) = self.ctx.wait_until {
-            // End waits a little before the deadline, so the plugin can still react to `busy`.
-            let left = until.saturating_duration_since(Instant::now()).as_millis() as u64;
-            options.patience_ms = options.patience_ms.min(left.saturating_sub(WAIT_MARGIN_MS));
-        }
-        match self.ctx.service.open_raw(&name, &options)? {
+        // Waits end before the plugin's deadline: capped again when a wait starts.
+        let capped = wit::Options {
+            patience_ms: self.ctx.patience_now(options.patience_ms),
+            ..options.clone()
+        };
+        match self.ctx.service.open_raw(&name, &capped)? {
             Ok(resource) => {
                 let handle = self.table.push(PluginLock {
                     resource,
@@ -315,8 +386,10 @@ impl imp::HostLock for PluginLocks<'_> {
                 let tracked = Tracked {
                     resource,
                     name,
-                    held: false,
                     exists: false,
+                    fence: None,
+                    options,
+                    patience_ms: capped.patience_ms,
                 };
                 self.ctx.open.insert(handle.rep(), tracked);
                 Ok(Ok(handle))
@@ -356,7 +429,7 @@ impl imp::HostLock for PluginLocks<'_> {
     ) -> wasmtime::Result<Result<imp::ReleaseReport, imp::Error>> {
         let (resource, _) = self.entry(&lock)?;
         let r = self.ctx.service.release_raw(resource)?;
-        self.ctx.track(lock.rep(), &r, Some(false));
+        self.ctx.track(lock.rep(), &r, Some(None));
         Ok(r.map(Into::into).map_err(Into::into))
     }
 
@@ -375,7 +448,11 @@ impl imp::HostLock for PluginLocks<'_> {
     }
 
     fn drop(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<()> {
-        let held = self.ctx.open.remove(&lock.rep()).is_some_and(|t| t.held);
+        let held = self
+            .ctx
+            .open
+            .remove(&lock.rep())
+            .is_some_and(|t| t.fence.is_some());
         let entry = self.table.delete(lock)?;
         // The component's destructor releases the lock if this handle still holds it.
         self.ctx.service.drop_raw(entry.resource)?;

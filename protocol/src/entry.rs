@@ -271,6 +271,24 @@ pub fn encode_label(label: &str) -> String {
     out
 }
 
+/// The part of `label` an entry keeps: the longest prefix, cut at a character boundary,
+/// whose encoding fits in [`MAX_ENCODED_LABEL`] bytes (what [`encode_label`] writes). A host
+/// that forwards labels cuts them with this before passing them on, so that nobody holds more
+/// of a label than the lock directory does.
+pub fn kept_label(label: &str) -> &str {
+    let mut encoded = 0;
+    for (i, c) in label.char_indices() {
+        let mut buf = [0u8; 4];
+        let bytes = c.encode_utf8(&mut buf).as_bytes();
+        let piece: usize = bytes.iter().map(|&b| if is_plain(b) { 1 } else { 3 }).sum();
+        if encoded + piece > MAX_ENCODED_LABEL {
+            return &label[..i];
+        }
+        encoded += piece;
+    }
+    label
+}
+
 fn decode_label(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -369,6 +387,28 @@ mod tests {
             panic!("{name} did not parse")
         };
         assert_eq!(h.label, "é".repeat(MAX_ENCODED_LABEL / 6));
+    }
+
+    #[test]
+    fn the_kept_label_is_exactly_what_an_entry_keeps() {
+        for label in [
+            String::new(),
+            "plain-label".to_owned(),
+            "x".repeat(MAX_ENCODED_LABEL),
+            "x".repeat(MAX_ENCODED_LABEL + 1),
+            "é".repeat(500),
+            format!("{}é", "x".repeat(MAX_ENCODED_LABEL - 5)),
+            "a.b/c d\u{1F600}".repeat(40),
+        ] {
+            let kept = kept_label(&label);
+            assert!(label.starts_with(kept));
+            assert_eq!(encode_label(kept), encode_label(&label), "{label:?}");
+            assert!(encode_label(kept).len() <= MAX_ENCODED_LABEL);
+            let Some(Entry::Held(h)) = Entry::parse(&Entry::Held(holder(&label)).encode()) else {
+                panic!("{label:?} did not round-trip")
+            };
+            assert_eq!(h.label, kept);
+        }
     }
 
     #[test]

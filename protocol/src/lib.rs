@@ -29,8 +29,9 @@ pub mod name;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
-pub mod repair;
 pub mod prune;
+pub mod recover;
+pub mod repair;
 
 pub use entry::Holder;
 pub use env::{Env, StdEnv};

@@ -15,13 +15,23 @@
 //! - `hold --lock N --label L --hold-ms MS`: take N with holder label L, keep it MS ms.
 //! - `churn --count K`: open, try-acquire, release and drop `job-0`.. `job-K-1`, each a new
 //!   lockdir; stop at the first refusal.
+//! - `stdin`: read all of stdin and say how many bytes came.
+//! - `spin-wait --lock N --spin-ms S`: open a handle with unlimited patience, compute for S ms,
+//!   then wait for the lock; exit 4 if it gives up.
+//! - `handles [--hold N] [--fill 1] [--count K] [--label-bytes B]`: take lock N first (if
+//!   given), grow its own memory until the host refuses (if `--fill 1`), then open up to K
+//!   handles on lock `handle` with a holder label of B bytes, keeping them all; stop at the
+//!   first error, and exit 0 without releasing or closing anything.
 
 use lockbydir_example_plugins::{
     AcquireOutcome, Error, Lock, LockState, args, describe, num, options,
 };
 
 fn main() {
-    let arg = args("hostile --try MODE [--lock N] [--path P] [--count K] [--timeout-ms MS]");
+    let arg = args(
+        "hostile --try MODE [--lock N] [--path P] [--count K] [--timeout-ms MS] [--spin-ms S] \
+         [--hold N] [--fill 1] [--label-bytes B]",
+    );
     let mode = arg("try").unwrap_or_default();
     let lock_name = arg("lock").unwrap_or_else(|| "target".to_owned());
     let timeout = num(&arg, "timeout-ms", 60_000);
@@ -88,6 +98,10 @@ fn main() {
             }
         }
         "peek" | "hold" | "churn" => policy_attack(&mode, &arg, &lock_name, timeout),
+        // Limits (issue 12, items 1, 2, 5, 8).
+        "stdin" => read_stdin(),
+        "spin-wait" => spin_then_wait(&lock_name, num(&arg, "spin-ms", 1_000)),
+        "handles" => open_handles(&arg, timeout),
         other => fail(&format!("unknown --try {other:?}")),
     }
 }
@@ -184,7 +198,10 @@ fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, 
             match lockbydir_example_plugins::lockbydir::lock::lock::list_locks() {
                 Ok(locks) => {
                     for l in locks {
-                        println!("list: {} {}", l.name, state(&l.state));
+                        match &l.state {
+                            Ok(s) => println!("list: {} {}", l.name, state(s)),
+                            Err(e) => println!("list: {} broken: {}", l.name, kind(e)),
+                        }
                     }
                 }
                 Err(e) => println!("list: {}", kind(&e)),
@@ -240,4 +257,64 @@ fn state(s: &LockState) -> String {
         LockState::Held(h) => format!("held by {} (fence {})", h.holder, h.fence),
         LockState::Expired(h) => format!("expired, held by {} (fence {})", h.holder, h.fence),
     }
+}
+// Limits (issue 12, items 1, 2, 5, 8).
+
+/// Read stdin to its end: a plugin must get nothing there unless the user passed it on.
+fn read_stdin() {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    match std::io::stdin().read_to_end(&mut bytes) {
+        Ok(n) => println!("stdin: {n} bytes"),
+        Err(e) => println!("stdin: error ({:?})", e.kind()),
+    }
+}
+
+/// Open a handle that may wait forever, compute for `spin_ms`, then wait.
+fn spin_then_wait(name: &str, spin_ms: u64) {
+    let lock = Lock::open(name, &options(60_000, u64::MAX, "hostile"))
+        .unwrap_or_else(|e| fail(&describe(&e)));
+    let start = std::time::Instant::now();
+    let mut x: u64 = 0;
+    while start.elapsed() < std::time::Duration::from_millis(spin_ms) {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+    println!("waiting");
+    match lock.acquire() {
+        Ok(AcquireOutcome::Acquired(_)) => println!("wait: acquired"),
+        Ok(AcquireOutcome::Busy(_)) => {
+            println!("wait: gave up");
+            std::process::exit(4);
+        }
+        Err(e) => fail(&describe(&e)),
+    }
+}
+
+/// Make the host hold as much as it lets us: many handles, long labels, a full memory.
+fn open_handles(arg: &impl Fn(&str) -> Option<String>, timeout: u64) {
+    let _held = arg("hold").map(|name| take(&name, timeout));
+    let count = num(arg, "count", u64::MAX);
+    let label = "L".repeat(num(arg, "label-bytes", 8) as usize);
+    let opts = options(timeout, 0, &label);
+    // Everything the loop needs is allocated before memory is filled.
+    let mut handles = Vec::with_capacity(count.min(1 << 20) as usize);
+    if arg("fill").is_some() {
+        let mut pages = 0u64;
+        while std::arch::wasm32::memory_grow(0, 1) != usize::MAX {
+            pages += 1;
+        }
+        println!("filled: {pages} more pages");
+    }
+    for i in 0..count {
+        match Lock::open("handle", &opts) {
+            Ok(lock) => handles.push(lock),
+            Err(e) => {
+                println!("open {i}: {}", kind(&e));
+                break;
+            }
+        }
+    }
+    println!("opened {}", handles.len());
+    // End without dropping anything: the host must release and close it all.
+    std::process::exit(0);
 }

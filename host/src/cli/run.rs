@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use lockbydir::limits::MAX_HANDLES_HONOURED;
 use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner};
 
 use super::{Global, absolute_dir, duration_ms};
@@ -31,16 +32,17 @@ pub struct RunArgs {
     /// LOCKBYDIR_INSTANCE=0..N-1); every instance's exit status is reported.
     #[arg(long, default_value_t = 1, value_name = "N")]
     instances: usize,
-    /// Allow only lock names matching PATTERN (`*` matches anything; repeatable).
+    /// Allow only lock names matching PATTERN (`*` matches anything; repeatable)
+    /// [default: any valid lock name].
     #[arg(long = "allow-lock", value_name = "PATTERN", value_parser = NamePattern::parse)]
     allow_locks: Vec<NamePattern>,
-    /// The longest lock timeout the plugin may request.
+    /// The longest lock timeout the plugin may request [default: no cap].
     #[arg(long, value_name = "DUR", value_parser = duration_ms)]
     max_timeout: Option<u64>,
-    /// How many locks the plugin may hold at once.
+    /// How many locks the plugin may hold at once [default: no cap].
     #[arg(long, value_name = "N")]
     max_locks: Option<usize>,
-    /// How many lock handles the plugin may have open at once.
+    /// How many lock handles the plugin may have open at once (at most 1000000).
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_handles: usize,
     /// How many new lockdirs (locks that did not exist yet) the plugin may create; each
@@ -51,12 +53,17 @@ pub struct RunArgs {
     /// can take any lock there from its holder: only for plugins trusted with every lock.
     #[arg(long)]
     trust_plugin_with_locks: bool,
-    /// Stop the plugin after this long (running code is interrupted; lock waits end by then).
+    /// Stop the plugin after this long (running code is interrupted; lock waits end 100 ms
+    /// before) [default: none].
     #[arg(long, value_name = "DUR", value_parser = duration_ms)]
     deadline: Option<u64>,
-    /// The most linear memory the plugin may use (bytes, or with K, M, G).
+    /// The most linear memory the plugin and its lock component may use together (bytes, or
+    /// with K, M, G) [default: no cap].
     #[arg(long, value_name = "SIZE", value_parser = bytes)]
     max_memory: Option<usize>,
+    /// Pass lockbydir's stdin on to the plugin [default: the plugin's stdin is empty].
+    #[arg(long)]
+    stdin: bool,
     /// The plugin component (.wasm).
     plugin: PathBuf,
     /// Arguments for the plugin (after --).
@@ -65,6 +72,15 @@ pub struct RunArgs {
 }
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        args.max_handles <= MAX_HANDLES_HONOURED,
+        "--max-handles {} is more than can be honoured (at most {MAX_HANDLES_HONOURED})",
+        args.max_handles
+    );
+    anyhow::ensure!(
+        !(args.stdin && args.instances > 1),
+        "--stdin goes to one plugin: it cannot be combined with --instances"
+    );
     let lock_dir = global.lock_dir()?;
     let mut dirs = Vec::new();
     for grant in &args.dirs {
@@ -103,6 +119,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         dirs,
         lock_dir,
         quiet: args.quiet,
+        stdin: args.stdin,
         policy: LockPolicy {
             allowed: args.allow_locks,
             max_timeout_ms: args.max_timeout,
