@@ -229,9 +229,8 @@ pub struct Lock<F: Fs, E: Env> {
     place: Option<Place>,
     /// The state entry this handle saw at its last look (while waiting).
     last_seen: Option<Entry>,
-    /// Whether we removed our ticket's directory just before trying to take the lock (so that
-    /// nothing lies between gaining the lock and saying so); if that try lost, it is made
-    /// again with the same place.
+    /// Whether we removed our ticket's directory (right after our rename took the lock); if
+    /// that grant was given back, it is made again with the same place.
     ticket_withdrawn: bool,
     /// When (monotonic ms) this handle first saw each ticket of the queue's last listing:
     /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
@@ -874,7 +873,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
         // Others are queued behind us: mark our entry at once, so that we do not take the
         // lock straight back after releasing it.
         let mine = self.new_holder(entry.fence(), now, queue.behind > 0)?;
-        self.withdraw_ticket();
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
         let swapped = self.swap(&entry, &to, "acquire");
@@ -890,10 +888,31 @@ impl<F: Fs, E: Env> Lock<F, E> {
         )
         .unwrap_or_else(|| self.swap(&entry, &to, "acquire"));
         match swapped {
-            Ok(()) => Ok(self.granted(mine, took_over)),
+            Ok(()) => Ok(self.claimed(mine, took_over)),
             Err(Error::NotHeld) => Ok(Attempt::LostRace(took_over)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Our rename took the lock: leave the queue, then say so.
+    ///
+    /// The ticket stays in the queue until the rename has decided, so that a waiter behind us
+    /// that looks meanwhile still sees us ahead of it. (Withdrawn before the rename, a pause
+    /// between the two let the next waiter find nobody ahead and overtake us:
+    /// `tests/fairness.rs`, `a_waiter_paused_while_it_takes_its_turn_is_not_overtaken_...`.)
+    /// That puts one step between gaining the lock and reporting it, and a holder paused
+    /// there past its deadline may have been taken over meanwhile: it must not report a grant
+    /// it may no longer have. It gives the grant back (a compare-and-swap on its own entry,
+    /// which changes nothing if it was taken over) and looks again, keeping its place.
+    fn claimed(&mut self, mine: Holder, took_over: Option<Holder>) -> Attempt {
+        self.withdraw_ticket();
+        if self.env.now_ms() > mine.deadline_ms {
+            self.held = Some(mine);
+            let _ = self.release();
+            self.held = None;
+            return Attempt::LostRace(took_over);
+        }
+        self.granted(mine, took_over)
     }
 
     /// The fast path after our own unmarked release: rename `free.<fence>` without listing.

@@ -286,3 +286,70 @@ fn a_newcomer_queues_behind_every_ticket_it_saw_even_one_stamped_later() {
         "alice got in only after the ticket ahead expired"
     );
 }
+
+/// A filesystem whose renames of a *free* state entry (a waiter taking a freed lock) pause
+/// first: the waiter is descheduled between deciding to take the lock and taking it, as on a
+/// loaded machine.
+struct SlowTake {
+    inner: StdFs,
+    pause: Duration,
+}
+
+impl Fs for SlowTake {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        if from.starts_with("bed.lockdir/free") {
+            std::thread::sleep(self.pause);
+        }
+        self.inner.rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        self.inner.read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        self.inner.modified_ms(path)
+    }
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        self.inner.exists(path)
+    }
+}
+
+#[test]
+fn a_waiter_paused_while_it_takes_its_turn_is_not_overtaken_by_the_next() {
+    let dir = TempDir::new("paused-head");
+    let mut holder = open(&dir.0, "holder");
+    acquired(holder.acquire().unwrap());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    // w1 is first in line but slow to take its turn; w2 is right behind it.
+    let (path, log) = (dir.0.clone(), order.clone());
+    let w1 = std::thread::spawn(move || {
+        let options = Options {
+            timeout_ms: 60_000,
+            holder: "w1".into(),
+            ..Options::default()
+        };
+        let fs = SlowTake {
+            inner: StdFs::new(&path),
+            pause: Duration::from_millis(300),
+        };
+        let mut lock = Lock::new(fs, StdEnv::new(), "bed", options).unwrap();
+        let fence = acquired(lock.acquire().unwrap());
+        log.lock().unwrap().push("w1");
+        assert_eq!(lock.release(), Ok(Released::InTime));
+        fence
+    });
+    dir.wait_for("w1's ticket", |d| d.entries("bed.queue").len() == 1);
+    std::thread::sleep(Duration::from_millis(3));
+    let w2 = waiter(&dir, "w2", &order);
+    dir.wait_for("w2's ticket", |d| d.entries("bed.queue").len() == 2);
+    assert_eq!(holder.release(), Ok(Released::InTime));
+    let fences = [w1.join().unwrap(), w2.join().unwrap()];
+    assert_eq!(*order.lock().unwrap(), ["w1", "w2"]);
+    assert_eq!(fences, [2, 3]);
+    assert!(dir.entries("bed.queue").is_empty());
+}
