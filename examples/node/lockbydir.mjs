@@ -20,17 +20,15 @@ import { instantiate } from './gen/lock.js';
 const U64_MAX = (1n << 64n) - 1n;
 
 /**
- * How long the calls into the component that make up a wait last (ms): the first one
- * WAIT_SLICE_MS, each next one twice as long as the one before, up to WAIT_SLICE_MAX_MS. The
+ * How long each of the calls into the component that make up a wait lasts (ms). The
  * component's own `acquire` waits in line in the lock's fair queue, but under jco it blocks
  * the event loop while it does; so a wait is a series of `acquire` calls with a turn of the
- * event loop (timers, I/O, signals) between two of them. A call that runs out gives its
- * queue ticket back, and the next one queues again behind those who came meanwhile: slices
- * that grow let a waiter stay in line long enough to be served behind a busy queue.
+ * event loop (timers, I/O, signals) between two of them. A call that runs out keeps the
+ * handle's queue ticket, so the next call goes on waiting in the same place in line.
  */
-export const WAIT_SLICE_MS = 100;
-/** The longest one call into the component waits (ms); see WAIT_SLICE_MS. */
-export const WAIT_SLICE_MAX_MS = 500;
+export const WAIT_SLICE_MS = 250;
+/** The longest one call into the component waits (ms): the same (slices do not grow). */
+export const WAIT_SLICE_MAX_MS = 250;
 
 /** A call into the lock component failed: `code` is the WIT error's case, `payload` its value. */
 export class LockError extends Error {
@@ -332,8 +330,8 @@ export class Lock {
    *
    * The wait is the component's own: it queues in the lock's fair queue like every other
    * waiter. It runs as calls of WAIT_SLICE_MS growing to WAIT_SLICE_MAX_MS (each one blocks
-   * the event loop), with a turn of the event loop between them. A slice that runs out gives
-   * its queue ticket back; the next one queues again, behind those who came meanwhile.
+   * the event loop), with a turn of the event loop between them. A slice that runs out keeps
+   * its queue ticket; the next one goes on waiting in the same place.
    */
   async acquire() {
     if (holding.has(this)) throw new LockError({ tag: 'already-held' });

@@ -343,12 +343,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// than `min_poll_ms` per waiter ahead). Far back in a long line it may sleep longer than
     /// `max_poll_ms` (up to `max_poll_ms` per 8 waiters ahead, at most a quarter of a ticket's
     /// lifetime), since each look lists the whole queue.
+    ///
+    /// When patience runs out, the handle keeps its ticket: called again soon (before the
+    /// ticket expires, [`TICKET_LIFETIME_MS`] after its last renewal), `acquire` goes on
+    /// waiting in the same place, so a caller that waits in slices (to stay responsive, as
+    /// the Node and Python wrappers do) is served in its turn rather than queueing again at
+    /// the back. Dropping the handle gives the ticket back at once; a handle that is neither
+    /// dropped nor used holds up the line only until its ticket expires, like a crashed
+    /// waiter. An acquire that got the lock or failed leaves no ticket.
     pub fn acquire(&mut self) -> Result<Outcome, Error> {
         if self.held.is_some() {
             return Err(Error::AlreadyHeld);
         }
+        // A ticket kept from an earlier wait that expired meanwhile lost its place: others
+        // may have removed it and served those behind it. Queue again, at the back.
+        if self
+            .ticket
+            .is_some_and(|t| self.env.now_ms() > t.expires_ms)
+        {
+            self.leave_queue();
+        }
         let outcome = self.wait_in_line();
-        self.leave_queue();
+        if !matches!(outcome, Ok(Outcome::Busy(_))) {
+            self.leave_queue();
+        }
         outcome
     }
 
@@ -963,6 +981,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
             took_over,
         };
         self.held = Some(mine);
+        // Our turn came: our place in the queue (kept from an earlier wait, perhaps) is done.
+        self.leave_queue();
         Attempt::Acquired(grant)
     }
 

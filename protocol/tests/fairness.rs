@@ -353,3 +353,63 @@ fn a_waiter_paused_while_it_takes_its_turn_is_not_overtaken_by_the_next() {
     assert_eq!(fences, [2, 3]);
     assert!(dir.entries("bed.queue").is_empty());
 }
+
+#[test]
+fn a_waiter_that_waits_in_slices_keeps_its_place_in_line() {
+    let dir = TempDir::new("slices");
+    let mut holder = open(&dir.0, "holder");
+    acquired(holder.acquire().unwrap());
+    let options = Options {
+        timeout_ms: 60_000,
+        patience_ms: 30,
+        holder: "slicer".into(),
+        ..Options::default()
+    };
+    let mut slicer = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap();
+    // Its first slice runs out: it keeps its ticket.
+    assert!(matches!(slicer.acquire().unwrap(), Outcome::Busy(_)));
+    assert_eq!(
+        dir.entries("bed.queue").len(),
+        1,
+        "the slicer kept its place"
+    );
+    // Someone comes after it and waits without slices.
+    std::thread::sleep(Duration::from_millis(3));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let later = waiter(&dir, "later", &order);
+    dir.wait_for("the later waiter's ticket", |d| {
+        d.entries("bed.queue").len() == 2
+    });
+    assert_eq!(holder.release(), Ok(Released::InTime));
+    // The slicer's next slices find its turn: the later waiter must not get in first.
+    let fence = loop {
+        match slicer.acquire().unwrap() {
+            Outcome::Acquired(grant) => break grant.fence,
+            Outcome::Busy(_) => assert!(
+                order.lock().unwrap().is_empty(),
+                "the later waiter was served first"
+            ),
+        }
+    };
+    assert_eq!(fence, 2);
+    order.lock().unwrap().push("slicer");
+    assert_eq!(slicer.release(), Ok(Released::InTime));
+    assert_eq!(later.join().unwrap(), 3);
+    assert_eq!(*order.lock().unwrap(), ["slicer", "later"]);
+    // Done waiting, neither left a ticket; dropping a handle that gave up gives its ticket back.
+    assert!(dir.entries("bed.queue").is_empty());
+    let mut holder = open(&dir.0, "holder");
+    acquired(holder.acquire().unwrap());
+    let options = Options {
+        patience_ms: 10,
+        ..slicer.options().clone()
+    };
+    let mut quitter = Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap();
+    assert!(matches!(quitter.acquire().unwrap(), Outcome::Busy(_)));
+    assert_eq!(dir.entries("bed.queue").len(), 1);
+    drop(quitter);
+    assert!(
+        dir.entries("bed.queue").is_empty(),
+        "dropped: ticket given back"
+    );
+}

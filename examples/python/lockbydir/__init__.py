@@ -52,15 +52,14 @@ DEFAULT_COMPONENT = os.environ.get("LOCKBYDIR_COMPONENT") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "lock.wasm"
 )
 
-#: How long the calls into the component that make up a wait last (ms): the first one
-#: WAIT_SLICE_MS, each next one twice as long, up to WAIT_SLICE_MAX_MS. A call into wasm cannot
-#: be interrupted, so Ctrl-C (and other signals) are handled between two of them, and other
-#: threads' calls into the same store get their turn. A call that runs out gives its queue
-#: ticket back and the next one queues again: slices that grow let a waiter stay in line long
-#: enough to be served behind a busy queue.
-WAIT_SLICE_MS = 100
-#: The longest one call into the component waits (ms); see WAIT_SLICE_MS.
-WAIT_SLICE_MAX_MS = 500
+#: How long each of the calls into the component that make up a wait lasts (ms). A call into
+#: wasm cannot be interrupted, so Ctrl-C (and other signals) are handled between two of them,
+#: and other threads' calls into the same store get their turn. A call that runs out keeps the
+#: handle's ticket, so the next call goes on waiting in the same place in line.
+WAIT_SLICE_MS = 250
+#: The longest one call into the component waits (ms): the same as WAIT_SLICE_MS (slices do not
+#: grow: one handle keeps its place in line across them).
+WAIT_SLICE_MAX_MS = 250
 
 _INTERFACE = "lockbydir:lock/lock@0.1.0"
 _U64_MAX = 2**64 - 1
