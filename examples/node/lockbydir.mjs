@@ -250,12 +250,14 @@ export class LockDir {
 // then frees itself at its deadline.
 
 const holding = new Set();
-let waits = 0;
+/** Locks whose wait is under way: a slice that ran out keeps its place in line. */
+const waiting = new Set();
 // SIGHUP too: Node resets an ignored SIGHUP (nohup) to the default at startup anyway.
 const SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 /** Release every lock still held (best effort: the process is going away). */
 function releaseAll() {
+  for (const lock of [...waiting]) lock.leaveQueue();
   for (const lock of [...holding]) {
     try {
       lock.release();
@@ -282,7 +284,7 @@ let listening = false;
 
 /** Listen for SIGINT/SIGTERM/SIGHUP exactly while some lock is held or waited for. */
 function listen() {
-  const want = holding.size + waits > 0;
+  const want = holding.size + waiting.size > 0;
   if (want === listening) return;
   for (const s of SIGNALS) want ? process.on(s, onSignal) : process.removeListener(s, onSignal);
   listening = want;
@@ -339,7 +341,7 @@ export class Lock {
     if (outcome.tag !== 'acquired') {
       const { patienceMs } = this.#options;
       const start = performance.now();
-      waits += 1;
+      waiting.add(this);
       listen();
       if (patienceMs > 0 && this.#onWait) this.#onWait(outcome.val);
       try {
@@ -352,7 +354,9 @@ export class Lock {
           if (outcome.tag === 'acquired') break;
         }
       } finally {
-        waits -= 1;
+        waiting.delete(this);
+        // A wait that did not get the lock (patience, an error) gives its place in line back.
+        if (outcome.tag !== 'acquired') this.leaveQueue();
         listen();
       }
     }
@@ -416,6 +420,18 @@ export class Lock {
         throw e;
       }
     }
+  }
+
+  /**
+   * Give back the place in line that a wait kept (a slice that runs out keeps the handle's
+   * queue ticket, so the next slice waits on in the same place): the handle is replaced by a
+   * fresh one. `acquire` does this itself when it gives up, and so does a signal or an exit.
+   */
+  leaveQueue() {
+    if (holding.has(this)) return;
+    const next = this.#open(this.#handlePatience);
+    this.#handle[Symbol.dispose ?? Symbol.for('dispose')]?.();
+    this.#handle = next;
   }
 
   /** Drop the component's handle (releasing the lock if this handle holds it). */

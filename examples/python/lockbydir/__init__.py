@@ -467,6 +467,8 @@ class Lock:
                     self._use_patience(slice_ms if left is None else min(slice_ms, max(1, int(left))))
                     outcome = self._call(self._locks._acquire)
                     slice_ms = min(2 * slice_ms, WAIT_SLICE_MAX_MS)
+                if outcome.tag == "busy":
+                    self._leave_queue()
             return self._grant(outcome)
         except BaseException:
             # KeyboardInterrupt (or SystemExit from a signal) can arrive between bytecodes
@@ -476,6 +478,9 @@ class Lock:
                     _unwrap(self._locks._release(self._handle))
                 except LockError:
                     pass
+            # A slice that ran out kept the handle's place in line: give it back.
+            if self not in _HELD:
+                self._leave_queue()
             raise
         finally:
             if counted:
@@ -523,6 +528,14 @@ class Lock:
     def _call(self, method: Callable[[Any], Any]) -> Variant:
         """An acquire-like call on the current handle."""
         return _unwrap(method(self._handle))
+
+    def _leave_queue(self) -> None:
+        """Give back the place in line that a wait slice which ran out kept (the component
+        handle's ticket): drop the handle for a fresh one."""
+        handle = self._open_handle(self._slice)
+        with self._locks._mutex:
+            self._handle.drop(self._locks._store)
+        self._handle = handle
 
     def _use_patience(self, ms: int) -> None:
         """Use a handle whose ``acquire`` waits at most ``ms`` (a new one if it differs)."""
