@@ -26,6 +26,7 @@ pub mod plugin;
 pub mod plugin_locks;
 pub mod policy;
 pub mod runtime;
+pub mod size;
 pub mod waiting;
 mod wakeup;
 

@@ -192,23 +192,7 @@ fn exit_byte(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 
-/// A byte count: `1048576`, `512K`, `64M`, `1G`.
+/// A clap value parser for sizes.
 fn bytes(s: &str) -> Result<usize, String> {
-    let (digits, scale) = match s.trim().char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (s.trim(), 1),
-        Some((i, _)) => {
-            let scale = match s.trim()[i..].to_ascii_uppercase().as_str() {
-                "K" | "KB" | "KIB" => 1 << 10,
-                "M" | "MB" | "MIB" => 1 << 20,
-                "G" | "GB" | "GIB" => 1 << 30,
-                other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
-            };
-            (&s.trim()[..i], scale)
-        }
-    };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (examples: 65536, 512K, 64M)"))?;
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    lockbydir::size::parse_bytes(s).map_err(|e| e.to_string())
 }
