@@ -25,7 +25,9 @@ pub mod lock_service;
 pub mod plugin;
 pub mod plugin_locks;
 pub mod policy;
+pub mod policy_file;
 pub mod runtime;
+pub mod size;
 pub mod waiting;
 mod wakeup;
 

@@ -105,6 +105,9 @@ pub struct LockPolicy {
     pub max_new_locks: Option<usize>,
 }
 
+/// How many lock handles a plugin may have open at once unless told otherwise.
+pub const DEFAULT_MAX_HANDLES: usize = 1024;
+
 /// The cap `lockbydir run` puts on the lockdirs one plugin instance may create.
 pub const DEFAULT_MAX_NEW_LOCKS: usize = 64;
 
@@ -114,7 +117,7 @@ impl Default for LockPolicy {
             allowed: Vec::new(),
             max_timeout_ms: None,
             max_held: None,
-            max_handles: 1024,
+            max_handles: DEFAULT_MAX_HANDLES,
             max_new_locks: None,
         }
     }

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 use lockbydir::limits::MAX_HANDLES_HONOURED;
+use lockbydir::policy::{DEFAULT_MAX_HANDLES, DEFAULT_MAX_NEW_LOCKS};
+use lockbydir::policy_file::{PolicyFile, PolicyFileError};
 use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner};
 
+use super::exit::{self, Failure};
 use super::{Global, absolute_dir, duration_ms};
 
 /// Run a plugin: a wasi:cli/command component that may import lockbydir:lock/lock.
@@ -32,6 +35,12 @@ pub struct RunArgs {
     /// LOCKBYDIR_INSTANCE=0..N-1); every instance's exit status is reported.
     #[arg(long, default_value_t = 1, value_name = "N")]
     instances: usize,
+    /// Read the plugin's policy from this TOML file: --allow-lock, --max-timeout,
+    /// --max-locks, --max-handles, --max-new-locks, --deadline and --max-memory, as keys named
+    /// like the flags (`max-memory = "256M"`). A flag given overrides the file's key;
+    /// --allow-lock replaces the file's whole list [default: none].
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
     /// Allow only lock names matching PATTERN (`*` matches anything; repeatable)
     /// [default: any valid lock name].
     #[arg(long = "allow-lock", value_name = "PATTERN", value_parser = NamePattern::parse)]
@@ -42,13 +51,14 @@ pub struct RunArgs {
     /// How many locks the plugin may hold at once [default: no cap].
     #[arg(long, value_name = "N")]
     max_locks: Option<usize>,
-    /// How many lock handles the plugin may have open at once (at most 1000000).
-    #[arg(long, value_name = "N", default_value_t = 1024)]
-    max_handles: usize,
+    /// How many lock handles the plugin may have open at once (at most 1000000)
+    /// [default: 1024].
+    #[arg(long, value_name = "N")]
+    max_handles: Option<usize>,
     /// How many new lockdirs (locks that did not exist yet) the plugin may create; each
-    /// instance counts its own. Lockdirs are permanent (see `lockbydir prune`).
-    #[arg(long, value_name = "N", default_value_t = lockbydir::policy::DEFAULT_MAX_NEW_LOCKS)]
-    max_new_locks: usize,
+    /// instance counts its own. Lockdirs are permanent (see `lockbydir prune`) [default: 64].
+    #[arg(long, value_name = "N")]
+    max_new_locks: Option<usize>,
     /// Allow --dir grants that are, contain or lie inside the lock directory. Such a plugin
     /// can take any lock there from its holder: only for plugins trusted with every lock.
     #[arg(long)]
@@ -72,11 +82,15 @@ pub struct RunArgs {
 }
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(
-        args.max_handles <= MAX_HANDLES_HONOURED,
-        "--max-handles {} is more than can be honoured (at most {MAX_HANDLES_HONOURED})",
-        args.max_handles
-    );
+    if let Some(n) = args.max_handles.filter(|&n| n > MAX_HANDLES_HONOURED) {
+        anyhow::bail!(
+            "--max-handles {n} is more than can be honoured (at most {MAX_HANDLES_HONOURED})"
+        );
+    }
+    let file = match &args.policy {
+        Some(path) => PolicyFile::load(path).map_err(policy_file_failure)?,
+        None => PolicyFile::default(),
+    };
     anyhow::ensure!(
         !(args.stdin && args.instances > 1),
         "--stdin goes to one plugin: it cannot be combined with --instances"
@@ -120,16 +134,31 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         lock_dir,
         quiet: args.quiet,
         stdin: args.stdin,
+        // Each flag given overrides the file's key; --allow-lock replaces the file's list,
+        // so that the command line can narrow the names as well as widen them.
         policy: LockPolicy {
-            allowed: args.allow_locks,
-            max_timeout_ms: args.max_timeout,
-            max_held: args.max_locks,
-            max_handles: args.max_handles,
-            max_new_locks: Some(args.max_new_locks),
+            allowed: match args.allow_locks.is_empty() {
+                true => file.allow_lock.unwrap_or_default(),
+                false => args.allow_locks,
+            },
+            max_timeout_ms: args.max_timeout.or(file.max_timeout_ms),
+            max_held: args.max_locks.or(file.max_locks),
+            max_handles: args
+                .max_handles
+                .or(file.max_handles)
+                .unwrap_or(DEFAULT_MAX_HANDLES),
+            max_new_locks: Some(
+                args.max_new_locks
+                    .or(file.max_new_locks)
+                    .unwrap_or(DEFAULT_MAX_NEW_LOCKS),
+            ),
         },
         limits: PluginLimits {
-            deadline: args.deadline.map(std::time::Duration::from_millis),
-            max_memory: args.max_memory,
+            deadline: args
+                .deadline
+                .or(file.deadline_ms)
+                .map(std::time::Duration::from_millis),
+            max_memory: args.max_memory.or(file.max_memory),
         },
     };
     if args.instances == 1 {
@@ -192,23 +221,45 @@ fn exit_byte(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 
-/// A byte count: `1048576`, `512K`, `64M`, `1G`.
-fn bytes(s: &str) -> Result<usize, String> {
-    let (digits, scale) = match s.trim().char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (s.trim(), 1),
-        Some((i, _)) => {
-            let scale = match s.trim()[i..].to_ascii_uppercase().as_str() {
-                "K" | "KB" | "KIB" => 1 << 10,
-                "M" | "MB" | "MIB" => 1 << 20,
-                "G" | "GB" | "GIB" => 1 << 30,
-                other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
-            };
-            (&s.trim()[..i], scale)
-        }
+/// A policy file that cannot be read exits as the file's error says (66 if it is missing or
+/// a directory);
+/// one that is wrong, as a wrong command line does (64).
+fn policy_file_failure(e: PolicyFileError) -> anyhow::Error {
+    let code = match &e {
+        PolicyFileError::Read { source, .. } => match source.kind() {
+            std::io::ErrorKind::IsADirectory => exit::NO_INPUT,
+            kind => exit::io_code(kind),
+        },
+        PolicyFileError::Invalid { .. } => exit::USAGE,
     };
-    let n: usize = digits
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (examples: 65536, 512K, 64M)"))?;
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("size {s:?} is too large"))
+    Failure::error(code, e.to_string())
+}
+
+/// A clap value parser for sizes.
+fn bytes(s: &str) -> Result<usize, String> {
+    lockbydir::size::parse_bytes(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Args;
+
+    use super::*;
+
+    /// The defaults the help states are the ones `run` applies.
+    #[test]
+    fn the_help_states_the_defaults_that_apply() {
+        let command = RunArgs::augment_args(clap::Command::new("run"));
+        for (id, default) in [
+            ("max_handles", DEFAULT_MAX_HANDLES),
+            ("max_new_locks", DEFAULT_MAX_NEW_LOCKS),
+        ] {
+            let arg = command.get_arguments().find(|a| a.get_id() == id).unwrap();
+            let help = arg.get_help().unwrap().to_string();
+            assert!(
+                help.ends_with(&format!("[default: {default}]")),
+                "{id}: {help}"
+            );
+        }
+    }
 }
