@@ -244,3 +244,86 @@ fn a_missing_lock_directory_is_a_typed_error_naming_it() {
         Err(Error::InvalidName(_))
     ));
 }
+
+#[test]
+fn keep_alive_holds_past_the_lease_against_exec() {
+    let scratch = Scratch::new("native-keep");
+    let locks = scratch.dir("locks");
+    let dir = LockDir::open(&locks).unwrap();
+    let lease = Duration::from_secs(1);
+    let held = dir
+        .lock("shared")
+        .holder("native-kept")
+        .lease(lease)
+        .lock()
+        .unwrap()
+        .keep_alive();
+    // For three leases, every `exec -n` finds the lock held by the native guard.
+    let start = std::time::Instant::now();
+    let mut tries = 0;
+    while start.elapsed() < 3 * lease {
+        let o = output(lockbydir(&locks).args(["exec", "-n", "shared", "--", "true"]));
+        assert_eq!(o.status.code(), Some(75), "{}", common::stderr(&o));
+        assert!(common::stderr(&o).contains("native-kept"));
+        tries += 1;
+    }
+    assert!(tries > 0);
+    held.check().unwrap();
+    assert!(held.release().is_ok());
+    let o = output(lockbydir(&locks).args(["exec", "-n", "shared", "--", "true"]));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}
+
+#[test]
+fn keep_alive_reports_a_lock_lost_meanwhile() {
+    let scratch = Scratch::new("native-keep-lost");
+    let locks = scratch.dir("locks");
+    let dir = LockDir::open(&locks).unwrap();
+    let held = dir
+        .lock("shared")
+        .lease(Duration::from_millis(300))
+        .lock()
+        .unwrap()
+        .keep_alive();
+    // Someone with direct access to the lock directory frees the lock under it (as
+    // `rm -r` or a hand-made rename would).
+    let lockdir = locks.join("shared.lockdir");
+    let mut freed = false;
+    for _ in 0..100 {
+        let entry = std::fs::read_dir(&lockdir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .find(|n| n.starts_with("held"));
+        // A refresh renaming the entry at this moment makes this rename miss: try again.
+        if let Some(entry) = entry
+            && std::fs::rename(
+                lockdir.join(&entry),
+                lockdir.join(format!("free.{}", held.fence())),
+            )
+            .is_ok()
+        {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "could not free the lock by hand");
+    // The next refresh finds its entry gone.
+    let mut failed = None;
+    for _ in 0..1000 {
+        if let Err(e) = held.check() {
+            failed = Some(e);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fence = held.fence();
+    assert!(
+        matches!(failed, Some(Error::Compromised { fence: f, .. }) if f == fence),
+        "{failed:?}"
+    );
+    assert_eq!(held.deadline(), None);
+    assert!(matches!(held.release(), Err(Error::Compromised { .. })));
+    // Nothing was changed: the lock is free for the next one.
+    let o = output(lockbydir(&locks).args(["exec", "-n", "shared", "--", "true"]));
+    assert!(o.status.success(), "{}", common::stderr(&o));
+}

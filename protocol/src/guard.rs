@@ -35,6 +35,7 @@ use crate::entry::Holder;
 use crate::env::StdEnv;
 use crate::error::Error;
 use crate::fs::{FsError, StdFs};
+use crate::keep_alive::KeepAlive;
 use crate::lock::{Grant, Lock, LockState, Options, Outcome, Released};
 use crate::name::LockName;
 
@@ -209,7 +210,10 @@ impl LockBuilder {
             self.options,
         )?;
         Ok(match take(&mut lock)? {
-            Outcome::Acquired(grant) => Attempt::Acquired(Guard { lock, grant }),
+            Outcome::Acquired(grant) => Attempt::Acquired(Guard {
+                lock: Box::new(lock),
+                grant,
+            }),
             Outcome::Busy(holder) => Attempt::Busy(holder),
         })
     }
@@ -245,7 +249,8 @@ impl Attempt {
 /// guard's next refresh or release reports [`Error::Compromised`].
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct Guard {
-    lock: Lock<StdFs, StdEnv>,
+    // Boxed: a guard is moved around (in Attempt, into KeepAlive); the handle is large.
+    lock: Box<Lock<StdFs, StdEnv>>,
     grant: Grant,
 }
 
@@ -289,6 +294,18 @@ impl Guard {
     /// the loss. (Not checked against the lock directory; [`refresh`](Guard::refresh) does.)
     pub fn is_held(&self) -> bool {
         self.lock.holder().is_some()
+    }
+
+    /// The lease this guard was taken with (see [`LockBuilder::lease`]).
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lock.options().timeout_ms)
+    }
+
+    /// Hand the guard to a background thread that refreshes it every third of its lease
+    /// until the [`KeepAlive`] is released or dropped.
+    pub fn keep_alive(self) -> KeepAlive {
+        let lease = self.lease();
+        KeepAlive::start(self, lease)
     }
 
     /// Extend the deadline to now plus the lease; returns the new deadline. Fails with

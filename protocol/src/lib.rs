@@ -40,6 +40,8 @@ pub mod fs;
 // Native only: it uses `std::process::id` (and threads), which WASI lacks.
 #[cfg(not(target_family = "wasm"))]
 pub mod guard;
+#[cfg(not(target_family = "wasm"))]
+pub mod keep_alive;
 pub mod lock;
 pub mod name;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
@@ -55,5 +57,7 @@ pub use error::Error;
 pub use fs::{Fs, FsError, FsErrorKind, StdFs};
 #[cfg(not(target_family = "wasm"))]
 pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
+#[cfg(not(target_family = "wasm"))]
+pub use keep_alive::KeepAlive;
 pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, inspect, list_locks};
 pub use name::{LockName, NameError};
