@@ -17,7 +17,7 @@
 //! use lockbydir_protocol::guard::{Attempt, LockDir};
 //!
 //! # let path = std::env::temp_dir().join(format!("lockbydir-doc-guard-{}", std::process::id()));
-//! let locks = LockDir::create(&path)?;
+//! let locks = LockDir::create(&path)?; // open() if it must exist already
 //! let guard = locks.lock("nightly").lease(Duration::from_secs(30)).holder("backup").lock()?;
 //! // work, passing guard.fence() to whatever checks fences; guard.refresh() for long jobs
 //! assert!(matches!(locks.lock("nightly").try_lock()?, Attempt::Busy(Some(h)) if h.label == "backup"));
