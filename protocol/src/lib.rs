@@ -16,6 +16,19 @@
 //! # Ok::<(), lockbydir_protocol::Error>(())
 //! ```
 //!
+//! Natively, [`guard`] wraps the same [`Lock`] in a small RAII API (a [`LockDir`], a
+//! builder per lock, guards that release on drop):
+//!
+//! ```
+//! # let path = std::env::temp_dir().join(format!("lockbydir-doc-lib-{}", std::process::id()));
+//! let locks = lockbydir_protocol::LockDir::create(&path)?;
+//! let guard = locks.lock("bed").holder("me").lock()?;
+//! println!("sleeping with fence {}", guard.fence());
+//! guard.release()?;
+//! # std::fs::remove_dir_all(&path).unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! The argument for why it is safe is in [`lock`]'s module documentation.
 
 #![warn(missing_docs)]
@@ -24,6 +37,11 @@ pub mod entry;
 pub mod env;
 pub mod error;
 pub mod fs;
+// Native only: it uses `std::process::id` (and threads), which WASI lacks.
+#[cfg(not(target_family = "wasm"))]
+pub mod guard;
+#[cfg(not(target_family = "wasm"))]
+pub mod keep_alive;
 pub mod lock;
 pub mod name;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
@@ -37,5 +55,9 @@ pub use entry::Holder;
 pub use env::{Env, StdEnv};
 pub use error::Error;
 pub use fs::{Fs, FsError, FsErrorKind, StdFs};
+#[cfg(not(target_family = "wasm"))]
+pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
+#[cfg(not(target_family = "wasm"))]
+pub use keep_alive::KeepAlive;
 pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, inspect, list_locks};
 pub use name::{LockName, NameError};
