@@ -299,7 +299,11 @@ fn man_pages_render_and_list_every_subcommand() {
         stdout(&o)
     };
     let text = render(&main);
-    for section in ["NAME", "SYNOPSIS", "OPTIONS", "SUBCOMMANDS"] {
+    let version = run(&["-V"]);
+    let version = version.trim().strip_prefix("lockbydir ").unwrap();
+    let version_section = text.split("\nVERSION\n").nth(1).expect("a VERSION section");
+    assert!(version_section.contains(version), "{version} not in {text}");
+    for section in ["NAME", "SYNOPSIS", "OPTIONS", "SUBCOMMANDS", "VERSION"] {
         assert!(text.lines().any(|l| l == section), "no {section} in {text}");
     }
     for sub in &subs {

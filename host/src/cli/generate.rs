@@ -37,8 +37,11 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<u8> {
 }
 
 pub fn man(args: ManArgs) -> anyhow::Result<u8> {
-    // As `generate_to` does: `help` gets no page, so lockbydir(1) does not list it.
-    let cmd = super::command().disable_help_subcommand(true);
+    // As `generate_to` does: `help` gets no page, so lockbydir(1) does not list it. The
+    // VERSION section gets `-V`'s one line: roff would run `--version`'s lines together.
+    let cmd = super::command()
+        .disable_help_subcommand(true)
+        .long_version(None::<&'static str>);
     match &args.out {
         None => clap_mangen::Man::new(cmd)
             .render(&mut std::io::stdout().lock())
