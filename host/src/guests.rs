@@ -11,3 +11,13 @@ pub const COUNTER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/coun
 
 /// The benchmark plugin (`example-plugins/src/bin/bench.rs`), used by `bench`.
 pub const BENCH_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.wasm"));
+
+/// The SHA-256 of [`LOCK_COMPONENT`] in lowercase hex, as `sha256sum` prints it for the file
+/// `lockbydir component --out` writes; `lockbydir --version` names it.
+pub fn lock_component_sha256() -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(LOCK_COMPONENT)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -5,6 +5,7 @@ mod component;
 mod demo;
 mod exec;
 mod exit;
+mod generate;
 mod lock_dir;
 mod process;
 mod prune;
@@ -13,11 +14,12 @@ mod run;
 mod scratch;
 mod signals;
 mod status;
+mod version;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lockbydir::{Runtime, RuntimeBuilder};
 
 /// Locks made of directories, for sandboxed WebAssembly plugins and plain commands.
@@ -55,13 +57,26 @@ enum Command {
     Bench(bench::BenchArgs),
     Repair(repair::RepairArgs),
     Prune(prune::PruneArgs),
+    Completions(generate::CompletionsArgs),
+    Man(generate::ManArgs),
+}
+
+/// The command line's definition with its version texts: what is parsed, and what
+/// completions and man pages are generated from.
+pub fn command() -> clap::Command {
+    Cli::command()
+        .version(version::short())
+        .long_version(version::long())
 }
 
 /// Parse the command line and run it; returns the process exit code. lockbydir's own
 /// failures are reported here and exit with a code of module `exit` (64 for a bad command
 /// line instead of clap's 2), never with the 0-63 a command or plugin uses for itself.
 pub fn main() -> anyhow::Result<u8> {
-    let cli = match Cli::try_parse() {
+    let parsed = command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
@@ -96,6 +111,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(args) => bench::bench(&global, args),
         Command::Repair(args) => repair::repair(&global, args),
         Command::Prune(args) => prune::prune(&global, args),
+        Command::Completions(args) => generate::completions(args),
+        Command::Man(args) => generate::man(args),
     }
 }
 
