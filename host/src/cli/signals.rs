@@ -35,8 +35,8 @@ fn ignored(signal: libc::c_int) -> bool {
     }
 }
 
-/// Catch the handled signals that are not ignored, on a thread of their own that calls
-/// `on_signal` and then sends each to `to`. Returns the signals caught.
+/// Catch the handled signals that are not ignored, on a thread of their own that
+/// sends each to `to` and then calls `on_signal`. Returns the signals caught.
 pub fn watch<T: Send + 'static>(
     to: Sender<T>,
     wrap: fn(Caught) -> T,
@@ -52,8 +52,12 @@ pub fn watch<T: Send + 'static>(
                     signal: origin.signal,
                     by_kernel: matches!(origin.cause, Cause::Kernel),
                 };
+                // The event first, then the reaction: whoever `on_signal` wakes (a cancelled
+                // wait) must find the signal already in the channel, or it would take the
+                // cancelled wait for patience that ran out.
+                let sent = to.send(wrap(caught)).is_ok();
                 on_signal(caught);
-                if to.send(wrap(caught)).is_err() {
+                if !sent {
                     return;
                 }
             }
