@@ -20,6 +20,20 @@ pub trait Env {
     }
     /// A random 64-bit number; acquisition tokens are made of these.
     fn random_u64(&self) -> u64;
+    /// Whether [`Env::sleep_until_changed`] is really woken by changes (its environment has
+    /// change notification, as a host with inotify does). When it is not, that sleep is a
+    /// plain sleep and waiters must keep polling.
+    fn wakes_on_change(&self) -> bool {
+        false
+    }
+    /// Sleep about `us` microseconds, or less: until the entry at `path` (relative to the lock
+    /// directory, for example `N.lockdir/held.…` or `N.queue/wait.…`) is renamed or removed,
+    /// if this environment can tell. Only a hint: it may end early for no reason, late, or
+    /// not at all before `us` have passed, so the caller looks again after it, always.
+    fn sleep_until_changed(&self, path: &str, us: u64) {
+        let _ = path;
+        self.sleep_us(us);
+    }
 }
 
 /// A borrowed environment is one too (so that a [`crate::Lock`] can work on a caller's).
@@ -38,6 +52,12 @@ impl<T: Env + ?Sized> Env for &T {
     }
     fn random_u64(&self) -> u64 {
         (**self).random_u64()
+    }
+    fn wakes_on_change(&self) -> bool {
+        (**self).wakes_on_change()
+    }
+    fn sleep_until_changed(&self, path: &str, us: u64) {
+        (**self).sleep_until_changed(path, us)
     }
 }
 
