@@ -29,7 +29,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The argument for why it is safe is in [`lock`]'s module documentation.
+//! The argument for why it is safe is written next to the code, in the files of [`lock`]
+//! (`lock/transitions.rs` for the compare-and-swap steps, `lock/time.rs` for the takeover).
 
 #![warn(missing_docs)]
 

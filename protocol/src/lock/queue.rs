@@ -1,0 +1,212 @@
+//! The queue of waiters: tickets taken, renewed and withdrawn, and who is next.
+//!
+//! # Fairness: the queue
+//!
+//! A waiter that finds the lock busy takes a ticket, the directory
+//! `N.queue/wait.<arrival>.<token>.<expires>` (see [`Ticket`]), and keeps renewing it while it
+//! waits. It also marks the held entry (`held.…` → `held+.…`, a rename of the exact name), and
+//! a marked entry is released as `free+.k`. A marked state means "look at the queue": a free
+//! (or expired) marked lock may be taken only by the waiter with the oldest live ticket. So a
+//! holder that releases while others wait and asks again queues behind them instead of taking
+//! the lock straight back. The one who takes a marked lock marks its own entry at once if
+//! live tickets remain behind it (or may: a waiter that was first in line at its last full
+//! look takes the lock without reading the queue again, and marks it). The mark changes the
+//! holder's entry name, so a holder whose refresh or release rename fails looks again and, if
+//! the state is its own acquisition marked, renames from the marked name.
+//!
+//! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
+//! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
+//! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
+//! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
+//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives
+//! between a waiter's ticket and its mark can get in first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
+//! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
+
+use std::collections::BTreeMap;
+
+use crate::entry::Ticket;
+use crate::env::Env;
+use crate::error::Error;
+use crate::fs::{Fs, FsErrorKind};
+
+use super::Lock;
+use super::directory::{create_own_dir, create_shared_dir, io};
+
+/// How long a waiter's ticket counts without being renewed (ms, its owner's clock). A waiter
+/// renews it when less than half is left; the ticket of a waiter that crashed stops holding up
+/// the queue this long (plus the skew margin) after its last renewal.
+pub const TICKET_LIFETIME_MS: u64 = 2_000;
+
+impl<F: Fs, E: Env> Lock<F, E> {
+    /// Take a ticket (behind every ticket we saw, the latest of which arrived at
+    /// `last_arrival`), or renew ours when half its lifetime is gone.
+    pub(super) fn join_queue(&mut self, last_arrival: Option<u64>) -> Result<(), Error> {
+        let now = self.env.now_ms();
+        let expires_ms = now.saturating_add(TICKET_LIFETIME_MS);
+        let renewed = match self.ticket {
+            None => {
+                let ticket = Ticket {
+                    // Arrivals have millisecond resolution: without this, a holder that let go
+                    // and queued again in the same millisecond could land before the waiter
+                    // it just saw, by the toss of the tokens.
+                    arrival_ms: now.max(last_arrival.map_or(0, |a| a.saturating_add(1))),
+                    token: self.env.random_u64(),
+                    expires_ms,
+                };
+                self.create_ticket(&self.ticket_path(&ticket))?;
+                self.ticket = Some(ticket);
+                return Ok(());
+            }
+            Some(t) if self.ticket_withdrawn => {
+                let back = Ticket { expires_ms, ..t };
+                self.create_ticket(&self.ticket_path(&back))?;
+                self.ticket = Some(back);
+                self.ticket_withdrawn = false;
+                return Ok(());
+            }
+            Some(t) if t.expires_ms.saturating_sub(now) < TICKET_LIFETIME_MS / 2 => {
+                Ticket { expires_ms, ..t }
+            }
+            Some(_) => return Ok(()),
+        };
+        let old = self.ticket_path(&self.ticket.expect("renewing a ticket we have"));
+        let new = self.ticket_path(&renewed);
+        match self.fs.rename(&old, &new) {
+            Ok(()) => {}
+            // Someone removed it as expired (we were slow), or a retried rename did succeed:
+            // either way our place is the same, under the new expiry.
+            Err(e) if e.kind == FsErrorKind::NotFound => {
+                if !self.fs.exists(&new).unwrap_or(false) {
+                    self.create_ticket(&new)?;
+                }
+            }
+            Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
+        }
+        self.ticket = Some(renewed);
+        Ok(())
+    }
+
+    /// Give our ticket back (best effort: an expired ticket stops counting anyway).
+    pub(super) fn leave_queue(&mut self) {
+        self.withdraw_ticket();
+        self.ticket = None;
+        self.place = None;
+        self.last_seen = None;
+        self.ticket_withdrawn = false;
+    }
+
+    /// How many waiters are still ahead of us, judging by our place at the last full look and
+    /// the fence now; `None` without a ticket (or a place on record).
+    pub(super) fn estimated_place(&self, fence: u64) -> Option<usize> {
+        let place = self.place.filter(|_| self.ticket.is_some())?;
+        let moved = usize::try_from(fence.saturating_sub(place.fence)).unwrap_or(usize::MAX);
+        Some(place.ahead.saturating_sub(moved))
+    }
+
+    /// Remove our ticket's directory, keeping our place on record.
+    pub(super) fn withdraw_ticket(&mut self) {
+        if let Some(ticket) = self.ticket
+            && !self.ticket_withdrawn
+        {
+            let _ = self.fs.remove_dir(&self.ticket_path(&ticket));
+            self.ticket_withdrawn = true;
+        }
+    }
+
+    pub(super) fn ticket_path(&self, ticket: &Ticket) -> String {
+        format!("{}/{}", self.queue_dir, ticket.encode())
+    }
+
+    /// Create our ticket, and the queue directory first if nobody has queued for this lock.
+    pub(super) fn create_ticket(&self, path: &str) -> Result<(), Error> {
+        match self.fs.create_dir(path) {
+            Err(e) if e.kind == FsErrorKind::NotFound => {
+                create_shared_dir(&self.fs, &self.queue_dir)?;
+                create_own_dir(&self.fs, path)
+            }
+            Err(e) if e.kind != FsErrorKind::AlreadyExists => {
+                Err(io("create-dir", path.to_owned(), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Where this handle stands among the live tickets; removes tickets that expired.
+    ///
+    /// A ticket's expiry is on its owner's clock, which may run far ahead of ours (or be made
+    /// up), so it is not trusted beyond what our own clock allows: a ticket counts only while
+    /// both (a) our clock is not past its claimed expiry plus the skew margin, and (b) we have
+    /// seen that exact name for no longer than [`TICKET_LIFETIME_MS`] plus the skew margin, by
+    /// our monotonic clock. A live waiter renames its ticket (the expiry is in the name) before
+    /// half its lifetime is gone, so its ticket never stays one name that long; a ticket that
+    /// does is dead, whatever it claims, and is removed like an expired one. So no ticket holds
+    /// up the line for longer than its lifetime plus the skew margin by the reader's clock.
+    pub(super) fn queue(&mut self, tickets: &[Ticket], now: u64) -> Queue {
+        let seen_now = self.env.monotonic_ms();
+        let earlier = std::mem::take(&mut self.tickets_seen);
+        // Only the names of this listing are remembered: a renewed ticket is a new name.
+        let mut seen = BTreeMap::new();
+        let patience = TICKET_LIFETIME_MS.saturating_add(self.options.max_clock_skew_ms);
+        let mut queue = Queue::default();
+        let own = self.ticket.map(|t| t.token);
+        for ticket in tickets {
+            if Some(ticket.token) == own {
+                continue;
+            }
+            let first_seen = *earlier.get(ticket).unwrap_or(&seen_now);
+            let expired = now
+                > ticket
+                    .expires_ms
+                    .saturating_add(self.options.max_clock_skew_ms);
+            let stuck = seen_now.saturating_sub(first_seen) > patience;
+            if expired || stuck {
+                let _ = self.fs.remove_dir(&self.ticket_path(ticket));
+            } else {
+                seen.insert(*ticket, first_seen);
+                queue.last_arrival = queue.last_arrival.max(Some(ticket.arrival_ms));
+                if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
+                    queue.ahead += 1;
+                } else {
+                    queue.behind += 1;
+                }
+            }
+        }
+        self.tickets_seen = seen;
+        queue
+    }
+}
+
+/// Where a waiter stood at its last full look at the queue.
+#[derive(Clone, Copy)]
+pub(super) struct Place {
+    /// Live tickets before ours.
+    pub(super) ahead: usize,
+    /// Live tickets after ours.
+    pub(super) behind: usize,
+    /// The last fence handed out then.
+    pub(super) fence: u64,
+}
+
+/// Live tickets other than ours, before and after ours, and the latest arrival among them.
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) ahead: usize,
+    pub(super) behind: usize,
+    pub(super) last_arrival: Option<u64>,
+}
+
+/// The tickets in a lock's queue directory (none if it does not exist yet). A listing torn
+/// by a concurrent rename can miss or double a ticket: that only affects the order of service.
+pub(super) fn read_tickets(fs: &impl Fs, queue_dir: &str) -> Result<Vec<Ticket>, Error> {
+    match fs.read_dir(queue_dir) {
+        Ok(names) => {
+            // A listing torn by a renewal can show one ticket under two names: count it once.
+            let mut tickets: Vec<Ticket> = names.iter().filter_map(|n| Ticket::parse(n)).collect();
+            tickets.sort_by_key(|t| (t.token, std::cmp::Reverse(t.expires_ms)));
+            tickets.dedup_by_key(|t| t.token);
+            Ok(tickets)
+        }
+        Err(e) if e.kind == FsErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(io("read-dir", queue_dir.to_owned(), e)),
+    }
+}
