@@ -1,4 +1,20 @@
 //! When a waiter looks at the lock again, and how long it sleeps meanwhile.
+//!
+//! Each look is one attempt (see `transitions.rs`); between two looks a waiter sleeps, in one
+//! of two ways, chosen by [`Env::wakes_on_change`]:
+//!
+//! - **Woken by changes** (a host with change notification, such as the lockbydir host with
+//!   inotify): each waiter sleeps on the one name whose change it waits for, as in
+//!   ZooKeeper's lock recipe. The first in line sleeps on the holder's state entry; every
+//!   other waiter sleeps on the ticket of the one just before it. So a release wakes the
+//!   first in line and nobody else; the line moves up one by one as each waiter takes its
+//!   turn and withdraws its ticket, or gives up (a dropped handle withdraws its ticket at
+//!   once). A wake-up is only a hint: every sleep is bounded (the takeover moment, our
+//!   ticket's renewal, patience's end, the predecessor's ticket ceasing to count), and a
+//!   look follows it, whatever ended it.
+//! - **Polling** (any other host): the first two in line look every [`HEAD_POLL_US`] whether
+//!   the state entry is still the one they saw (one `stat`); the others sleep about half the
+//!   time they expect the waiters ahead of them to take (see [`Pace`]).
 
 use crate::entry::{Entry, Holder};
 use crate::env::Env;
@@ -14,10 +30,13 @@ use super::{Lock, Outcome};
 pub const HEAD_POLL_US: u64 = 200;
 
 impl<F: Fs, E: Env> Lock<F, E> {
+    /// The waiting loop of [`Lock::acquire`]: look (one attempt), take a ticket or renew it,
+    /// sleep until the next look is worth making; until the lock is ours or patience ends.
     pub(super) fn wait_in_line(&mut self) -> Result<Outcome, Error> {
         let start = self.env.monotonic_ms();
         let mut backoff = self.options.min_poll_ms;
         let mut pace = Pace::default();
+        let wakes = self.env.wakes_on_change();
         loop {
             let wait = match self.attempt_settled()? {
                 Attempt::Acquired(grant) => return Ok(Outcome::Acquired(grant)),
@@ -27,6 +46,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     ahead: 0,
                     state: None,
                     last_arrival: None,
+                    predecessor: None,
                 },
             };
             let waited = self.env.monotonic_ms().saturating_sub(start);
@@ -51,59 +71,146 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 .ticket
                 .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
             let limit_ms = patience_left.min(renew_in).max(1);
-            match (&wait.holder, until_takeover) {
-                // First or second in line: watch the state entry closely (one `stat` per
-                // look), so that whoever is next is awake when the lock changes hands.
-                (Some(holder), Some(until)) if wait.ahead <= 1 && until > 0 => {
-                    let holder = match !holder.waiters && self.ticket.is_some() {
-                        true => self.mark(holder),
-                        false => holder.clone(),
-                    };
-                    self.watch(&Entry::Held(holder), until.min(limit_ms));
+            let next = Next {
+                wait: &wait,
+                until_takeover,
+                limit_ms,
+            };
+            match wakes {
+                true => self.sleep_until_woken(&next, &mut backoff),
+                false => self.poll(&next, &mut backoff, &pace),
+            }
+        }
+    }
+
+    /// With change notification: sleep on the one name whose change we wait for, so that
+    /// only what we wait for wakes us (a release wakes the first in line, not everyone).
+    ///
+    /// - First in line, the lock held within its deadline: its state entry, which goes when
+    ///   the holder releases, refreshes, is marked or is taken over; until the takeover moment
+    ///   by our clock at the latest.
+    /// - Behind others (the lock held, or free with others before us): the ticket of the one
+    ///   just before us, which goes when its owner takes the lock (it withdraws its ticket
+    ///   right after its rename), gives up (a dropped handle withdraws its ticket) or renews
+    ///   it (a new name to watch); until that ticket stops counting at the latest (its owner
+    ///   died). Not the state entry: a release is not our turn, and a waiter ahead that
+    ///   gives up changes nothing there. When it goes, the next look reads the queue in full
+    ///   and finds either our turn or a new name to watch.
+    /// - Otherwise (every race lost, or the lock past its deadline by our clock but not yet
+    ///   by the filesystem's): the backoff of the polling pace, ended early if the state entry
+    ///   we saw changes. Nothing here waits for a rename: the race was already lost to a
+    ///   change, and the filesystem's clock only needs time.
+    ///
+    /// Every sleep also ends by our ticket's renewal time and patience's end, and safety
+    /// never depends on a wake-up: it is followed by a look, whatever ended it.
+    fn sleep_until_woken(&mut self, next: &Next, backoff: &mut u64) {
+        let wait = next.wait;
+        let until = next.until_takeover.filter(|&u| u > 0);
+        // Tell the holder someone queued, as when polling (not past its deadline: the mark
+        // would touch the lockdir's mtime and so delay a takeover).
+        let holder = match (&wait.holder, until) {
+            (Some(h), Some(_)) if !h.waiters && self.ticket.is_some() => Some(self.mark(h)),
+            (holder, _) => holder.clone(),
+        };
+        match (holder, until, wait.predecessor) {
+            (Some(holder), Some(until), _) if wait.ahead == 0 => {
+                let path = self.state_path(&Entry::Held(holder));
+                self.sleep_on(&path, until.min(next.limit_ms));
+            }
+            (_, _, Some(predecessor)) if wait.ahead > 0 => {
+                let counts_ms = predecessor
+                    .counts_until_ms
+                    .saturating_sub(self.env.monotonic_ms())
+                    .max(1);
+                self.sleep_on(
+                    &self.ticket_path(&predecessor.ticket),
+                    counts_ms.min(next.limit_ms),
+                );
+                // Whatever woke us, the one before us may be gone: read the queue in full
+                // at the next look, rather than judge our place by the fences.
+                self.place = None;
+            }
+            _ => {
+                let mut pause = self.back_off(backoff).min(next.limit_ms);
+                if let Some(until) = until {
+                    pause = pause.min(until);
                 }
-                (None, _) if wait.ahead == 1 && wait.state.is_some() => {
-                    // Free, and the one before us is about to take it (or its ticket is about
-                    // to expire: look again within max-poll).
-                    let state = wait.state.as_ref().expect("checked");
-                    self.watch(state, limit_ms.min(self.options.max_poll_ms));
+                match &wait.state {
+                    Some(state) => self.sleep_on(&self.state_path(state), pause),
+                    None => self.env.sleep_ms(pause),
                 }
-                _ if wait.ahead > 0 => {
-                    // Not an entry past its deadline: the mark would touch the lockdir's mtime
-                    // and so delay a takeover.
-                    if let Some(holder) = wait.holder.as_ref().filter(|h| !h.waiters)
-                        && until_takeover.is_some_and(|u| u > 0)
-                    {
-                        self.mark(holder);
-                    }
-                    // Far back in a long line, look less often than max-poll: every look lists
-                    // the lockdir at least, and a full one the whole queue.
-                    let cap_us = self
-                        .options
-                        .max_poll_ms
-                        .saturating_mul(1 + wait.ahead as u64 / 8)
-                        .min(TICKET_LIFETIME_MS / 4)
-                        .saturating_mul(1000);
-                    // Until the pace is known: the backoff, but no more than `min_poll_ms`
-                    // per waiter ahead (the line may move fast).
-                    let pause_us = pace.pause_us(wait.ahead, cap_us).unwrap_or_else(|| {
-                        let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
-                        self.back_off(&mut backoff)
-                            .min(by_place)
-                            .max(1)
-                            .saturating_mul(1000)
-                    });
-                    self.env
-                        .sleep_us(pause_us.min(limit_ms.saturating_mul(1000)));
+            }
+        }
+    }
+
+    /// Sleep until `path` (in the lock directory) is renamed or removed, if the environment
+    /// can tell, for at most `limit_ms`.
+    fn sleep_on(&self, path: &str, limit_ms: u64) {
+        self.env
+            .sleep_until_changed(path, limit_ms.max(1).saturating_mul(1000));
+    }
+
+    /// The path of state entry `state`.
+    fn state_path(&self, state: &Entry) -> String {
+        format!("{}/{}", self.lockdir, state.encode())
+    }
+
+    /// Without change notification (the polling fallback): look as often as the place in
+    /// line calls for.
+    fn poll(&mut self, next: &Next, backoff: &mut u64, pace: &Pace) {
+        let (wait, until_takeover, limit_ms) = (next.wait, next.until_takeover, next.limit_ms);
+        match (&wait.holder, until_takeover) {
+            // First or second in line: watch the state entry closely (one `stat` per
+            // look), so that whoever is next is awake when the lock changes hands.
+            (Some(holder), Some(until)) if wait.ahead <= 1 && until > 0 => {
+                let holder = match !holder.waiters && self.ticket.is_some() {
+                    true => self.mark(holder),
+                    false => holder.clone(),
+                };
+                self.watch(&Entry::Held(holder), until.min(limit_ms));
+            }
+            (None, _) if wait.ahead == 1 && wait.state.is_some() => {
+                // Free, and the one before us is about to take it (or its ticket is about
+                // to expire: look again within max-poll).
+                let state = wait.state.as_ref().expect("checked");
+                self.watch(state, limit_ms.min(self.options.max_poll_ms));
+            }
+            _ if wait.ahead > 0 => {
+                // Not an entry past its deadline: the mark would touch the lockdir's mtime
+                // and so delay a takeover.
+                if let Some(holder) = wait.holder.as_ref().filter(|h| !h.waiters)
+                    && until_takeover.is_some_and(|u| u > 0)
+                {
+                    self.mark(holder);
                 }
-                _ => {
-                    // Free but lost every race, or expired by our clock but not by the
-                    // filesystem's: back off.
-                    let mut pause = self.back_off(&mut backoff).min(limit_ms);
-                    if let Some(until) = until_takeover.filter(|&u| u > 0) {
-                        pause = pause.min(until);
-                    }
-                    self.env.sleep_ms(pause);
+                // Far back in a long line, look less often than max-poll: every look lists
+                // the lockdir at least, and a full one the whole queue.
+                let cap_us = self
+                    .options
+                    .max_poll_ms
+                    .saturating_mul(1 + wait.ahead as u64 / 8)
+                    .min(TICKET_LIFETIME_MS / 4)
+                    .saturating_mul(1000);
+                // Until the pace is known: the backoff, but no more than `min_poll_ms`
+                // per waiter ahead (the line may move fast).
+                let pause_us = pace.pause_us(wait.ahead, cap_us).unwrap_or_else(|| {
+                    let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
+                    self.back_off(backoff)
+                        .min(by_place)
+                        .max(1)
+                        .saturating_mul(1000)
+                });
+                self.env
+                    .sleep_us(pause_us.min(limit_ms.saturating_mul(1000)));
+            }
+            _ => {
+                // Free but lost every race, or expired by our clock but not by the
+                // filesystem's: back off.
+                let mut pause = self.back_off(backoff).min(limit_ms);
+                if let Some(until) = until_takeover.filter(|&u| u > 0) {
+                    pause = pause.min(until);
                 }
+                self.env.sleep_ms(pause);
             }
         }
     }
@@ -129,6 +236,15 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         }
     }
+}
+
+/// What one look found, and how long the sleep after it may last.
+struct Next<'a> {
+    wait: &'a Wait,
+    /// How long until the holder may be taken over by our clock (ms), if it is held.
+    until_takeover: Option<u64>,
+    /// The longest sleep: until our ticket's renewal time or patience's end (ms).
+    limit_ms: u64,
 }
 
 /// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their

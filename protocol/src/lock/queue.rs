@@ -166,6 +166,22 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 queue.last_arrival = queue.last_arrival.max(Some(ticket.arrival_ms));
                 if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
                     queue.ahead += 1;
+                    if queue.predecessor.is_none_or(|p| p.ticket.is_before(ticket)) {
+                        // It counts until it expires by our wall clock or has been the same
+                        // name too long by our monotonic one, whichever comes first.
+                        let until_expired = ticket
+                            .expires_ms
+                            .saturating_add(self.options.max_clock_skew_ms)
+                            .saturating_add(1)
+                            .saturating_sub(now);
+                        let until_stuck = first_seen.saturating_add(patience).saturating_add(1);
+                        queue.predecessor = Some(Predecessor {
+                            ticket: *ticket,
+                            counts_until_ms: seen_now
+                                .saturating_add(until_expired)
+                                .min(until_stuck),
+                        });
+                    }
                 } else {
                     queue.behind += 1;
                 }
@@ -185,14 +201,31 @@ pub(super) struct Place {
     pub(super) behind: usize,
     /// The last fence handed out then.
     pub(super) fence: u64,
+    /// The live ticket just before ours then.
+    pub(super) predecessor: Option<Predecessor>,
 }
 
-/// Live tickets other than ours, before and after ours, and the latest arrival among them.
+/// Live tickets other than ours, before and after ours, the latest arrival among them, and
+/// the one just before ours.
 #[derive(Default)]
 pub(super) struct Queue {
     pub(super) ahead: usize,
     pub(super) behind: usize,
     pub(super) last_arrival: Option<u64>,
+    pub(super) predecessor: Option<Predecessor>,
+}
+
+/// The live ticket just before ours in the line (the last of all, while we have none): the
+/// one a waiter behind others watches, since it goes when its owner takes the lock, gives up
+/// or renews it.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Predecessor {
+    /// Its ticket, as listed.
+    pub(super) ticket: Ticket,
+    /// When (our monotonic ms) it stops counting unless renewed: its expiry plus the skew
+    /// margin by our clock, or [`TICKET_LIFETIME_MS`] plus that margin after we first saw
+    /// that name, whichever is first (see [`Lock::queue`]).
+    pub(super) counts_until_ms: u64,
 }
 
 /// The tickets in a lock's queue directory (none if it does not exist yet). A listing torn

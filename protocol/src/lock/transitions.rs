@@ -54,7 +54,7 @@ use crate::error::Error;
 use crate::fs::{Fs, FsErrorKind};
 
 use super::directory::{Read, create_lockdir, io, read_entry, sweep_leftovers};
-use super::queue::{Place, Queue, read_tickets};
+use super::queue::{Place, Predecessor, Queue, read_tickets};
 use super::{Grant, Lock, LockState, Released};
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -99,6 +99,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 ahead,
                 state: Some(entry),
                 last_arrival: None,
+                predecessor: self.place.and_then(|p| p.predecessor),
             }));
         }
         // Only a marked state, or our own place in the queue, is a reason to read the queue.
@@ -125,6 +126,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 ahead: queue.ahead,
                 behind: queue.behind,
                 fence: entry.fence(),
+                predecessor: queue.predecessor,
             });
         }
         let wait = |holder: Option<&Holder>| {
@@ -133,6 +135,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 ahead: queue.ahead,
                 state: Some(entry.clone()),
                 last_arrival: queue.last_arrival,
+                predecessor: queue.predecessor,
             }))
         };
         let took_over = match &entry {
@@ -438,4 +441,6 @@ pub(super) struct Wait {
     pub(super) state: Option<Entry>,
     /// The latest arrival among the live tickets seen (others' only), if the queue was read.
     pub(super) last_arrival: Option<u64>,
+    /// The live ticket just before ours, as far as we know.
+    pub(super) predecessor: Option<Predecessor>,
 }
