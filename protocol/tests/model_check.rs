@@ -292,6 +292,38 @@ fn assert_exercised(what: &str, counts: &[(&str, u64)]) {
     }
 }
 
+/// Search `scenario` exhaustively to `bound` twice: as it is (waiters poll), and with
+/// wake-ups, where the scheduler may also lose one, deliver one late, or cause one for
+/// nothing. What each search explored, with its scenario. A scenario where nothing a waiter
+/// sleeps on ever changes (a dead holder and nobody else) has no wake-up to lose: `losable`
+/// false.
+fn both_ways_where(scenario: &Scenario, bound: usize, losable: bool) -> Vec<(Scenario, Stats)> {
+    [scenario.clone(), scenario.with_wakeups()]
+        .into_iter()
+        .map(|s| {
+            let stats = no_violation(exhaustive_search(&s, bound, &no_setup));
+            if s.wakeups {
+                assert_exercised(
+                    &s.name,
+                    &[
+                        ("wake-up", stats.early_wakeups),
+                        ("wake-up for nothing", stats.spurious_wakeups),
+                    ],
+                );
+                if losable {
+                    assert_exercised(&s.name, &[("lost wake-up", stats.lost_wakeups)]);
+                }
+            }
+            (s, stats)
+        })
+        .collect()
+}
+
+/// [`both_ways_where`] a wake-up can be lost.
+fn both_ways(scenario: &Scenario, bound: usize) -> Vec<(Scenario, Stats)> {
+    both_ways_where(scenario, bound, true)
+}
+
 fn no_violation(result: Result<Stats, Box<Found>>) -> Stats {
     result.unwrap_or_else(|found| panic!("{found}"))
 }
@@ -299,101 +331,108 @@ fn no_violation(result: Result<Stats, Box<Found>>) -> Stats {
 #[test]
 fn a_line_of_waiters_keeps_the_invariants() {
     let scenario = line_of_waiters();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("ticket", s.tickets),
-            ("mark", s.marks),
-            ("crash", s.crashes),
-            ("crashed waiter's ticket left", s.leaked_tickets),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("ticket", s.tickets),
+                ("mark", s.marks),
+                ("crash", s.crashes),
+                ("crashed waiter's ticket left", s.leaked_tickets),
+            ],
+        );
+    }
 }
 
 #[test]
 fn fences_near_the_last_one_are_never_repeated() {
     let scenario = near_the_last_fence();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("takeover", s.takeovers),
-            ("crash", s.crashes),
-            ("acquire refused for exhausted fences", s.exhausted),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("takeover", s.takeovers),
+                ("crash", s.crashes),
+                ("acquire refused for exhausted fences", s.exhausted),
+            ],
+        );
+    }
 }
 
 #[test]
 fn a_late_mark_does_not_delay_the_takeover_of_a_dead_holder() {
     let scenario = a_late_mark();
-    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("takeover", s.takeovers),
-            ("crash", s.crashes),
-            ("mark", s.marks),
-        ],
-    );
+    for (scenario, s) in both_ways_where(&scenario, 2, false) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("takeover", s.takeovers),
+                ("crash", s.crashes),
+                ("mark", s.marks),
+            ],
+        );
+    }
 }
 
 #[test]
 fn two_waiters_racing_for_a_takeover_keep_the_invariants() {
     let scenario = two_waiters();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("takeover", s.takeovers),
-            ("crash", s.crashes),
-            ("pause", s.pauses),
-            ("holder told it lost the lock", s.compromised),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("takeover", s.takeovers),
+                ("crash", s.crashes),
+                ("pause", s.pauses),
+                ("holder told it lost the lock", s.compromised),
+            ],
+        );
+    }
 }
 
 #[test]
 fn retried_rpcs_and_torn_listings_keep_the_invariants() {
     let scenario = faults();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("retried RPC", s.faults),
-            ("torn listing", s.torn_listings),
-            ("busy outcome", s.busy),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("retried RPC", s.faults),
+                ("torn listing", s.torn_listings),
+                ("busy outcome", s.busy),
+            ],
+        );
+    }
 }
 
 #[test]
 fn a_holder_oversleeping_its_deadline_keeps_the_invariants() {
     let scenario = oversleeping_holder();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("takeover", s.takeovers),
-            ("holder told it lost the lock", s.compromised),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("takeover", s.takeovers),
+                ("holder told it lost the lock", s.compromised),
+            ],
+        );
+    }
 }
 
 #[test]
 fn a_crashed_or_paused_holder_keeps_the_invariants() {
     let scenario = crash_or_pause();
-    let s = no_violation(exhaustive_search(&scenario, bound(&scenario), &no_setup));
-    assert_exercised(
-        &scenario.name,
-        &[
-            ("takeover", s.takeovers),
-            ("crash", s.crashes),
-            ("pause", s.pauses),
-            ("holder told it lost the lock", s.compromised),
-        ],
-    );
+    for (scenario, s) in both_ways(&scenario, bound(&scenario)) {
+        assert_exercised(
+            &scenario.name,
+            &[
+                ("takeover", s.takeovers),
+                ("crash", s.crashes),
+                ("pause", s.pauses),
+                ("holder told it lost the lock", s.compromised),
+            ],
+        );
+    }
 }
 
 #[test]
@@ -410,6 +449,9 @@ fn random_scenarios_keep_the_invariants() {
                 ("retried RPC", s.faults),
                 ("torn listing", s.torn_listings),
                 ("holder told it lost the lock", s.compromised),
+                ("wake-up", s.early_wakeups),
+                ("lost wake-up", s.lost_wakeups),
+                ("wake-up for nothing", s.spurious_wakeups),
             ],
         );
     }
@@ -520,8 +562,9 @@ fn filesystem_timestamps_keep_even_dishonest_clocks_apart() {
     // takeover also needs the lock to look expired by the filesystem's clock, which the
     // waiter's fast clock cannot hurry.
     let scenario = dishonest_clocks(true);
-    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
-    assert_exercised(&scenario.name, &[("takeover", s.takeovers)]);
+    for (scenario, s) in both_ways(&scenario, 2) {
+        assert_exercised(&scenario.name, &[("takeover", s.takeovers)]);
+    }
 }
 
 #[test]
@@ -561,16 +604,28 @@ fn planted_bug_is_found(bug: lockbydir_protocol::planted::PlantedBug, expected: 
         );
         assert!(found.reproduced, "{found}");
     };
-    let start = Instant::now();
-    let exhaustive = exhaustive()
-        .iter()
-        .find_map(|(scenario, bound)| exhaustive_search(scenario, *bound, &plant).err())
-        .unwrap_or_else(|| panic!("the exhaustive searches missed planted bug {bug:?}"));
-    check("the exhaustive search", &exhaustive);
-    summary(&format!(
-        "planted bug {bug:?}: the exhaustive search found it in {:.1?}:\n{exhaustive}",
-        start.elapsed()
-    ));
+    // Waiters polling, and waiters woken by changes: each search must find it.
+    for wakeups in [false, true] {
+        let start = Instant::now();
+        let exhaustive = exhaustive()
+            .iter()
+            .map(|(scenario, bound)| match wakeups {
+                true => (scenario.with_wakeups(), *bound),
+                false => (scenario.clone(), *bound),
+            })
+            .find_map(|(scenario, bound)| exhaustive_search(&scenario, bound, &plant).err())
+            .unwrap_or_else(|| panic!("the exhaustive searches missed planted bug {bug:?}"));
+        check("the exhaustive search", &exhaustive);
+        summary(&format!(
+            "planted bug {bug:?}: the exhaustive search ({}) found it in {:.1?}:\n{exhaustive}",
+            if wakeups {
+                "waiters woken by changes"
+            } else {
+                "waiters polling"
+            },
+            start.elapsed()
+        ));
+    }
     let start = Instant::now();
     let random = random_search(&plant)
         .err()

@@ -268,6 +268,29 @@ impl Engine {
                     });
                     st.t = to;
                 }
+                Choice::Spurious { actor } => {
+                    st.budgets.spurious_wakeups -= 1;
+                    st.checker.stats.spurious_wakeups += 1;
+                    st.actors[actor].woken = true;
+                    let t = st.t;
+                    st.trace.events.push(Event::Wake {
+                        t,
+                        actor,
+                        lost: false,
+                    });
+                }
+                Choice::Lose { actor } => {
+                    st.budgets.lost_wakeups -= 1;
+                    st.checker.stats.lost_wakeups += 1;
+                    st.actors[actor].woken = false;
+                    st.actors[actor].deaf = true;
+                    let t = st.t;
+                    st.trace.events.push(Event::Wake {
+                        t,
+                        actor,
+                        lost: true,
+                    });
+                }
                 Choice::Jump { to } => {
                     st.budgets.jumps -= 1;
                     st.checker.stats.jumps += 1;
@@ -288,6 +311,11 @@ impl Engine {
         if let Op::ReadDir(p) = &op {
             // The listing starts now; it may be torn by whatever changes before it ends.
             st.actors[me].listed = st.world.children(p);
+        }
+        if let Op::SleepUntilChanged { path, .. } = &op {
+            // The watch is set now, then the entry looked at: gone already, it wakes at once.
+            st.actors[me].woken = !st.world.is_dir(path);
+            st.actors[me].deaf = false;
         }
         st.actors[me].status = Status::Parked(op);
         self.pass_turn(&mut st);
@@ -335,6 +363,16 @@ impl Engine {
         });
         let mutated = matches!(actual, OpResult::Unit(Ok(())))
             && matches!(op, Op::CreateDir(_) | Op::RemoveDir(_) | Op::Rename(..));
+        if mutated {
+            Self::notify_watchers(st);
+        }
+        if let Op::SleepUntilChanged { until, .. } = op {
+            if st.t < until {
+                st.checker.stats.early_wakeups += 1;
+            }
+            st.actors[me].woken = false;
+            st.actors[me].deaf = false;
+        }
         if mutated
             && st.violation.is_none()
             && let Err(v) = st.checker.fs_effect(me, st.t, &op, &st.world)
@@ -342,6 +380,20 @@ impl Engine {
             st.violation = Some(v);
         }
         reported
+    }
+
+    /// After a change: wake every sleeper whose watched entry is gone (unless its wake-up
+    /// was lost).
+    fn notify_watchers(st: &mut State) {
+        let world = &st.world;
+        for actor in &mut st.actors {
+            if let Some(Op::SleepUntilChanged { path, .. }) = actor.pending()
+                && !actor.deaf
+                && !world.is_dir(path)
+            {
+                actor.woken = true;
+            }
+        }
     }
 
     fn perform(st: &mut State, me: usize, op: &Op) -> OpResult {
@@ -356,7 +408,7 @@ impl Engine {
             Op::NowMs => OpResult::Time((T0 + st.t + st.actors[me].offset) as u64),
             // Any origin will do for a monotonic clock; this one is never 0.
             Op::MonotonicMs => OpResult::Time(st.t as u64 + 1_000),
-            Op::Sleep { .. } => OpResult::Woke,
+            Op::Sleep { .. } | Op::SleepUntilChanged { .. } => OpResult::Woke,
         }
     }
 
@@ -389,6 +441,11 @@ impl Engine {
             }
             _ => actual.clone(),
         }
+    }
+
+    /// Whether the actors' environment wakes sleepers on changes.
+    pub fn wakeups(&self) -> bool {
+        lock(&self.state).wakeups
     }
 
     /// Whether the filesystem reports modification times.

@@ -112,4 +112,22 @@ impl Env for ModelEnv<'_> {
     fn random_u64(&self) -> u64 {
         self.engine.random(self.actor)
     }
+
+    fn wakes_on_change(&self) -> bool {
+        // Not a scheduling point: a property of the environment, fixed per scenario.
+        self.engine.wakeups()
+    }
+
+    fn sleep_until_changed(&self, path: &str, us: u64) {
+        let ms = us.div_ceil(1000).max(1);
+        let until = self.engine.now() + ms as i64;
+        self.engine.call(
+            self.actor,
+            Op::SleepUntilChanged {
+                path: path.into(),
+                ms,
+                until,
+            },
+        );
+    }
 }

@@ -32,6 +32,18 @@ pub enum Op {
         /// The virtual time at which it may wake.
         until: i64,
     },
+    /// `Env::sleep_until_changed` (in scenarios with wake-ups): like `Sleep`, but the actor
+    /// may also wake once `path` is renamed away or removed (unless the scheduler loses that
+    /// wake-up), or at any moment for nothing (a spurious wake-up). It wakes at once if
+    /// `path` is gone when it starts (the watch is set before the look).
+    SleepUntilChanged {
+        /// The watched entry, relative to the lock directory.
+        path: String,
+        /// How long the actor asked to sleep at most.
+        ms: u64,
+        /// The virtual time at which it wakes without any change.
+        until: i64,
+    },
 }
 
 impl Op {
@@ -66,6 +78,9 @@ impl fmt::Display for Op {
             Op::NowMs => write!(f, "now_ms"),
             Op::MonotonicMs => write!(f, "monotonic_ms"),
             Op::Sleep { ms, .. } => write!(f, "sleep_ms {ms}"),
+            Op::SleepUntilChanged { path, ms, .. } => {
+                write!(f, "sleep_until_changed {path} (at most {ms} ms)")
+            }
         }
     }
 }

@@ -54,6 +54,19 @@ pub fn options(st: &State) -> Vec<Choice> {
     {
         out.push(Choice::Tick { to });
     }
+    if !(private || clock) {
+        for (a, actor) in st.actors.iter().enumerate() {
+            let Some(Op::SleepUntilChanged { until, .. }) = actor.pending() else {
+                continue;
+            };
+            if st.budgets.spurious_wakeups > 0 && !actor.woken && st.t < *until {
+                out.push(Choice::Spurious { actor: a });
+            }
+            if st.budgets.lost_wakeups > 0 && actor.woken && !actor.deaf && st.t < *until {
+                out.push(Choice::Lose { actor: a });
+            }
+        }
+    }
     if let Some(c) = st.current
         && st.actors[c].pending().is_some()
     {

@@ -69,6 +69,13 @@ pub struct Scenario {
     pub fs_lag_ms: u64,
     /// The step of the filesystem's clock (ms): its tick, or 1000 for whole seconds.
     pub fs_granularity_ms: u64,
+    /// Whether waiters are woken by changes (`Env::wakes_on_change`); without, they poll.
+    pub wakeups: bool,
+    /// How many wake-ups the scheduler may lose (the sleep then lasts its whole time).
+    pub lost_wakeups: u32,
+    /// How many wake-ups for nothing the scheduler may cause (a sleep ends early with no
+    /// change). Late wake-ups need no budget: the scheduler may run anyone else first.
+    pub spurious_wakeups: u32,
     /// The lock's last fence when the schedule starts: the lockdir then already holds
     /// `free.<fence>` (`None`: there is no lockdir yet).
     pub initial_fence: Option<u64>,
@@ -119,6 +126,9 @@ impl Scenario {
             // (`lockbydir_protocol::lock::FS_CLOCK_LAG_MS`).
             fs_lag_ms: 5,
             fs_granularity_ms: 4,
+            wakeups: false,
+            lost_wakeups: 0,
+            spurious_wakeups: 0,
             initial_fence: None,
             prompt_probe: false,
             max_steps: 50_000,
@@ -197,6 +207,18 @@ impl Scenario {
         }
     }
 
+    /// The same scenario with wake-ups: waiters sleep until what they wait for changes, and
+    /// the scheduler may lose one wake-up and cause one for nothing.
+    pub fn with_wakeups(&self) -> Self {
+        Scenario {
+            name: format!("{}+wakeups", self.name),
+            wakeups: true,
+            lost_wakeups: 1,
+            spurious_wakeups: 1,
+            ..self.clone()
+        }
+    }
+
     /// A scenario drawn from `seed`: 2–4 actors with mixed habits, clocks within the skew,
     /// some of them crashable, with retried-RPC faults and global pauses.
     pub fn random(seed: u64) -> Self {
@@ -243,6 +265,9 @@ impl Scenario {
             fs_timestamps: rng.chance(500),
             fs_lag_ms: rng.pick(&[0, 3, 9]),
             fs_granularity_ms: rng.pick(&[1, 4, 10]),
+            wakeups: rng.chance(500),
+            lost_wakeups: rng.below(3) as u32,
+            spurious_wakeups: rng.below(3) as u32,
             ..Scenario::new("", skew_ms, actors)
         }
     }
@@ -273,6 +298,14 @@ impl fmt::Display for Scenario {
                 f,
                 "; the filesystem's clock lags {} ms, in steps of {} ms",
                 self.fs_lag_ms, self.fs_granularity_ms
+            )?;
+        }
+        if self.wakeups {
+            write!(
+                f,
+                "; waiters are woken by changes (the scheduler may lose {} wake-up(s) and \
+                 cause {} for nothing)",
+                self.lost_wakeups, self.spurious_wakeups
             )?;
         }
         if let Some(fence) = self.initial_fence {

@@ -77,6 +77,10 @@ pub struct Budgets {
     pub pauses: u32,
     /// Global pauses left.
     pub jumps: u32,
+    /// Wake-ups the scheduler may still lose.
+    pub lost_wakeups: u32,
+    /// Wake-ups for nothing the scheduler may still cause.
+    pub spurious_wakeups: u32,
 }
 
 /// One decision as taken: enough to replay it and to enumerate its alternatives.
@@ -105,6 +109,12 @@ pub struct Actor {
     pub listed: Option<Vec<String>>,
     /// It is paused (frozen) until this virtual time.
     pub frozen_until: i64,
+    /// Its pending `sleep_until_changed` may end now: the watched entry changed (or was gone
+    /// at the start), or the scheduler woke it for nothing.
+    pub woken: bool,
+    /// The scheduler lost the wake-up of its pending `sleep_until_changed`: it sleeps to the
+    /// end, whatever changes.
+    pub deaf: bool,
 }
 
 impl Actor {
@@ -118,6 +128,8 @@ impl Actor {
             randoms: 0,
             listed: None,
             frozen_until: i64::MIN,
+            woken: false,
+            deaf: false,
         }
     }
 
@@ -133,6 +145,8 @@ impl Actor {
     pub fn wakes_at(&self) -> Option<i64> {
         let sleep = match self.pending()? {
             Op::Sleep { until, .. } => *until,
+            Op::SleepUntilChanged { .. } if self.woken => i64::MIN,
+            Op::SleepUntilChanged { until, .. } => *until,
             _ => i64::MIN,
         };
         Some(sleep.max(self.frozen_until))
@@ -170,6 +184,8 @@ pub struct State {
     pub pause_ms: u64,
     /// Whether the filesystem reports modification times.
     pub fs_timestamps: bool,
+    /// Whether the actors' environment has change notification (`Env::wakes_on_change`).
+    pub wakeups: bool,
     /// Length of a global pause (ms).
     pub jump_ms: u64,
     /// Who decides.
@@ -206,9 +222,12 @@ impl State {
                 crashes: scenario.crashes,
                 pauses: scenario.pauses,
                 jumps: scenario.jumps,
+                lost_wakeups: scenario.lost_wakeups,
+                spurious_wakeups: scenario.spurious_wakeups,
             },
             pause_ms: scenario.pause_ms,
             fs_timestamps: scenario.fs_timestamps,
+            wakeups: scenario.wakeups,
             jump_ms: scenario.jump_ms,
             strategy,
             decisions: Vec::new(),
@@ -239,6 +258,8 @@ impl State {
             crashes: 0,
             pauses: 0,
             jumps: 0,
+            lost_wakeups: 0,
+            spurious_wakeups: 0,
         };
         self.strategy = strategy;
         self.actors.len() - 1

@@ -50,6 +50,13 @@ pub struct Stats {
     pub marks: u64,
     /// Acquisitions refused because the lock had handed out its last fence.
     pub exhausted: u64,
+    /// Sleeps until a change that ended before their time (woken by the change, or for
+    /// nothing).
+    pub early_wakeups: u64,
+    /// Wake-ups the scheduler lost.
+    pub lost_wakeups: u64,
+    /// Wake-ups for nothing the scheduler caused.
+    pub spurious_wakeups: u64,
 }
 
 impl AddAssign for Stats {
@@ -75,6 +82,9 @@ impl AddAssign for Stats {
         self.tickets += o.tickets;
         self.marks += o.marks;
         self.exhausted += o.exhausted;
+        self.early_wakeups += o.early_wakeups;
+        self.lost_wakeups += o.lost_wakeups;
+        self.spurious_wakeups += o.spurious_wakeups;
     }
 }
 
@@ -85,7 +95,7 @@ impl fmt::Display for Stats {
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
              {} releases, {} busy, {} compromised holders told; {} tickets, {} marks; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
-             fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind",
+             fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
             self.steps,
             self.longest,
@@ -106,7 +116,10 @@ impl fmt::Display for Stats {
             self.fault_errors,
             self.false_compromised,
             self.leaked_staging,
-            self.leaked_tickets
+            self.leaked_tickets,
+            self.early_wakeups,
+            self.lost_wakeups,
+            self.spurious_wakeups
         )
     }
 }

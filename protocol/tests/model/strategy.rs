@@ -47,6 +47,16 @@ pub enum Choice {
         /// The new time.
         to: i64,
     },
+    /// End `actor`'s `sleep_until_changed` now, though nothing changed.
+    Spurious {
+        /// Which actor.
+        actor: usize,
+    },
+    /// Lose the wake-up of `actor`'s `sleep_until_changed`: it sleeps its whole time.
+    Lose {
+        /// Which actor.
+        actor: usize,
+    },
 }
 
 /// A decision to make.
@@ -147,6 +157,12 @@ impl Random {
         if let Some(i) = jump.filter(|_| self.rng.chance(5)) {
             return i;
         }
+        let wake = Self::find(d.options, |c| {
+            matches!(c, Choice::Spurious { .. } | Choice::Lose { .. })
+        });
+        if let Some(i) = wake.filter(|_| self.rng.chance(20)) {
+            return i;
+        }
         let runs: Vec<(usize, usize)> = d
             .options
             .iter()
@@ -186,7 +202,7 @@ impl Random {
             Choice::Run { fault: Some(_), .. } => 4,
             Choice::Crash { .. } | Choice::Pause { .. } => 1,
             Choice::Tick { .. } => 3,
-            Choice::Jump { .. } => 1,
+            Choice::Jump { .. } | Choice::Spurious { .. } | Choice::Lose { .. } => 1,
         };
         let total: u64 = d.options.iter().map(weight).sum();
         let mut pick = self.rng.below(total);

@@ -49,6 +49,15 @@ pub enum Event {
         /// Which actor.
         actor: usize,
     },
+    /// The scheduler ended a sleep for nothing, or lost its wake-up.
+    Wake {
+        /// Virtual time.
+        t: i64,
+        /// Which actor.
+        actor: usize,
+        /// Lost (it sleeps on) rather than spurious (it wakes now).
+        lost: bool,
+    },
     /// What the actor's driver saw or concluded (results of lock calls, beliefs).
     Note {
         /// Virtual time.
@@ -133,6 +142,16 @@ impl fmt::Display for Trace {
                     f,
                     "        t={t:<+6}      {:<6} CRASH: stops here for good, releases nothing",
                     name(actor)
+                )?,
+                Event::Wake { t, actor, lost } => writeln!(
+                    f,
+                    "        t={t:<+6}      {:<6} {}",
+                    name(actor),
+                    if *lost {
+                        "WAKE-UP LOST: sleeps to the end, whatever changes"
+                    } else {
+                        "SPURIOUS WAKE-UP: its sleep ends, nothing changed"
+                    }
                 )?,
                 Event::Note { t, actor, text } => {
                     writeln!(f, "        t={t:<+6}      {:<6} # {text}", name(actor))?
