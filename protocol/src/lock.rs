@@ -171,7 +171,7 @@ pub struct Lock<F: Fs, E: Env> {
     ticket_withdrawn: bool,
     /// When (monotonic ms) this handle first saw each ticket of the queue's last listing:
     /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
-    /// own clock, whatever expiry its name claims (see [`Lock::queue`]).
+    /// own clock, whatever expiry its name claims (see `Lock::place_among` in `lock/queue.rs`).
     tickets_seen: BTreeMap<Ticket, u64>,
 }
 

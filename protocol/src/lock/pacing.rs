@@ -78,7 +78,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             };
             match wakes {
                 true => self.sleep_until_woken(&next, &mut backoff),
-                false => self.poll(&next, &mut backoff, &pace),
+                false => self.sleep_polling(&next, &mut backoff, &pace),
             }
         }
     }
@@ -157,7 +157,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// Without change notification (the polling fallback): look as often as the place in
     /// line calls for.
-    fn poll(&mut self, next: &Next, backoff: &mut u64, pace: &Pace) {
+    fn sleep_polling(&mut self, next: &Next, backoff: &mut u64, pace: &Pace) {
         let (wait, until_takeover, limit_ms) = (next.wait, next.until_takeover, next.limit_ms);
         match (&wait.holder, until_takeover) {
             // First or second in line: watch the state entry closely (one `stat` per
@@ -167,13 +167,13 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     true => self.mark(holder),
                     false => holder.clone(),
                 };
-                self.watch(&Entry::Held(holder), until.min(limit_ms));
+                self.poll_until_gone(&Entry::Held(holder), until.min(limit_ms));
             }
             (None, _) if wait.ahead == 1 && wait.state.is_some() => {
                 // Free, and the one before us is about to take it (or its ticket is about
                 // to expire: look again within max-poll).
                 let state = wait.state.as_ref().expect("checked");
-                self.watch(state, limit_ms.min(self.options.max_poll_ms));
+                self.poll_until_gone(state, limit_ms.min(self.options.max_poll_ms));
             }
             _ if wait.ahead > 0 => {
                 // Not an entry past its deadline: the mark would touch the lockdir's mtime
@@ -225,7 +225,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// Near the head of the queue: look every [`HEAD_POLL_US`] whether the state entry is
     /// still `state`, for at most `limit_ms`.
-    pub(super) fn watch(&self, state: &Entry, limit_ms: u64) {
+    fn poll_until_gone(&self, state: &Entry, limit_ms: u64) {
         let path = format!("{}/{}", self.lockdir, state.encode());
         let end = self.env.monotonic_ms().saturating_add(limit_ms);
         loop {

@@ -15,12 +15,18 @@
 //! the state is its own acquisition marked, renames from the marked name.
 //!
 //! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
-//! rename above, so the queue cannot break mutual exclusion, only delay: a ticket whose owner
-//! crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last renewal, plus the
-//! skew margin, and never longer than that after a waiter first saw it, by that waiter's own
-//! clock, whatever expiry the ticket claims: see `Lock::queue`), and someone who arrives
-//! between a waiter's ticket and its mark can get in first. Tickets are not in the lockdir, so they do not touch its mtime (the takeover rule
-//! reads it); a waiter does not mark an entry that is past its deadline, for the same reason.
+//! rename (see `transitions.rs`), so the queue cannot break mutual exclusion, only delay: a
+//! ticket whose owner crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last
+//! renewal, plus the skew margin, and never longer than that after a waiter first saw it, by
+//! that waiter's own clock, whatever expiry the ticket claims: see `Lock::place_among`), and
+//! someone who arrives between a waiter's ticket and its mark can get in first. Tickets are
+//! not in the lockdir, so they do not touch its mtime (the takeover rule reads it); a waiter
+//! does not mark an entry that is past its deadline, for the same reason.
+//!
+//! A waiter takes its turn by a rename of the state entry and only then withdraws its ticket
+//! (see `Lock::claimed`); a handle dropped while it waits withdraws its ticket at once. Either
+//! way the ticket's name goes, which is what the waiter behind it watches when its
+//! environment reports changes (see `pacing.rs`).
 
 use std::collections::BTreeMap;
 
@@ -141,7 +147,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// half its lifetime is gone, so its ticket never stays one name that long; a ticket that
     /// does is dead, whatever it claims, and is removed like an expired one. So no ticket holds
     /// up the line for longer than its lifetime plus the skew margin by the reader's clock.
-    pub(super) fn queue(&mut self, tickets: &[Ticket], now: u64) -> Queue {
+    pub(super) fn place_among(&mut self, tickets: &[Ticket], now: u64) -> Queue {
         let seen_now = self.env.monotonic_ms();
         let earlier = std::mem::take(&mut self.tickets_seen);
         // Only the names of this listing are remembered: a renewed ticket is a new name.
@@ -224,7 +230,7 @@ pub(super) struct Predecessor {
     pub(super) ticket: Ticket,
     /// When (our monotonic ms) it stops counting unless renewed: its expiry plus the skew
     /// margin by our clock, or [`TICKET_LIFETIME_MS`] plus that margin after we first saw
-    /// that name, whichever is first (see [`Lock::queue`]).
+    /// that name, whichever is first (see [`Lock::place_among`]).
     pub(super) counts_until_ms: u64,
 }
 

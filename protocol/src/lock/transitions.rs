@@ -119,7 +119,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 true => read_tickets(&self.fs, &self.queue_dir)?,
                 false => Vec::new(),
             };
-            self.queue(&tickets, now)
+            self.place_among(&tickets, now)
         };
         if self.ticket.is_some() && !first {
             self.place = Some(Place {
