@@ -35,6 +35,9 @@ struct WatchState {
     woken: Vec<(String, String)>,
     /// Who sleeps on what now.
     asleep: BTreeMap<String, String>,
+    /// How many plain sleeps of under a millisecond (the polling fallback's 200 µs looks)
+    /// each one took.
+    polls: BTreeMap<String, u64>,
 }
 
 struct Watch {
@@ -149,6 +152,10 @@ impl Env for WakingEnv {
         self.inner.sleep_ms(ms)
     }
     fn sleep_us(&self, us: u64) {
+        if us < 1000 {
+            let mut st = self.watches.state.lock().unwrap();
+            *st.polls.entry(self.who.clone()).or_default() += 1;
+        }
         self.inner.sleep_us(us)
     }
     fn random_u64(&self) -> u64 {
@@ -383,6 +390,10 @@ fn waiters_woken_by_changes_are_served_in_the_order_they_came() {
     assert_eq!(*order.lock().unwrap(), labels);
     assert_eq!(fences, [2, 3, 4, 5]);
     assert!(setup.dir.entries("bed.queue").is_empty());
+    // Nobody polled: every sleep was on a name.
+    let st = setup.watches.state.lock().unwrap();
+    assert!(st.polls.is_empty(), "{:?}", st.polls);
+    assert!(!st.woken.is_empty());
 }
 
 #[test]
@@ -461,6 +472,33 @@ fn with_every_wake_up_lost_everyone_still_gets_in() {
     assert_eq!(*order.lock().unwrap(), labels);
     assert_eq!(fences, [2, 3, 4]);
     assert!(setup.watches.state.lock().unwrap().woken.is_empty());
+}
+
+/// The same Env with wake-ups off: the first two in line poll (the fallback is still there).
+#[test]
+fn without_wake_ups_the_first_in_line_polls() {
+    let setup = Setup::new("off", Wakeups::Off);
+    let (mut holder, _) = setup.open("holder", u64::MAX);
+    acquired(holder.acquire().unwrap());
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (threads, _) = line_up(&setup, &["w1", "w2"], &order);
+    let watches = &setup.watches;
+    setup.dir.wait_for("w1 polling", || {
+        watches
+            .state
+            .lock()
+            .unwrap()
+            .polls
+            .get("w1")
+            .is_some_and(|&n| n > 1)
+    });
+    assert_eq!(holder.release(), Ok(Released::InTime));
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["w1", "w2"]);
+    let st = watches.state.lock().unwrap();
+    assert!(st.woken.is_empty() && st.asleep.is_empty());
 }
 
 /// A measurement, not a check: how many looks (listings and `stat`s) three waiters make while
