@@ -35,6 +35,9 @@ struct WatchState {
     woken: Vec<(String, String)>,
     /// Who sleeps on what now.
     asleep: BTreeMap<String, String>,
+    /// How many sleeps until a change each one began (each costs the lockbydir host one
+    /// `stat`, which the watch makes before the sleep).
+    watched: BTreeMap<String, u64>,
     /// How many plain sleeps of under a millisecond (the polling fallback's 200 µs looks)
     /// each one took.
     polls: BTreeMap<String, u64>,
@@ -170,6 +173,7 @@ impl Env for WakingEnv {
         // The watch first, then the look (as the lockbydir host does): no change slips between.
         let id = st.next;
         st.next += 1;
+        *st.watched.entry(self.who.clone()).or_default() += 1;
         st.watches.insert(
             id,
             Watch {
@@ -539,8 +543,14 @@ fn looks_while_waiting() {
             t.join().unwrap();
         }
         let total: Vec<u64> = counters.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let st = setup.watches.state.lock().unwrap();
+        let watched: Vec<u64> = ["w1", "w2", "w3"]
+            .iter()
+            .map(|w| st.watched.get(*w).copied().unwrap_or(0))
+            .collect();
         eprintln!(
-            "{name}: looks by w1, w2, w3 during 500 ms of hold: {during:?}; in all: {total:?}"
+            "{name}: looks by w1, w2, w3 during 500 ms of hold: {during:?}; in all: {total:?}, \
+             plus {watched:?} sleeps on a name"
         );
     }
 }
