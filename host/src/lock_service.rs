@@ -45,6 +45,19 @@ pub enum Polling {
     RemoteFilesystem,
 }
 
+impl Polling {
+    /// Why, in words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Polling::TurnedOff => "LOCKBYDIR_NO_WAKEUPS=1 is set",
+            Polling::NoNotification => "no change notification for this process",
+            Polling::RemoteFilesystem => {
+                "the lock directory is not on a local filesystem, whose changes would make events here"
+            }
+        }
+    }
+}
+
 /// The watcher for a service on `lock_dir`, or why there is none.
 fn wakeups(lock_dir: &Path) -> Result<&'static Watcher, Polling> {
     if std::env::var_os(NO_WAKEUPS_VAR).is_some_and(|v| v == "1") {
@@ -203,6 +216,22 @@ impl LockService {
     /// How this service's waits went so far.
     pub fn wait_stats(&self) -> WaitStats {
         self.store.data().sleeper.stats()
+    }
+
+    /// How this service waits and how its waits went, in one line (`exec --verbose`).
+    pub fn describe_waits(&self) -> String {
+        let stats = self.wait_stats();
+        match self.polling {
+            None => format!(
+                "waited with wake-ups offered by the host: {} stat-at calls, {} watched sleeps, {} woken by a change",
+                stats.stat_at_calls, stats.watched_sleeps, stats.woken_sleeps
+            ),
+            Some(why) => format!(
+                "waited by polling ({}): {} stat-at calls",
+                why.reason(),
+                stats.stat_at_calls
+            ),
+        }
     }
 
     /// The lock directory this service works in.

@@ -1,0 +1,117 @@
+//! The host's wake-ups as `lockbydir exec` users see them: advertised where the lock
+//! directory's filesystem delivers events, turned off by `LOCKBYDIR_NO_WAKEUPS=1`, and the
+//! lock working the same either way.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command};
+
+use common::{Scratch, lockbydir, stderr, wait_until_held};
+
+/// A holder of lock `job` in another process, until `release` appears (or 60 s pass).
+fn hold(locks: &Path, release: &Path, mode: Option<&str>) -> Child {
+    let mut cmd = lockbydir(locks);
+    match mode {
+        Some(value) => cmd.env("LOCKBYDIR_NO_WAKEUPS", value),
+        None => cmd.env_remove("LOCKBYDIR_NO_WAKEUPS"),
+    };
+    let script = format!(
+        "i=0; while [ ! -e '{}' ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done",
+        release.display()
+    );
+    let mut child = cmd
+        .args([
+            "exec", "--holder", "holder", "job", "--", "sh", "-c", &script,
+        ])
+        .spawn()
+        .unwrap();
+    wait_until_held(locks, "job", "holder", &mut child);
+    child
+}
+
+/// `exec --verbose job` behind a holder in another process that lets go once the waiter
+/// waits: its stderr.
+fn wait_behind_holder(locks: &Path, no_wakeups: Option<&str>) -> String {
+    let release = locks.join("../release");
+    let _ = std::fs::remove_file(&release);
+    let mut holder = hold(locks, &release, None);
+    let mut waiter = lockbydir(locks);
+    match no_wakeups {
+        Some(value) => waiter.env("LOCKBYDIR_NO_WAKEUPS", value),
+        None => waiter.env_remove("LOCKBYDIR_NO_WAKEUPS"),
+    };
+    let waiter = waiter
+        .args(["exec", "--verbose", "job", "--", "true"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let go once the waiter is in line (its ticket is in the queue).
+    let queue = locks.join("job.queue");
+    for _ in 0..3000 {
+        if std::fs::read_dir(&queue).is_ok_and(|mut d| d.next().is_some()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::fs::write(&release, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    let o = waiter.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    stderr(&o)
+}
+
+#[test]
+fn exec_waits_with_wake_ups_on_a_local_filesystem_and_polls_when_they_are_turned_off() {
+    let scratch = Scratch::new("wakeups-modes");
+    let locks = scratch.dir("locks");
+    let with = wait_behind_holder(&locks, None);
+    assert!(with.contains("acquired lock `job`"), "{with}");
+    assert!(
+        with.contains("waited with wake-ups offered by the host"),
+        "{with}"
+    );
+    let without = wait_behind_holder(&locks, Some("1"));
+    assert!(without.contains("acquired lock `job`"), "{without}");
+    assert!(
+        without.contains("waited by polling (LOCKBYDIR_NO_WAKEUPS=1 is set)"),
+        "{without}"
+    );
+    // Only `1` turns them off.
+    let other = wait_behind_holder(&locks, Some("0"));
+    assert!(
+        other.contains("waited with wake-ups offered by the host"),
+        "{other}"
+    );
+}
+
+#[test]
+fn processes_take_turns_exactly_with_wake_ups_off() {
+    let scratch = Scratch::new("wakeups-off-hammer");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let exe = env!("CARGO_BIN_EXE_lockbydir");
+    let rounds = 15;
+    let children: Vec<Child> = (0..2)
+        .flat_map(|i| [(i, Some("1")), (i, None)])
+        .map(|(i, off)| {
+            let script = format!(
+                "for i in $(seq {rounds}); do \"{exe}\" --locks \"$0\" exec --quiet shared -- sh -c '{}' sh \"$1\" exec-{i} || exit 1; done",
+                common::EXEC_INCREMENT
+            );
+            let mut sh = Command::new("sh");
+            sh.env("LOCKBYDIR_CACHE_DIR", common::cache_dir());
+            match off {
+                Some(v) => sh.env("LOCKBYDIR_NO_WAKEUPS", v),
+                None => sh.env_remove("LOCKBYDIR_NO_WAKEUPS"),
+            };
+            sh.arg("-c").arg(script).arg(&locks).arg(&work).spawn().unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a contender failed");
+    }
+    assert_eq!(common::count(&work.join("counter")), 4 * rounds);
+    common::assert_exclusive(&work.join("log"), 4 * rounds);
+}
