@@ -1,4 +1,4 @@
-//! Precise sleeps for the lock component, which a release in this process cuts short.
+//! Precise sleeps for the lock component, which the change it waits for cuts short.
 //!
 //! The lock component waits for a busy lock by sleeping (`std::thread::sleep` in the guest:
 //! `wasi:clocks/monotonic-clock.subscribe-duration`, then `wasi:io/poll`). wasmtime-wasi
@@ -8,15 +8,25 @@
 //! component's Store with pollables that block the calling thread on a [`Condvar`] until
 //! their deadline (the OS timer: tens of µs late, not milliseconds).
 //!
-//! A short wait (at most [`WAKEABLE`]: the waiters near the head of the line sleep that little)
-//! also ends as soon as a lock service of this process on the same lock directory reports a
-//! release ([`Sleeper::wake_all`]): the next waiter in this process holds the lock tens of µs
-//! after it is given up instead of at its next poll. Longer waits (waiters further back in
-//! line) are not woken: with hundreds of waiters, waking them all at every release would
-//! make each look at the lock for nothing. Waiters in other processes are not
-//! woken; they poll, as before. A wake-up is only a hint: the guest looks at the lock again
-//! after every sleep, so waking early (for another lock of the directory, or for a release
-//! that someone else won) costs one look and is never wrong.
+//! **Exact wake-ups.** Where the service offers them (`LOCKBYDIR_WAKEUPS=stat-at` in the lock
+//! component's environment, see `crate::lock_service`), a waiter asks to be woken by `stat`ing
+//! the entry it waits on just before it sleeps; `crate::watched_stat` sees that stat, watches
+//! the entry ([`Sleeper::watch_before_stat`], through `crate::watch`) before making it, and
+//! the next sleep ([`Sleeper::subscribe`]) ends when that name is renamed away or removed, by
+//! any process, or at its deadline. Only that sleep: the watch is dropped with it, and a host
+//! call into the component ([`Sleeper::observe`]) drops a watch no sleep took.
+//!
+//! **Releases in this process.** A short sleep *without* such a watch (at most [`WAKEABLE`]:
+//! polling waiters near the head of the line sleep that little; this is the polling fallback,
+//! and the only wake-up a component that does not ask gets) also ends as soon as a lock
+//! service of this process on the same lock directory reports a release
+//! ([`Sleeper::wake_all`]): the next waiter in this process holds the lock tens of µs after it
+//! is given up instead of at its next poll. Longer unwatched waits are not woken: with
+//! hundreds of waiters, waking them all at every release would make each look at the lock for
+//! nothing. A watched sleep ignores those releases: its own watch sees every change that
+//! matters to it, including the ones this process makes, and no other. A wake-up of either
+//! kind is only a hint: the guest looks at the lock again after every sleep, so waking early
+//! costs one look and is never wrong, and a lost one costs the rest of the sleep.
 //!
 //! A lock service's waits can also be cancelled from another thread ([`WaitCanceller`], used
 //! by `exec` when a signal arrives while it waits). The lock component has no notion of being
