@@ -748,4 +748,43 @@ mod tests {
             assert_eq!(watched_entry(path), None, "{path}");
         }
     }
+
+    /// Not a test: how long from a rename to the return of the sleep watching that name
+    /// (`cargo test --release --lib -- --ignored --nocapture wake_latency`).
+    #[test]
+    #[ignore]
+    fn wake_latency() {
+        let rounds = 500;
+        let names: Vec<String> = (0..rounds).map(|i| format!("held.{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (dir, sleeper) = watched_dir("latency", &refs);
+        let mut micros = Vec::new();
+        for name in &names {
+            let path = format!("bed.lockdir/{name}");
+            let mut sleep = stat_and_sleep(&sleeper, &dir, &path, LONG).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let sleeper_thread = std::thread::spawn(move || {
+                block(&mut sleep);
+                tx.send(Instant::now()).unwrap();
+            });
+            // Let the sleeper block first.
+            std::thread::sleep(Duration::from_millis(2));
+            let lockdir = dir.join("bed.lockdir");
+            let renamed = Instant::now();
+            std::fs::rename(lockdir.join(name), lockdir.join(format!("free.{name}"))).unwrap();
+            let woke = rx.recv().unwrap();
+            sleeper_thread.join().unwrap();
+            micros.push(woke.duration_since(renamed).as_secs_f64() * 1e6);
+        }
+        micros.sort_by(f64::total_cmp);
+        let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+        println!(
+            "rename -> woken sleep returns, {rounds} rounds: median {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
