@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Child, Command};
+use std::time::Duration;
 
 use common::{Scratch, lockbydir, stderr, wait_until_held};
 
@@ -30,9 +31,9 @@ fn hold(locks: &Path, release: &Path, mode: Option<&str>) -> Child {
     child
 }
 
-/// `exec --verbose job` behind a holder in another process that lets go once the waiter
-/// waits: its stderr.
-fn wait_behind_holder(locks: &Path, no_wakeups: Option<&str>) -> String {
+/// `exec --verbose job` behind a holder in another process that lets go `queued_for` after
+/// the waiter is in line: its stderr.
+fn wait_behind_holder(locks: &Path, no_wakeups: Option<&str>, queued_for: Duration) -> String {
     let release = locks.join("../release");
     let _ = std::fs::remove_file(&release);
     let mut holder = hold(locks, &release, None);
@@ -54,6 +55,7 @@ fn wait_behind_holder(locks: &Path, no_wakeups: Option<&str>) -> String {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    std::thread::sleep(queued_for);
     std::fs::write(&release, "").unwrap();
     assert!(holder.wait().unwrap().success());
     let o = waiter.wait_with_output().unwrap();
@@ -65,20 +67,20 @@ fn wait_behind_holder(locks: &Path, no_wakeups: Option<&str>) -> String {
 fn exec_waits_with_wake_ups_on_a_local_filesystem_and_polls_when_they_are_turned_off() {
     let scratch = Scratch::new("wakeups-modes");
     let locks = scratch.dir("locks");
-    let with = wait_behind_holder(&locks, None);
+    let with = wait_behind_holder(&locks, None, Duration::ZERO);
     assert!(with.contains("acquired lock `job`"), "{with}");
     assert!(
         with.contains("waited with wake-ups offered by the host"),
         "{with}"
     );
-    let without = wait_behind_holder(&locks, Some("1"));
+    let without = wait_behind_holder(&locks, Some("1"), Duration::ZERO);
     assert!(without.contains("acquired lock `job`"), "{without}");
     assert!(
         without.contains("waited by polling (LOCKBYDIR_NO_WAKEUPS=1 is set)"),
         "{without}"
     );
     // Only `1` turns them off.
-    let other = wait_behind_holder(&locks, Some("0"));
+    let other = wait_behind_holder(&locks, Some("0"), Duration::ZERO);
     assert!(
         other.contains("waited with wake-ups offered by the host"),
         "{other}"
@@ -114,4 +116,44 @@ fn processes_take_turns_exactly_with_wake_ups_off() {
     }
     assert_eq!(common::count(&work.join("counter")), 4 * rounds);
     common::assert_exclusive(&work.join("log"), 4 * rounds);
+}
+
+/// The counts in `exec --verbose`'s line about the wait: `(stat-at calls, woken sleeps)`.
+fn wait_counts(stderr: &str) -> (u64, Option<u64>) {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("lockbydir: waited "))
+        .unwrap_or_else(|| panic!("no line about the wait: {stderr}"));
+    let number_before = |what: &str| {
+        line.split(what).next().and_then(|head| {
+            head.rsplit(|c: char| !c.is_ascii_digit())
+                .find(|w| !w.is_empty())
+                .and_then(|w| w.parse().ok())
+        })
+    };
+    let stats = number_before(" stat-at calls").expect("a count of stat-at calls");
+    let woken = line
+        .contains(" woken by a change")
+        .then(|| number_before(" woken by a change").expect("a count of woken sleeps"));
+    (stats, woken)
+}
+
+/// Needs the waiters' wake-up pacing (they sleep on the entry they wait for when the host
+/// wakes them): with it, a waiter behind another process's holder looks a handful of times,
+/// woken by the release; polling, it looks every 200 µs near the head of the line.
+#[test]
+fn e2e_a_waiter_woken_by_the_host_looks_a_handful_of_times_where_a_polling_one_looks_thousands() {
+    let scratch = Scratch::new("wakeups-e2e");
+    let locks = scratch.dir("locks");
+    let held = Duration::from_secs(1);
+    let with = wait_behind_holder(&locks, None, held);
+    let (with_stats, woken) = wait_counts(&with);
+    assert!(
+        woken.is_some_and(|w| w >= 1),
+        "not woken by the release: {with}"
+    );
+    let without = wait_behind_holder(&locks, Some("1"), held);
+    let (without_stats, _) = wait_counts(&without);
+    assert!(with_stats <= 50, "{with}");
+    assert!(without_stats > 10 * with_stats, "{with}\n{without}");
 }
