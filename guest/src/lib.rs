@@ -6,12 +6,14 @@
 //! `lockbydir-protocol`; this crate only converts between it and the WIT types.
 
 mod convert;
+mod env;
 mod wasi_fs;
 
 use std::cell::RefCell;
 
+use env::GuestEnv;
 use lockbydir_protocol as protocol;
-use protocol::{Env, StdEnv};
+use protocol::Env;
 use wasi_fs::WasiFs;
 
 wit_bindgen::generate!({
@@ -34,7 +36,8 @@ impl Guest for Component {
     type Lock = LockHandle;
 
     fn list_locks() -> Result<Vec<LockStatus>, Error> {
-        let locks = protocol::list_locks(&lock_dir(), &StdEnv::new()).map_err(convert::error)?;
+        let locks =
+            protocol::list_locks(&lock_dir(), &GuestEnv::default()).map_err(convert::error)?;
         Ok(locks
             .into_iter()
             .map(|(name, state)| LockStatus {
@@ -45,17 +48,22 @@ impl Guest for Component {
     }
 
     fn now_ms() -> u64 {
-        StdEnv::new().now_ms()
+        GuestEnv::default().now_ms()
     }
 }
 
 /// One `lock` resource: a protocol handle. Dropping it releases a held lock.
-pub struct LockHandle(RefCell<protocol::Lock<WasiFs, StdEnv>>);
+pub struct LockHandle(RefCell<protocol::Lock<WasiFs, GuestEnv>>);
 
 impl GuestLock for LockHandle {
     fn open(name: String, options: Options) -> Result<exports::lockbydir::lock::lock::Lock, Error> {
-        let lock = protocol::Lock::new(lock_dir(), StdEnv::new(), &name, convert::options(options))
-            .map_err(convert::error)?;
+        let lock = protocol::Lock::new(
+            lock_dir(),
+            GuestEnv::default(),
+            &name,
+            convert::options(options),
+        )
+        .map_err(convert::error)?;
         Ok(exports::lockbydir::lock::lock::Lock::new(LockHandle(
             RefCell::new(lock),
         )))

@@ -234,6 +234,18 @@ impl WasiFs {
             .is_ok_and(|s| s.type_ == DescriptorType::Directory))
     }
 
+    /// Whether `path` is gone, by one `stat-at` relative to the preopen (never through a
+    /// cached lockdir descriptor: this is the call a host with wake-ups watches, see
+    /// `crate::env`). Anything but "no such entry" counts as still there.
+    pub fn is_gone_from_preopen(&self, path: &str) -> bool {
+        self.dir().is_ok_and(|dir| {
+            matches!(
+                dir.stat_at(PathFlags::empty(), path),
+                Err(ErrorCode::NoEntry)
+            )
+        })
+    }
+
     fn list_once(&self, path: &str) -> Result<Vec<String>, ErrorCode> {
         let root = self.dir().map_err(|_| ErrorCode::BadDescriptor)?;
         if path == "." {

@@ -30,6 +30,8 @@ pub mod runtime;
 pub mod size;
 pub mod waiting;
 mod wakeup;
+mod watch;
+mod watched_stat;
 
 pub use bindings::wit;
 pub use error::Error;

@@ -1,8 +1,11 @@
 //! One instance of the lock component in a Store of its own, whose only preopen is the lock
 //! directory. The host's Rust API to locks, and what each plugin's lock import forwards to.
 //!
-//! Its sleeps are precise (not tokio's 1 ms ticks) and end early when a lock service of this
-//! process releases a lock in the same directory (module `wakeup`).
+//! Its sleeps are precise (not tokio's 1 ms ticks). Where the lock directory's filesystem
+//! delivers change events, the service advertises `LOCKBYDIR_WAKEUPS=stat-at` to the lock
+//! component, and a waiter's sleep ends when the entry it waits on is renamed or removed, by
+//! any process (modules `watched_stat`, `watch`); short sleeps without such a watch end when
+//! a lock service of this process releases a lock in the same directory (module `wakeup`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,7 +22,53 @@ use crate::error::Error;
 use crate::limits::{MemoryCap, OTHER_HANDLES};
 use crate::runtime::Runtime;
 use crate::wakeup::{self, ClockView, Sleeper};
-pub use crate::wakeup::{MAX_CANCELLABLE_PATIENCE_MS, WaitCanceller};
+pub use crate::wakeup::{MAX_CANCELLABLE_PATIENCE_MS, WaitCanceller, WaitStats};
+use crate::watch::{self, Watcher};
+
+/// The environment variable that turns the host's wake-ups off (`1`): the lock component then
+/// polls, as on hosts without them (benchmarks and tests use it).
+pub const NO_WAKEUPS_VAR: &str = "LOCKBYDIR_NO_WAKEUPS";
+
+/// What the lock component's environment says when the host offers wake-ups.
+const WAKEUPS_VAR: (&str, &str) = ("LOCKBYDIR_WAKEUPS", "stat-at");
+
+/// Why a lock service's waiters poll instead of being woken, if they do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polling {
+    /// `LOCKBYDIR_NO_WAKEUPS=1` is set.
+    TurnedOff,
+    /// This platform has no change notification lockbydir uses, or the kernel gave this
+    /// process none (inotify's `fs.inotify.max_user_instances`).
+    NoNotification,
+    /// The lock directory's filesystem is not known to be local (NFS, SMB, FUSE, ...):
+    /// another machine's changes make no event here.
+    RemoteFilesystem,
+}
+
+impl Polling {
+    /// Why, in words.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Polling::TurnedOff => "LOCKBYDIR_NO_WAKEUPS=1 is set",
+            Polling::NoNotification => "no change notification for this process",
+            Polling::RemoteFilesystem => {
+                "the lock directory is not on a local filesystem, whose changes would make events here"
+            }
+        }
+    }
+}
+
+/// The watcher for a service on `lock_dir`, or why there is none.
+fn wakeups(lock_dir: &Path) -> Result<&'static Watcher, Polling> {
+    if std::env::var_os(NO_WAKEUPS_VAR).is_some_and(|v| v == "1") {
+        return Err(Polling::TurnedOff);
+    }
+    let watcher = Watcher::global().ok_or(Polling::NoNotification)?;
+    if !watch::delivers_events(lock_dir) {
+        return Err(Polling::RemoteFilesystem);
+    }
+    Ok(watcher)
+}
 
 /// The lock component's WASI state: nothing but the lock directory, clocks and randomness.
 pub struct LockCtx {
@@ -45,6 +94,7 @@ pub struct LockService {
     store: Store<LockCtx>,
     exports: LockComponent,
     lock_dir: PathBuf,
+    polling: Option<Polling>,
 }
 
 /// A lock handle living in a [`LockService`]'s store. Give it back with
@@ -91,7 +141,11 @@ impl LockService {
         limits: ServiceLimits,
     ) -> Result<Self, Error> {
         check_lock_dir(lock_dir)?;
+        let watcher = wakeups(lock_dir);
         let mut wasi = WasiCtx::builder();
+        if watcher.is_ok() {
+            wasi.env(WAKEUPS_VAR.0, WAKEUPS_VAR.1);
+        }
         // The component's filesystem calls run on this thread instead of hopping through a
         // blocking pool (about 4x faster for this workload).
         wasi.allow_blocking_current_thread(true)
@@ -104,7 +158,7 @@ impl LockService {
         let ctx = LockCtx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            sleeper: Sleeper::new(lock_dir),
+            sleeper: Sleeper::new(lock_dir, watcher.ok()),
             memory: limits.memory,
         };
         let mut store = Store::new(runtime.engine(), ctx);
@@ -127,6 +181,10 @@ impl LockService {
                     sleeper: &ctx.sleeper,
                 })
             })
+            // The lock component's requests to be woken (a stat of the entry it waits on).
+            .and_then(|()| {
+                crate::watched_stat::shadow_stat_at(&mut linker, |ctx: &LockCtx| &ctx.sleeper)
+            })
             .map_err(|reason| Error::Component {
                 what: "link WASI for the lock component".into(),
                 reason,
@@ -136,11 +194,44 @@ impl LockService {
                 what: "instantiate the lock component".into(),
                 reason,
             })?;
+        let polling = match watcher {
+            Ok(_) if !store.data().sleeper.watches() => Some(Polling::NoNotification),
+            Ok(_) => None,
+            Err(why) => Some(why),
+        };
         Ok(LockService {
             store,
             exports,
             lock_dir: lock_dir.to_owned(),
+            polling,
         })
+    }
+
+    /// Why this service's waiters poll, or `None` if the host wakes them when the entry they
+    /// wait on changes.
+    pub fn polling(&self) -> Option<Polling> {
+        self.polling
+    }
+
+    /// How this service's waits went so far.
+    pub fn wait_stats(&self) -> WaitStats {
+        self.store.data().sleeper.stats()
+    }
+
+    /// How this service waits and how its waits went, in one line (`exec --verbose`).
+    pub fn describe_waits(&self) -> String {
+        let stats = self.wait_stats();
+        match self.polling {
+            None => format!(
+                "waited with wake-ups offered by the host: {} stat-at calls, {} watched sleeps, {} woken by a change",
+                stats.stat_at_calls, stats.watched_sleeps, stats.woken_sleeps
+            ),
+            Some(why) => format!(
+                "waited by polling ({}): {} stat-at calls",
+                why.reason(),
+                stats.stat_at_calls
+            ),
+        }
     }
 
     /// The lock directory this service works in.

@@ -1,4 +1,4 @@
-//! Precise sleeps for the lock component, which a release in this process cuts short.
+//! Precise sleeps for the lock component, which the change it waits for cuts short.
 //!
 //! The lock component waits for a busy lock by sleeping (`std::thread::sleep` in the guest:
 //! `wasi:clocks/monotonic-clock.subscribe-duration`, then `wasi:io/poll`). wasmtime-wasi
@@ -8,15 +8,25 @@
 //! component's Store with pollables that block the calling thread on a [`Condvar`] until
 //! their deadline (the OS timer: tens of µs late, not milliseconds).
 //!
-//! A short wait (at most [`WAKEABLE`]: the waiters near the head of the line sleep that little)
-//! also ends as soon as a lock service of this process on the same lock directory reports a
-//! release ([`Sleeper::wake_all`]): the next waiter in this process holds the lock tens of µs
-//! after it is given up instead of at its next poll. Longer waits (waiters further back in
-//! line) are not woken: with hundreds of waiters, waking them all at every release would
-//! make each look at the lock for nothing. Waiters in other processes are not
-//! woken; they poll, as before. A wake-up is only a hint: the guest looks at the lock again
-//! after every sleep, so waking early (for another lock of the directory, or for a release
-//! that someone else won) costs one look and is never wrong.
+//! **Exact wake-ups.** Where the service offers them (`LOCKBYDIR_WAKEUPS=stat-at` in the lock
+//! component's environment, see `crate::lock_service`), a waiter asks to be woken by `stat`ing
+//! the entry it waits on just before it sleeps; `crate::watched_stat` sees that stat, watches
+//! the entry ([`Sleeper::watch_before_stat`], through `crate::watch`) before making it, and
+//! the next sleep ([`Sleeper::subscribe`]) ends when that name is renamed away or removed, by
+//! any process, or at its deadline. Only that sleep: the watch is dropped with it, and a host
+//! call into the component ([`Sleeper::observe`]) drops a watch no sleep took.
+//!
+//! **Releases in this process.** A short sleep *without* such a watch (at most [`WAKEABLE`]:
+//! polling waiters near the head of the line sleep that little; this is the polling fallback,
+//! and the only wake-up a component that does not ask gets) also ends as soon as a lock
+//! service of this process on the same lock directory reports a release
+//! ([`Sleeper::wake_all`]): the next waiter in this process holds the lock tens of µs after it
+//! is given up instead of at its next poll. Longer unwatched waits are not woken: with
+//! hundreds of waiters, waking them all at every release would make each look at the lock for
+//! nothing. A watched sleep ignores those releases: its own watch sees every change that
+//! matters to it, including the ones this process makes, and no other. A wake-up of either
+//! kind is only a hint: the guest looks at the lock again after every sleep, so waking early
+//! costs one look and is never wrong, and a lost one costs the rest of the sleep.
 //!
 //! A lock service's waits can also be cancelled from another thread ([`WaitCanceller`], used
 //! by `exec` when a signal arrives while it waits). The lock component has no notion of being
@@ -38,6 +48,8 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+
+use crate::watch::{Bell, Registration, Watcher};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -114,14 +126,45 @@ pub(crate) struct Sleeper {
     cancelled: AtomicBool,
     /// How far this service's monotonic clock is ahead of the real one (nanoseconds).
     skipped_ns: AtomicU64,
-    /// What the sleeps that a release does not end wait on, so that a cancel ends them.
-    alone: (Mutex<()>, Condvar),
+    /// What the sleeps that a release does not end wait on, so that a cancel (and, for a
+    /// watched sleep, a change of its entry) ends them.
+    bell: Arc<Bell>,
+    /// Where this service's waits can be watched: `None` when wake-ups are not offered.
+    watching: Option<Watching>,
+    /// The entry the lock component asked to be woken for (by `stat`ing it) since the host
+    /// last called into it: it ends the next sleep when it changes.
+    pending: Mutex<Option<Registration>>,
+    /// Counts, for [`WaitStats`].
+    stat_at_calls: AtomicU64,
+    watched_sleeps: AtomicU64,
+    woken_sleeps: AtomicU64,
+}
+
+/// Where a lock service's waits are watched: its lock directory, as the host names it and as
+/// the lock component's preopen is (device and inode, to recognize its descriptor).
+pub(crate) struct Watching {
+    watcher: &'static Watcher,
+    lock_dir: PathBuf,
+    identity: (u64, u64),
+}
+
+/// How a lock service's waits went, since it was made: see [`crate::LockService::wait_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    /// `stat-at` calls of the lock component (every one: with wake-ups, its request to be
+    /// woken; without, the look of a polling waiter at the state entry).
+    pub stat_at_calls: u64,
+    /// Sleeps that a watch could end.
+    pub watched_sleeps: u64,
+    /// Of those, how many a change of the watched entry ended.
+    pub woken_sleeps: u64,
 }
 
 impl Sleeper {
     /// The sleeper of a lock service working in `lock_dir`. Services on the same directory
-    /// (after resolving symlinks) wake one another.
-    pub(crate) fn new(lock_dir: &Path) -> Arc<Sleeper> {
+    /// (after resolving symlinks) wake one another; with `watcher`, the lock component's
+    /// sleeps can also be ended by changes to the entries it asks for.
+    pub(crate) fn new(lock_dir: &Path, watcher: Option<&'static Watcher>) -> Arc<Sleeper> {
         let key = lock_dir
             .canonicalize()
             .unwrap_or_else(|_| lock_dir.to_owned());
@@ -131,24 +174,104 @@ impl Sleeper {
             None => {
                 dirs.retain(|_, dir| dir.strong_count() > 0);
                 let dir = Arc::new(DirWakeups::default());
-                dirs.insert(key, Arc::downgrade(&dir));
+                dirs.insert(key.clone(), Arc::downgrade(&dir));
                 dir
             }
         };
         let seen = AtomicU64::new(*dir.lock());
+        let watching = watcher.and_then(|watcher| {
+            use std::os::unix::fs::MetadataExt;
+            let meta = std::fs::metadata(&key).ok()?;
+            Some(Watching {
+                watcher,
+                lock_dir: key.clone(),
+                identity: (meta.dev(), meta.ino()),
+            })
+        });
         Arc::new(Sleeper {
             dir,
             seen,
             cancelled: AtomicBool::new(false),
             skipped_ns: AtomicU64::new(0),
-            alone: (Mutex::new(()), Condvar::new()),
+            bell: Arc::default(),
+            watching,
+            pending: Mutex::new(None),
+            stat_at_calls: AtomicU64::new(0),
+            watched_sleeps: AtomicU64::new(0),
+            woken_sleeps: AtomicU64::new(0),
         })
+    }
+
+    /// Whether this service's sleeps can be ended by watches.
+    pub(crate) fn watches(&self) -> bool {
+        self.watching.is_some()
+    }
+
+    /// The counts so far.
+    pub(crate) fn stats(&self) -> WaitStats {
+        WaitStats {
+            stat_at_calls: self.stat_at_calls.load(Ordering::Relaxed),
+            watched_sleeps: self.watched_sleeps.load(Ordering::Relaxed),
+            woken_sleeps: self.woken_sleeps.load(Ordering::Relaxed),
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Option<Registration>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock component is about to `stat` `path` through the directory `descriptor` (its
+    /// preopen, if it is the lock directory's): if `path` names an entry of a lockdir or a
+    /// queue, watch it, so that its change ends the next sleep. Call before the real stat,
+    /// then [`Sleeper::stat_done`] with the stat's outcome.
+    pub(crate) fn watch_before_stat(
+        &self,
+        descriptor: &std::fs::File,
+        path: &str,
+    ) -> Option<Registration> {
+        self.stat_at_calls.fetch_add(1, Ordering::Relaxed);
+        let watching = self.watching.as_ref()?;
+        let (dir, name) = watched_entry(path)?;
+        use std::os::unix::fs::MetadataExt;
+        let meta = descriptor.metadata().ok()?;
+        if (meta.dev(), meta.ino()) != watching.identity {
+            return None;
+        }
+        // A directory that cannot be watched (gone, or inotify's limit reached): this sleep
+        // is a plain one, as without wake-ups.
+        watching
+            .watcher
+            .register(
+                &watching.lock_dir.join(dir),
+                name.as_ref(),
+                Arc::clone(&self.bell),
+            )
+            .ok()
+    }
+
+    /// A `stat-at` through a descriptor that is no directory: only counted.
+    pub(crate) fn watch_before_stat_of_file(&self) -> Option<Registration> {
+        self.stat_at_calls.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// The stat that [`Sleeper::watch_before_stat`] prepared for has been made: if the entry
+    /// is there, the next sleep waits for its change (if it is gone, the lock component does
+    /// not sleep for it, and the watch is dropped).
+    pub(crate) fn stat_done(&self, registration: Option<Registration>, found: bool) {
+        if let Some(registration) = registration
+            && found
+        {
+            *self.pending() = Some(registration);
+        }
     }
 
     /// The lock component is about to look at the lock directory: from now on, a release
     /// ends its next sleep. Call before every call into it.
     pub(crate) fn observe(&self) {
         self.seen.store(*self.dir.lock(), Ordering::Relaxed);
+        // A request to be woken lasts until the next sleep of the same call, no longer.
+        self.pending().take();
     }
 
     /// A lock in this directory was released: end the current sleep of every lock service of
@@ -178,19 +301,18 @@ impl Sleeper {
         self.skipped_ns.load(Ordering::SeqCst)
     }
 
-    /// Sleep until `deadline` or a cancel.
-    fn sleep_alone(&self, deadline: Instant) {
-        let (lock, cancelled) = &self.alone;
-        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        while !self.is_cancelled() {
-            let left = deadline.saturating_duration_since(Instant::now());
+    /// Sleep until `deadline` (never, if `None`), a cancel, or `watch` firing.
+    fn sleep_alone(&self, deadline: Option<Instant>, watch: Option<&Registration>) {
+        let mut guard = self.bell.lock();
+        while !self.is_cancelled() && !watch.is_some_and(Registration::fired) {
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
             if left.is_zero() {
                 break;
             }
-            guard = cancelled
-                .wait_timeout(guard, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+            guard = self.bell.wait(guard, left);
         }
     }
 
@@ -200,22 +322,44 @@ impl Sleeper {
         table: &mut wasmtime::component::ResourceTable,
         duration: Duration,
     ) -> wasmtime::Result<Resource<DynPollable>> {
-        let sleep = Sleep {
-            sleeper: Arc::clone(self),
-            wakeable: duration <= WAKEABLE,
-            // Unrepresentably far away: wait for a wake-up only (as wasmtime-wasi waits forever).
-            deadline: Instant::now().checked_add(duration),
-        };
-        let sleep = table.push(sleep)?;
+        let sleep = table.push(self.sleep(duration))?;
         subscribe(table, sleep)
     }
+
+    /// The next sleep, `duration` long: it takes the pending watch, if any.
+    fn sleep(self: &Arc<Self>, duration: Duration) -> Sleep {
+        let watch = self.pending().take();
+        if watch.is_some() {
+            self.watched_sleeps.fetch_add(1, Ordering::Relaxed);
+        }
+        Sleep {
+            sleeper: Arc::clone(self),
+            wakeable: duration <= WAKEABLE,
+            watch,
+            // Unrepresentably far away: wait for a wake-up only (as wasmtime-wasi waits forever).
+            deadline: Instant::now().checked_add(duration),
+        }
+    }
+}
+
+/// `(directory, entry)` if `path` names an entry directly inside a lockdir or a queue
+/// (`N.lockdir/held.…`, `N.queue/wait.…`): the only stats that ask for a wake-up.
+fn watched_entry(path: &str) -> Option<(&str, &str)> {
+    let (dir, name) = path.split_once('/')?;
+    let one = |s: &str| !s.is_empty() && s != "." && s != ".." && !s.contains('/');
+    let kind = [".lockdir", ".queue"]
+        .into_iter()
+        .any(|suffix| dir.len() > suffix.len() && dir.ends_with(suffix));
+    (kind && one(dir) && one(name)).then_some((dir, name))
 }
 
 /// The `pollable` behind the lock component's `subscribe-duration` and `subscribe-instant`.
 struct Sleep {
     sleeper: Arc<Sleeper>,
-    /// Whether a release ends it early.
+    /// Whether a release in this process ends it early (if it has no watch).
     wakeable: bool,
+    /// The entry whose change ends it, if the lock component asked for one.
+    watch: Option<Registration>,
     deadline: Option<Instant>,
 }
 
@@ -234,10 +378,15 @@ impl Pollable for Sleep {
         // Pending once, waking at once: `pollable.ready` (which polls exactly once) answers
         // "not yet" instead of blocking; `block` and `poll` poll again straight away.
         PendingOnce(false).await;
-        if !self.wakeable
-            && let Some(deadline) = self.deadline
-        {
-            sleeper.sleep_alone(deadline);
+        if let Some(watch) = &self.watch {
+            // The exact wake-up: only a change of the entry waited on ends it (a release in
+            // this process makes one too), not every release in the directory.
+            sleeper.sleep_alone(self.deadline, Some(watch));
+            if watch.fired() {
+                sleeper.woken_sleeps.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if !self.wakeable && self.deadline.is_some() {
+            sleeper.sleep_alone(self.deadline, None);
         } else {
             let seen = sleeper.seen.load(Ordering::Relaxed);
             let now = sleeper.dir.wait(seen, self.deadline, &sleeper.cancelled);
@@ -281,14 +430,7 @@ impl WaitCanceller {
         let sleeper = &self.0;
         sleeper.cancelled.store(true, Ordering::SeqCst);
         // Under each sleep's mutex, so that a sleep about to wait cannot miss it.
-        drop(
-            sleeper
-                .alone
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        sleeper.alone.1.notify_all();
+        sleeper.bell.ring();
         drop(sleeper.dir.lock());
         sleeper.dir.changed.notify_all();
     }
@@ -369,11 +511,12 @@ mod tests {
 
     #[test]
     fn only_a_past_deadline_is_ready_at_first_look() {
-        let sleeper = Sleeper::new(&std::env::temp_dir());
+        let sleeper = Sleeper::new(&std::env::temp_dir(), None);
         let mut cx = Context::from_waker(Waker::noop());
         let at = |deadline| Sleep {
             sleeper: Arc::clone(&sleeper),
             wakeable: true,
+            watch: None,
             deadline: Some(deadline),
         };
         let now = Instant::now();
@@ -387,15 +530,16 @@ mod tests {
     fn a_release_in_the_same_directory_ends_a_sleep() {
         let dir = std::env::temp_dir().join(format!("lockbydir-wakeup-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let waiter = Sleeper::new(&dir);
+        let waiter = Sleeper::new(&dir, None);
         waiter.observe();
         // Another spelling of the same directory; before the sleep or during it, either way
         // the wake-up ends it (without it, this sleep would never end).
-        let releaser = Sleeper::new(&dir.join("."));
+        let releaser = Sleeper::new(&dir.join("."), None);
         let wake = std::thread::spawn(move || releaser.wake_all());
         block(&mut Sleep {
             sleeper: waiter,
             wakeable: true,
+            watch: None,
             deadline: None,
         });
         wake.join().unwrap();
@@ -404,7 +548,7 @@ mod tests {
 
     #[test]
     fn a_cancel_ends_a_long_sleep_and_moves_the_clock_past_any_patience() {
-        let sleeper = Sleeper::new(&std::env::temp_dir());
+        let sleeper = Sleeper::new(&std::env::temp_dir(), None);
         let cancel = WaitCanceller::new(&sleeper);
         let canceller = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
@@ -414,6 +558,7 @@ mod tests {
         block(&mut Sleep {
             sleeper: Arc::clone(&sleeper),
             wakeable: false,
+            watch: None,
             deadline: Some(Instant::now() + Duration::from_secs(3600)),
         });
         canceller.join().unwrap();
@@ -423,6 +568,7 @@ mod tests {
         block(&mut Sleep {
             sleeper: Arc::clone(&sleeper),
             wakeable: true,
+            watch: None,
             deadline: None,
         });
     }
@@ -431,19 +577,214 @@ mod tests {
     fn a_long_sleep_is_not_cut_short_by_a_release() {
         let dir = std::env::temp_dir().join(format!("lockbydir-nowake-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let waiter = Sleeper::new(&dir);
+        let waiter = Sleeper::new(&dir, None);
         waiter.observe();
-        let releaser = Sleeper::new(&dir);
+        let releaser = Sleeper::new(&dir, None);
         releaser.wake_all();
         let start = Instant::now();
         let length = WAKEABLE + Duration::from_millis(20);
         block(&mut Sleep {
             sleeper: waiter,
             wakeable: false,
+            watch: None,
             deadline: Some(start + length),
         });
         // Woken by the release, it would have returned at once.
         assert!(start.elapsed() >= length);
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// A fresh directory with entries `names` (directories, as the protocol makes them), and
+    /// a sleeper on it that watches, as a service with wake-ups has.
+    fn watched_dir(tag: &str, names: &[&str]) -> (PathBuf, Arc<Sleeper>) {
+        let dir =
+            std::env::temp_dir().join(format!("lockbydir-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in names {
+            std::fs::create_dir_all(dir.join("bed.lockdir").join(name)).unwrap();
+        }
+        let watcher = Watcher::global().expect("inotify is available to the tests");
+        (dir.clone(), Sleeper::new(&dir, Some(watcher)))
+    }
+
+    /// What the lock component's `sleep_until_changed(path)` does: a watched stat, then a
+    /// sleep of `duration` (None if the entry was gone: no sleep at all).
+    fn stat_and_sleep(
+        sleeper: &Arc<Sleeper>,
+        dir: &Path,
+        path: &str,
+        duration: Duration,
+    ) -> Option<Sleep> {
+        sleeper.observe();
+        let preopen = std::fs::File::open(dir).unwrap();
+        let registration = sleeper.watch_before_stat(&preopen, path);
+        let found = dir.join(path).exists();
+        sleeper.stat_done(registration, found);
+        found.then(|| sleeper.sleep(duration))
+    }
+
+    /// Run `program args` as another process, to completion.
+    fn run(program: &str, args: &[&Path]) {
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} failed");
+    }
+
+    const LONG: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_watched_sleep_ends_when_another_process_renames_or_removes_the_entry() {
+        let (dir, sleeper) = watched_dir("other", &["held.1", "held.2"]);
+        let lockdir = dir.join("bed.lockdir");
+        // Renamed away by `mv` in another process: without the watch, an hour's sleep.
+        let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.1", LONG).unwrap();
+        let mover = {
+            let (from, to) = (lockdir.join("held.1"), lockdir.join("free.1"));
+            std::thread::spawn(move || run("mv", &[&from, &to]))
+        };
+        block(&mut sleep);
+        mover.join().unwrap();
+        // Removed by `rmdir` in another process.
+        let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.2", LONG).unwrap();
+        let remover = {
+            let path = lockdir.join("held.2");
+            std::thread::spawn(move || run("rmdir", &[&path]))
+        };
+        block(&mut sleep);
+        remover.join().unwrap();
+        let stats = sleeper.stats();
+        assert_eq!(
+            (stats.watched_sleeps, stats.woken_sleeps),
+            (2, 2),
+            "{stats:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_change_wakes_only_the_sleeper_watching_that_entry() {
+        let (dir, first) = watched_dir("herd", &["wait.1", "wait.2"]);
+        let second = Sleeper::new(&dir, Watcher::global());
+        let lockdir = dir.join("bed.lockdir");
+        let mut first_sleep = stat_and_sleep(&first, &dir, "bed.lockdir/wait.1", LONG).unwrap();
+        // Long enough to be still asleep when the first wakes, short enough to end the test.
+        let second_sleep =
+            stat_and_sleep(&second, &dir, "bed.lockdir/wait.2", Duration::from_secs(2));
+        let mut second_sleep = second_sleep.unwrap();
+        let other = std::thread::spawn(move || block(&mut second_sleep));
+        run("mv", &[&lockdir.join("wait.1"), &lockdir.join("free.1")]);
+        block(&mut first_sleep);
+        other.join().unwrap();
+        assert_eq!(first.stats().woken_sleeps, 1);
+        // The second ran to its deadline: the rename of another name did not wake it.
+        assert_eq!(second.stats().woken_sleeps, 0);
+        assert_eq!(second.stats().watched_sleeps, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_already_gone_is_not_slept_on_and_a_change_before_the_sleep_is_not_missed() {
+        let (dir, sleeper) = watched_dir("gone", &["held.1"]);
+        // Gone before the stat: no watch is kept, and the next sleep is a plain one.
+        assert!(stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.9", LONG).is_none());
+        let mut plain = sleeper.sleep(Duration::from_millis(1));
+        assert!(plain.watch.is_none());
+        block(&mut plain);
+        // Gone between the stat and the sleep: the sleep returns at once.
+        let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.1", LONG).unwrap();
+        run("rmdir", &[&dir.join("bed.lockdir/held.1")]);
+        block(&mut sleep);
+        assert_eq!(sleeper.stats().woken_sleeps, 1);
+        drop(sleep);
+        // Every watch is gone with its sleeps: nothing of this test's directory is watched.
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_watched_sleep_without_a_change_ends_at_its_deadline() {
+        let (dir, sleeper) = watched_dir("lost", &["held.1"]);
+        let start = Instant::now();
+        let length = Duration::from_millis(50);
+        let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.1", length).unwrap();
+        block(&mut sleep);
+        assert!(start.elapsed() >= length);
+        assert_eq!(sleeper.stats().woken_sleeps, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cancel_ends_a_watched_sleep() {
+        let (dir, sleeper) = watched_dir("cancel", &["held.1"]);
+        let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.1", LONG).unwrap();
+        let cancel = WaitCanceller::new(&sleeper);
+        let canceller = std::thread::spawn(move || cancel.cancel());
+        block(&mut sleep);
+        canceller.join().unwrap();
+        assert_eq!(sleeper.stats().woken_sleeps, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_entries_of_lockdirs_and_queues_are_watched() {
+        assert_eq!(
+            watched_entry("bed.lockdir/held.1"),
+            Some(("bed.lockdir", "held.1"))
+        );
+        assert_eq!(
+            watched_entry("bed.queue/wait.1"),
+            Some(("bed.queue", "wait.1"))
+        );
+        for path in [
+            "bed.lockdir",
+            ".lockdir/x",
+            "bed.lockdir/",
+            "bed.lockdir/..",
+            "a/b",
+            "bed.lockdir/a/b",
+            "x/bed.lockdir",
+        ] {
+            assert_eq!(watched_entry(path), None, "{path}");
+        }
+    }
+
+    /// Not a test: how long from a rename to the return of the sleep watching that name
+    /// (`cargo test --release --lib -- --ignored --nocapture wake_latency`).
+    #[test]
+    #[ignore]
+    fn wake_latency() {
+        let rounds = 500;
+        let names: Vec<String> = (0..rounds).map(|i| format!("held.{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let (dir, sleeper) = watched_dir("latency", &refs);
+        let mut micros = Vec::new();
+        for name in &names {
+            let path = format!("bed.lockdir/{name}");
+            let mut sleep = stat_and_sleep(&sleeper, &dir, &path, LONG).unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let sleeper_thread = std::thread::spawn(move || {
+                block(&mut sleep);
+                tx.send(Instant::now()).unwrap();
+            });
+            // Let the sleeper block first.
+            std::thread::sleep(Duration::from_millis(2));
+            let lockdir = dir.join("bed.lockdir");
+            let renamed = Instant::now();
+            std::fs::rename(lockdir.join(name), lockdir.join(format!("free.{name}"))).unwrap();
+            let woke = rx.recv().unwrap();
+            sleeper_thread.join().unwrap();
+            micros.push(woke.duration_since(renamed).as_secs_f64() * 1e6);
+        }
+        micros.sort_by(f64::total_cmp);
+        let at = |q: f64| micros[((micros.len() - 1) as f64 * q) as usize];
+        println!(
+            "rename -> woken sleep returns, {rounds} rounds: median {:.0} us, p90 {:.0} us, p99 {:.0} us, max {:.0} us",
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -250,6 +250,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             grant.fence,
             display_ms(started.elapsed().as_millis() as u64)
         );
+        eprintln!("lockbydir: {}", service.describe_waits());
     }
 
     let mut cmd = Command::new(&command[0]);

@@ -1,0 +1,390 @@
+//! Change notification for the lock component's waiters: "tell me when entry `name` of
+//! directory `dir` is renamed away or removed", on Linux's inotify.
+//!
+//! One inotify instance per process ([`Watcher::global`]) and one thread that reads its
+//! events. A [`Registration`] puts a watch on its directory (shared by every registration on
+//! that directory, however the path is spelled: inotify gives one watch per inode) and is
+//! [`Registration::fired`] once an event names its entry: `IN_MOVED_FROM` or `IN_DELETE`
+//! (the entry went away), `IN_MOVED_TO` (something was renamed onto its name), or anything
+//! that may have hidden such an event: the directory itself removed, moved or unmounted, or
+//! the event queue overflowing (then every registration fires). When the last registration
+//! of a directory is dropped its watch is removed, so the process watches at most as many
+//! directories as it has live registrations, and a lock service has at most one (the sleep
+//! it is about to take); inotify's own per-user limit (`fs.inotify.max_user_watches`) bounds
+//! them too, and a watch that cannot be added is an error the caller falls back from.
+//!
+//! Only the events asked for are delivered (not the creations, attribute changes and opens
+//! that every look at a lockdir makes), so waiters' looks do not wake the reading thread.
+//! That is why this uses the `inotify` crate rather than `notify`, whose inotify backend
+//! always asks for those too and keys watches by path.
+//!
+//! Elsewhere than Linux there is no watcher: [`Watcher::global`] is `None` and the lock
+//! component polls.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// What a registration rings when it fires: a mutex and condvar that a sleeper waits on.
+#[derive(Default)]
+pub(crate) struct Bell {
+    lock: Mutex<()>,
+    rung: Condvar,
+}
+
+impl Bell {
+    /// The bell's mutex; a waiter checks its condition under it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wait for a ring, up to `timeout`.
+    pub(crate) fn wait<'a>(
+        &self,
+        guard: MutexGuard<'a, ()>,
+        timeout: std::time::Duration,
+    ) -> MutexGuard<'a, ()> {
+        self.rung
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
+
+    /// Wake every waiter. Under the mutex, so that a waiter that has checked its condition
+    /// but not started waiting yet cannot miss it.
+    pub(crate) fn ring(&self) {
+        drop(self.lock());
+        self.rung.notify_all();
+    }
+}
+
+/// One entry waited on.
+struct Interest {
+    name: OsString,
+    fired: AtomicBool,
+    bell: Arc<Bell>,
+}
+
+impl Interest {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::SeqCst);
+        self.bell.ring();
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod imp {
+    use std::collections::HashMap;
+
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+
+    use super::*;
+
+    /// The events that end a wait (see the module documentation). `ONLYDIR`: a registration
+    /// is on a directory, never on whatever else stands at its path.
+    const MASK: WatchMask = WatchMask::MOVED_FROM
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::DELETE)
+        .union(WatchMask::DELETE_SELF)
+        .union(WatchMask::MOVE_SELF)
+        .union(WatchMask::ONLYDIR);
+
+    /// The process's inotify instance and who waits on what, by watch descriptor.
+    pub(crate) struct Watcher {
+        state: Mutex<State>,
+    }
+
+    struct State {
+        watches: Watches,
+        /// Each watched directory's watch and the registrations on it, by the watch's id.
+        dirs: HashMap<i32, (WatchDescriptor, Vec<Arc<Interest>>)>,
+        /// The reading thread stopped (the instance failed): no event will come.
+        broken: bool,
+    }
+
+    impl Watcher {
+        fn state(&self) -> MutexGuard<'_, State> {
+            self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        }
+
+        /// Start the instance and its reading thread.
+        pub(super) fn start() -> io::Result<&'static Watcher> {
+            let mut inotify = Inotify::init()?;
+            // One per process, for the process's lifetime.
+            let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
+                state: Mutex::new(State {
+                    watches: inotify.watches(),
+                    dirs: HashMap::new(),
+                    broken: false,
+                }),
+            }));
+            std::thread::Builder::new()
+                .name("lockbydir-watch".into())
+                .spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        match inotify.read_events_blocking(&mut buffer) {
+                            Ok(events) => {
+                                let mut state = watcher.state();
+                                for event in events {
+                                    state.dispatch(
+                                        event.wd.get_watch_descriptor_id(),
+                                        event.mask,
+                                        event.name,
+                                    );
+                                }
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            // The instance is broken: wake everyone; later registrations
+                            // fail, and their sleepers poll.
+                            Err(_) => {
+                                let mut state = watcher.state();
+                                state.broken = true;
+                                state.fire_all();
+                                return;
+                            }
+                        }
+                    }
+                })?;
+            Ok(watcher)
+        }
+
+        /// Watch `dir` (if not already) and fire the returned registration when `name` in it
+        /// changes. The watch is in place when this returns.
+        pub(crate) fn register(
+            &'static self,
+            dir: &Path,
+            name: &OsStr,
+            bell: Arc<Bell>,
+        ) -> io::Result<Registration> {
+            let interest = Arc::new(Interest {
+                name: name.to_owned(),
+                fired: AtomicBool::new(false),
+                bell,
+            });
+            let mut state = self.state();
+            if state.broken {
+                return Err(io::Error::other("the inotify instance failed"));
+            }
+            let wd = state.watches.add(dir, MASK)?;
+            let id = wd.get_watch_descriptor_id();
+            state
+                .dirs
+                .entry(id)
+                .or_insert_with(|| (wd, Vec::new()))
+                .1
+                .push(Arc::clone(&interest));
+            Ok(Registration {
+                watcher: self,
+                id,
+                interest,
+            })
+        }
+
+        /// Whether the watch `id` is in use.
+        #[cfg(test)]
+        pub(crate) fn is_watched(&self, id: i32) -> bool {
+            self.state().dirs.contains_key(&id)
+        }
+
+        pub(super) fn unregister(&self, id: i32, interest: &Arc<Interest>) {
+            let mut state = self.state();
+            let Some((_, list)) = state.dirs.get_mut(&id) else {
+                return;
+            };
+            list.retain(|i| !Arc::ptr_eq(i, interest));
+            if list.is_empty()
+                && let Some((wd, _)) = state.dirs.remove(&id)
+            {
+                // Failing (the directory is gone, and the watch with it) is fine.
+                let _ = state.watches.remove(wd);
+            }
+        }
+    }
+
+    impl State {
+        fn dispatch(&mut self, id: i32, mask: EventMask, name: Option<&OsStr>) {
+            if mask.contains(EventMask::Q_OVERFLOW) {
+                self.fire_all();
+                return;
+            }
+            let gone = EventMask::DELETE_SELF
+                | EventMask::MOVE_SELF
+                | EventMask::UNMOUNT
+                | EventMask::IGNORED;
+            if mask.intersects(gone) {
+                if let Some((_, list)) = self.dirs.get(&id) {
+                    list.iter().for_each(|i| i.fire());
+                }
+                if mask.contains(EventMask::IGNORED) {
+                    // The kernel dropped this watch: a later registration adds a new one.
+                    self.dirs.remove(&id);
+                }
+                return;
+            }
+            if let (Some((_, list)), Some(name)) = (self.dirs.get(&id), name) {
+                list.iter()
+                    .filter(|i| i.name == name)
+                    .for_each(|i| i.fire());
+            }
+        }
+
+        fn fire_all(&mut self) {
+            self.dirs
+                .values()
+                .flat_map(|(_, list)| list)
+                .for_each(|i| i.fire());
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod imp {
+    use super::*;
+
+    /// No change notification on this platform (yet): the lock component polls.
+    pub(crate) struct Watcher(());
+
+    impl Watcher {
+        pub(super) fn start() -> io::Result<&'static Watcher> {
+            Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no change notification on this platform",
+            ))
+        }
+
+        pub(crate) fn register(
+            &'static self,
+            _dir: &Path,
+            _name: &OsStr,
+            _bell: Arc<Bell>,
+        ) -> io::Result<Registration> {
+            Err(io::Error::from(io::ErrorKind::Unsupported))
+        }
+
+        pub(super) fn unregister(&self, _id: i32, _interest: &Arc<Interest>) {}
+    }
+}
+
+pub(crate) use imp::Watcher;
+
+/// Whether changes to `dir` reach this machine's change notification: only on filesystems
+/// known to be local (statfs's type). On NFS, SMB, FUSE (sshfs, virtiofs), 9p, Ceph and any
+/// type not listed here, another machine's rename makes no event, so the lock component
+/// must poll there.
+pub(crate) fn delivers_events(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `path` is a NUL-terminated string and `stat` a plain struct the call fills.
+        let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+            return false;
+        }
+        LOCAL_FILESYSTEMS.contains(&(stat.f_type as u64))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
+}
+
+/// statfs `f_type` of filesystems whose every change is made by this kernel (linux/magic.h):
+/// ext2/3/4, tmpfs, ramfs, xfs, btrfs, bcachefs, f2fs, zfs, reiserfs, jfs, overlayfs, vfat,
+/// exfat, ntfs3.
+#[cfg(target_os = "linux")]
+const LOCAL_FILESYSTEMS: &[u64] = &[
+    0xEF53,      // ext2/3/4
+    0x0102_1994, // tmpfs
+    0x8584_58f6, // ramfs
+    0x5846_5342, // xfs
+    0x9123_683E, // btrfs
+    0xca45_1a4e, // bcachefs
+    0xF2F5_2010, // f2fs
+    0x2FC1_2FC1, // zfs
+    0x5265_4973, // reiserfs
+    0x3153_464a, // jfs
+    0x794c_7630, // overlayfs
+    0x4d44,      // vfat
+    0x2011_BAB0, // exfat
+    0x7366_746e, // ntfs3
+];
+
+impl Watcher {
+    /// The process's watcher, started at the first call; `None` where there is none, or
+    /// when the kernel refused an instance (`fs.inotify.max_user_instances`, 128 per user by
+    /// default): the lock component then polls.
+    pub(crate) fn global() -> Option<&'static Watcher> {
+        static WATCHER: std::sync::OnceLock<Option<&'static Watcher>> = std::sync::OnceLock::new();
+        *WATCHER.get_or_init(|| Watcher::start().ok())
+    }
+}
+
+/// An entry waited on; dropping it stops the waiting (and the directory's watch with the
+/// last registration on it).
+pub(crate) struct Registration {
+    watcher: &'static Watcher,
+    id: i32,
+    interest: Arc<Interest>,
+}
+
+impl Registration {
+    /// Whether the entry has changed (or may have) since the registration.
+    pub(crate) fn fired(&self) -> bool {
+        self.interest.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.watcher.unregister(self.id, &self.interest);
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registrations_share_their_directory_s_watch_and_the_last_one_removes_it() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-share-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let watcher = Watcher::global().unwrap();
+        let bell = Arc::new(Bell::default());
+        let a = watcher
+            .register(&dir, "a".as_ref(), Arc::clone(&bell))
+            .unwrap();
+        // Another spelling of the same directory: the same watch.
+        let b = watcher
+            .register(&dir.join("."), "b".as_ref(), bell)
+            .unwrap();
+        assert_eq!(a.id, b.id);
+        let id = a.id;
+        drop(a);
+        assert!(watcher.is_watched(id));
+        drop(b);
+        assert!(!watcher.is_watched(id));
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_watched_is_an_error() {
+        let missing = std::env::temp_dir().join("lockbydir-no-such-dir/x.lockdir");
+        let bell = Arc::new(Bell::default());
+        let watcher = Watcher::global().unwrap();
+        assert!(watcher.register(&missing, "a".as_ref(), bell).is_err());
+    }
+
+    #[test]
+    fn proc_and_missing_directories_do_not_deliver_events() {
+        // /proc is no local filesystem of the list (its type is PROC_SUPER_MAGIC).
+        assert!(!delivers_events(Path::new("/proc")));
+        assert!(!delivers_events(Path::new("/no/such/dir")));
+    }
+}
