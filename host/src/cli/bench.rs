@@ -1,13 +1,17 @@
-//! `lockbydir bench`: measures lockbydir against the floor (bare mkdir+rmdir), the protocol
-//! compiled natively, and the kernel's flock: uncontended operations, contended handover,
-//! start-up, and the seed's massive hammering. Prints Markdown tables and writes the same
-//! numbers as JSON.
+//! `lockbydir bench`: measures lockbydir (with the host's wake-ups and in its polling
+//! fallback) against the floor (bare mkdir+rmdir), the protocol compiled natively, the
+//! kernel's flock and the seed's mkdir/rmdir lock: uncontended operations, contended
+//! handover, waiting, start-up, and the seed's massive hammering. Prints Markdown tables,
+//! writes the same numbers as JSON.
 
 mod contended;
 mod contenders;
+mod flock;
 mod hammer;
 mod handover;
+mod kind;
 mod plan;
+mod seed;
 mod startup;
 mod stats;
 mod sys;
@@ -15,6 +19,7 @@ mod table;
 mod targets;
 mod uncontended;
 mod waiting;
+mod wakeups;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -35,12 +40,13 @@ use targets::Target;
 use uncontended::Uncontended;
 use waiting::WaitingRow;
 
-/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, and flock.
+/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, flock and the
+/// seed's mkdir lock.
 ///
 /// Uncontended acquire+release, contended handover and waiting (threads and processes),
 /// start-up, and the seed's massive hammering, on each directory given (tmpfs and disk by
-/// default). Every figure is a median over repeated runs; every comparison is a ratio from the
-/// same run.
+/// default); lockbydir with the host's wake-ups and without (LOCKBYDIR_NO_WAKEUPS=1). Every
+/// figure is a median over repeated runs; every comparison is a ratio from the same run.
 /// Benchmarks on a busy machine are noisy: the load average is reported with the numbers.
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
@@ -99,8 +105,13 @@ pub struct DirReport {
     pub fs: String,
     pub uncontended: Uncontended,
     pub contended: Vec<ContendedRow>,
+    /// Waiting CPU: one waiter process, and waiting plugins, behind a long hold.
     pub waiting: Vec<WaitingRow>,
-    pub hammer: Option<Hammer>,
+    /// The last of several waiters after a short hold.
+    pub after_hold: Vec<WaitingRow>,
+    /// The seed's hammering, one row per kind (on the first directory only, unless the plan
+    /// says every directory).
+    pub hammer: Vec<Hammer>,
 }
 
 pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
@@ -144,11 +155,12 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         let base = &s.0;
         let uncontended = uncontended::measure(&setup, &plan, base)?;
         let contended = contended::measure(&setup, &plan, base)?;
-        let waiting = waiting::measure(&setup, &plan, base)?;
+        let waiting = waiting::measure_cpu(&setup, &plan, base)?;
+        let after_hold = waiting::measure_after_hold(&setup, &plan, base)?;
         let hammer = if i == 0 || plan.hammer_every_dir {
-            Some(hammer::measure(&setup, &plan, base)?)
+            hammer::measure(&setup, &plan, base)?
         } else {
-            None
+            Vec::new()
         };
         reports.push(DirReport {
             path: dirs[i].display().to_string(),
@@ -156,6 +168,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             uncontended,
             contended,
             waiting,
+            after_hold,
             hammer,
         });
     }
@@ -171,7 +184,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             loadavg_start,
             loadavg_end: sys::loadavg(),
         },
-        targets: targets::judge(&reports, &startup),
+        targets: targets::judge(&reports, &startup, plan.peer_contenders),
         plan,
         startup,
         dirs: reports,
