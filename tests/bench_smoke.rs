@@ -1,7 +1,7 @@
 //! `lockbydir bench --smoke` runs every part of the benchmark, with every peer (lockbydir
-//! with and without wake-ups, flock, seed-like), and writes JSON with the expected keys.
-//! Only that it works is checked, never how fast anything is; besides, no two holds may
-//! overlap, whatever the lock.
+//! with and without wake-ups, flock, seed-like), and writes JSON with the expected keys and
+//! a well-formed SVG picture with the expected series. Only that it works is checked, never
+//! how fast anything is; besides, no two holds may overlap, whatever the lock.
 
 mod common;
 
@@ -29,6 +29,8 @@ fn bench_smoke_runs_and_writes_json() {
     );
     assert!(o.status.success(), "bench failed: {}", stderr(&o));
     assert!(stdout(&o).contains("### Targets"), "{}", stdout(&o));
+    // The picture goes next to the JSON when --svg does not say where.
+    check_svg(&std::fs::read_to_string(scratch.join("bench.svg")).unwrap());
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(get(&report, "mode"), "smoke");
@@ -166,4 +168,45 @@ fn assert_has_kinds(rows: &[Value], kinds: &[&str]) {
             "no {kind} row in {rows:#?}"
         );
     }
+}
+
+/// The picture is well-formed SVG with a line and a legend entry for each kind it shows.
+fn check_svg(text: &str) {
+    let doc = roxmltree::Document::parse(text).unwrap_or_else(|e| panic!("bad SVG: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let series: Vec<_> = root
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series"))
+        .collect();
+    for kind in [
+        "plugin-procs",
+        "plugin-procs-polling",
+        "flock-procs",
+        "seed-5ms-procs",
+        "seed-30ms-procs",
+    ] {
+        let g = series
+            .iter()
+            .find(|g| g.attribute("data-kind") == Some(kind))
+            .unwrap_or_else(|| panic!("no series {kind} in the SVG"));
+        let legend: String = g.descendants().filter_map(|n| n.text()).collect();
+        assert!(legend.contains(kind), "legend of {kind}: {legend:?}");
+    }
+    let text: String = root.descendants().filter_map(|n| n.text()).collect();
+    assert!(
+        text.contains("handover to a different contender"),
+        "no axis label"
+    );
+    // At least one line is drawn (the seed-like 5 ms poll always hands over).
+    assert!(
+        series
+            .iter()
+            .any(|g| g.descendants().any(|n| n.has_tag_name("polyline"))),
+        "no line in the SVG"
+    );
 }

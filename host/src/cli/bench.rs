@@ -2,7 +2,7 @@
 //! fallback) against the floor (bare mkdir+rmdir), the protocol compiled natively, the
 //! kernel's flock and the seed's mkdir/rmdir lock: uncontended operations, contended
 //! handover, waiting, start-up, and the seed's massive hammering. Prints Markdown tables,
-//! writes the same numbers as JSON.
+//! writes the same numbers as JSON and the handover distribution as an SVG picture.
 
 mod contended;
 mod contenders;
@@ -14,6 +14,7 @@ mod plan;
 mod seed;
 mod startup;
 mod stats;
+mod svg;
 mod sys;
 mod table;
 mod targets;
@@ -55,9 +56,14 @@ pub struct BenchArgs {
     /// several [default: /dev/shm and the current directory].
     #[arg(long = "dir", value_name = "DIR")]
     dirs: Vec<PathBuf>,
-    /// Also write the numbers as JSON to FILE.
+    /// Also write the numbers as JSON to FILE (and the picture next to it, as with --svg,
+    /// FILE with the extension .svg, unless --svg says where).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write the distribution of handovers to a different contender (8 looping processes:
+    /// lockbydir with and without wake-ups, flock, seed-like) as an SVG picture to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     /// About a minute on 2 cores, instead of several minutes.
     #[arg(long)]
     quick: bool,
@@ -193,6 +199,15 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
     if let Some(file) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(file, json + "\n").with_context(|| format!("write {}", file.display()))?;
+    }
+    let svg_file = args
+        .svg
+        .clone()
+        .or_else(|| args.json.as_ref().map(|j| j.with_extension("svg")));
+    if let Some(file) = svg_file {
+        std::fs::write(&file, svg::render(&report))
+            .with_context(|| format!("write {}", file.display()))?;
+        eprintln!("bench: wrote {}", file.display());
     }
     Ok(0)
 }
