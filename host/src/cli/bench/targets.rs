@@ -90,12 +90,10 @@ impl Target {
 
     /// The limit as `<= 0.50 ms`.
     pub fn limit_text(&self) -> String {
-        format!(
-            "{} {} {}",
-            self.op,
-            num(self.limit, self.decimals()),
-            self.unit
-        )
+        let limit = num(self.limit, self.decimals());
+        format!("{} {limit} {}", self.op, self.unit)
+            .trim_end()
+            .to_owned()
     }
 
     /// Digits after the point for this target's values.
