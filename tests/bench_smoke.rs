@@ -1,6 +1,7 @@
-//! `lockbydir bench --smoke` runs every part of the benchmark and writes JSON with the
-//! expected keys. Only that it works is checked, never how fast anything is; besides, no two
-//! holds may overlap.
+//! `lockbydir bench --smoke` runs every part of the benchmark, with every peer (lockbydir
+//! with and without wake-ups, flock, seed-like), and writes JSON with the expected keys and
+//! a well-formed SVG picture with the expected series. Only that it works is checked, never
+//! how fast anything is; besides, no two holds may overlap, whatever the lock.
 
 mod common;
 
@@ -28,6 +29,8 @@ fn bench_smoke_runs_and_writes_json() {
     );
     assert!(o.status.success(), "bench failed: {}", stderr(&o));
     assert!(stdout(&o).contains("### Targets"), "{}", stdout(&o));
+    // The picture goes next to the JSON when --svg does not say where.
+    check_svg(&std::fs::read_to_string(scratch.join("bench.svg")).unwrap());
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(get(&report, "mode"), "smoke");
@@ -55,13 +58,15 @@ fn bench_smoke_runs_and_writes_json() {
         "protocol_ns",
         "service_ns",
         "plugin_ns",
+        "plugin_polling_ns",
         "plugin_over_protocol",
+        "plugin_polling_over_protocol",
         "plugin_over_mkdir_rmdir",
     ] {
         assert!(get(uncontended, key).is_number(), "uncontended.{key}");
     }
     let contended = get(d, "contended").as_array().unwrap();
-    assert!(!contended.is_empty());
+    assert_has_kinds(contended, &PEERS);
     for row in contended {
         for key in [
             "kind",
@@ -75,22 +80,133 @@ fn bench_smoke_runs_and_writes_json() {
         let overlaps = get(row, "overlaps").as_f64();
         assert_eq!(overlaps, Some(0.0), "two holders at once: {row:#}");
     }
-    for row in get(d, "waiting").as_array().unwrap() {
-        get(row, "waiter_cpu_pct");
+    let waiting = get(d, "waiting").as_array().unwrap();
+    assert_has_kinds(
+        waiting,
+        &[
+            "plugin-procs",
+            "plugin-procs-polling",
+            "flock-procs",
+            "seed-5ms-procs",
+            "seed-30ms-procs",
+            "plugin-threads",
+            "plugin-threads-polling",
+        ],
+    );
+    for row in waiting {
+        assert!(get(row, "waiter_cpu_pct").is_number(), "{row:#}");
     }
-    let hammer = get(d, "hammer");
-    assert_eq!(
-        get(hammer, "overlaps"),
-        0,
-        "two holders at once: {hammer:#}"
+    let after_hold = get(d, "after_hold").as_array().unwrap();
+    assert_has_kinds(after_hold, &PEERS);
+    for row in after_hold {
+        assert!(get(row, "last_after_release_us").is_number(), "{row:#}");
+    }
+    let hammer = get(d, "hammer").as_array().unwrap();
+    assert_has_kinds(
+        hammer,
+        &[
+            "plugin-threads",
+            "plugin-threads-polling",
+            "flock-procs",
+            "seed-5ms-procs",
+            "seed-30ms-procs",
+        ],
     );
-    let (got_in, gave_up) = (get(hammer, "got_in"), get(hammer, "gave_up"));
-    assert_eq!(
-        got_in.as_f64().unwrap() + gave_up.as_f64().unwrap(),
-        get(hammer, "contenders").as_f64().unwrap()
-    );
+    for h in hammer {
+        assert_eq!(get(h, "overlaps"), 0, "two holders at once: {h:#}");
+        let (got_in, gave_up) = (get(h, "got_in"), get(h, "gave_up"));
+        assert_eq!(
+            got_in.as_f64().unwrap() + gave_up.as_f64().unwrap(),
+            get(h, "contenders").as_f64().unwrap(),
+            "{h:#}"
+        );
+        assert!(get(h, "held_pct").is_number(), "{h:#}");
+    }
+
+    // Every target says where it belongs, and whether it was met.
+    let targets = get(&report, "targets").as_array().unwrap();
+    for table in [
+        "uncontended",
+        "contended",
+        "waiting",
+        "after_hold",
+        "hammer",
+    ] {
+        assert!(
+            targets.iter().any(|t| get(t, "table") == table),
+            "no target for {table}"
+        );
+    }
+    for t in targets {
+        assert!(get(t, "met").is_boolean(), "{t:#}");
+        get(t, "ratio");
+    }
 
     // The scratch directories the benchmark made are gone.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// Every kind of contender measured with the peers' contender count.
+const PEERS: [&str; 9] = [
+    "plugin-threads",
+    "plugin-threads-polling",
+    "plugin-procs",
+    "plugin-procs-polling",
+    "protocol-threads",
+    "flock-threads",
+    "flock-procs",
+    "seed-5ms-procs",
+    "seed-30ms-procs",
+];
+
+/// `rows` has a row of each of `kinds`.
+fn assert_has_kinds(rows: &[Value], kinds: &[&str]) {
+    for kind in kinds {
+        assert!(
+            rows.iter().any(|r| get(r, "kind") == *kind),
+            "no {kind} row in {rows:#?}"
+        );
+    }
+}
+
+/// The picture is well-formed SVG with a line and a legend entry for each kind it shows.
+fn check_svg(text: &str) {
+    let doc = roxmltree::Document::parse(text).unwrap_or_else(|e| panic!("bad SVG: {e}"));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
+    let series: Vec<_> = root
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("series"))
+        .collect();
+    for kind in [
+        "plugin-procs",
+        "plugin-procs-polling",
+        "flock-procs",
+        "seed-5ms-procs",
+        "seed-30ms-procs",
+    ] {
+        let g = series
+            .iter()
+            .find(|g| g.attribute("data-kind") == Some(kind))
+            .unwrap_or_else(|| panic!("no series {kind} in the SVG"));
+        let legend: String = g.descendants().filter_map(|n| n.text()).collect();
+        assert!(legend.contains(kind), "legend of {kind}: {legend:?}");
+    }
+    let text: String = root.descendants().filter_map(|n| n.text()).collect();
+    assert!(
+        text.contains("handover to a different contender"),
+        "no axis label"
+    );
+    // At least one line is drawn (the seed-like 5 ms poll always hands over).
+    assert!(
+        series
+            .iter()
+            .any(|g| g.descendants().any(|n| n.has_tag_name("polyline"))),
+        "no line in the SVG"
+    );
 }

@@ -1,20 +1,26 @@
-//! `lockbydir bench`: measures lockbydir against the floor (bare mkdir+rmdir), the protocol
-//! compiled natively, and the kernel's flock: uncontended operations, contended handover,
-//! start-up, and the seed's massive hammering. Prints Markdown tables and writes the same
-//! numbers as JSON.
+//! `lockbydir bench`: measures lockbydir (with the host's wake-ups and in its polling
+//! fallback) against the floor (bare mkdir+rmdir), the protocol compiled natively, the
+//! kernel's flock and the seed's mkdir/rmdir lock: uncontended operations, contended
+//! handover, waiting, start-up, and the seed's massive hammering. Prints Markdown tables,
+//! writes the same numbers as JSON and the handover distribution as an SVG picture.
 
 mod contended;
 mod contenders;
+mod flock;
 mod hammer;
 mod handover;
+mod kind;
 mod plan;
+mod seed;
 mod startup;
 mod stats;
+mod svg;
 mod sys;
 mod table;
 mod targets;
 mod uncontended;
 mod waiting;
+mod wakeups;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -35,12 +41,13 @@ use targets::Target;
 use uncontended::Uncontended;
 use waiting::WaitingRow;
 
-/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, and flock.
+/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, flock and the
+/// seed's mkdir lock.
 ///
 /// Uncontended acquire+release, contended handover and waiting (threads and processes),
 /// start-up, and the seed's massive hammering, on each directory given (tmpfs and disk by
-/// default). Every figure is a median over repeated runs; every comparison is a ratio from the
-/// same run.
+/// default); lockbydir with the host's wake-ups and without (LOCKBYDIR_NO_WAKEUPS=1). Every
+/// figure is a median over repeated runs; every comparison is a ratio from the same run.
 /// Benchmarks on a busy machine are noisy: the load average is reported with the numbers.
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
@@ -49,9 +56,14 @@ pub struct BenchArgs {
     /// several [default: /dev/shm and the current directory].
     #[arg(long = "dir", value_name = "DIR")]
     dirs: Vec<PathBuf>,
-    /// Also write the numbers as JSON to FILE.
+    /// Also write the numbers as JSON to FILE (and the picture next to it, as with --svg,
+    /// FILE with the extension .svg, unless --svg says where).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Write the distribution of handovers to a different contender (8 looping processes:
+    /// lockbydir with and without wake-ups, flock, seed-like) as an SVG picture to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
     /// About a minute on 2 cores, instead of several minutes.
     #[arg(long)]
     quick: bool,
@@ -99,8 +111,13 @@ pub struct DirReport {
     pub fs: String,
     pub uncontended: Uncontended,
     pub contended: Vec<ContendedRow>,
+    /// Waiting CPU: one waiter process, and waiting plugins, behind a long hold.
     pub waiting: Vec<WaitingRow>,
-    pub hammer: Option<Hammer>,
+    /// The last of several waiters after a short hold.
+    pub after_hold: Vec<WaitingRow>,
+    /// The seed's hammering, one row per kind (on the first directory only, unless the plan
+    /// says every directory).
+    pub hammer: Vec<Hammer>,
 }
 
 pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
@@ -144,11 +161,12 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         let base = &s.0;
         let uncontended = uncontended::measure(&setup, &plan, base)?;
         let contended = contended::measure(&setup, &plan, base)?;
-        let waiting = waiting::measure(&setup, &plan, base)?;
+        let waiting = waiting::measure_cpu(&setup, &plan, base)?;
+        let after_hold = waiting::measure_after_hold(&setup, &plan, base)?;
         let hammer = if i == 0 || plan.hammer_every_dir {
-            Some(hammer::measure(&setup, &plan, base)?)
+            hammer::measure(&setup, &plan, base)?
         } else {
-            None
+            Vec::new()
         };
         reports.push(DirReport {
             path: dirs[i].display().to_string(),
@@ -156,6 +174,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             uncontended,
             contended,
             waiting,
+            after_hold,
             hammer,
         });
     }
@@ -171,7 +190,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             loadavg_start,
             loadavg_end: sys::loadavg(),
         },
-        targets: targets::judge(&reports, &startup),
+        targets: targets::judge(&reports, &startup, plan.peer_contenders),
         plan,
         startup,
         dirs: reports,
@@ -180,6 +199,15 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
     if let Some(file) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(file, json + "\n").with_context(|| format!("write {}", file.display()))?;
+    }
+    let svg_file = args
+        .svg
+        .clone()
+        .or_else(|| args.json.as_ref().map(|j| j.with_extension("svg")));
+    if let Some(file) = svg_file {
+        std::fs::write(&file, svg::render(&report))
+            .with_context(|| format!("write {}", file.display()))?;
+        eprintln!("bench: wrote {}", file.display());
     }
     Ok(0)
 }

@@ -20,25 +20,42 @@ pub struct ContendedRow {
     pub figures: Handover,
 }
 
+/// The contender counts and kinds measured: the core kinds at every count of the plan, and
+/// at `plan.peer_contenders` (the count the targets name) every kind, the peers and
+/// lockbydir's polling fallback included.
+pub fn configs(plan: &Plan) -> Vec<(usize, Kind)> {
+    let mut configs = Vec::new();
+    for &n in &plan.contenders {
+        let kinds = if n == plan.peer_contenders {
+            Kind::peers(plan.processes)
+        } else {
+            Kind::core(plan.processes)
+        };
+        configs.extend(kinds.into_iter().map(|k| (n, k)));
+    }
+    configs
+}
+
 /// Measure every kind and contender count in `base` (a scratch directory on the filesystem
 /// under test). Runs are interleaved: each run goes through every configuration once.
 pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<ContendedRow>> {
-    let mut results: BTreeMap<(usize, usize), Vec<Handover>> = BTreeMap::new();
+    let mut results: BTreeMap<(usize, Kind), Vec<Handover>> = BTreeMap::new();
     let series = Series {
         label: "contend",
-        counts: &plan.contenders,
+        configs: &configs(plan),
+        runs: plan.contended_runs,
         rounds: 0,
         window_ms: plan.window_ms,
         host_holds: false,
     };
-    let kinds = run_interleaved(setup, plan, base, &series, |n, k, out| {
+    run_interleaved(setup, plan, base, &series, |n, kind, out| {
         let figures = analyse(out, plan.settle_ms, plan.hold_us);
-        results.entry((n, k)).or_default().push(figures);
+        results.entry((n, kind)).or_default().push(figures);
     })?;
     Ok(results
         .into_iter()
-        .map(|((n, k), runs)| ContendedRow {
-            kind: kinds[k],
+        .map(|((n, kind), runs)| ContendedRow {
+            kind,
             contenders: n,
             runs: runs.len(),
             hold_us: plan.hold_us,

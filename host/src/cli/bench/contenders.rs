@@ -7,75 +7,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use clap::ValueEnum;
 use lockbydir::{PluginConfig, PluginRunner};
-use serde::Serialize;
 use wasmtime::component::Component;
 
+pub use super::kind::Kind;
 use super::sys::{self, now_ns};
+use super::wakeups;
 use super::worker::{self, ContendSpec, HostHold, NativeLock};
 use crate::cli::Global;
-
-/// What contends, and how it is run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Kind {
-    /// Bench plugin instances on threads of this host, each with its own lock component.
-    PluginThreads,
-    /// Bench plugins in separate `lockbydir run` processes.
-    PluginProcs,
-    /// The protocol compiled natively, on threads (no WebAssembly at all).
-    ProtocolThreads,
-    /// Kernel flock on threads, each with its own open file.
-    FlockThreads,
-    /// Kernel flock in separate processes.
-    FlockProcs,
-}
-
-impl Kind {
-    /// The kinds measured, with or without separate processes.
-    pub fn all(processes: bool) -> Vec<Kind> {
-        use Kind::*;
-        let all = [
-            PluginThreads,
-            PluginProcs,
-            ProtocolThreads,
-            FlockThreads,
-            FlockProcs,
-        ];
-        all.into_iter()
-            .filter(|k| processes || !k.is_process())
-            .collect()
-    }
-
-    /// The name in tables and JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::PluginThreads => "plugin-threads",
-            Kind::PluginProcs => "plugin-procs",
-            Kind::ProtocolThreads => "protocol-threads",
-            Kind::FlockThreads => "flock-threads",
-            Kind::FlockProcs => "flock-procs",
-        }
-    }
-
-    /// Whether the contenders are separate processes.
-    pub fn is_process(self) -> bool {
-        matches!(self, Kind::PluginProcs | Kind::FlockProcs)
-    }
-
-    /// The native lock that interoperates with this kind's lock.
-    pub fn native_lock(self) -> NativeLock {
-        match self {
-            Kind::FlockThreads | Kind::FlockProcs => NativeLock::Flock,
-            _ => NativeLock::Protocol,
-        }
-    }
-
-    /// Whether the contenders are bench plugins (lockbydir as users run it).
-    pub fn is_plugin(self) -> bool {
-        matches!(self, Kind::PluginThreads | Kind::PluginProcs)
-    }
-}
 
 /// What every measurement in one benchmark run shares.
 pub struct Setup<'a> {
@@ -120,8 +60,10 @@ pub struct RoundSpec {
 pub struct Series<'a> {
     /// Names the series in progress lines and scratch directories (`contend`, `wait`).
     pub label: &'a str,
-    /// The contender counts to measure.
-    pub counts: &'a [usize],
+    /// The contender counts and kinds to measure, in order.
+    pub configs: &'a [(usize, Kind)],
+    /// How many times each configuration is measured.
+    pub runs: usize,
     /// Acquisitions per contender at most (0: loop until the window ends).
     pub rounds: u64,
     /// How long each round lasts (ms).
@@ -130,28 +72,26 @@ pub struct Series<'a> {
     pub host_holds: bool,
 }
 
-/// Run every kind with every contender count of `series`, `plan.contended_runs` times,
-/// interleaved (each run goes through every configuration once), each round in a scratch
-/// directory of its own under `base`. Each round's output goes to `record` with its contender
-/// count and kind index; the kinds are returned.
+/// Run every configuration of `series`, `series.runs` times, interleaved (each run goes
+/// through every configuration once), each round in a scratch directory of its own under
+/// `base`. Each round's output goes to `record` with its contender count and kind.
 pub fn run_interleaved(
     setup: &Setup,
     plan: &super::plan::Plan,
     base: &std::path::Path,
     series: &Series,
-    mut record: impl FnMut(usize, usize, &RoundOutput),
-) -> anyhow::Result<Vec<Kind>> {
-    let kinds = Kind::all(plan.processes);
-    for run in 0..plan.contended_runs {
-        for &n in series.counts {
-            for (k, &kind) in kinds.iter().enumerate() {
+    mut record: impl FnMut(usize, Kind, &RoundOutput),
+) -> anyhow::Result<()> {
+    for run in 0..series.runs {
+        for &(n, kind) in series.configs {
+            {
                 eprintln!(
                     "bench: {}: {} x{n} ({}), run {}/{}",
                     base.display(),
                     kind.name(),
                     series.label,
                     run + 1,
-                    plan.contended_runs
+                    series.runs
                 );
                 let dir = base.join(format!("{}-{}-{n}-{run}", series.label, kind.name()));
                 let spec = RoundSpec {
@@ -168,12 +108,12 @@ pub fn run_interleaved(
                     host_holds: series.host_holds,
                 };
                 let out = run_round(setup, &spec)?;
-                record(n, k, &out);
+                record(n, kind, &out);
                 let _ = std::fs::remove_dir_all(&dir);
             }
         }
     }
-    Ok(kinds)
+    Ok(())
 }
 
 /// One attempt of one contender, in wall-clock ns.
@@ -204,6 +144,25 @@ pub struct RoundOutput {
     pub go_ns: u64,
     pub until_ns: u64,
     pub contenders: Vec<Contender>,
+    /// If the benchmark held the lock itself: each contender's CPU time from the go to just
+    /// before the benchmark let go (ns), that is, what its waiting alone cost.
+    pub cpu_waiting_ns: Option<Vec<u64>>,
+}
+
+/// When the contenders were let go and told to stop, their CPU times at the go, and (if the
+/// benchmark held the lock) their CPU times just before it let go.
+struct Started {
+    go: u64,
+    until: u64,
+    at_go: Vec<u64>,
+    at_release: Option<Vec<u64>>,
+}
+
+/// What the contenders of one round did: [`Started`], and each one's CPU time from the go to
+/// its end.
+struct Ran {
+    started: Started,
+    cpu: Vec<u64>,
 }
 
 /// How long contenders may take to get ready before the measurement is abandoned.
@@ -219,14 +178,28 @@ pub fn run_round(setup: &Setup, spec: &RoundSpec) -> anyhow::Result<RoundOutput>
     } else {
         None
     };
-    let (go_ns, until_ns, cpu) = if spec.kind.is_process() {
+    let ran = if spec.kind.is_process() {
         run_processes(setup, spec, &labels, hold)?
     } else {
-        run_threads(setup, spec, &labels, hold)?
+        wakeups::in_process(spec.kind.polling(), || {
+            run_threads(setup, spec, &labels, hold)
+        })?
     };
+    let Started {
+        go,
+        until,
+        at_go,
+        at_release,
+    } = ran.started;
+    let cpu_waiting_ns = at_release.map(|r| {
+        r.iter()
+            .zip(&at_go)
+            .map(|(r, g)| r.saturating_sub(*g))
+            .collect()
+    });
     let contenders = labels
         .iter()
-        .zip(cpu)
+        .zip(ran.cpu)
         .map(|(label, cpu_ns)| {
             let path = spec.work.join(format!("{label}.log"));
             let text = std::fs::read_to_string(&path)
@@ -238,19 +211,20 @@ pub fn run_round(setup: &Setup, spec: &RoundSpec) -> anyhow::Result<RoundOutput>
         })
         .collect::<anyhow::Result<_>>()?;
     Ok(RoundOutput {
-        go_ns,
-        until_ns,
+        go_ns: go,
+        until_ns: until,
         contenders,
+        cpu_waiting_ns,
     })
 }
 
-/// Contenders on threads; returns go, until and each one's CPU time after the go.
+/// Contenders on threads.
 fn run_threads(
     setup: &Setup,
     spec: &RoundSpec,
     labels: &[String],
     hold: Option<HostHold>,
-) -> anyhow::Result<(u64, u64, Vec<u64>)> {
+) -> anyhow::Result<Ran> {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::channel();
         let tasks: Vec<_> = labels
@@ -284,12 +258,13 @@ fn run_threads(
                 Err(_) => failure = Some(anyhow::anyhow!("contender {label} panicked")),
             }
         }
-        let (go, until, at_go) = started?;
+        let started = started?;
         if let Some(e) = failure {
             return Err(e);
         }
-        let cpu = ends.iter().zip(at_go).map(|(e, g)| e.saturating_sub(g));
-        Ok((go, until, cpu.collect()))
+        let cpu = ends.iter().zip(&started.at_go);
+        let cpu = cpu.map(|(e, g)| e.saturating_sub(*g)).collect();
+        Ok(Ran { started, cpu })
     })
 }
 
@@ -311,19 +286,34 @@ fn run_on_thread(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Result
             anyhow::ensure!(code == 0, "the bench plugin exited with {code}");
             Ok(())
         }
+        Kind::PluginThreadsPolling => run_on_thread(
+            setup,
+            &RoundSpec {
+                kind: Kind::PluginThreads,
+                ..spec.clone()
+            },
+            label,
+        ),
         Kind::ProtocolThreads => native(NativeLock::Protocol),
-        Kind::FlockThreads => native(NativeLock::Flock),
-        Kind::PluginProcs | Kind::FlockProcs => unreachable!("processes are not run on threads"),
+        Kind::FlockThreads => {
+            // flock's patience is a per-process timer (see `flock.rs`).
+            anyhow::ensure!(
+                spec.patience_ms == u64::MAX,
+                "flock threads have no patience"
+            );
+            native(NativeLock::Flock)
+        }
+        other => bail!("{} is not run on threads", other.name()),
     }
 }
 
-/// Contenders as child processes; returns go, until and each one's CPU time after the go.
+/// Contenders as child processes.
 fn run_processes(
     setup: &Setup,
     spec: &RoundSpec,
     labels: &[String],
     hold: Option<HostHold>,
-) -> anyhow::Result<(u64, u64, Vec<u64>)> {
+) -> anyhow::Result<Ran> {
     let mut children: Vec<Child> = Vec::new();
     for label in labels {
         let mut cmd = process_command(setup, spec, label)?;
@@ -354,12 +344,13 @@ fn run_processes(
         }
         ends.push(cpu);
     }
-    let (go, until, at_go) = started?;
+    let started = started?;
     if let Some(e) = failure {
         return Err(e);
     }
-    let cpu = ends.iter().zip(at_go).map(|(e, g)| e.saturating_sub(g));
-    Ok((go, until, cpu.collect()))
+    let cpu = ends.iter().zip(&started.at_go);
+    let cpu = cpu.map(|(e, g)| e.saturating_sub(*g)).collect();
+    Ok(Ran { started, cpu })
 }
 
 fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Result<Command> {
@@ -372,8 +363,9 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
     if let Some(component) = &setup.global.lock_component {
         cmd.arg("--lock-component").arg(component);
     }
+    wakeups::for_child(&mut cmd, spec.kind.polling());
     match spec.kind {
-        Kind::PluginProcs => {
+        Kind::PluginProcs | Kind::PluginProcsPolling => {
             cmd.arg("--locks")
                 .arg(&spec.lock_dir)
                 .args(["run", "--quiet", "--name", label, "--dir"])
@@ -382,9 +374,13 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
                 .arg("--")
                 .args(plugin_args(spec, label));
         }
-        Kind::FlockProcs => {
-            let w = native_spec(spec, NativeLock::Flock, label);
-            cmd.args(["bench", "worker", "--kind", "flock", "--lock-dir"])
+        Kind::FlockProcs | Kind::Seed5Procs | Kind::Seed30Procs => {
+            let lock = spec.kind.native_lock();
+            let w = native_spec(spec, lock, label);
+            let name = lock.to_possible_value().map(|v| v.get_name().to_owned());
+            cmd.args(["bench", "worker", "--kind"])
+                .arg(name.unwrap_or_default())
+                .arg("--lock-dir")
                 .arg(&w.lock_dir)
                 .arg("--work")
                 .arg(&w.work)
@@ -392,7 +388,11 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
                 .args(["--hold-us", &w.hold_us.to_string()])
                 .args(["--patience-ms", &w.patience_ms.to_string()])
                 .args(["--rounds", &w.rounds.to_string()])
-                .args(["--go-poll-ms", &w.go_poll_ms.to_string()]);
+                .args(["--go-poll-ms", &w.go_poll_ms.to_string()])
+                .args(["--poll-ms", &w.poll_ms.to_string()]);
+            if w.hold_sleep {
+                cmd.arg("--hold-sleep");
+            }
         }
         other => bail!("{} is not run as processes", other.name()),
     }
@@ -411,26 +411,33 @@ fn is_zombie(pid: u32) -> bool {
 }
 
 /// Wait until every contender is ready, read their CPU times, then write the go file; if
-/// the benchmark holds the lock itself, release it at the end of the window. Returns go,
-/// until and the CPU times at the go.
+/// the benchmark holds the lock itself, read their CPU times again at the end of the window
+/// and release it.
 fn let_go(
     spec: &RoundSpec,
     alive: impl Fn() -> bool,
-    cpu_now: impl FnOnce() -> Vec<u64>,
+    cpu_now: impl Fn() -> Vec<u64>,
     hold: Option<HostHold>,
-) -> anyhow::Result<(u64, u64, Vec<u64>)> {
+) -> anyhow::Result<Started> {
     wait_ready(&spec.work, spec.contenders, alive)
         .with_context(|| format!("{} contenders", spec.kind.name()))?;
     let at_go = cpu_now();
     let go = now_ns() as u64;
     let until = go + spec.window_ms * 1_000_000;
     write_go(&spec.work, go, until)?;
+    let mut at_release = None;
     if let Some(hold) = hold {
         let left = until.saturating_sub(now_ns() as u64);
         std::thread::sleep(Duration::from_nanos(left));
+        at_release = Some(cpu_now());
         hold.release()?;
     }
-    Ok((go, until, at_go))
+    Ok(Started {
+        go,
+        until,
+        at_go,
+        at_release,
+    })
 }
 
 /// Wait until `n` contenders have created their file in `<work>/ready`. If one dies first
@@ -487,6 +494,8 @@ fn native_spec(spec: &RoundSpec, kind: NativeLock, label: &str) -> ContendSpec {
         label: label.to_owned(),
         hold_us: spec.hold_us,
         patience_ms: spec.patience_ms,
+        poll_ms: spec.kind.seed_poll_ms(),
+        hold_sleep: spec.hold_sleep,
         rounds: spec.rounds,
         go_poll_ms: spec.go_poll_ms,
     }

@@ -1,5 +1,7 @@
-//! The seed's massive hammering: many plugin instances on threads each try once to get the
-//! lock, hold it (asleep) for a fixed time, and give up when their patience runs out.
+//! The seed's massive hammering: many contenders each try once to get the lock, hold it
+//! (asleep) for a fixed time, and give up when their patience runs out. lockbydir as plugin
+//! instances on threads (with and without wake-ups), and the peers as processes (flock, whose
+//! patience is a per-process timer, and the seed-like mkdir lock).
 
 use std::path::Path;
 
@@ -9,12 +11,10 @@ use super::contenders::{Kind, Record, RoundSpec, Setup, run_round};
 use super::plan::Plan;
 use super::stats::{median, median_by, percentile};
 
-/// What the seed published for its version: 500 threads, median overhead 0.7 ms, RAM disk.
-pub const SEED_MEDIAN_MS: f64 = 0.7;
-
 /// Who got in, who gave up, and the overhead of each handover.
 #[derive(Clone, Debug, Serialize)]
 pub struct Hammer {
+    pub kind: Kind,
     pub contenders: usize,
     pub hold_ms: u64,
     pub patience_ms: u64,
@@ -32,28 +32,47 @@ pub struct Hammer {
     pub longest_wait_ms: f64,
     /// From the go to the last contender's end (s).
     pub elapsed_s: f64,
+    /// The share of that time the lock was held (%).
+    pub held_pct: f64,
     /// Pairs of holds that overlapped (must be 0).
     pub overlaps: usize,
-    /// The seed's published median handover overhead (ms), for comparison.
-    pub seed_median_ms: f64,
 }
 
-/// Run the hammering in `base` (a scratch directory on the filesystem under test).
-pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer> {
-    let runs = (0..plan.hammer_runs)
-        .map(|run| {
+/// The kinds hammered.
+fn kinds(plan: &Plan) -> Vec<Kind> {
+    let mut kinds = vec![Kind::PluginThreads, Kind::PluginThreadsPolling];
+    if plan.processes {
+        kinds.extend([Kind::FlockProcs, Kind::Seed5Procs, Kind::Seed30Procs]);
+    }
+    kinds
+}
+
+/// Run the hammering of every kind in `base` (a scratch directory on the filesystem under
+/// test), runs interleaved.
+pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<Hammer>> {
+    let kinds = kinds(plan);
+    let mut runs: Vec<Vec<Hammer>> = vec![Vec::new(); kinds.len()];
+    for run in 0..plan.hammer_runs {
+        for (k, &kind) in kinds.iter().enumerate() {
             eprintln!(
-                "bench: {}: hammering with {} plugin instances, run {}/{}",
+                "bench: {}: hammering with {} {}, run {}/{}",
                 base.display(),
                 plan.hammer_contenders,
+                kind.name(),
                 run + 1,
                 plan.hammer_runs
             );
-            once(setup, plan, &base.join(format!("hammer-{run}")))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let m = |f: fn(&Hammer) -> f64| median_by(&runs, f);
-    Ok(Hammer {
+            let dir = base.join(format!("hammer-{}-{run}", kind.name()));
+            runs[k].push(once(setup, plan, kind, &dir)?);
+        }
+    }
+    Ok(runs.iter().map(|r| median_of(r)).collect())
+}
+
+/// The median of each figure over the runs (overlaps: the sum).
+fn median_of(runs: &[Hammer]) -> Hammer {
+    let m = |f: fn(&Hammer) -> f64| median_by(runs, f);
+    Hammer {
         runs: runs.len(),
         got_in: m(|h| h.got_in),
         gave_up: m(|h| h.gave_up),
@@ -61,15 +80,16 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Hammer
         handover_p99_ms: m(|h| h.handover_p99_ms),
         longest_wait_ms: m(|h| h.longest_wait_ms),
         elapsed_s: m(|h| h.elapsed_s),
+        held_pct: m(|h| h.held_pct),
         overlaps: runs.iter().map(|h| h.overlaps).sum(),
         ..runs[0].clone()
-    })
+    }
 }
 
-/// One hammering in `dir`.
-fn once(setup: &Setup, plan: &Plan, dir: &Path) -> anyhow::Result<Hammer> {
+/// One hammering of `kind` in `dir`.
+fn once(setup: &Setup, plan: &Plan, kind: Kind, dir: &Path) -> anyhow::Result<Hammer> {
     let spec = RoundSpec {
-        kind: Kind::PluginThreads,
+        kind,
         contenders: plan.hammer_contenders,
         lock_dir: dir.join("locks"),
         work: dir.join("work"),
@@ -105,11 +125,14 @@ fn once(setup: &Setup, plan: &Plan, dir: &Path) -> anyhow::Result<Hammer> {
         }
     }
     holds.sort_unstable();
+    let held: u64 = holds.iter().map(|(g, r)| r.saturating_sub(*g)).sum();
+    let elapsed = end.saturating_sub(out.go_ns);
     let mut gaps: Vec<f64> = holds
         .windows(2)
         .map(|w| w[1].0.saturating_sub(w[0].1) as f64 / 1e6)
         .collect();
     Ok(Hammer {
+        kind,
         contenders: plan.hammer_contenders,
         hold_ms: plan.hammer_hold_ms,
         patience_ms: plan.hammer_patience_ms,
@@ -119,8 +142,8 @@ fn once(setup: &Setup, plan: &Plan, dir: &Path) -> anyhow::Result<Hammer> {
         handover_median_ms: median(&mut gaps.clone()),
         handover_p99_ms: percentile(&mut gaps, 99.0),
         longest_wait_ms: longest as f64 / 1e6,
-        elapsed_s: end.saturating_sub(out.go_ns) as f64 / 1e9,
+        elapsed_s: elapsed as f64 / 1e9,
+        held_pct: 100.0 * held as f64 / elapsed.max(1) as f64,
         overlaps: holds.windows(2).filter(|w| w[1].0 < w[0].1).count(),
-        seed_median_ms: SEED_MEDIAN_MS,
     })
 }

@@ -40,6 +40,10 @@ pub struct Handover {
     pub gave_up: f64,
     /// Pairs of holds that overlapped (must be 0).
     pub overlaps: f64,
+    /// Every handover to a different contender (µs), of all runs: the distribution the
+    /// picture shows (`--svg`), not in the JSON.
+    #[serde(skip)]
+    pub samples_us: Vec<f64>,
 }
 
 /// One acquisition, with its contender.
@@ -117,7 +121,8 @@ pub fn analyse(out: &RoundOutput, settle_ms: u64, hold_us: u64) -> Handover {
         acquisitions: analysed,
         throughput_per_s: analysed / window_s.max(1e-9),
         handover_median_us: median(&mut gaps.clone()),
-        handover_p99_us: percentile(&mut gaps, 99.0),
+        handover_p99_us: percentile(&mut gaps.clone(), 99.0),
+        samples_us: gaps,
         to_other_pct: match to_other + barged {
             0 => f64::NAN,
             passed => 100.0 * to_other as f64 / passed as f64,
@@ -182,5 +187,9 @@ pub fn median_of(runs: &[Handover]) -> Handover {
         cpu_us_per_acquisition: m(|h| h.cpu_us_per_acquisition),
         gave_up: m(|h| h.gave_up),
         overlaps: runs.iter().map(|h| h.overlaps).sum(),
+        samples_us: runs
+            .iter()
+            .flat_map(|h| h.samples_us.iter().copied())
+            .collect(),
     }
 }

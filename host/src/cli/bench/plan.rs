@@ -24,10 +24,17 @@ pub struct Plan {
     pub settle_ms: u64,
     /// How long each holder holds the lock, busy (µs).
     pub hold_us: u64,
-    /// Contender counts of the waiting benchmark (the lock held throughout by the benchmark).
-    pub waiting_contenders: Vec<usize>,
-    /// How long the benchmark holds the lock while they wait (ms).
-    pub waiting_ms: u64,
+    /// The contender count at which the peers (seed-like, lockbydir's polling fallback) are
+    /// measured too: the count the targets name.
+    pub peer_contenders: usize,
+    /// Waiting CPU: how long the benchmark holds the lock while one waiter process (or
+    /// `peer_contenders` waiting plugins) waits (ms).
+    pub waiting_cpu_ms: u64,
+    /// Repetitions of each waiting-CPU measurement.
+    pub waiting_cpu_runs: usize,
+    /// The last of `peer_contenders` waiters: how long the benchmark holds the lock before it
+    /// lets go (ms).
+    pub after_hold_ms: u64,
     /// Whether separate processes are measured too (besides threads in one host).
     pub processes: bool,
     /// Repetitions of each start-up measurement.
@@ -61,13 +68,15 @@ impl Plan {
             window_ms: 300,
             settle_ms: 20,
             hold_us: 100,
-            waiting_contenders: vec![8],
-            waiting_ms: 200,
+            peer_contenders: 8,
+            waiting_cpu_ms: 2_000,
+            waiting_cpu_runs: 1,
+            after_hold_ms: 200,
             processes: true,
             startup_runs: 11,
             compile_runs: 1,
             idle_plugins: 20,
-            hammer_runs: 2,
+            hammer_runs: 1,
             hammer_contenders: 200,
             hammer_hold_ms: 5,
             hammer_patience_ms: 1_000,
@@ -75,7 +84,7 @@ impl Plan {
         }
     }
 
-    /// Several minutes: more repetitions, longer windows, the seed's hammering settings.
+    /// Several minutes: more repetitions, longer windows.
     pub fn full() -> Self {
         Plan {
             mode: "full",
@@ -83,15 +92,11 @@ impl Plan {
             uncontended_ops: 2_000,
             contended_runs: 3,
             window_ms: 2_000,
-            waiting_contenders: vec![2, 8, 32],
-            waiting_ms: 1_000,
+            waiting_cpu_ms: 10_000,
             startup_runs: 21,
             compile_runs: 3,
             idle_plugins: 50,
             hammer_runs: 3,
-            hammer_contenders: 500,
-            hammer_hold_ms: 50,
-            hammer_patience_ms: 5_000,
             hammer_every_dir: true,
             ..Plan::quick()
         }
@@ -107,12 +112,13 @@ impl Plan {
             contended_runs: 1,
             window_ms: 50,
             settle_ms: 0,
-            waiting_contenders: vec![2],
-            waiting_ms: 50,
+            peer_contenders: 2,
+            waiting_cpu_ms: 50,
+            after_hold_ms: 20,
             startup_runs: 1,
             idle_plugins: 2,
             hammer_runs: 1,
-            hammer_contenders: 4,
+            hammer_contenders: 3,
             hammer_hold_ms: 1,
             hammer_patience_ms: 200,
             ..Plan::quick()

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::Report;
+use super::targets::for_row;
 
 /// A duration given in ns, in the unit that suits it.
 fn ns(x: f64) -> String {
@@ -47,6 +48,7 @@ pub fn render(r: &Report) -> String {
     uncontended(&mut o, r);
     contended(&mut o, r);
     waiting(&mut o, r);
+    after_hold(&mut o, r);
     startup(&mut o, r);
     hammer(&mut o, r);
     targets(&mut o, r);
@@ -63,15 +65,18 @@ fn uncontended(o: &mut String, r: &Report) {
         o,
         &[
             "directory",
-            "mkdir+rmdir (floor)",
+            "mkdir+rmdir (floor; the seed's lock)",
             "flock",
             "protocol, native",
             "component from host",
             "plugin->host->component",
+            "same, polling fallback",
             "plugin / protocol",
+            "polling plugin / protocol",
             "plugin / mkdir+rmdir",
             "component / protocol",
             "protocol / mkdir+rmdir",
+            "targets",
         ],
     );
     for d in &r.dirs {
@@ -85,10 +90,13 @@ fn uncontended(o: &mut String, r: &Report) {
                 ns(u.protocol_ns),
                 ns(u.service_ns),
                 ns(u.plugin_ns),
+                ns(u.plugin_polling_ns),
                 format!("{}x", num(u.plugin_over_protocol, 2)),
+                format!("{}x", num(u.plugin_polling_over_protocol, 2)),
                 format!("{}x", num(u.plugin_over_mkdir_rmdir, 2)),
                 format!("{}x", num(u.service_over_protocol, 2)),
                 format!("{}x", num(u.protocol_over_mkdir_rmdir, 2)),
+                for_row(&r.targets, "uncontended", &d.path, None, None),
             ],
         );
     }
@@ -103,7 +111,8 @@ fn contended(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "handover: from a holder starting to release to a different contender holding. to other: share of the passes (while someone else waited) that went to a different contender; the rest is barging. CPU/acq: all contenders' CPU time per acquisition, the 100 µs busy hold included.\n"
+        "handover: from a holder starting to release to a different contender holding. to other: share of the passes (while someone else waited) that went to a different contender; the rest is barging. CPU/acq: all contenders' CPU time per acquisition, the 100 µs busy hold included. -polling: lockbydir with LOCKBYDIR_NO_WAKEUPS=1. seed-Xms: mkdir to take, rmdir to let go, mkdir again every X ms while busy. The peers (polling, seed) are measured with {} contenders.\n",
+        r.plan.peer_contenders
     );
     header(
         o,
@@ -118,6 +127,7 @@ fn contended(o: &mut String, r: &Report) {
             "longest wait (2*N*hold)",
             "acq/s",
             "CPU/acq",
+            "targets",
         ],
     );
     for d in &r.dirs {
@@ -145,6 +155,13 @@ fn contended(o: &mut String, r: &Report) {
                     ),
                     num(f.throughput_per_s, 0),
                     ns(f.cpu_us_per_acquisition * 1e3),
+                    for_row(
+                        &r.targets,
+                        "contended",
+                        &d.path,
+                        Some(c.kind),
+                        Some(c.contenders),
+                    ),
                 ],
             );
         }
@@ -155,24 +172,16 @@ fn contended(o: &mut String, r: &Report) {
 fn waiting(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
-        "### Waiting: the benchmark holds the lock {} ms while N contenders wait, then lets go; median of {} run(s)\n",
-        r.plan.waiting_ms, r.plan.contended_runs
+        "### Waiting CPU: the benchmark holds the lock {} ms while N contenders wait; median of {} run(s)\n",
+        r.plan.waiting_cpu_ms, r.plan.waiting_cpu_runs
     );
     let _ = writeln!(
         o,
-        "waiter CPU: the waiters' CPU time per second spent waiting, per waiter (% of one core). first/last: from the release to the first/last waiter holding the lock (each holds it once, {} µs).\n",
-        r.plan.hold_us
+        "waiter CPU: each waiter's CPU time from the go to just before the release, per second (% of one core; threads: /proc/self/task/TID/schedstat, processes: the schedstat of each of their threads).\n"
     );
     header(
         o,
-        &[
-            "directory",
-            "contenders",
-            "N",
-            "waiter CPU",
-            "first after release",
-            "last after release",
-        ],
+        &["directory", "contenders", "N", "waiter CPU", "targets"],
     );
     for d in &r.dirs {
         for w in &d.waiting {
@@ -183,8 +192,59 @@ fn waiting(o: &mut String, r: &Report) {
                     w.kind.name().into(),
                     w.contenders.to_string(),
                     format!("{}%", num(w.waiter_cpu_pct, 2)),
+                    for_row(
+                        &r.targets,
+                        "waiting",
+                        &d.path,
+                        Some(w.kind),
+                        Some(w.contenders),
+                    ),
+                ],
+            );
+        }
+    }
+    o.push('\n');
+}
+
+fn after_hold(o: &mut String, r: &Report) {
+    let _ = writeln!(
+        o,
+        "### After a hold: the benchmark holds the lock {} ms while N contenders wait, then lets go; median of {} run(s)\n",
+        r.plan.after_hold_ms, r.plan.contended_runs
+    );
+    let _ = writeln!(
+        o,
+        "first/last: from the release to the first/last waiter holding the lock (each holds it once, {} µs busy).\n",
+        r.plan.hold_us
+    );
+    header(
+        o,
+        &[
+            "directory",
+            "contenders",
+            "N",
+            "first after release",
+            "last after release",
+            "targets",
+        ],
+    );
+    for d in &r.dirs {
+        for w in &d.after_hold {
+            row(
+                o,
+                &[
+                    d.fs.clone(),
+                    w.kind.name().into(),
+                    w.contenders.to_string(),
                     ns(w.first_after_release_us * 1e3),
                     ns(w.last_after_release_us * 1e3),
+                    for_row(
+                        &r.targets,
+                        "after_hold",
+                        &d.path,
+                        Some(w.kind),
+                        Some(w.contenders),
+                    ),
                 ],
             );
         }
@@ -227,13 +287,18 @@ fn startup(o: &mut String, r: &Report) {
 fn hammer(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
-        "### Massive hammering (the seed's demo): plugin instances on threads, one try each, hold asleep; median of {} run(s)\n",
+        "### Massive hammering (the seed's demo): one try each, hold asleep; median of {} run(s)\n",
         r.plan.hammer_runs
+    );
+    let _ = writeln!(
+        o,
+        "lockbydir: plugin instances on threads; flock and seed-like: one process each. held: the share of the time from the go to the last contender's end that the lock was held.\n"
     );
     header(
         o,
         &[
             "directory",
+            "kind",
             "contenders",
             "hold",
             "patience",
@@ -243,52 +308,66 @@ fn hammer(o: &mut String, r: &Report) {
             "handover p99",
             "longest wait",
             "elapsed",
+            "held",
             "overlaps",
-            "seed's median",
+            "targets",
         ],
     );
     for d in &r.dirs {
-        let Some(h) = &d.hammer else { continue };
-        row(
-            o,
-            &[
-                d.fs.clone(),
-                h.contenders.to_string(),
-                format!("{} ms", h.hold_ms),
-                format!("{} ms", h.patience_ms),
-                num(h.got_in, 0),
-                num(h.gave_up, 0),
-                ns(h.handover_median_ms * 1e6),
-                ns(h.handover_p99_ms * 1e6),
-                ns(h.longest_wait_ms * 1e6),
-                format!("{} s", num(h.elapsed_s, 2)),
-                h.overlaps.to_string(),
-                format!("{} ms", h.seed_median_ms),
-            ],
-        );
+        for h in &d.hammer {
+            row(
+                o,
+                &[
+                    d.fs.clone(),
+                    h.kind.name().into(),
+                    h.contenders.to_string(),
+                    format!("{} ms", h.hold_ms),
+                    format!("{} ms", h.patience_ms),
+                    num(h.got_in, 0),
+                    num(h.gave_up, 0),
+                    ns(h.handover_median_ms * 1e6),
+                    ns(h.handover_p99_ms * 1e6),
+                    ns(h.longest_wait_ms * 1e6),
+                    format!("{} s", num(h.elapsed_s, 2)),
+                    format!("{}%", num(h.held_pct, 1)),
+                    h.overlaps.to_string(),
+                    for_row(
+                        &r.targets,
+                        "hammer",
+                        &d.path,
+                        Some(h.kind),
+                        Some(h.contenders),
+                    ),
+                ],
+            );
+        }
     }
     o.push('\n');
 }
 
 fn targets(o: &mut String, r: &Report) {
     let _ = writeln!(o, "### Targets\n");
-    header(o, &["target", "where", "measured", "limit", "", "off by"]);
+    header(
+        o,
+        &[
+            "target",
+            "where",
+            "measured",
+            "limit",
+            "verdict (measured / limit)",
+        ],
+    );
     for t in &r.targets {
-        let decimals = if t.unit == "%" { 1 } else { 2 };
         row(
             o,
             &[
                 t.target.clone(),
                 t.context.clone(),
-                format!("{} {}", num(t.value, decimals), t.unit),
-                format!(
-                    "{} {} {}",
-                    if t.at_least { ">=" } else { "<=" },
-                    num(t.limit, decimals),
-                    t.unit
-                ),
-                if t.met { "met" } else { "MISSED" }.into(),
-                t.miss(),
+                format!("{} {}", num(t.value, t.decimals()), t.unit)
+                    .trim_end()
+                    .to_owned(),
+                t.limit_text(),
+                t.verdict(),
             ],
         );
     }

@@ -1,6 +1,7 @@
-//! Uncontended acquire + release, per operation: the bare mkdir+rmdir floor, kernel flock,
-//! the protocol compiled natively, the lock component called from the host, and a plugin
-//! calling through the host into the lock component.
+//! Uncontended acquire + release, per operation: the bare mkdir+rmdir floor (which is also
+//! the seed's lock, uncontended), kernel flock, the protocol compiled natively, the lock
+//! component called from the host, and a plugin calling through the host into the lock
+//! component, with the host's wake-ups and without (`LOCKBYDIR_NO_WAKEUPS=1`).
 
 use std::fs::File;
 use std::path::Path;
@@ -15,13 +16,14 @@ use super::contenders::Setup;
 use super::plan::Plan;
 use super::stats::median_by;
 use super::sys;
+use super::wakeups;
 
 /// Nanoseconds per acquire + release pair, medians over the runs, and the ratios between
 /// them (each the median of the ratios within one run).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Uncontended {
     pub runs: usize,
-    /// `mkdir` + `rmdir` of one directory: the floor.
+    /// `mkdir` + `rmdir` of one directory: the floor, and the seed-like lock uncontended.
     pub mkdir_rmdir_ns: f64,
     /// `flock(LOCK_EX)` + `flock(LOCK_UN)` on an open file.
     pub flock_ns: f64,
@@ -31,7 +33,10 @@ pub struct Uncontended {
     pub service_ns: f64,
     /// The bench plugin's try-acquire + release through the host into the lock component.
     pub plugin_ns: f64,
+    /// The same with `LOCKBYDIR_NO_WAKEUPS=1`: the polling fallback.
+    pub plugin_polling_ns: f64,
     pub plugin_over_protocol: f64,
+    pub plugin_polling_over_protocol: f64,
     pub plugin_over_mkdir_rmdir: f64,
     pub plugin_over_service: f64,
     pub service_over_protocol: f64,
@@ -47,6 +52,7 @@ struct Run {
     protocol: f64,
     service: f64,
     plugin: f64,
+    plugin_polling: f64,
 }
 
 /// Measure in `base` (a scratch directory on the filesystem under test).
@@ -74,7 +80,8 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Uncont
             flock: per_op(fast_ops, |n| flock_pairs(&flock_file, n))?,
             protocol: per_op(ops, |n| protocol_pairs(&mut protocol, n))?,
             service: per_op(ops, |n| service_pairs(&mut service, &handle, n))?,
-            plugin: plugin_pairs(setup, &locks, &work, ops)?,
+            plugin: wakeups::in_process(false, || plugin_pairs(setup, &locks, &work, ops))?,
+            plugin_polling: wakeups::in_process(true, || plugin_pairs(setup, &locks, &work, ops))?,
         });
     }
     service.close(handle)?;
@@ -86,7 +93,9 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Uncont
         protocol_ns: m(|r| r.protocol),
         service_ns: m(|r| r.service),
         plugin_ns: m(|r| r.plugin),
+        plugin_polling_ns: m(|r| r.plugin_polling),
         plugin_over_protocol: m(|r| r.plugin / r.protocol),
+        plugin_polling_over_protocol: m(|r| r.plugin_polling / r.protocol),
         plugin_over_mkdir_rmdir: m(|r| r.plugin / r.mkdir),
         plugin_over_service: m(|r| r.plugin / r.service),
         service_over_protocol: m(|r| r.service / r.protocol),

@@ -1,8 +1,8 @@
-//! A native contender: the protocol compiled natively, or the kernel's flock, looping exactly
-//! like the bench plugin's `contend` mode and writing the same log. Runs on a thread of the
-//! benchmark, or as a separate process (`lockbydir bench worker`, hidden).
+//! A native contender: the protocol compiled natively, the kernel's flock, or the seed's
+//! mkdir/rmdir lock, looping exactly like the bench plugin's `contend` mode and writing the
+//! same log. Runs on a thread of the benchmark, or as a separate process (`lockbydir bench
+//! worker`, hidden).
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,9 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use lockbydir_protocol::{Lock, Options, Outcome, StdEnv, StdFs};
 
-use super::sys::{self, now_ns};
+use super::flock::FlockLock;
+use super::seed::SeedLock;
+use super::sys::now_ns;
 
 /// The lock every contender of one measurement uses.
 pub const LOCK_NAME: &str = "bench";
@@ -25,6 +27,8 @@ pub enum NativeLock {
     Protocol,
     /// `flock(LOCK_EX)` / `flock(LOCK_UN)` on a file opened once.
     Flock,
+    /// The seed's algorithm: `mkdir` / `rmdir` of `<name>.lockdir`, waiters polling.
+    Seed,
 }
 
 /// One contender's settings (also the hidden `bench worker` command line).
@@ -45,9 +49,15 @@ pub struct ContendSpec {
     /// Busy hold time (µs).
     #[arg(long, default_value_t = 100)]
     pub hold_us: u64,
-    /// Patience of each acquire (ms; the protocol only, flock waits forever).
+    /// Patience of each acquire (ms; flock's only in a process of its own).
     #[arg(long, default_value_t = u64::MAX)]
     pub patience_ms: u64,
+    /// How often a seed-like waiter tries again (ms).
+    #[arg(long, default_value_t = 30)]
+    pub poll_ms: u64,
+    /// Hold asleep instead of busy (as the hammering's sleepers do).
+    #[arg(long)]
+    pub hold_sleep: bool,
     /// Acquisitions to make at most (0: until the end of the window).
     #[arg(long, default_value_t = 0)]
     pub rounds: u64,
@@ -75,15 +85,21 @@ impl BenchLock for ProtocolLock {
     }
 }
 
-struct FlockLock(File);
-
 impl BenchLock for FlockLock {
     fn acquire(&mut self) -> anyhow::Result<bool> {
-        sys::flock(&self.0, true)?;
-        Ok(true)
+        FlockLock::acquire(self)
     }
     fn release(&mut self) -> anyhow::Result<()> {
-        Ok(sys::flock(&self.0, false)?)
+        FlockLock::release(self)
+    }
+}
+
+impl BenchLock for SeedLock {
+    fn acquire(&mut self) -> anyhow::Result<bool> {
+        SeedLock::acquire(self)
+    }
+    fn release(&mut self) -> anyhow::Result<()> {
+        SeedLock::release(self)
     }
 }
 
@@ -94,7 +110,7 @@ pub struct HostHold(Box<dyn BenchLock + Send>);
 impl HostHold {
     /// Take lock [`LOCK_NAME`] (or the flock file) in `lock_dir`, which must be free.
     pub fn take(kind: NativeLock, lock_dir: &Path) -> anyhow::Result<Self> {
-        let mut lock = open(kind, lock_dir, "bench-host", u64::MAX)?;
+        let mut lock = open(kind, lock_dir, "bench-host", u64::MAX, 1)?;
         anyhow::ensure!(lock.acquire()?, "the benchmark could not take its own lock");
         Ok(HostHold(lock))
     }
@@ -110,6 +126,7 @@ fn open(
     lock_dir: &Path,
     label: &str,
     patience_ms: u64,
+    poll_ms: u64,
 ) -> anyhow::Result<Box<dyn BenchLock + Send>> {
     Ok(match kind {
         NativeLock::Protocol => {
@@ -127,30 +144,28 @@ fn open(
                 options,
             )?))
         }
-        NativeLock::Flock => {
-            let path = lock_dir.join(FLOCK_FILE);
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .with_context(|| format!("open {}", path.display()))?;
-            Box::new(FlockLock(file))
-        }
+        NativeLock::Flock => Box::new(FlockLock::open(&lock_dir.join(FLOCK_FILE), patience_ms)?),
+        NativeLock::Seed => Box::new(SeedLock::new(lock_dir, LOCK_NAME, poll_ms, patience_ms)),
     })
 }
 
 /// Run one contender to the end: open the lock, say ready, wait for go, loop, write the log.
 pub fn run(spec: &ContendSpec) -> anyhow::Result<()> {
-    let mut lock = open(spec.kind, &spec.lock_dir, &spec.label, spec.patience_ms)?;
+    let mut lock = open(
+        spec.kind,
+        &spec.lock_dir,
+        &spec.label,
+        spec.patience_ms,
+        spec.poll_ms,
+    )?;
     let until = wait_for_go(&spec.work, &spec.label, spec.go_poll_ms)?;
     let log = contend(lock.as_mut(), until, spec)?;
     let path = spec.work.join(format!("{}.log", spec.label));
     std::fs::write(&path, log).with_context(|| format!("write {}", path.display()))
 }
 
-/// Loop acquire, busy hold, release until `until_ns` (or `rounds`); the log lines.
+/// Loop acquire, hold (busy, or asleep), release until `until_ns` (or `rounds`); the log
+/// lines.
 fn contend(lock: &mut dyn BenchLock, until_ns: u128, spec: &ContendSpec) -> anyhow::Result<String> {
     let hold = Duration::from_micros(spec.hold_us);
     let mut log = String::new();
@@ -163,9 +178,13 @@ fn contend(lock: &mut dyn BenchLock, until_ns: u128, spec: &ContendSpec) -> anyh
             continue;
         }
         let got = now_ns();
-        let end = Instant::now() + hold;
-        while Instant::now() < end {
-            std::hint::spin_loop();
+        if spec.hold_sleep {
+            std::thread::sleep(hold);
+        } else {
+            let end = Instant::now() + hold;
+            while Instant::now() < end {
+                std::hint::spin_loop();
+            }
         }
         let releasing = now_ns();
         lock.release()?;
