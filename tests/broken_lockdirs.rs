@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Scratch, lockbydir, output, stderr, stdout};
+use common::{Scratch, lockbydir, output, status, stderr, stdout};
 
 /// `exec` on lock `name` with a long patience: the outcome must come from what the lockdir
 /// holds, not from patience running out.
@@ -91,9 +91,7 @@ fn status_lists_every_lock_and_shows_a_broken_one_as_broken_with_why() {
     // timeout: nobody can take it over for an hour, so it is not `expired`.
     std::fs::create_dir_all(locks.join("d.lockdir/held.2.1000.2000.3600000.00000000deadbeef.old"))
         .unwrap();
-    let o = output(lockbydir(&locks).args(["status", "--json"]));
-    assert!(o.status.success(), "{}", stderr(&o));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = status(&locks);
     let states: Vec<(&str, &str)> = rows
         .iter()
         .map(|r| (r["name"].as_str().unwrap(), r["state"].as_str().unwrap()))
@@ -114,7 +112,7 @@ fn status_lists_every_lock_and_shows_a_broken_one_as_broken_with_why() {
         why(1)
     );
     assert!(why(2).contains("Not a directory"), "{}", why(2));
-    assert!(rows[0].get("error").is_none(), "{}", rows[0]);
+    assert!(rows[0]["error"].is_null(), "{}", rows[0]);
     let table = stdout(&output(lockbydir(&locks).arg("status")));
     let line = |name: &str| {
         table
@@ -143,8 +141,7 @@ fn status_never_wraps_a_deadline() {
         locks.join("max.lockdir/held.1.1000.18446744073709551615.3600000.00000000deadbeef.x"),
     )
     .unwrap();
-    let o = output(lockbydir(&locks).args(["status", "--json"]));
-    let rows: Vec<serde_json::Value> = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = status(&locks);
     assert_eq!(rows[0]["state"], "held", "{}", rows[0]);
     assert!(
         rows[0]["expires_in_ms"].as_i64().unwrap() > 0,

@@ -391,12 +391,14 @@ fn a_plugin_limited_to_some_names_learns_nothing_about_other_locks() {
     assert!(out.contains("list: job-1 free (fence 1)"), "{out}");
     assert!(out.contains("inspect job-1: free (fence 1)"), "{out}");
     assert!(out.contains("inspect secret-db: denied"), "{out}");
-    // Only the denial's own line names the lock (the plugin asked for it by name).
+    // Nor its queue: `queue` is refused as `open` is.
+    assert!(out.contains("queue job-1: 0 waiting"), "{out}");
+    assert!(out.contains("queue secret-db: denied"), "{out}");
+    // Only the denials' own lines name the lock (the plugin asked for it by name).
+    let denials = ["inspect secret-db: denied", "queue secret-db: denied"];
     let leaks: Vec<&str> = out
         .lines()
-        .filter(|l| {
-            (l.contains("secret-db") && *l != "inspect secret-db: denied") || l.contains("db-owner")
-        })
+        .filter(|l| (l.contains("secret-db") && !denials.contains(l)) || l.contains("db-owner"))
         .collect();
     assert!(leaks.is_empty(), "leaked to the plugin: {leaks:?}\n{out}");
 }

@@ -251,9 +251,9 @@ impl Gate {
         loop {
             let o = output(lockbydir(locks).args(["status", "--json"]));
             assert!(o.status.success(), "status failed: {}", stderr(&o));
-            let rows: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             let held =
-                rows.as_array().unwrap().iter().any(|r| {
+                report["locks"].as_array().unwrap().iter().any(|r| {
                     r["name"] == *self.lock && r["state"] == "held" && r["holder"] == "gate"
                 });
             if held {

@@ -25,6 +25,14 @@ proptest! {
     }
 
     #[test]
+    fn fractions_and_bare_numbers_are_seconds_to_the_millisecond(whole in 0u64..1_000_000, thousandths in 0u64..1000) {
+        let ms = whole * 1000 + thousandths;
+        prop_assert_eq!(parse_ms(&format!("{whole}.{thousandths:03}s")), Ok(ms));
+        prop_assert_eq!(parse_ms(&format!("{whole}.{thousandths:03}")), Ok(ms));
+        prop_assert_eq!(parse_ms(&format!("{whole}")), Ok(whole * 1000));
+    }
+
+    #[test]
     fn patterns_without_stars_match_only_themselves(name in "[a-z0-9.-]{1,20}", other in "[a-z0-9.-]{1,20}") {
         if let Ok(p) = NamePattern::parse(&name) {
             prop_assert!(p.matches(&name));

@@ -88,3 +88,14 @@ pub fn error(e: protocol::Error) -> wit::Error {
         }
     }
 }
+
+/// A protocol queue look as WIT (counts beyond `u32::MAX` are shown as `u32::MAX`).
+pub fn queue(q: protocol::QueueStatus) -> wit::QueueStatus {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    wit::QueueStatus {
+        live: count(q.live),
+        oldest_arrival_ms: q.oldest_arrival_ms,
+        expired: count(q.expired),
+        foreign: q.foreign,
+    }
+}

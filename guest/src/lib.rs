@@ -23,6 +23,7 @@ wit_bindgen::generate!({
 
 use exports::lockbydir::lock::lock::{
     AcquireOutcome, Error, Guest, GuestLock, LockBorrow, LockState, LockStatus, Options,
+    QueueStatus,
 };
 
 /// The lock directory as this component sees it: its preopen, mapped as `.`.
@@ -49,6 +50,13 @@ impl Guest for Component {
 
     fn now_ms() -> u64 {
         GuestEnv::default().now_ms()
+    }
+
+    fn queue(name: String) -> Result<QueueStatus, Error> {
+        let name =
+            protocol::LockName::new(&name).map_err(|e| convert::error(protocol::Error::from(e)))?;
+        let status = protocol::queue_status(&lock_dir(), &StdEnv::new(), &name);
+        status.map(convert::queue).map_err(convert::error)
     }
 }
 

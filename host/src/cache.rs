@@ -8,6 +8,7 @@
 //! trusted like the binary itself: loading compiled code from it is as powerful as running it.
 
 use std::hash::{Hash, Hasher};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -92,10 +93,15 @@ pub fn compile(
 fn store(entry: &Path, component: &Component) -> anyhow::Result<()> {
     let dir = entry.parent().expect("entries live in a directory");
     std::fs::create_dir_all(dir)?;
-    let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
-    std::fs::rename(&tmp, entry).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })?;
+    // A unique name (two threads or processes may store one entry at once), removed if
+    // anything fails before the rename; created with the mode `fs::write` gives (0666 less
+    // the umask), not tempfile's private 0600, so a shared cache stays shared.
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".entry-").suffix(".tmp");
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
+    tmp.write_all(&component.serialize()?)?;
+    tmp.persist(entry)?;
     Ok(())
 }

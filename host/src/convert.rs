@@ -94,3 +94,14 @@ impl From<exp::Error> for imp::Error {
         }
     }
 }
+
+impl From<exp::QueueStatus> for imp::QueueStatus {
+    fn from(q: exp::QueueStatus) -> Self {
+        imp::QueueStatus {
+            live: q.live,
+            oldest_arrival_ms: q.oldest_arrival_ms,
+            expired: q.expired,
+            foreign: q.foreign,
+        }
+    }
+}

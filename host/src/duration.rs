@@ -1,17 +1,22 @@
-//! Durations on the command line (`30s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number is
-//! seconds; `inf` means forever) and in messages.
+//! Durations on the command line and in policy files, and in messages.
+//!
+//! Parsing is `humantime`'s (`30s`, `500ms`, `2m`, `1h`, `1.5s`, `0.25s`, `1h 30m`, `2days`;
+//! its units are ns, us, ms, s/sec, m/min, h, d, w, M (months) and y), with a thin layer on
+//! top for what the command line has always taken and humantime does not: `inf`, `infinite`
+//! and `forever` mean forever, and a bare number (`30`, `1.5`) is seconds, as flock(1)'s
+//! `-w` takes it. Results are whole milliseconds, rounded to the nearest.
 
 /// Why a duration did not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {why} (examples: 30s, 500ms, 2m, 1.5h, inf)")]
 pub struct DurationError {
     input: String,
-    why: &'static str,
+    why: String,
 }
 
 /// Parse a duration into milliseconds; `inf`, `infinite` and `forever` give `u64::MAX`.
 pub fn parse_ms(input: &str) -> Result<u64, DurationError> {
-    let err = |why| DurationError {
+    let err = |why: String| DurationError {
         input: input.to_owned(),
         why,
     };
@@ -19,27 +24,21 @@ pub fn parse_ms(input: &str) -> Result<u64, DurationError> {
     if matches!(s, "inf" | "infinite" | "forever") {
         return Ok(u64::MAX);
     }
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    if number.is_empty() {
-        return Err(err("it must start with a number"));
+    if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return Err(err("it must start with a number".into()));
     }
-    let value: f64 = number.parse().map_err(|_| err("the number is malformed"))?;
-    let scale = match unit.trim() {
-        "ms" => 1.0,
-        "" | "s" | "sec" => 1_000.0,
-        "m" | "min" => 60_000.0,
-        "h" => 3_600_000.0,
-        "d" => 86_400_000.0,
-        _ => return Err(err("the unit must be ms, s, m, h or d")),
+    // A bare number is seconds; humantime wants a unit.
+    let bare = s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    let with_unit = match bare {
+        true => format!("{s}s"),
+        false => s.to_owned(),
     };
-    let ms = (value * scale).round();
-    if !ms.is_finite() || ms >= u64::MAX as f64 {
-        return Err(err("it is too large"));
+    let duration = humantime::parse_duration(&with_unit).map_err(|e| err(e.to_string()))?;
+    let ms = (duration.as_nanos() + 500_000) / 1_000_000;
+    match u64::try_from(ms) {
+        Ok(ms) if ms < u64::MAX => Ok(ms),
+        _ => Err(err("it is too large".into())),
     }
-    Ok(ms as u64)
 }
 
 /// A short human form of a millisecond count: `850ms`, `12.3s`, `4m05s`, `2h10m`.
@@ -70,10 +69,33 @@ mod tests {
     }
 
     #[test]
+    fn takes_humantimes_forms_too() {
+        assert_eq!(parse_ms("0.25s"), Ok(250));
+        assert_eq!(parse_ms("1.5"), Ok(1_500));
+        assert_eq!(parse_ms("1h 30m"), Ok(5_400_000));
+        assert_eq!(parse_ms("2days"), Ok(172_800_000));
+        assert_eq!(parse_ms("1500us"), Ok(2));
+        assert_eq!(parse_ms("infinite"), Ok(u64::MAX));
+        assert_eq!(parse_ms(" forever "), Ok(u64::MAX));
+    }
+
+    #[test]
     fn refuses_nonsense_with_a_reason() {
-        for bad in ["", "s", "-1s", "1x", "1..2s", "1e999h"] {
+        for (bad, why) in [
+            ("", "must start with a number"),
+            ("s", "must start with a number"),
+            ("-1s", "must start with a number"),
+            ("1x", "unknown time unit \"x\""),
+            ("1..2s", "invalid character"),
+            ("1e999h", "unknown time unit"),
+            ("99999999999999999999d", "too large"),
+            ("600000000y", "too large"),
+        ] {
             let err = parse_ms(bad).unwrap_err().to_string();
-            assert!(err.contains("invalid duration"), "{bad}: {err}");
+            assert!(
+                err.contains("invalid duration") && err.contains(why) && err.contains("examples"),
+                "{bad}: {err}"
+            );
         }
     }
 

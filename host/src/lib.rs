@@ -19,6 +19,7 @@ pub mod duration;
 pub mod error;
 pub mod grants;
 pub mod guests;
+pub mod holder_label;
 pub mod intervals;
 pub mod limits;
 pub mod lock_service;

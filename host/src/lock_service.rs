@@ -350,6 +350,12 @@ impl LockService {
         self.lift(r, "listing", "*")
     }
 
+    /// The waiters in lock `name`'s queue now.
+    pub fn queue(&mut self, name: &str) -> Result<wit::QueueStatus, Error> {
+        let r = self.queue_raw(name);
+        self.lift(r, "looking at the queue of", name)
+    }
+
     /// The lock component's wall clock, in ms since the epoch.
     pub fn now_ms(&mut self) -> Result<u64, Error> {
         self.now_ms_raw()
@@ -427,6 +433,17 @@ impl LockService {
         self.exports
             .lockbydir_lock_lock()
             .call_list_locks(&mut self.store)
+    }
+
+    /// `queue`.
+    pub fn queue_raw(
+        &mut self,
+        name: &str,
+    ) -> wasmtime::Result<Result<wit::QueueStatus, wit::Error>> {
+        self.store.data().sleeper.observe();
+        self.exports
+            .lockbydir_lock_lock()
+            .call_queue(&mut self.store, name)
     }
 
     /// `now-ms`.

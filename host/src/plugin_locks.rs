@@ -354,6 +354,16 @@ impl imp::Host for PluginLocks<'_> {
     fn now_ms(&mut self) -> wasmtime::Result<u64> {
         self.ctx.service.now_ms_raw()
     }
+
+    /// The queue of a lock the plugin may use; under `--allow-lock`, another lock's queue is
+    /// refused as opening it would be.
+    fn queue(&mut self, name: String) -> wasmtime::Result<Result<imp::QueueStatus, imp::Error>> {
+        if let Err(why) = self.ctx.policy.check_name(&name) {
+            return self.ctx.deny(why);
+        }
+        let r = self.ctx.service.queue_raw(&name)?;
+        Ok(r.map(Into::into).map_err(Into::into))
+    }
 }
 
 impl imp::HostLock for PluginLocks<'_> {

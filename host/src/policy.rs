@@ -129,6 +129,18 @@ impl LockPolicy {
         self.allowed.is_empty() || self.allowed.iter().any(|p| p.matches(name))
     }
 
+    /// May lock `name` be used (or looked at)? If not, the refusal, naming what is allowed.
+    pub fn check_name(&self, name: &str) -> Result<(), String> {
+        if self.allows_name(name) {
+            return Ok(());
+        }
+        let allowed: Vec<String> = self.allowed.iter().map(|p| p.to_string()).collect();
+        Err(format!(
+            "lock name `{name}` is not allowed (allowed: {})",
+            allowed.join(", ")
+        ))
+    }
+
     /// Whether some lock names are out of bounds (`--allow-lock` was given).
     pub fn limits_names(&self) -> bool {
         !self.allowed.is_empty()
@@ -136,13 +148,7 @@ impl LockPolicy {
 
     /// May a handle on `name` with `timeout_ms` be opened, with `open` handles already open?
     pub fn check_open(&self, name: &str, timeout_ms: u64, open: usize) -> Result<(), String> {
-        if !self.allows_name(name) {
-            let allowed: Vec<String> = self.allowed.iter().map(|p| p.to_string()).collect();
-            return Err(format!(
-                "lock name `{name}` is not allowed (allowed: {})",
-                allowed.join(", ")
-            ));
-        }
+        self.check_name(name)?;
         if let Some(max) = self.max_timeout_ms.filter(|&max| timeout_ms > max) {
             return Err(format!(
                 "timeout {timeout_ms} ms is above the cap of {max} ms"

@@ -51,6 +51,7 @@ pub mod planted;
 pub mod prune;
 pub mod recover;
 pub mod repair;
+pub mod waiters;
 
 pub use entry::Holder;
 pub use env::{Env, StdEnv};
@@ -62,3 +63,4 @@ pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
 pub use keep_alive::KeepAlive;
 pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, inspect, list_locks};
 pub use name::{LockName, NameError};
+pub use waiters::{QueueStatus, queue_status};

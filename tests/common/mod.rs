@@ -125,15 +125,13 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// `status --json`, parsed.
+/// `status --json`, parsed: its `locks` rows (the format of version 1, checked).
 pub fn status(locks: &Path) -> Vec<serde_json::Value> {
     let o = output(lockbydir(locks).args(["status", "--json"]));
     assert!(o.status.success(), "status failed: {}", stderr(&o));
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    let report = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    assert_eq!(report["version"], 1, "{report}");
+    report["locks"].as_array().unwrap().clone()
 }
 
 /// The status row of lock `name` once it is held by `holder` (polls `status`; panics if the

@@ -215,6 +215,12 @@ fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, 
                     Err(e) => println!("inspect {target}: {}", kind(&e)),
                 }
             }
+            for target in [secret.as_str(), name] {
+                match lockbydir_example_plugins::lockbydir::lock::lock::queue(target) {
+                    Ok(q) => println!("queue {target}: {} waiting", q.live),
+                    Err(e) => println!("queue {target}: {}", kind(&e)),
+                }
+            }
         }
         "hold" => {
             let label = arg("label").unwrap_or_default();

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
+use lockbydir::holder_label;
 use lockbydir::lock_service::MAX_CANCELLABLE_PATIENCE_MS;
 use lockbydir::waiting::WaitNotice;
 use lockbydir::{Error, LockHandle, LockService, wit};
@@ -94,8 +95,8 @@ pub struct ExecArgs {
         conflicts_with = "command"
     )]
     command_string: Option<String>,
-    /// Who holds the lock, as shown to others [default: the program's name and lockbydir's
-    /// pid, never its arguments].
+    /// Who holds the lock, as shown to others [default: `PROGRAM (pid PID on HOST)`: the
+    /// program's name (never its arguments), lockbydir's pid and the host name].
     #[arg(long, value_name = "LABEL")]
     holder: Option<String>,
     /// Say on stderr when the lock was acquired, and after how long.
@@ -176,10 +177,9 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         min_poll_ms: 1,
         max_poll_ms: 50,
         max_clock_skew_ms: 0,
-        holder: args
-            .holder
-            .clone()
-            .unwrap_or_else(|| format!("{program} (pid {})", std::process::id())),
+        holder: args.holder.clone().unwrap_or_else(|| {
+            holder_label::label(&program, std::process::id(), &holder_label::this_host())
+        }),
     };
     let handle = service.open(&name, &options).map_err(lock_failure)?;
     let started = Instant::now();

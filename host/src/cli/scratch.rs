@@ -4,21 +4,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-/// `<parent>/<prefix>-<pid>`, created empty, removed with everything in it when dropped.
-pub struct ScratchDir(pub PathBuf);
+/// A fresh directory `<parent>/<prefix>-XXXXXX` (a unique name, made mode 0700 by
+/// `tempfile`, so no other user can plant one first), removed with everything in it when
+/// dropped. The field `0` is its path.
+pub struct ScratchDir(
+    pub PathBuf,
+    #[allow(
+        dead_code,
+        reason = "held only for its drop, which removes the directory"
+    )]
+    tempfile::TempDir,
+);
 
 impl ScratchDir {
-    /// Create (or empty) the scratch directory for this process under `parent`.
+    /// Create a new scratch directory under `parent`.
     pub fn new(parent: &Path, prefix: &str) -> anyhow::Result<Self> {
-        let dir = parent.join(format!("{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-        Ok(ScratchDir(dir))
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir_in(parent)
+            .with_context(|| format!("create a scratch directory in {}", parent.display()))?;
+        Ok(ScratchDir(dir.path().to_owned(), dir))
     }
 }

@@ -1,4 +1,5 @@
-//! `lockbydir status`: every lock in the lock directory.
+//! `lockbydir status`: the locks in the lock directory, like `lslocks`: state, holder (with
+//! its pid where the label names one), fence, age, deadline, and who waits.
 
 use std::io::Write;
 
@@ -6,22 +7,45 @@ use clap::Args;
 use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::error::describe;
-use lockbydir::{LockService, wit};
+use lockbydir::holder_label::origin;
+use lockbydir::{LockService, NamePattern, wit};
 use serde::Serialize;
 
 use super::Global;
 
-/// Show every lock in the lock directory: name, state, holder, fence, age, deadline.
+/// The version of `status --json`'s format. Within one version fields are only added, never
+/// removed, renamed or retyped (README, "status --json").
+pub const JSON_VERSION: u32 = 1;
+
+/// Show the locks in the lock directory: name, state, fence, age, deadline, waiters, the
+/// holder's pid and its label.
 ///
 /// A lock is `expired` only once a waiter could take it over (past its deadline by this
 /// clock and by the filesystem's); until then it is `held`, also past its deadline. A lockdir
 /// that cannot be read, or holds something lockbydir never writes, is shown as `broken`, with
-/// why, among the others.
+/// why, among the others; so is a queue that cannot be read, or holds names that are no
+/// ticket. The pid (and host) are those the holder's label names, in the form `exec` writes:
+/// `PROGRAM (pid PID on HOST)`.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Print JSON (one array of objects) instead of a table.
+    /// Print JSON (an object with a `version` field; README documents every field) instead
+    /// of a table.
     #[arg(long)]
     json: bool,
+    /// Show only the locks whose name matches one of these: a lock name, or a pattern in
+    /// which `*` matches any run of characters, as `run --allow-lock` takes [default: every
+    /// lock].
+    #[arg(value_name = "NAME|PATTERN", value_parser = NamePattern::parse)]
+    names: Vec<NamePattern>,
+}
+
+/// `status --json`.
+#[derive(Serialize)]
+struct Report {
+    version: u32,
+    lock_dir: String,
+    now_ms: u64,
+    locks: Vec<Row>,
 }
 
 /// One lock, as `--json` prints it. Times are ms since the Unix epoch.
@@ -29,15 +53,30 @@ pub struct StatusArgs {
 struct Row {
     name: String,
     state: &'static str,
-    holder: Option<String>,
     fence: u64,
+    holder: Option<String>,
+    holder_pid: Option<u32>,
+    holder_host: Option<String>,
     since_ms: Option<u64>,
     deadline_ms: Option<u64>,
     timeout_ms: Option<u64>,
     age_ms: Option<u64>,
     expires_in_ms: Option<i64>,
     /// Why a `broken` lock cannot be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    queue: Queue,
+}
+
+/// A lock's waiters, as `--json` prints them.
+#[derive(Serialize, Default)]
+struct Queue {
+    /// Live tickets; `None` if the queue cannot be read.
+    waiters: Option<u32>,
+    oldest_since_ms: Option<u64>,
+    oldest_age_ms: Option<u64>,
+    expired_tickets: u32,
+    foreign: Vec<String>,
+    /// Why the queue cannot be read.
     error: Option<String>,
 }
 
@@ -46,28 +85,58 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     let runtime = global.runtime()?;
     let mut service = LockService::new(&runtime, &lock_dir)?;
     let now = service.now_ms()?;
-    let rows: Vec<Row> = service
-        .list_locks()?
-        .into_iter()
-        .map(|l| row(l, now))
-        .collect();
+    let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|p| p.matches(name));
+    let mut rows = Vec::new();
+    for lock in service.list_locks()? {
+        if !wanted(&lock.name) {
+            continue;
+        }
+        let queue = match service.queue(&lock.name) {
+            Ok(q) => queue(q, now),
+            // The queue's own failure (unreadable, not a directory): shown in its row.
+            Err(lockbydir::Error::Lock { error, .. }) => Queue {
+                error: Some(describe(&error)),
+                ..Queue::default()
+            },
+            // A trap is a bug in the component or the host: not hidden in a row.
+            Err(e) => return Err(e.into()),
+        };
+        rows.push(row(lock, queue, now));
+    }
     // One buffered writer: ten thousand locks are ten thousand lines.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
+        let report = Report {
+            version: JSON_VERSION,
+            lock_dir: lock_dir.to_string_lossy().into_owned(),
+            now_ms: now,
+            locks: rows,
+        };
+        serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         out.flush()?;
         return Ok(0);
     }
     if rows.is_empty() {
-        writeln!(out, "no locks in {}", lock_dir.display())?;
+        let matching = match args.names.is_empty() {
+            true => String::new(),
+            false => {
+                let names: Vec<String> = args
+                    .names
+                    .iter()
+                    .map(|p| format!("`{}`", escape(&p.to_string())))
+                    .collect();
+                format!(" matching {}", names.join(", "))
+            }
+        };
+        writeln!(out, "no locks{matching} in {}", lock_dir.display())?;
         out.flush()?;
         return Ok(0);
     }
     writeln!(
         out,
-        "{:<24} {:<8} {:>6} {:>9} {:>16}  HOLDER",
-        "NAME", "STATE", "FENCE", "AGE", "EXPIRES"
+        "{:<24} {:<8} {:>6} {:>9} {:>16} {:>7} {:>9} {:>8}  HOLDER",
+        "NAME", "STATE", "FENCE", "AGE", "EXPIRES", "WAITERS", "OLDEST", "PID"
     )?;
     for r in rows {
         let age = r.age_ms.map_or("-".into(), display_ms);
@@ -76,18 +145,40 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
             Some(ms) if ms >= 0 => format!("in {}", display_ms(ms.unsigned_abs())),
             Some(ms) => format!("{} ago", display_ms(ms.unsigned_abs())),
         };
-        // A broken lock's last column says why instead of who.
-        let last = r.error.or(r.holder).unwrap_or_default();
-        writeln!(
-            out,
-            "{:<24} {:<8} {:>6} {:>9} {:>16}  {}",
+        let waiters = r.queue.waiters.map_or("?".into(), |n| n.to_string());
+        let oldest = r.queue.oldest_age_ms.map_or("-".into(), display_ms);
+        let pid = r.holder_pid.map_or("-".into(), |p| p.to_string());
+        // A broken lock's last column says why instead of who; a broken queue, after it.
+        let mut last = escape(&r.error.or(r.holder).unwrap_or_default()).to_string();
+        if let Some(why) = &r.queue.error {
+            last.push_str(&format!(" [queue: {}]", escape(why)));
+        } else if !r.queue.foreign.is_empty() {
+            let names: Vec<String> = r
+                .queue
+                .foreign
+                .iter()
+                .map(|n| escape(n).to_string())
+                .collect();
+            last.push_str(&format!(
+                " [queue: {} name{} lockbydir never writes: {}]",
+                names.len(),
+                if names.len() == 1 { "" } else { "s" },
+                names.join(", ")
+            ));
+        }
+        let line = format!(
+            "{:<24} {:<8} {:>6} {:>9} {:>16} {:>7} {:>9} {:>8}  {}",
             escape(&r.name),
             r.state,
             r.fence,
             age,
             expires,
-            escape(&last)
-        )?;
+            waiters,
+            oldest,
+            pid,
+            last.trim_start()
+        );
+        writeln!(out, "{}", line.trim_end())?;
     }
     out.flush()?;
     Ok(0)
@@ -101,7 +192,19 @@ fn signed_diff(later: u64, earlier: u64) -> i64 {
     }
 }
 
-fn row(lock: wit::LockStatus, now: u64) -> Row {
+/// A queue look as `--json` shows it.
+fn queue(q: wit::QueueStatus, now: u64) -> Queue {
+    Queue {
+        waiters: Some(q.live),
+        oldest_since_ms: q.oldest_arrival_ms,
+        oldest_age_ms: q.oldest_arrival_ms.map(|a| now.saturating_sub(a)),
+        expired_tickets: q.expired,
+        foreign: q.foreign,
+        error: None,
+    }
+}
+
+fn row(lock: wit::LockStatus, queue: Queue, now: u64) -> Row {
     let (state, fence, holder, error) = match lock.state {
         Ok(wit::LockState::Absent) => ("absent", 0, None, None),
         Ok(wit::LockState::Free(fence)) => ("free", fence, None, None),
@@ -109,10 +212,13 @@ fn row(lock: wit::LockStatus, now: u64) -> Row {
         Ok(wit::LockState::Expired(h)) => ("expired", h.fence, Some(h), None),
         Err(e) => ("broken", 0, None, Some(describe(&e))),
     };
+    let from = holder.as_ref().and_then(|h| origin(&h.holder));
     Row {
         name: lock.name,
         state,
         fence,
+        holder_pid: from.as_ref().map(|o| o.pid),
+        holder_host: from.and_then(|o| o.host),
         since_ms: holder.as_ref().map(|h| h.since_ms),
         deadline_ms: holder.as_ref().map(|h| h.deadline_ms),
         timeout_ms: holder.as_ref().map(|h| h.timeout_ms),
@@ -120,6 +226,7 @@ fn row(lock: wit::LockStatus, now: u64) -> Row {
         expires_in_ms: holder.as_ref().map(|h| signed_diff(h.deadline_ms, now)),
         holder: holder.map(|h| h.holder),
         error,
+        queue,
     }
 }
 
