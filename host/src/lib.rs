@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod bindings;
 pub mod cache;
 mod convert;
@@ -31,6 +32,7 @@ pub mod size;
 pub mod waiting;
 mod wakeup;
 
+pub use backend::{LockBackend, Locks};
 pub use bindings::wit;
 pub use error::Error;
 pub use limits::PluginLimits;
