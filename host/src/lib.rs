@@ -31,6 +31,9 @@ pub mod runtime;
 pub mod size;
 pub mod waiting;
 mod wakeup;
+// The etcd backend (`--features etcd`).
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
 pub use backend::{LockBackend, Locks};
 pub use bindings::wit;
