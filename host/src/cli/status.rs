@@ -6,10 +6,11 @@ use clap::Args;
 use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::error::describe;
-use lockbydir::{LockService, wit};
+use lockbydir::wit;
 use serde::Serialize;
 
 use super::Global;
+use super::backend::BackendArgs;
 
 /// Show every lock in the lock directory: name, state, holder, fence, age, deadline.
 ///
@@ -22,6 +23,8 @@ pub struct StatusArgs {
     /// Print JSON (one array of objects) instead of a table.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// One lock, as `--json` prints it. Times are ms since the Unix epoch.
@@ -42,9 +45,11 @@ struct Row {
 }
 
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
-    let lock_dir = global.lock_dir()?;
-    let runtime = global.runtime()?;
-    let mut service = LockService::new(&runtime, &lock_dir)?;
+    let lock_dir = match args.backend.is_etcd() {
+        true => std::path::PathBuf::new(),
+        false => global.lock_dir()?,
+    };
+    let mut service = args.backend.locks(global, &lock_dir)?;
     let now = service.now_ms()?;
     let rows: Vec<Row> = service
         .list_locks()?
@@ -60,7 +65,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if rows.is_empty() {
-        writeln!(out, "no locks in {}", lock_dir.display())?;
+        writeln!(out, "no locks in {}", service.place().display())?;
         out.flush()?;
         return Ok(0);
     }
