@@ -93,6 +93,11 @@ pub trait LockBackend: Send {
     fn wake_waiters(&self);
     /// What ends this backend's waits from another thread.
     fn canceller(&self) -> Canceller;
+    /// Whether its `io` errors are about a service rather than a lock directory: [`Locks`]
+    /// then reports them as [`Error::Backend`] (etcd unreachable is not a filesystem fault).
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 impl LockBackend for LockService {
@@ -301,10 +306,20 @@ impl Locks {
         name: &str,
     ) -> Result<T, Error> {
         r.map_err(|reason| trap(reason, doing, name))?
-            .map_err(|error| Error::Lock {
-                lock: name.to_owned(),
-                dir: self.place.clone(),
-                error,
+            .map_err(|error| match error {
+                wit::Error::Io(io) if self.backend.is_remote() => Error::Backend {
+                    place: self.place.display().to_string(),
+                    message: format!(
+                        "{doing} lock `{name}`: {} `{}` failed: {}; check that the cluster \
+                         is up and reachable",
+                        io.operation, io.path, io.message
+                    ),
+                },
+                error => Error::Lock {
+                    lock: name.to_owned(),
+                    dir: self.place.clone(),
+                    error,
+                },
             })
     }
 }

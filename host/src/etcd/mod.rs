@@ -342,6 +342,10 @@ impl LockBackend for EtcdBackend {
         let cancel = Arc::clone(&self.cancel);
         Canceller::new(move || cancel.cancel())
     }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for EtcdBackend {
