@@ -262,15 +262,14 @@ fn a_holder_paused_past_its_lease_is_told_compromised_and_its_fence_is_lower() {
             .success()
     );
     let o = output(
-        &mut etcd
-            .lockbydir(
-                &locks,
-                &[
-                    "exec", "--wait", "120s", "--holder", "second", "paused", "--",
-                ],
-            )
-            .args(["sh", "-c", r#"echo $LOCKBYDIR_FENCE > "$0""#])
-            .arg(&second),
+        etcd.lockbydir(
+            &locks,
+            &[
+                "exec", "--wait", "120s", "--holder", "second", "paused", "--",
+            ],
+        )
+        .args(["sh", "-c", r#"echo $LOCKBYDIR_FENCE > "$0""#])
+        .arg(&second),
     );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
