@@ -55,7 +55,7 @@ impl Guest for Component {
     fn queue(name: String) -> Result<QueueStatus, Error> {
         let name =
             protocol::LockName::new(&name).map_err(|e| convert::error(protocol::Error::from(e)))?;
-        let status = protocol::queue_status(&lock_dir(), &StdEnv::new(), &name);
+        let status = protocol::queue_status(&lock_dir(), &GuestEnv::default(), &name);
         status.map(convert::queue).map_err(convert::error)
     }
 }

@@ -58,6 +58,15 @@ pub enum Error {
         /// wasmtime's explanation (shown in the message, not as a separate cause).
         reason: wasmtime::Error,
     },
+    /// A lock backend other than the lock directory cannot be reached or used (for example
+    /// etcd down at start).
+    #[error("{place}: {message}")]
+    Backend {
+        /// Which backend, and where (for etcd: its endpoints).
+        place: String,
+        /// What failed and what to do.
+        message: String,
+    },
 }
 
 /// What to do about an error, where there is something to do.

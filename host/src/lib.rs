@@ -11,6 +11,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod bindings;
 pub mod cache;
 mod convert;
@@ -33,7 +34,11 @@ pub mod waiting;
 mod wakeup;
 mod watch;
 mod watched_stat;
+// The etcd backend (`--features etcd`).
+#[cfg(feature = "etcd")]
+pub mod etcd;
 
+pub use backend::{LockBackend, Locks};
 pub use bindings::wit;
 pub use error::Error;
 pub use limits::PluginLimits;

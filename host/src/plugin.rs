@@ -9,6 +9,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
+use crate::backend::{BackendFactory, LockBackend};
 use crate::error::Error;
 use crate::limits::{self, LimitHit, MemoryBudget, MemoryCap, OTHER_HANDLES, PluginLimits, Whose};
 use crate::lock_service::{LockService, ServiceLimits};
@@ -79,6 +80,8 @@ impl PluginLocksView for PluginCtx {
 pub struct PluginRunner {
     runtime: Runtime,
     linker: Linker<PluginCtx>,
+    /// Where plugins' locks live, if not in the lock directory's lock component.
+    backend: Option<BackendFactory>,
 }
 
 impl PluginRunner {
@@ -94,7 +97,15 @@ impl PluginRunner {
         Ok(PluginRunner {
             runtime: runtime.clone(),
             linker,
+            backend: None,
         })
+    }
+
+    /// Serve every plugin's lock import from a backend `open` makes for each run, instead of
+    /// a lock component in [`PluginConfig::lock_dir`].
+    pub fn with_backend(mut self, open: BackendFactory) -> Self {
+        self.backend = Some(open);
+        self
     }
 
     /// The runtime plugins run on.
@@ -138,7 +149,14 @@ impl PluginRunner {
             memory: budget.limiter(Whose::LockComponent),
             lock_handles: max_handles,
         };
-        let service = LockService::with_limits(&self.runtime, &config.lock_dir, service_limits)?;
+        let service: Box<dyn LockBackend> = match &self.backend {
+            Some(open) => open()?,
+            None => Box::new(LockService::with_limits(
+                &self.runtime,
+                &config.lock_dir,
+                service_limits,
+            )?),
+        };
         let mut wasi = WasiCtx::builder();
         // No stdin unless asked for: what the user types is not the plugin's to read.
         if config.stdin {

@@ -6,26 +6,24 @@
 //! its own lock component instance, so plugins share nothing but the directory.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
-use lockbydir_protocol::LockName;
 use lockbydir_protocol::entry::kept_label;
 use lockbydir_protocol::recover::Recovered;
 
-use wasmtime::component::{HasData, Linker, Resource, ResourceAny, ResourceTable};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
+use crate::backend::{LockBackend, RawLock};
 use crate::bindings::plugin::lockbydir::lock::lock as imp;
 use crate::bindings::wit;
 use crate::display::escape;
 use crate::limits::WAIT_MARGIN;
-use crate::lock_service::LockService;
 use crate::policy::LockPolicy;
 use crate::waiting::WaitNotice;
 
 /// What a plugin's lock import needs: its own lock service, its policy, and what it has open.
 pub struct PluginLocksCtx {
-    service: LockService,
+    service: Box<dyn LockBackend>,
     plugin: String,
     quiet: bool,
     policy: LockPolicy,
@@ -38,7 +36,7 @@ pub struct PluginLocksCtx {
 }
 
 struct Tracked {
-    resource: ResourceAny,
+    resource: RawLock,
     name: String,
     /// Its lockdir was seen to exist: acquiring through this handle creates nothing.
     exists: bool,
@@ -56,7 +54,7 @@ impl PluginLocksCtx {
     /// `quiet`, a plugin that has to wait for a lock is announced once on stderr. Lock waits
     /// end by `wait_until` at the latest.
     pub fn new(
-        service: LockService,
+        service: Box<dyn LockBackend>,
         plugin: impl Into<String>,
         quiet: bool,
         policy: LockPolicy,
@@ -74,8 +72,8 @@ impl PluginLocksCtx {
     }
 
     /// The lock service behind this plugin's locks.
-    pub fn service(&mut self) -> &mut LockService {
-        &mut self.service
+    pub fn service(&mut self) -> &mut dyn LockBackend {
+        &mut *self.service
     }
 
     /// After the plugin ended (exit, trap, limit): release every lock it still holds and close
@@ -120,9 +118,8 @@ impl PluginLocksCtx {
     }
 
     /// Whether lock `name`'s lockdir exists (as anything: an empty one counts, it is reused).
-    fn lockdir_exists(&self, name: &str) -> bool {
-        let lockdir = format!("{name}{}", lockbydir_protocol::name::LOCKDIR_SUFFIX);
-        std::fs::symlink_metadata(self.service.lock_dir().join(lockdir)).is_ok()
+    fn lockdir_exists(&mut self, name: &str) -> bool {
+        self.service.lock_exists(name)
     }
 
     fn held_count(&self) -> usize {
@@ -160,24 +157,19 @@ impl PluginLocksCtx {
     }
 }
 
-/// The names of the lockdirs in `lock_dir` that `policy` lets the plugin use, sorted.
-fn allowed_lock_names(lock_dir: &Path, policy: &LockPolicy) -> std::io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(lock_dir)? {
-        let file_name = entry?.file_name();
-        if let Some(name) = file_name.to_str().and_then(LockName::from_lockdir)
-            && policy.allows_name(name.as_str())
-        {
-            names.push(name.as_str().to_owned());
-        }
-    }
-    names.sort();
+/// The names of the locks in `service` that `policy` lets the plugin use, sorted.
+fn allowed_lock_names(
+    service: &mut dyn LockBackend,
+    policy: &LockPolicy,
+) -> Result<Vec<String>, wit::Error> {
+    let mut names = service.lock_names()?;
+    names.retain(|name| policy.allows_name(name));
     Ok(names)
 }
 
 /// The host value behind a plugin's `lock` resource: the lock component's own handle.
 pub struct PluginLock {
-    resource: ResourceAny,
+    resource: RawLock,
     name: String,
 }
 
@@ -207,7 +199,7 @@ pub fn add_to_linker<T: PluginLocksView + 'static>(linker: &mut Linker<T>) -> wa
 }
 
 impl PluginLocks<'_> {
-    fn entry(&self, lock: &Resource<PluginLock>) -> wasmtime::Result<(ResourceAny, String)> {
+    fn entry(&self, lock: &Resource<PluginLock>) -> wasmtime::Result<(RawLock, String)> {
         let entry = self.table.get(lock)?;
         Ok((entry.resource, entry.name.clone()))
     }
@@ -215,7 +207,7 @@ impl PluginLocks<'_> {
     /// Give `lock`'s component handle the patience a wait starting now may have (the plugin's
     /// deadline comes closer while the handle stays open): a handle that does not hold its
     /// lock is replaced by a fresh one with that patience. Returns the handle to wait on.
-    fn with_patience_now(&mut self, lock: &Resource<PluginLock>) -> wasmtime::Result<ResourceAny> {
+    fn with_patience_now(&mut self, lock: &Resource<PluginLock>) -> wasmtime::Result<RawLock> {
         let rep = lock.rep();
         let t = self
             .ctx
@@ -308,15 +300,9 @@ impl imp::Host for PluginLocks<'_> {
                 .map(|v| v.into_iter().map(Into::into).collect())
                 .map_err(Into::into));
         }
-        let names = match allowed_lock_names(self.ctx.service.lock_dir(), &self.ctx.policy) {
+        let names = match allowed_lock_names(&mut *self.ctx.service, &self.ctx.policy) {
             Ok(names) => names,
-            Err(e) => {
-                return Ok(Err(imp::Error::Io(imp::IoError {
-                    operation: "read-dir".into(),
-                    path: ".".into(),
-                    message: e.to_string(),
-                })));
-            }
+            Err(e) => return Ok(Err(e.into())),
         };
         let mut out = Vec::with_capacity(names.len());
         for name in names {

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
+use lockbydir::backend::Handle as LockHandle;
 use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::holder_label;
 use lockbydir::lock_service::MAX_CANCELLABLE_PATIENCE_MS;
 use lockbydir::waiting::WaitNotice;
-use lockbydir::{Error, LockHandle, LockService, wit};
+use lockbydir::{Error, Locks, wit};
 
+use super::backend::BackendArgs;
 use super::exit::{self, Failure};
 use super::signals::{self, Caught};
 use super::{Global, absolute_dir, duration_ms, process};
@@ -31,7 +33,7 @@ Exit codes:
   65   the lockdir holds something lockbydir never writes (see lockbydir repair), or
        its fences are exhausted
   66   the lock directory does not exist or is not a directory
-  69   the lock component cannot be loaded
+  69   the lock component cannot be loaded, or etcd (--backend etcd) cannot be reached
   70   the command succeeded but the lock was taken over while it ran (compromised), or an
        internal error
   71   the system refused something lockbydir needs (catching signals)
@@ -121,6 +123,8 @@ pub struct ExecArgs {
         required_unless_present = "command_string"
     )]
     command: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// What the main loop hears about.
@@ -141,7 +145,11 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             ),
         ));
     }
-    let (lock_dir, name) = lock_target(global, &args.lock)?;
+    let (lock_dir, name) = match args.backend.is_etcd() {
+        // An etcd lock is a name: no lock directory.
+        true => (PathBuf::new(), args.lock.clone()),
+        false => lock_target(global, &args.lock)?,
+    };
     let command: Vec<String> = match &args.command_string {
         Some(s) => vec!["sh".into(), "-c".into(), s.clone()],
         None => args.command.clone(),
@@ -154,9 +162,12 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         // "Forever", as long as a signal can still end it (about 100 years).
         false => args.wait.min(MAX_CANCELLABLE_PATIENCE_MS),
     };
-    let runtime = global.runtime()?;
-    let mut service = LockService::new(&runtime, &lock_dir)?;
-    let lock_failure = |e: Error| lock_failure(e, &lock_dir);
+    let mut service = args.backend.locks(global, &lock_dir)?;
+    let place = service.place().to_owned();
+    let lock_failure = |e: Error| match args.backend.is_etcd() {
+        true => e.into(),
+        false => lock_failure(e, &lock_dir),
+    };
 
     // From here on a signal ends the wait: the lock component returns from `acquire`,
     // leaving the queue, and lockbydir exits 128 + the signal.
@@ -186,7 +197,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     let outcome = match service.try_acquire(&handle).map_err(lock_failure)? {
         wit::AcquireOutcome::Busy(holder) if patience > 0 => {
             if !args.quiet {
-                let notice = WaitNotice::new("exec", &name, holder.as_ref(), 0).in_dir(&lock_dir);
+                let notice = WaitNotice::new("exec", &name, holder.as_ref(), 0).in_dir(&place);
                 eprintln!("{notice}");
             }
             service.acquire(&handle).map_err(lock_failure)?
@@ -246,7 +257,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         eprintln!(
             "lockbydir: acquired lock `{}` in {} (fence {}) after {}",
             escape(&name),
-            escape(&lock_dir.display().to_string()),
+            escape(&place.display().to_string()),
             grant.fence,
             display_ms(started.elapsed().as_millis() as u64)
         );
@@ -258,6 +269,10 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         .env("LOCKBYDIR_LOCK", &name)
         .env("LOCKBYDIR_DIR", &lock_dir)
         .env("LOCKBYDIR_FENCE", grant.fence.to_string());
+    if args.backend.is_etcd() {
+        cmd.env_remove("LOCKBYDIR_DIR")
+            .env("LOCKBYDIR_ETCD", args.backend.etcd_env());
+    }
     let group = process::prepare(&mut cmd);
     let child = match cmd.spawn() {
         Ok(child) => child,
@@ -344,7 +359,7 @@ struct Finished {
 /// Wait for the command, refreshing the lock every third of its lease and passing signals on;
 /// then stop what it left running in its process group.
 fn hold_while_running(
-    service: &mut LockService,
+    service: &mut Locks,
     handle: &LockHandle,
     name: &str,
     mut running: process::Running,
@@ -416,7 +431,7 @@ fn hold_while_running(
     Ok(Finished { exit, compromised })
 }
 
-fn status_line(name: &str, service: &mut LockService, handle: &LockHandle) -> String {
+fn status_line(name: &str, service: &mut Locks, handle: &LockHandle) -> String {
     let now = match service.inspect(handle) {
         Ok(wit::LockState::Held(h) | wit::LockState::Expired(h)) => {
             format!(

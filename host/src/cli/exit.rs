@@ -12,7 +12,8 @@ pub const USAGE: u8 = 64;
 pub const DATA_ERR: u8 = 65;
 /// EX_NOINPUT: the lock directory does not exist or is not a directory.
 pub const NO_INPUT: u8 = 66;
-/// EX_UNAVAILABLE: the lock component cannot be loaded or compiled.
+/// EX_UNAVAILABLE: the lock component cannot be loaded or compiled, or another backend (etcd)
+/// cannot be reached.
 pub const UNAVAILABLE: u8 = 69;
 /// EX_SOFTWARE: the lock was lost while the command ran (compromised), or an internal error.
 pub const SOFTWARE: u8 = 70;
@@ -63,6 +64,7 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
             return match e {
                 Error::LockDir { .. } | Error::GrantedDir { .. } => NO_INPUT,
                 Error::Component { .. } => UNAVAILABLE,
+                Error::Backend { .. } => UNAVAILABLE,
                 Error::Lock { error, .. } => match error {
                     wit::Error::InvalidName(_) | wit::Error::InvalidOption(_) => USAGE,
                     wit::Error::Io(_) => IO_ERR,

@@ -1,5 +1,6 @@
 //! The command line: global options and the subcommands.
 
+mod backend;
 mod bench;
 mod component;
 mod demo;

@@ -9,6 +9,7 @@ use lockbydir::policy::{DEFAULT_MAX_HANDLES, DEFAULT_MAX_NEW_LOCKS};
 use lockbydir::policy_file::{PolicyFile, PolicyFileError};
 use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner};
 
+use super::backend::BackendArgs;
 use super::exit::{self, Failure};
 use super::{Global, absolute_dir, duration_ms};
 
@@ -79,6 +80,8 @@ pub struct RunArgs {
     /// Arguments for the plugin (after --).
     #[arg(last = true)]
     args: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
@@ -119,7 +122,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     let runtime = global.runtime()?;
     let component = runtime.load_plugin(&args.plugin)?;
-    let runner = PluginRunner::new(&runtime)?;
+    let runner = args.backend.plugin_runner(PluginRunner::new(&runtime)?)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.plugin
             .file_stem()

@@ -8,10 +8,11 @@ use lockbydir::display::escape;
 use lockbydir::duration::display_ms;
 use lockbydir::error::describe;
 use lockbydir::holder_label::origin;
-use lockbydir::{LockService, NamePattern, wit};
+use lockbydir::{NamePattern, wit};
 use serde::Serialize;
 
 use super::Global;
+use super::backend::BackendArgs;
 
 /// The version of `status --json`'s format. Within one version fields are only added, never
 /// removed, renamed or retyped (README, "status --json").
@@ -37,6 +38,8 @@ pub struct StatusArgs {
     /// lock].
     #[arg(value_name = "NAME|PATTERN", value_parser = NamePattern::parse)]
     names: Vec<NamePattern>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// `status --json`.
@@ -81,9 +84,11 @@ struct Queue {
 }
 
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
-    let lock_dir = global.lock_dir()?;
-    let runtime = global.runtime()?;
-    let mut service = LockService::new(&runtime, &lock_dir)?;
+    let lock_dir = match args.backend.is_etcd() {
+        true => std::path::PathBuf::new(),
+        false => global.lock_dir()?,
+    };
+    let mut service = args.backend.locks(global, &lock_dir)?;
     let now = service.now_ms()?;
     let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|p| p.matches(name));
     let mut rows = Vec::new();
@@ -129,7 +134,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
                 format!(" matching {}", names.join(", "))
             }
         };
-        writeln!(out, "no locks{matching} in {}", lock_dir.display())?;
+        writeln!(out, "no locks{matching} in {}", service.place().display())?;
         out.flush()?;
         return Ok(0);
     }
