@@ -422,7 +422,7 @@ impl Cluster {
         o.status.success()
             && serde_json::from_slice::<serde_json::Value>(&o.stdout)
                 .ok()
-                .and_then(|v| v.as_array().cloned())
+                .and_then(|v| v["locks"].as_array().cloned())
                 .is_some_and(|rows| {
                     rows.iter()
                         .any(|r| r["name"] == name && r["state"] == "held")
