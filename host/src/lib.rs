@@ -1,4 +1,7 @@
-//! lockbydir's host: runs the lock component and sandboxed plugins on wasmtime.
+//! lockbydir's host library: runs the lock component and sandboxed plugins on wasmtime, and
+//! gives your own wasmtime host the lock import ([`embed`]). The `lockbydir` command line is a
+//! crate of its own (`lockbydir-cli`, in `cli/`), so this crate's tree holds no clap and no
+//! benchmark code.
 //!
 //! - [`Runtime`]: the engine and the compiled lock component (embedded, or from a file), with
 //!   an on-disk cache of compiled code ([`cache`]).
