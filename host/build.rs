@@ -6,11 +6,8 @@
 //! missing (rustup's auto-install may be off), it is added with `rustup target add`, or the
 //! build fails saying exactly that.
 //!
-//! It also records the git commit the host is built from (`LOCKBYDIR_COMMIT`, "unknown"
-//! outside a git checkout) for `lockbydir --version`.
-
-#[path = "build/git.rs"]
-mod git;
+//! The directory is also passed to the crates that depend on this one (`links`: their build
+//! scripts see it as `DEP_LOCKBYDIR_GUESTS_DIR`): the CLI's tests run the example plugins.
 
 use std::env;
 use std::fs;
@@ -87,22 +84,7 @@ fn main() {
         rerun_if_deps_change(&from);
     }
     println!("cargo:rustc-env=LOCKBYDIR_GUESTS_DIR={}", out_dir.display());
-    record_commit(&workspace);
-}
-
-/// Pass HEAD's commit to the crate, and rerun only when HEAD may have moved (the files
-/// `git::head` names), not on every build.
-fn record_commit(workspace: &Path) {
-    let commit = match git::head(workspace) {
-        Some(head) => {
-            for file in &head.watch {
-                println!("cargo:rerun-if-changed={}", file.display());
-            }
-            head.hash
-        }
-        None => "unknown".to_owned(),
-    };
-    println!("cargo:rustc-env=LOCKBYDIR_COMMIT={commit}");
+    println!("cargo::metadata=DIR={}", out_dir.display());
 }
 
 /// Make sure the standard library for wasm32-wasip2 is installed, adding it with rustup if not.

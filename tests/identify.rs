@@ -4,7 +4,7 @@
 
 mod common;
 
-#[path = "../host/build/git.rs"]
+#[path = "../cli/build/git.rs"]
 mod git;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,7 @@
-//! lockbydir's host: runs the lock component and sandboxed plugins on wasmtime.
+//! lockbydir's host library: runs the lock component and sandboxed plugins on wasmtime, and
+//! gives your own wasmtime host the lock import ([`embed`]). The `lockbydir` command line is a
+//! crate of its own (`lockbydir-cli`, in `cli/`), so this crate's tree holds no clap and no
+//! benchmark code.
 //!
 //! - [`Runtime`]: the engine and the compiled lock component (embedded, or from a file), with
 //!   an on-disk cache of compiled code ([`cache`]).
@@ -6,6 +9,8 @@
 //!   the host's own Rust API to locks.
 //! - [`PluginRunner`]: runs `wasi:cli/command` plugins whose `lockbydir:lock/lock` import is
 //!   forwarded to a lock service of their own ([`plugin_locks`]).
+//! - [`embed`]: the lock import for your own wasmtime host (a context in your Store data,
+//!   `add_to_linker_sync` / `add_to_linker_async`), in the style of `wasmtime-wasi-keyvalue`.
 //! - The lock component's sleeps are precise to well under 100 µs (not tokio's 1 ms ticks)
 //!   and end early when a lock in their directory is released in this process (`wakeup`).
 
@@ -17,6 +22,7 @@ pub mod cache;
 mod convert;
 pub mod display;
 pub mod duration;
+pub mod embed;
 pub mod error;
 pub mod grants;
 pub mod guests;

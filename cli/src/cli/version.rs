@@ -1,5 +1,5 @@
 //! What `lockbydir -V` and `--version` say: the version, the git commit the binary was built
-//! from (by `host/build.rs`), the wasmtime it runs on, and the embedded lock component's hash.
+//! from (by `cli/build.rs`), the wasmtime it runs on, and the embedded lock component's hash.
 
 /// The commit, or "unknown" for a build outside a git checkout.
 const COMMIT: &str = env!("LOCKBYDIR_COMMIT");

@@ -1,4 +1,8 @@
 //! `lockbydir`: run sandboxed plugins and commands that take turns through directory locks.
+//!
+//! The command line (crate `lockbydir-cli`, in `cli/`): subcommands, `bench`, completions and
+//! man pages. Everything it runs is the host library, crate `lockbydir` (`host/`), which an
+//! embedder uses without any of this.
 
 mod cli;
 

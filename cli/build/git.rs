@@ -1,6 +1,6 @@
 //! The git commit a build is made from, for `lockbydir --version`.
 //!
-//! Included by `host/build.rs` and by `tests/identify.rs` (which checks it on repositories of
+//! Included by `cli/build.rs` and by `tests/identify.rs` (which checks it on repositories of
 //! its own making). Only a directory that is itself the top of a git work tree has a commit:
 //! a source tarball or a copy unpacked inside some other repository must not report that
 //! repository's commit, and must still build.

@@ -1,0 +1,222 @@
+//! Embed lockbydir in your own wasmtime host: give the plugins you run the
+//! `lockbydir:lock/lock` import, the way `wasmtime-wasi-keyvalue` gives them `wasi:keyvalue`.
+//!
+//! 1. Build a [`LockbydirCtx`] per plugin Store with [`LockbydirCtx::builder`]: the lock
+//!    directory, the plugin's policy (allowed lock names, timeout cap, how many held, open,
+//!    created) and the lock component's memory cap. Each context has a lock component
+//!    instance of its own, compiled once in a [`crate::Runtime`].
+//! 2. Keep it in the Store's data and implement [`LockbydirView`] to lend it out.
+//! 3. Add it to your linker next to WASI: [`add_to_linker_sync`] for Stores you call
+//!    synchronously (a plugin's `acquire` blocks the calling thread, which is what a sync
+//!    host wants), [`add_to_linker_async`] for Stores you drive with `call_async` on tokio
+//!    (every lock call, waits included, runs on a blocking thread: the executor thread goes
+//!    on with other tasks).
+//!
+//! Dropping the context (with the Store) releases every lock the plugin still holds.
+//!
+//! # Examples
+//!
+//! A sync host that runs the `counter` example plugin: it takes lock `counter` and increments
+//! a file under it.
+//!
+//! ```
+//! use lockbydir::embed::{self, LockbydirCtx, LockbydirView};
+//! use wasmtime::component::{Component, Linker, ResourceTable};
+//! use wasmtime::{Engine, Store};
+//! use wasmtime_wasi::p2::bindings::sync::Command;
+//! use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+//!
+//! struct Host {
+//!     wasi: WasiCtx,
+//!     table: ResourceTable,
+//!     locks: LockbydirCtx,
+//! }
+//!
+//! impl WasiView for Host {
+//!     fn ctx(&mut self) -> WasiCtxView<'_> {
+//!         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+//!     }
+//! }
+//!
+//! impl LockbydirView for Host {
+//!     fn lockbydir(&mut self) -> &mut LockbydirCtx {
+//!         &mut self.locks
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let root = std::env::temp_dir().join(format!("lockbydir-doc-embed-{}", std::process::id()));
+//! # let (lock_dir, work) = (root.join("locks"), root.join("work"));
+//! # std::fs::create_dir_all(&lock_dir)?;
+//! # std::fs::create_dir_all(&work)?;
+//! std::fs::write(work.join("counter"), "0")?;
+//! let runtime = lockbydir::RuntimeBuilder::new().build()?; // the lock component, compiled once
+//! let engine = Engine::default();
+//! let mut linker = Linker::<Host>::new(&engine);
+//! wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+//! embed::add_to_linker_sync(&mut linker)?;
+//! let plugin = Component::new(&engine, lockbydir::guests::COUNTER_PLUGIN)?;
+//!
+//! let args = ["counter", "--lock", "counter", "--counter", "/work/counter", "--log", "/work/log"];
+//! let host = Host {
+//!     wasi: WasiCtx::builder()
+//!         .args(&args)
+//!         .preopened_dir(&work, "/work", FsPerms::ReadWrite)?
+//!         .build(),
+//!     table: ResourceTable::new(),
+//!     locks: LockbydirCtx::builder().lock_dir(&lock_dir).allow_lock("counter").build(&runtime)?,
+//! };
+//! let mut store = Store::new(&engine, host);
+//! let command = Command::instantiate(&mut store, &plugin, &linker)?;
+//! let ran = command.wasi_cli_run().call_run(&mut store)?;
+//! assert!(ran.is_ok());
+//! assert_eq!(std::fs::read_to_string(work.join("counter"))?, "10"); // 10 rounds by default
+//! # drop(store);
+//! # std::fs::remove_dir_all(&root)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same with tokio is in [`add_to_linker_async`]; `examples/embed/` runs both kinds of
+//! host against `lockbydir exec`.
+
+mod async_host;
+mod convert;
+mod ctx;
+mod error;
+
+use wasmtime::component::{HasData, Linker};
+
+use crate::bindings::plugin::lockbydir::lock::lock as imp;
+use crate::bindings::plugin_async::lockbydir::lock::lock as aimp;
+use crate::plugin_locks::PluginLocks;
+
+pub use async_host::AsyncLocks;
+pub use ctx::{LockbydirCtx, LockbydirCtxBuilder};
+pub use error::BuildError;
+
+/// Store data that holds a [`LockbydirCtx`] and lends it to the lock import's host functions.
+pub trait LockbydirView {
+    /// The plugin's lock context.
+    fn lockbydir(&mut self) -> &mut LockbydirCtx;
+}
+
+struct HasSync;
+
+impl HasData for HasSync {
+    type Data<'a> = PluginLocks<'a>;
+}
+
+struct HasAsync;
+
+impl HasData for HasAsync {
+    type Data<'a> = AsyncLocks<'a>;
+}
+
+/// Provide `lockbydir:lock/lock` to the plugins instantiated with `linker`, for Stores
+/// called synchronously (`call`, `Command::instantiate`): a plugin waiting in `acquire`
+/// blocks the thread that called into it, with precise sleeps that a release of this
+/// process ends early.
+///
+/// See the [module's example](self).
+pub fn add_to_linker_sync<T: LockbydirView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    imp::add_to_linker::<T, HasSync>(linker, |t| t.lockbydir().sync_view())
+}
+
+/// Provide `lockbydir:lock/lock` to the plugins instantiated with `linker`, for Stores driven
+/// with `call_async` (`Command::instantiate_async`, `call_run(..).await`).
+///
+/// The lock component is synchronous code that sleeps while it waits, so every lock call
+/// (waits, and the few filesystem operations of the others) runs on a blocking thread:
+/// `wasmtime_wasi::runtime::spawn_blocking`, that is tokio's `spawn_blocking` on the ambient
+/// runtime (wasmtime-wasi's own when there is none), the pool wasmtime-wasi runs its own
+/// blocking filesystem calls on. The plugin is suspended meanwhile and the executor thread
+/// runs other tasks. (A sync host function cannot do this: it would block the executor
+/// thread for the whole wait.)
+///
+/// If the future running the plugin is dropped while a lock call is under way (a
+/// `tokio::time::timeout`, say), the call goes on on its blocking thread until it returns (a
+/// wait: until the plugin's patience runs out or it gets the lock); then the plugin's locks
+/// are released. Later lock calls of that context trap. Give plugins a
+/// [`LockbydirCtxBuilder::wait_deadline`] to bound such waits.
+///
+/// # Examples
+///
+/// ```
+/// use lockbydir::embed::{self, LockbydirCtx, LockbydirView};
+/// use wasmtime::component::{Component, Linker, ResourceTable};
+/// use wasmtime::{Engine, Store};
+/// use wasmtime_wasi::p2::bindings::Command;
+/// use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+///
+/// struct Host {
+///     wasi: WasiCtx,
+///     table: ResourceTable,
+///     locks: LockbydirCtx,
+/// }
+///
+/// impl WasiView for Host {
+///     fn ctx(&mut self) -> WasiCtxView<'_> {
+///         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+///     }
+/// }
+///
+/// impl LockbydirView for Host {
+///     fn lockbydir(&mut self) -> &mut LockbydirCtx {
+///         &mut self.locks
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let root = std::env::temp_dir().join(format!("lockbydir-doc-async-{}", std::process::id()));
+/// # let (lock_dir, work) = (root.join("locks"), root.join("work"));
+/// # std::fs::create_dir_all(&lock_dir)?;
+/// # std::fs::create_dir_all(&work)?;
+/// std::fs::write(work.join("counter"), "0")?;
+/// let runtime = lockbydir::RuntimeBuilder::new().build()?;
+/// let engine = Engine::default();
+/// let mut linker = Linker::<Host>::new(&engine);
+/// wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+/// embed::add_to_linker_async(&mut linker)?;
+/// let plugin = Component::new(&engine, lockbydir::guests::COUNTER_PLUGIN)?;
+///
+/// // Two instances at once on one executor thread: each waits for the other's turn.
+/// let instance = |label: &str| -> Result<Store<Host>, Box<dyn std::error::Error>> {
+///     let args = ["counter", "--lock", "counter", "--counter", "/work/counter",
+///                 "--log", "/work/log", "--label", label];
+///     let host = Host {
+///         wasi: WasiCtx::builder()
+///             .args(&args)
+///             .preopened_dir(&work, "/work", FsPerms::ReadWrite)?
+///             .build(),
+///         table: ResourceTable::new(),
+///         locks: LockbydirCtx::builder().lock_dir(&lock_dir).build(&runtime)?,
+///     };
+///     Ok(Store::new(&engine, host))
+/// };
+/// let run = |mut store: Store<Host>| {
+///     let (linker, plugin) = (linker.clone(), plugin.clone());
+///     async move {
+///         let command = Command::instantiate_async(&mut store, &plugin, &linker).await?;
+///         command.wasi_cli_run().call_run(&mut store).await
+///     }
+/// };
+/// let (a, b) = (instance("a")?, instance("b")?);
+/// let executor = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// let (ra, rb) = executor.block_on(async {
+///     let (a, b) = (tokio::spawn(run(a)), tokio::spawn(run(b)));
+///     (a.await, b.await)
+/// });
+/// assert!(ra??.is_ok() && rb??.is_ok());
+/// assert_eq!(std::fs::read_to_string(work.join("counter"))?, "20");
+/// # std::fs::remove_dir_all(&root)?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn add_to_linker_async<T: LockbydirView + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    aimp::add_to_linker::<T, HasAsync>(linker, |t| AsyncLocks(t.lockbydir()))
+}
