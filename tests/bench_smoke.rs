@@ -123,6 +123,8 @@ fn bench_smoke_runs_and_writes_json() {
         assert!(get(h, "held_pct").is_number(), "{h:#}");
     }
 
+    check_etcd(get(&report, "etcd"));
+
     // Every target says where it belongs, and whether it was met.
     let targets = get(&report, "targets").as_array().unwrap();
     for table in [
@@ -145,6 +147,52 @@ fn bench_smoke_runs_and_writes_json() {
     // The scratch directories the benchmark made are gone.
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// The etcd section: measured next to lockdir and flock where this build has the etcd backend
+/// and an `etcd` is on PATH (CI's etcd step: `--features etcd`), else skipped, saying why.
+fn check_etcd(etcd: &Value) {
+    let status = get(etcd, "status").as_str().unwrap();
+    let can_measure = cfg!(feature = "etcd") && on_path("etcd");
+    if !can_measure {
+        assert!(status.starts_with("skipped: "), "{etcd:#}");
+        eprintln!("etcd section {status}");
+        return;
+    }
+    assert_eq!(status, "measured", "{etcd:#}");
+    let uncontended = get(etcd, "uncontended");
+    for key in [
+        "flock_ns",
+        "lockdir_plugin_ns",
+        "etcd_api_ns",
+        "etcd_plugin_ns",
+        "etcd_plugin_over_lockdir_plugin",
+        "etcd_plugin_over_flock",
+    ] {
+        assert!(
+            get(uncontended, key).as_f64().unwrap() > 0.0,
+            "etcd.uncontended.{key}"
+        );
+    }
+    let contended = get(etcd, "contended").as_array().unwrap();
+    assert_has_kinds(
+        contended,
+        &["etcd-plugin-procs", "plugin-procs", "flock-procs"],
+    );
+    for row in contended {
+        assert!(get(row, "acquisitions").as_f64().unwrap() > 0.0, "{row:#}");
+        assert_eq!(
+            get(row, "overlaps").as_f64(),
+            Some(0.0),
+            "two holders at once: {row:#}"
+        );
+    }
+}
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
 
 /// Every kind of contender measured with the peers' contender count.

@@ -71,30 +71,41 @@ impl BackendArgs {
         }
     }
 
-    #[cfg(feature = "etcd")]
     fn etcd(&self) -> anyhow::Result<Locks> {
-        let backend = lockbydir::etcd::EtcdBackend::connect(&self.etcd_endpoints)?;
-        Ok(Locks::new(Box::new(backend)))
+        etcd_locks(&self.etcd_endpoints)
     }
 
-    #[cfg(feature = "etcd")]
     fn etcd_runner(&self, runner: PluginRunner) -> anyhow::Result<PluginRunner> {
-        let endpoints = self.etcd_endpoints.clone();
-        Ok(runner.with_backend(std::sync::Arc::new(move || {
-            let backend = lockbydir::etcd::EtcdBackend::connect(&endpoints)?;
-            Ok(Box::new(backend) as Box<dyn lockbydir::LockBackend>)
-        })))
+        etcd_runner(&self.etcd_endpoints, runner)
     }
+}
 
-    #[cfg(not(feature = "etcd"))]
-    fn etcd(&self) -> anyhow::Result<Locks> {
-        Err(without_etcd())
-    }
+/// The locks of the etcd cluster at `endpoints` (checked: it answers).
+#[cfg(feature = "etcd")]
+pub fn etcd_locks(endpoints: &[String]) -> anyhow::Result<Locks> {
+    let backend = lockbydir::etcd::EtcdBackend::connect(endpoints)?;
+    Ok(Locks::new(Box::new(backend)))
+}
 
-    #[cfg(not(feature = "etcd"))]
-    fn etcd_runner(&self, _: PluginRunner) -> anyhow::Result<PluginRunner> {
-        Err(without_etcd())
-    }
+/// `runner`, serving each plugin's locks from its own connection to the etcd cluster at
+/// `endpoints`.
+#[cfg(feature = "etcd")]
+pub fn etcd_runner(endpoints: &[String], runner: PluginRunner) -> anyhow::Result<PluginRunner> {
+    let endpoints = endpoints.to_vec();
+    Ok(runner.with_backend(std::sync::Arc::new(move || {
+        let backend = lockbydir::etcd::EtcdBackend::connect(&endpoints)?;
+        Ok(Box::new(backend) as Box<dyn lockbydir::LockBackend>)
+    })))
+}
+
+#[cfg(not(feature = "etcd"))]
+pub fn etcd_locks(_: &[String]) -> anyhow::Result<Locks> {
+    Err(without_etcd())
+}
+
+#[cfg(not(feature = "etcd"))]
+pub fn etcd_runner(_: &[String], _: PluginRunner) -> anyhow::Result<PluginRunner> {
+    Err(without_etcd())
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -6,6 +6,7 @@
 
 mod contended;
 mod contenders;
+mod etcd;
 mod flock;
 mod hammer;
 mod handover;
@@ -70,6 +71,11 @@ pub struct BenchArgs {
     /// A few seconds, only to show that every part runs (the numbers mean little).
     #[arg(long)]
     smoke: bool,
+    /// Measure the etcd backend on this cluster (client URLs, comma-separated; it gets locks
+    /// named `bench-*`) [default: a single etcd member started from the `etcd` on PATH, on
+    /// loopback with its data on tmpfs, and stopped afterwards; needs `--features etcd`].
+    #[arg(long, value_delimiter = ',', value_name = "URL,...")]
+    etcd_endpoints: Vec<String>,
     #[command(subcommand)]
     worker: Option<Internal>,
 }
@@ -92,6 +98,8 @@ pub struct Report {
     pub plan: Plan,
     pub startup: Startup,
     pub dirs: Vec<DirReport>,
+    /// The etcd backend next to lockdir and flock (on the first directory).
+    pub etcd: etcd::EtcdReport,
     pub targets: Vec<Target>,
 }
 
@@ -153,6 +161,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         runner: &runner,
         plugin: &plugin,
         plugin_file: &plugin_file,
+        etcd_endpoints: None,
     };
 
     let startup = startup::measure(&setup, &plan, &scratch[0].0.join("startup"))?;
@@ -178,6 +187,8 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             hammer,
         });
     }
+    let etcd_server = etcd::server(&args.etcd_endpoints, &scratch[0].0);
+    let etcd = etcd::measure(&setup, &plan, &scratch[0].0, etcd_server)?;
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         mode: plan.mode,
@@ -194,6 +205,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         plan,
         startup,
         dirs: reports,
+        etcd,
     };
     print!("{}", table::render(&report));
     if let Some(file) = &args.json {

@@ -18,6 +18,7 @@ use super::worker::{self, ContendSpec, HostHold, NativeLock};
 use crate::cli::Global;
 
 /// What every measurement in one benchmark run shares.
+#[derive(Clone, Copy)]
 pub struct Setup<'a> {
     /// The global options (passed on to child processes).
     pub global: &'a Global,
@@ -27,6 +28,8 @@ pub struct Setup<'a> {
     pub plugin: &'a Component,
     /// The bench plugin as a file, for child processes.
     pub plugin_file: &'a Path,
+    /// The etcd cluster's client URLs, comma-separated, for [`Kind::EtcdPluginProcs`].
+    pub etcd_endpoints: Option<&'a str>,
 }
 
 /// One measurement: who contends, where, and how.
@@ -369,6 +372,17 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
             cmd.arg("--locks")
                 .arg(&spec.lock_dir)
                 .args(["run", "--quiet", "--name", label, "--dir"])
+                .arg(format!("{}::/work", spec.work.display()))
+                .arg(setup.plugin_file)
+                .arg("--")
+                .args(plugin_args(spec, label));
+        }
+        Kind::EtcdPluginProcs => {
+            let endpoints = setup
+                .etcd_endpoints
+                .context("etcd contenders without etcd endpoints")?;
+            cmd.args(["run", "--backend", "etcd", "--etcd-endpoints", endpoints])
+                .args(["--quiet", "--name", label, "--dir"])
                 .arg(format!("{}::/work", spec.work.display()))
                 .arg(setup.plugin_file)
                 .arg("--")

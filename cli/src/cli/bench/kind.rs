@@ -30,6 +30,9 @@ pub enum Kind {
     Seed5Procs,
     /// The same, trying every 30 ms (the seed's default).
     Seed30Procs,
+    /// Bench plugins in separate `lockbydir run --backend etcd` processes: the same plugin,
+    /// its locks in etcd (measured in the etcd section only).
+    EtcdPluginProcs,
 }
 
 impl Kind {
@@ -80,6 +83,7 @@ impl Kind {
             Kind::FlockProcs => "flock-procs",
             Kind::Seed5Procs => "seed-5ms-procs",
             Kind::Seed30Procs => "seed-30ms-procs",
+            Kind::EtcdPluginProcs => "etcd-plugin-procs",
         }
     }
 
@@ -92,6 +96,7 @@ impl Kind {
                 | Kind::FlockProcs
                 | Kind::Seed5Procs
                 | Kind::Seed30Procs
+                | Kind::EtcdPluginProcs
         )
     }
 
@@ -122,6 +127,7 @@ impl Kind {
                 | Kind::PluginThreadsPolling
                 | Kind::PluginProcs
                 | Kind::PluginProcsPolling
+                | Kind::EtcdPluginProcs
         )
     }
 

@@ -51,6 +51,7 @@ pub fn render(r: &Report) -> String {
     after_hold(&mut o, r);
     startup(&mut o, r);
     hammer(&mut o, r);
+    etcd(&mut o, r);
     targets(&mut o, r);
     o
 }
@@ -341,6 +342,78 @@ fn hammer(o: &mut String, r: &Report) {
                 ],
             );
         }
+    }
+    o.push('\n');
+}
+
+fn etcd(o: &mut String, r: &Report) {
+    let e = &r.etcd;
+    let _ = writeln!(o, "### The etcd backend, next to lockdir and flock\n");
+    let Some(u) = &e.uncontended else {
+        let _ = writeln!(o, "{}\n", e.status);
+        return;
+    };
+    let _ = writeln!(
+        o,
+        "Server: {}. Uncontended acquire + release, median of {} run(s) ({} etcd pairs each); ratios within runs.\n",
+        e.server, u.runs, u.ops
+    );
+    header(
+        o,
+        &["lock", "per acquire + release", "etcd plugin over this"],
+    );
+    for (name, value, ratio) in [
+        ("flock", u.flock_ns, u.etcd_plugin_over_flock),
+        (
+            "plugin, lockdir backend",
+            u.lockdir_plugin_ns,
+            u.etcd_plugin_over_lockdir_plugin,
+        ),
+        ("Rust API (Locks), etcd backend", u.etcd_api_ns, f64::NAN),
+        ("plugin, etcd backend", u.etcd_plugin_ns, f64::NAN),
+    ] {
+        let ratio = if ratio.is_nan() {
+            "-".into()
+        } else {
+            format!("{}x", num(ratio, 1))
+        };
+        row(o, &[name.into(), ns(value), ratio]);
+    }
+    let _ = writeln!(
+        o,
+        "\nHandover between looping processes (hold {} µs busy, {} ms window), interleaved runs:\n",
+        r.plan.hold_us, r.plan.window_ms
+    );
+    header(
+        o,
+        &[
+            "contenders",
+            "N",
+            "handover median",
+            "handover p99",
+            "to other",
+            "longest wait",
+            "acq/s",
+            "CPU/acq",
+            "overlaps",
+        ],
+    );
+    for c in &e.contended {
+        let f = &c.figures;
+        row(
+            o,
+            &[
+                c.kind.name().into(),
+                c.contenders.to_string(),
+                ns(f.handover_median_us * 1e3),
+                ns(f.handover_p99_us * 1e3),
+                format!("{}%", num(f.to_other_pct, 1)),
+                ns(f.longest_wait_ms * 1e6),
+                num(f.throughput_per_s, 0),
+                ns(f.cpu_us_per_acquisition * 1e3),
+                num(f.overlaps, 0),
+            ],
+        );
     }
     o.push('\n');
 }

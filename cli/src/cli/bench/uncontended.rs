@@ -80,8 +80,12 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Uncont
             flock: per_op(fast_ops, |n| flock_pairs(&flock_file, n))?,
             protocol: per_op(ops, |n| protocol_pairs(&mut protocol, n))?,
             service: per_op(ops, |n| service_pairs(&mut service, &handle, n))?,
-            plugin: wakeups::in_process(false, || plugin_pairs(setup, &locks, &work, ops))?,
-            plugin_polling: wakeups::in_process(true, || plugin_pairs(setup, &locks, &work, ops))?,
+            plugin: wakeups::in_process(false, || {
+                plugin_pairs(setup.runner, setup, &locks, &work, ops)
+            })?,
+            plugin_polling: wakeups::in_process(true, || {
+                plugin_pairs(setup.runner, setup, &locks, &work, ops)
+            })?,
         });
     }
     service.close(handle)?;
@@ -113,7 +117,7 @@ fn protocol_options() -> Options {
     }
 }
 
-fn wit_options() -> wit::Options {
+pub fn wit_options() -> wit::Options {
     let o = protocol_options();
     wit::Options {
         timeout_ms: o.timeout_ms,
@@ -126,7 +130,7 @@ fn wit_options() -> wit::Options {
 }
 
 /// Run `pairs(n / 10)` untimed, then time `pairs(n)`; ns per pair.
-fn per_op(n: u64, mut pairs: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
+pub fn per_op(n: u64, mut pairs: impl FnMut(u64) -> anyhow::Result<()>) -> anyhow::Result<f64> {
     pairs(n / 10)?;
     let start = Instant::now();
     pairs(n)?;
@@ -141,7 +145,7 @@ fn mkdir_rmdir(path: &Path, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn flock_pairs(file: &File, n: u64) -> anyhow::Result<()> {
+pub fn flock_pairs(file: &File, n: u64) -> anyhow::Result<()> {
     for _ in 0..n {
         sys::flock(file, true)?;
         sys::flock(file, false)?;
@@ -173,8 +177,29 @@ fn service_pairs(
     Ok(())
 }
 
-/// The plugin times its own loop (after its own warm-up); ns per pair.
-fn plugin_pairs(setup: &Setup, locks: &Path, work: &Path, n: u64) -> anyhow::Result<f64> {
+/// `Locks` (the typed API, on any backend) try_acquire + release, `n` times.
+pub fn locks_pairs(
+    locks: &mut lockbydir::Locks,
+    handle: &lockbydir::backend::Handle,
+    n: u64,
+) -> anyhow::Result<()> {
+    for _ in 0..n {
+        let wit::AcquireOutcome::Acquired(_) = locks.try_acquire(handle)? else {
+            anyhow::bail!("the uncontended lock {} was busy", handle.name());
+        };
+        locks.release(handle)?;
+    }
+    Ok(())
+}
+
+/// The bench plugin run by `runner` times its own loop (after its own warm-up); ns per pair.
+pub fn plugin_pairs(
+    runner: &lockbydir::PluginRunner,
+    setup: &Setup,
+    locks: &Path,
+    work: &Path,
+    n: u64,
+) -> anyhow::Result<f64> {
     let config = PluginConfig {
         name: "bench-loop".into(),
         args: [
@@ -196,7 +221,7 @@ fn plugin_pairs(setup: &Setup, locks: &Path, work: &Path, n: u64) -> anyhow::Res
         quiet: true,
         ..PluginConfig::default()
     };
-    let code = setup.runner.run(setup.plugin, &config)?;
+    let code = runner.run(setup.plugin, &config)?;
     anyhow::ensure!(code == 0, "the bench plugin exited with {code}");
     let text = std::fs::read_to_string(work.join("loop.out"))?;
     let mut fields = text.split_whitespace().map(str::parse::<f64>);
