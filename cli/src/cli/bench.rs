@@ -76,6 +76,9 @@ pub struct BenchArgs {
     /// loopback with its data on tmpfs, and stopped afterwards; needs `--features etcd`].
     #[arg(long, value_delimiter = ',', value_name = "URL,...")]
     etcd_endpoints: Vec<String>,
+    /// Measure only the etcd backend next to lockdir and flock (seconds, not minutes).
+    #[arg(long)]
+    etcd_only: bool,
     #[command(subcommand)]
     worker: Option<Internal>,
 }
@@ -96,7 +99,8 @@ pub struct Report {
     pub mode: &'static str,
     pub machine: Machine,
     pub plan: Plan,
-    pub startup: Startup,
+    /// Start-up (not measured with `--etcd-only`).
+    pub startup: Option<Startup>,
     pub dirs: Vec<DirReport>,
     /// The etcd backend next to lockdir and flock (on the first directory).
     pub etcd: etcd::EtcdReport,
@@ -164,9 +168,16 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
         etcd_endpoints: None,
     };
 
-    let startup = startup::measure(&setup, &plan, &scratch[0].0.join("startup"))?;
+    let startup = match args.etcd_only {
+        true => None,
+        false => Some(startup::measure(
+            &setup,
+            &plan,
+            &scratch[0].0.join("startup"),
+        )?),
+    };
     let mut reports = Vec::new();
-    for (i, s) in scratch.iter().enumerate() {
+    for (i, s) in scratch.iter().enumerate().filter(|_| !args.etcd_only) {
         let base = &s.0;
         let uncontended = uncontended::measure(&setup, &plan, base)?;
         let contended = contended::measure(&setup, &plan, base)?;
@@ -201,7 +212,7 @@ pub fn bench(global: &Global, args: BenchArgs) -> anyhow::Result<u8> {
             loadavg_start,
             loadavg_end: sys::loadavg(),
         },
-        targets: targets::judge(&reports, &startup, plan.peer_contenders),
+        targets: targets::judge(&reports, startup.as_ref(), plan.peer_contenders),
         plan,
         startup,
         dirs: reports,

@@ -45,12 +45,18 @@ pub fn render(r: &Report) -> String {
         "lockbydir bench ({} mode): {} CPUs, kernel {}, load average {} at start, {} at end.\n",
         r.mode, r.machine.cpus, r.machine.kernel, r.machine.loadavg_start, r.machine.loadavg_end
     );
-    uncontended(&mut o, r);
-    contended(&mut o, r);
-    waiting(&mut o, r);
-    after_hold(&mut o, r);
-    startup(&mut o, r);
-    hammer(&mut o, r);
+    if !r.dirs.is_empty() {
+        uncontended(&mut o, r);
+        contended(&mut o, r);
+        waiting(&mut o, r);
+        after_hold(&mut o, r);
+    }
+    if let Some(s) = &r.startup {
+        startup(&mut o, s);
+    }
+    if !r.dirs.is_empty() {
+        hammer(&mut o, r);
+    }
     etcd(&mut o, r);
     targets(&mut o, r);
     o
@@ -253,8 +259,7 @@ fn after_hold(o: &mut String, r: &Report) {
     o.push('\n');
 }
 
-fn startup(o: &mut String, r: &Report) {
-    let s = &r.startup;
+fn startup(o: &mut String, s: &super::startup::Startup) {
     let _ = writeln!(
         o,
         "### Start-up (median of {} runs; compile: {} run(s); memory: {} idle plugins)\n",

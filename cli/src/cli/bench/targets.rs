@@ -129,7 +129,7 @@ pub fn for_row(
 
 /// Judge every target; `n` is the contender count the contention targets are judged at (8,
 /// as issue 13 says, in the quick and full plans).
-pub fn judge(dirs: &[DirReport], startup: &Startup, n: usize) -> Vec<Target> {
+pub fn judge(dirs: &[DirReport], startup: Option<&Startup>, n: usize) -> Vec<Target> {
     let mut out = Vec::new();
     for d in dirs {
         uncontended(&mut out, d);
@@ -139,6 +139,9 @@ pub fn judge(dirs: &[DirReport], startup: &Startup, n: usize) -> Vec<Target> {
         waiting(&mut out, d);
         hammer(&mut out, d);
     }
+    let Some(startup) = startup else {
+        return out;
+    };
     let row = Row {
         table: "startup",
         dir: String::new(),
