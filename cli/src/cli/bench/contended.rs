@@ -39,10 +39,22 @@ pub fn configs(plan: &Plan) -> Vec<(usize, Kind)> {
 /// Measure every kind and contender count in `base` (a scratch directory on the filesystem
 /// under test). Runs are interleaved: each run goes through every configuration once.
 pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<ContendedRow>> {
+    measure_configs(setup, plan, base, "contend", &configs(plan))
+}
+
+/// Measure `configs` in `base`, `plan.contended_runs` interleaved runs, each round's scratch
+/// directory named after `label`; one row per configuration, medians over the runs.
+pub fn measure_configs(
+    setup: &Setup,
+    plan: &Plan,
+    base: &Path,
+    label: &str,
+    configs: &[(usize, Kind)],
+) -> anyhow::Result<Vec<ContendedRow>> {
     let mut results: BTreeMap<(usize, Kind), Vec<Handover>> = BTreeMap::new();
     let series = Series {
-        label: "contend",
-        configs: &configs(plan),
+        label,
+        configs,
         runs: plan.contended_runs,
         rounds: 0,
         window_ms: plan.window_ms,

@@ -4,15 +4,13 @@
 //! the `etcd` on PATH (loopback, data on tmpfs) and stops afterwards; without either, or in a
 //! lockbydir built without `--features etcd`, the section says `skipped: ...` and why.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::contended::ContendedRow;
-use super::contenders::{Kind, Series, Setup, run_interleaved};
-use super::handover::{Handover, analyse, median_of};
+use super::contended::{ContendedRow, measure_configs};
+use super::contenders::{Kind, Setup};
 use super::plan::Plan;
 use super::stats::median_by;
 use super::uncontended::{flock_pairs, locks_pairs, per_op, plugin_pairs, wit_options};
@@ -173,29 +171,7 @@ fn contended(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<Cont
     if plan.processes {
         configs.extend([(n, Kind::PluginProcs), (n, Kind::FlockProcs)]);
     }
-    let series = Series {
-        label: "etcd-contend",
-        configs: &configs,
-        runs: plan.contended_runs,
-        rounds: 0,
-        window_ms: plan.window_ms,
-        host_holds: false,
-    };
-    let mut results: BTreeMap<(usize, Kind), Vec<Handover>> = BTreeMap::new();
-    run_interleaved(setup, plan, base, &series, |n, kind, out| {
-        let figures = analyse(out, plan.settle_ms, plan.hold_us);
-        results.entry((n, kind)).or_default().push(figures);
-    })?;
-    Ok(results
-        .into_iter()
-        .map(|((n, kind), runs)| ContendedRow {
-            kind,
-            contenders: n,
-            runs: runs.len(),
-            hold_us: plan.hold_us,
-            figures: median_of(&runs),
-        })
-        .collect())
+    measure_configs(setup, plan, base, "etcd-contend", &configs)
 }
 
 /// A single etcd member started for the benchmark.
