@@ -23,6 +23,7 @@ const ARTIFACTS: &[&str] = &[
     "sleeper.wasm",
     "hostile.wasm",
     "bench.wasm",
+    "counter-v0-1-0.wasm",
 ];
 
 fn main() {
@@ -33,7 +34,14 @@ fn main() {
         .expect("host/ lives in the workspace")
         .to_owned();
 
-    for dir in ["guest", "protocol", "example-plugins", "wit"] {
+    for dir in [
+        "guest",
+        "protocol",
+        "example-plugins",
+        "compat",
+        "wit",
+        "wit-published",
+    ] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
     }
     println!(
@@ -52,6 +60,7 @@ fn main() {
     cmd.current_dir(&workspace)
         .args(["build", "--release", "--target", TARGET])
         .args(["-p", "lockbydir-guest", "-p", "lockbydir-example-plugins"])
+        .args(["-p", "lockbydir-compat-plugins"])
         // A target dir of its own, so the nested cargo never waits for the outer one's lock.
         .env("CARGO_TARGET_DIR", &target_dir)
         .env("CARGO_BUILD_BUILD_DIR", &target_dir)

@@ -190,7 +190,7 @@ fn component_hands_out_the_lock_component_and_its_wit() {
         std::fs::read(&out).unwrap(),
         std::fs::read(guest("lockbydir_guest.wasm")).unwrap()
     );
-    assert!(stdout(&o).contains("package lockbydir:lock@0.1.0;"));
+    assert!(stdout(&o).contains("package lockbydir:lock@0.2.0;"));
     // The written component works as --lock-component.
     let locks = scratch.dir("locks");
     let o = output(

@@ -451,8 +451,11 @@ fn the_wait_line_names_the_holder_and_directory_and_the_label_hides_arguments() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let label =
-        lockbydir::holder_label::label("sh", holder.id(), &lockbydir::holder_label::this_host());
+    let label = lockbydir_cli::holder_label::label(
+        "sh",
+        holder.id(),
+        &lockbydir_cli::holder_label::this_host(),
+    );
     let row = wait_until_held(&locks, "job", &label, &mut holder);
     assert!(!row["holder"].as_str().unwrap().contains("secret"));
     let o = output(lockbydir(&locks).args(["exec", "-w", "200ms", "job", "--", "true"]));

@@ -508,7 +508,7 @@ fn a_plugin_creates_at_most_its_cap_of_new_lockdirs() {
     assert!(o.status.success(), "{out}{}", stderr(&o));
     assert!(out.contains("job-64: denied\n"), "{out}");
     assert!(
-        stderr(&o).contains("the cap is 64 (--max-new-locks)"),
+        stderr(&o).contains("the cap is 64 new locks"),
         "{}",
         stderr(&o)
     );

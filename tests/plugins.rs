@@ -4,7 +4,7 @@
 mod common;
 
 use common::{Scratch, assert_exclusive, count, guest};
-use lockbydir::{PluginConfig, PluginRunner, RuntimeBuilder};
+use lockbydir::{Place, PluginConfig, PluginRunner, RuntimeBuilder};
 use wasmtime::component::Component;
 
 /// A plugin runner (with the tests' compiled-code cache) and the counter plugin.
@@ -50,9 +50,7 @@ fn eight_plugin_instances_take_turns_on_one_lock() {
                     ])
                     .collect(),
                     dirs: vec![(work.clone(), "/work".into())],
-                    lock_dir: locks.clone(),
-                    quiet: true,
-                    ..PluginConfig::default()
+                    ..PluginConfig::new(format!("counter-{i}"), Place::LockDir(locks.clone()))
                 };
                 let (runner, component) = (&runner, &component);
                 s.spawn(move || runner.run(component, &config))
@@ -102,9 +100,7 @@ fn a_plugin_cannot_see_the_lock_directory() {
         .map(String::from)
         .to_vec(),
         dirs: vec![(work.clone(), "/work".into())],
-        lock_dir: locks.clone(),
-        quiet: true,
-        ..PluginConfig::default()
+        ..PluginConfig::new("plugin", Place::LockDir(locks.clone()))
     };
     std::fs::write(locks.join("counter"), "0").unwrap();
     assert_eq!(

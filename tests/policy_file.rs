@@ -82,7 +82,7 @@ fn a_policy_file_is_enforced_exactly_like_the_flags() {
             ],
             "max-new-locks = 2\nallow-lock = [\"job-*\"]\nmax-locks = 1\n",
             &churn,
-            "the cap is 2 (--max-new-locks)",
+            "the cap is 2 new locks",
         ),
         (
             &["--deadline", "1s"],

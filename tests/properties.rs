@@ -4,7 +4,7 @@
 mod common;
 
 use lockbydir::NamePattern;
-use lockbydir::duration::parse_ms;
+use lockbydir_cli::duration::parse_ms;
 use proptest::prelude::*;
 
 proptest! {

@@ -45,7 +45,7 @@ fn status_shows_three_waiting_execs_and_the_holders_pid_and_host() {
         .unwrap();
     let held = wait_for_row(&locks, "bed", "held", |r| r["state"] == "held");
     assert_eq!(held["holder_pid"], holder.id(), "{held}");
-    let host = lockbydir::holder_label::this_host();
+    let host = lockbydir_cli::holder_label::this_host();
     assert_eq!(held["holder_host"], host.as_str(), "{held}");
     assert_eq!(held["queue"]["waiters"], 0, "{held}");
     let waiters: Vec<Child> = (0..3)

@@ -70,7 +70,7 @@ fn exec_waits_with_wake_ups_on_a_local_filesystem_and_polls_when_they_are_turned
     let with = wait_behind_holder(&locks, None, Duration::ZERO);
     assert!(with.contains("acquired lock `job`"), "{with}");
     assert!(
-        with.contains("waited with wake-ups offered by the host"),
+        with.contains("waited with wake-ups from the host"),
         "{with}"
     );
     let without = wait_behind_holder(&locks, Some("1"), Duration::ZERO);
@@ -82,7 +82,7 @@ fn exec_waits_with_wake_ups_on_a_local_filesystem_and_polls_when_they_are_turned
     // Only `1` turns them off.
     let other = wait_behind_holder(&locks, Some("0"), Duration::ZERO);
     assert!(
-        other.contains("waited with wake-ups offered by the host"),
+        other.contains("waited with wake-ups from the host"),
         "{other}"
     );
 }
@@ -118,7 +118,8 @@ fn processes_take_turns_exactly_with_wake_ups_off() {
     common::assert_exclusive(&work.join("log"), 4 * rounds);
 }
 
-/// The counts in `exec --verbose`'s line about the wait: `(stat-at calls, woken sleeps)`.
+/// The counts in `exec --verbose`'s line about the wait: `(looks at the lock, sleeps ended
+/// by a change)`.
 fn wait_counts(stderr: &str) -> (u64, Option<u64>) {
     let line = stderr
         .lines()
@@ -131,10 +132,10 @@ fn wait_counts(stderr: &str) -> (u64, Option<u64>) {
                 .and_then(|w| w.parse().ok())
         })
     };
-    let stats = number_before(" stat-at calls").expect("a count of stat-at calls");
+    let stats = number_before(" looks at the lock").expect("a count of looks");
     let woken = line
-        .contains(" woken by a change")
-        .then(|| number_before(" woken by a change").expect("a count of woken sleeps"));
+        .contains(" ended by a change")
+        .then(|| number_before(" ended by a change").expect("a count of woken sleeps"));
     (stats, woken)
 }
 

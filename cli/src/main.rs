@@ -13,10 +13,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // An error can quote a holder label or a path from the lock directory: escape it all.
-            eprintln!(
-                "lockbydir: error: {}",
-                lockbydir::display::escape(&format!("{e:#}"))
-            );
+            eprintln!("lockbydir: error: {}", lockbydir::escape(&format!("{e:#}")));
             ExitCode::from(1)
         }
     }

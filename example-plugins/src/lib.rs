@@ -4,7 +4,7 @@
 //! imports `lockbydir:lock/lock`. The host decides which directories it may see (`--dir`).
 
 wit_bindgen::generate!({
-    path: "../wit",
+    path: "../wit-published/0.1.0",
     world: "plugin",
 });
 

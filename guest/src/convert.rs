@@ -1,18 +1,29 @@
-//! Conversions between the protocol's Rust types and the WIT types of `lockbydir:lock/lock`.
+//! Conversions between the protocol's Rust types and the WIT types of
+//! `lockbydir:lock@0.2.0` (interface `types`).
 
 use lockbydir_protocol as protocol;
 
-use crate::exports::lockbydir::lock::lock as wit;
+use crate::lockbydir::lock::types as wit;
 
-/// WIT options to protocol options (range checks happen in the protocol).
+/// WIT options to protocol options: a field left out takes the protocol's default (range
+/// checks happen in the protocol).
 pub fn options(o: wit::Options) -> protocol::Options {
+    let default = protocol::Options::default();
+    let tuning = o.tuning.map_or(
+        (
+            default.min_poll_ms,
+            default.max_poll_ms,
+            default.max_clock_skew_ms,
+        ),
+        |t| (t.min_poll_ms, t.max_poll_ms, t.max_clock_skew_ms),
+    );
     protocol::Options {
-        timeout_ms: o.timeout_ms,
-        patience_ms: o.patience_ms,
-        min_poll_ms: o.min_poll_ms,
-        max_poll_ms: o.max_poll_ms,
-        max_clock_skew_ms: o.max_clock_skew_ms,
-        holder: o.holder,
+        timeout_ms: o.lease_ms.unwrap_or(default.timeout_ms),
+        patience_ms: o.wait_ms.unwrap_or(default.patience_ms),
+        min_poll_ms: tuning.0,
+        max_poll_ms: tuning.1,
+        max_clock_skew_ms: tuning.2,
+        holder: o.holder.unwrap_or(default.holder),
     }
 }
 
@@ -23,7 +34,7 @@ pub fn holder(h: protocol::Holder) -> wit::HolderInfo {
         fence: h.fence,
         since_ms: h.since_ms,
         deadline_ms: h.deadline_ms,
-        timeout_ms: h.timeout_ms,
+        lease_ms: h.timeout_ms,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The lockbydir lock as a WASI 0.2 component.
 //!
-//! Exports `lockbydir:lock/lock`. Everything it touches goes through WASI: the lock directory
+//! Exports `lockbydir:lock/lock@0.2.0` (world `provider`). Everything it touches goes through WASI: the lock directory
 //! is the preopened directory mapped as `.`, deadlines use wasi:clocks, tokens wasi:random.
 //! Any component host that grants those can run it. The protocol itself lives in
 //! `lockbydir-protocol`; this crate only converts between it and the WIT types.
@@ -18,12 +18,12 @@ use wasi_fs::WasiFs;
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "lock-component",
+    world: "provider",
 });
 
-use exports::lockbydir::lock::lock::{
-    AcquireOutcome, Error, Guest, GuestLock, LockBorrow, LockState, LockStatus, Options,
-    QueueStatus,
+use exports::lockbydir::lock::lock::{Guest, GuestLock, LockBorrow};
+use lockbydir::lock::types::{
+    AcquireOutcome, Error, LockState, LockStatus, Options, QueueStatus, ReleaseReport,
 };
 
 /// The lock directory as this component sees it: its preopen, mapped as `.`.
@@ -95,7 +95,7 @@ impl GuestLock for LockHandle {
         self.0.borrow_mut().refresh().map_err(convert::error)
     }
 
-    fn release(&self) -> Result<exports::lockbydir::lock::lock::ReleaseReport, Error> {
+    fn release(&self) -> Result<ReleaseReport, Error> {
         let released = self.0.borrow_mut().release();
         released.map(convert::released).map_err(convert::error)
     }

@@ -1,48 +1,75 @@
-//! Generated bindings for the two worlds of `wit/lock.wit`, in one place.
+//! The generated bindings of the lock interface, in one place, and the one type they name
+//! from outside the generator: [`LockError`]. Nothing here depends on the rest of the crate
+//! but [`crate::handle`].
 //!
-//! - [`lock_component`]: the world the lock component exports; the host calls into it.
-//! - [`plugin`]: the world plugins import; the host implements it by forwarding each call to
-//!   a lock component instance (see [`crate::plugin_locks`]).
-//! - [`plugin_async`]: the same world for async embedders (see [`crate::embed`]).
+//! - [`types`]: the values of `lockbydir:lock/types@0.2.0`, generated once; every other
+//!   binding below uses these (`with`).
+//! - [`provider`]: calling the lock component, which exports `lockbydir:lock/lock@0.2.0`.
+//! - [`plugin`]: serving `lockbydir:lock/lock@0.2.0` to plugins.
+//! - [`v0_1_0`]: serving `lockbydir:lock/lock@0.1.0` (`wit-published/0.1.0`) to plugins built
+//!   against it, through one adapter (`crate::embed::v0_1_0`).
+//!
+//! Only synchronous host functions are generated: Stores driven with `call_async` get the same
+//! functions run on a blocking thread (`crate::embed::async_linker`).
 
-/// Bindings to call the lock component's exports (generated; documented in `wit/lock.wit`).
+pub use crate::handle::PluginLock;
+
+/// A lock call's failure as the host functions of the import return it: the interface's
+/// error value, handed to the plugin, or a host failure, which traps it.
+#[derive(Debug)]
+pub enum LockError {
+    /// The interface's error value.
+    Value(types::Error),
+    /// A failure of the host or of the lock component: the plugin's call traps.
+    Trap(wasmtime::Error),
+}
+
 #[allow(missing_docs)]
-pub mod lock_component {
+mod generated_types {
     wasmtime::component::bindgen!({
         path: "../wit",
-        world: "lock-component",
+        interfaces: "import lockbydir:lock/types@0.2.0;",
+        imports: { default: trappable },
+        trappable_error_type: { "lockbydir:lock/types.error" => super::LockError },
+        additional_derives: [PartialEq, Eq],
     });
 }
 
-/// Bindings to provide `lockbydir:lock/lock` to plugins (generated; documented in
-/// `wit/lock.wit`).
+/// The values of `lockbydir:lock/types@0.2.0` (documented in `wit/types.wit`).
+pub use generated_types::lockbydir::lock::types;
+
+/// Calls into the lock component (world `provider`).
+#[allow(missing_docs)]
+pub mod provider {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "provider",
+        with: { "lockbydir:lock/types": super::types },
+    });
+}
+
+/// `lockbydir:lock/lock@0.2.0` for plugins.
 #[allow(missing_docs)]
 pub mod plugin {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
         imports: { default: trappable },
+        trappable_error_type: { "lockbydir:lock/types.error" => super::LockError },
         with: {
-            "lockbydir:lock/lock.lock": crate::plugin_locks::PluginLock,
+            "lockbydir:lock/types": super::types,
+            "lockbydir:lock/lock.lock": super::PluginLock,
         },
     });
 }
 
-/// Bindings to provide `lockbydir:lock/lock` to plugins whose Store is driven with wasmtime's
-/// `call_async` ([`crate::embed::add_to_linker_async`]): the same world, with async host
-/// functions, sharing the plugin's lock resource type with [`plugin`].
+/// `lockbydir:lock/lock@0.1.0` for plugins built against it.
 #[allow(missing_docs)]
-pub mod plugin_async {
+pub mod v0_1_0 {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit-published/0.1.0",
         world: "plugin",
-        imports: { default: async | trappable },
-        with: {
-            "lockbydir:lock/lock.lock": crate::plugin_locks::PluginLock,
-        },
+        imports: { default: trappable },
+        with: { "lockbydir:lock/lock.lock": super::PluginLock },
     });
 }
-
-/// The lock interface's types as the lock component exports them. The host's Rust API uses
-/// these.
-pub use lock_component::exports::lockbydir::lock::lock as wit;

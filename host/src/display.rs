@@ -40,7 +40,7 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// Text with nothing to escape is returned as it is.
 ///
 /// ```
-/// use lockbydir::display::escape;
+/// use lockbydir::escape;
 /// assert_eq!(escape("job-7"), "job-7");
 /// assert_eq!(escape("a\x1b[31mb\nFAKE: ok"), "a\\u{1b}[31mb\\nFAKE: ok");
 /// assert_eq!(escape("x\u{202e}y"), "x\\u{202e}y");

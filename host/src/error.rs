@@ -1,15 +1,16 @@
-//! Typed errors of the host's Rust API.
+//! The typed errors of the host library.
 
 use std::path::PathBuf;
 
-use crate::bindings::wit;
+use crate::bindings::{LockError, types};
 use crate::display::escape;
 
-/// What went wrong in the host.
+/// What went wrong in the host library.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The lock directory cannot be used.
-    #[error("lock directory {path}: {message}; create it or pass another with --locks")]
+    #[error("lock directory {}: {message}", .path.display())]
     LockDir {
         /// The directory.
         path: PathBuf,
@@ -17,7 +18,7 @@ pub enum Error {
         message: String,
     },
     /// A directory granted to a plugin cannot be opened.
-    #[error("directory {path} granted to the plugin: {message}")]
+    #[error("directory {} granted to the plugin: {message}", .path.display())]
     GrantedDir {
         /// The directory.
         path: PathBuf,
@@ -33,22 +34,22 @@ pub enum Error {
         reason: wasmtime::Error,
     },
     /// A plugin was stopped because it exceeded one of its limits.
-    #[error("plugin `{plugin}` was stopped: it exceeded {limit}")]
+    #[error("plugin `{}` was stopped: it exceeded {limit}", escape(.plugin))]
     Limit {
         /// The plugin's name.
         plugin: String,
-        /// Which limit, naming its flag.
-        limit: String,
+        /// Which limit.
+        limit: crate::limits::LimitHit,
     },
-    /// The lock component returned an error value (bad name, I/O failure, compromise...).
-    #[error("lock `{lock}` in {}: {}{}", .dir.display(), describe(.error), hint(.error))]
+    /// A lock call returned the interface's error value (bad name, I/O failure, compromise...).
+    #[error("lock `{}` in {}: {}{}", escape(.lock), escape(.place), describe(.error), hint(.error))]
     Lock {
-        /// The lock's name.
+        /// The lock's name (`*` for a call about every lock).
         lock: String,
-        /// The lock directory.
-        dir: PathBuf,
-        /// The component's error value.
-        error: wit::Error,
+        /// Where the locks live: the lock directory, or `etcd URL,...`.
+        place: String,
+        /// The interface's error value.
+        error: types::Error,
     },
     /// The lock component trapped: a bug in it or in the host.
     #[error("the lock component trapped while {doing}: {reason:#}")]
@@ -58,8 +59,8 @@ pub enum Error {
         /// wasmtime's explanation (shown in the message, not as a separate cause).
         reason: wasmtime::Error,
     },
-    /// A lock backend other than the lock directory cannot be reached or used (for example
-    /// etcd down at start).
+    /// A backend other than a lock directory cannot be reached or used (for example etcd
+    /// down at start).
     #[error("{place}: {message}")]
     Backend {
         /// Which backend, and where (for etcd: its endpoints).
@@ -69,32 +70,66 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// The interface's error value, if this is one.
+    pub fn lock_error(&self) -> Option<&types::Error> {
+        match self {
+            Error::Lock { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// This error as a trap, for a host function whose call cannot fail with an error value
+    /// (a trap keeps wasmtime's own explanation).
+    pub(crate) fn into_trap(self) -> wasmtime::Error {
+        match LockError::from(self) {
+            LockError::Trap(trap) => trap,
+            LockError::Value(value) => wasmtime::Error::msg(describe(&value)),
+        }
+    }
+}
+
+/// What a plugin's call gets for an error: the error value, or a trap for anything else.
+impl From<Error> for LockError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Lock { error, .. } => LockError::Value(error),
+            Error::Trap { reason, .. } | Error::Component { reason, .. } => LockError::Trap(reason),
+            other => LockError::Trap(wasmtime::Error::msg(other.to_string())),
+        }
+    }
+}
+
 /// What to do about an error, where there is something to do.
-fn hint(e: &wit::Error) -> &'static str {
+fn hint(e: &types::Error) -> &'static str {
     match e {
-        wit::Error::Io(_) => {
+        types::Error::Io(_) => {
             " (check that the lock directory is writable and its filesystem healthy)"
         }
+        types::Error::Unavailable(_) => " (check that the cluster is up and reachable)",
         _ => "",
     }
 }
 
-/// A readable sentence for a lock error value.
-pub fn describe(e: &wit::Error) -> String {
+/// A readable sentence for a lock error value, with everything that came from a lockdir or a
+/// plugin escaped.
+pub fn describe(e: &types::Error) -> String {
     match e {
-        wit::Error::InvalidName(why) => format!("invalid lock name: {}", escape(why)),
-        wit::Error::InvalidOption(why) => format!("invalid option: {}", escape(why)),
-        wit::Error::Io(io) => format!(
+        types::Error::InvalidName(why) => format!("invalid lock name: {}", escape(why)),
+        types::Error::InvalidOption(why) => format!("invalid option: {}", escape(why)),
+        types::Error::Io(io) => format!(
             "{} `{}` in the lock directory failed: {}",
             escape(&io.operation),
             escape(&io.path),
             escape(&io.message)
         ),
-        wit::Error::NotHeld => "not held by this handle".to_owned(),
-        wit::Error::AlreadyHeld => "already held by this handle".to_owned(),
-        wit::Error::Denied(why) => format!("denied by the host's policy: {}", escape(why)),
-        wit::Error::Corrupt(why) => escape(why).to_string(),
-        wit::Error::Compromised(c) => {
+        types::Error::NotHeld => "not held by this handle".to_owned(),
+        types::Error::AlreadyHeld => "already held by this handle".to_owned(),
+        types::Error::Denied(why) => format!("denied by the host's policy: {}", escape(why)),
+        types::Error::Corrupt(why) => escape(why).to_string(),
+        types::Error::Compromised(c) => {
             let by = c.now_held_by.as_ref().map_or(String::new(), |h| {
                 format!("; now held by `{}` (fence {})", escape(&h.holder), h.fence)
             });
@@ -103,7 +138,7 @@ pub fn describe(e: &wit::Error) -> String {
                 c.fence
             )
         }
-        wit::Error::FencesExhausted(path) => format!(
+        types::Error::FencesExhausted(path) => format!(
             "lock `{path}` has handed out its last fencing token ({}), so it grants no more \
              (a fence must never repeat); use a lock of another name, or, once every resource \
              that checks this lock's fences accepts them starting again from 1, remove \
@@ -111,5 +146,8 @@ pub fn describe(e: &wit::Error) -> String {
             u64::MAX,
             path = escape(path)
         ),
+        types::Error::Unavailable(why) => {
+            format!("the lock service did not answer: {}", escape(why))
+        }
     }
 }

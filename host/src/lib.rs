@@ -1,54 +1,63 @@
-//! lockbydir's host library: runs the lock component and sandboxed plugins on wasmtime, and
-//! gives your own wasmtime host the lock import ([`embed`]). The `lockbydir` command line is a
-//! crate of its own (`lockbydir-cli`, in `cli/`), so this crate's tree holds no clap and no
-//! benchmark code.
+//! lockbydir's host library: locks made only of directory operations, for sandboxed
+//! WebAssembly plugins and your own Rust code, served on wasmtime.
 //!
-//! - [`Runtime`]: the engine and the compiled lock component (embedded, or from a file), with
-//!   an on-disk cache of compiled code ([`cache`]).
-//! - [`LockService`]: one lock component instance whose only preopen is the lock directory;
-//!   the host's own Rust API to locks.
-//! - [`PluginRunner`]: runs `wasi:cli/command` plugins whose `lockbydir:lock/lock` import is
-//!   forwarded to a lock service of their own ([`plugin_locks`]).
-//! - [`embed`]: the lock import for your own wasmtime host (a context in your Store data,
-//!   `add_to_linker_sync` / `add_to_linker_async`), in the style of `wasmtime-wasi-keyvalue`.
-//! - The lock component's sleeps are precise to well under 100 µs (not tokio's 1 ms ticks)
-//!   and end early when a lock in their directory is released in this process (`wakeup`).
+//! - [`Runtime`]: the engine and the compiled lock component, with an on-disk cache of
+//!   compiled code ([`cache`]).
+//! - [`backend`]: where the locks live, behind one [`Backend`] trait: a lock directory
+//!   ([`backend::LockDirBackend`], the lock component) or an etcd cluster (feature `etcd`);
+//!   [`Place`] chooses one.
+//! - [`embed`]: the `lockbydir:lock/lock` import for your own wasmtime host (a context in your
+//!   Store data, `add_to_linker_sync` / `add_to_linker_async`), serving every published
+//!   version of the interface.
+//! - [`PluginRunner`]: runs `wasi:cli/command` plugins in a sandbox, on [`embed`].
+//! - [`policy`] and [`limits`]: what a plugin may do with locks, and its deadline and memory.
+//! - [`types`]: the interface's values; [`Error`]: what can go wrong; [`report`]: what the
+//!   lock import tells the host (the library prints nothing).
+//!
+//! # Examples
+//!
+//! ```
+//! use lockbydir::{Backend, Place, RuntimeBuilder};
+//! use lockbydir::types::{AcquireOutcome, Options};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("lockbydir-doc-lib-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! let runtime = RuntimeBuilder::new().build()?;
+//! let mut locks = Place::LockDir(dir.clone()).open(&runtime)?;
+//! let bed = locks.open("bed", &Options::default())?;
+//! if let AcquireOutcome::Acquired(grant) = locks.acquire(bed)? {
+//!     println!("sleeping with fence {}", grant.fence);
+//!     locks.release(bed)?;
+//! }
+//! locks.close(bed)?;
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod backend;
-pub mod bindings;
+mod bindings;
 pub mod cache;
-mod convert;
-pub mod display;
-pub mod duration;
+mod display;
 pub mod embed;
-pub mod error;
-pub mod grants;
+mod error;
 pub mod guests;
-pub mod holder_label;
-pub mod intervals;
+mod handle;
 pub mod limits;
-pub mod lock_service;
 pub mod plugin;
-pub mod plugin_locks;
 pub mod policy;
-pub mod policy_file;
+pub mod report;
 pub mod runtime;
-pub mod size;
-pub mod waiting;
-mod wakeup;
-mod watch;
-mod watched_stat;
-// The etcd backend (`--features etcd`).
-#[cfg(feature = "etcd")]
-pub mod etcd;
+pub mod types;
 
-pub use backend::{LockBackend, Locks};
-pub use bindings::wit;
-pub use error::Error;
+pub use backend::{Backend, Place};
+pub use display::escape;
+pub use error::{Error, describe};
+pub use handle::{LockId, PluginLock};
 pub use limits::PluginLimits;
-pub use lock_service::{LockHandle, LockService};
 pub use plugin::{PluginConfig, PluginRunner};
 pub use policy::{LockPolicy, NamePattern};
 pub use runtime::{Runtime, RuntimeBuilder};

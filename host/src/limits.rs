@@ -22,8 +22,53 @@ pub struct PluginLimits {
     pub max_memory: Option<usize>,
 }
 
-/// Which limit stopped a plugin, in words that name the flag.
-pub type LimitHit = String;
+/// Which limit stopped a plugin. Its `Display` says it in the library's words; a command
+/// line can name its own flags from the fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimitHit {
+    /// Its deadline ([`PluginLimits::deadline`]) passed.
+    Deadline(Duration),
+    /// A memory growth was refused ([`PluginLimits::max_memory`]).
+    Memory {
+        /// The limit, in bytes.
+        max: usize,
+        /// Whose memory asked to grow.
+        whose: Whose,
+        /// How many bytes it asked for in all (the plugin) or more (the lock component).
+        asked: usize,
+        /// How many bytes the plugin and its lock component used together then.
+        used: usize,
+    },
+}
+
+impl std::fmt::Display for LimitHit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LimitHit::Deadline(d) => write!(f, "its deadline of {} ms", d.as_millis()),
+            LimitHit::Memory {
+                max,
+                whose: Whose::Plugin,
+                asked,
+                used,
+            } => write!(
+                f,
+                "its memory limit of {max} bytes (it asked for {asked}, with {used} in use by \
+                 it and its lock component)"
+            ),
+            LimitHit::Memory {
+                max,
+                whose: Whose::LockComponent,
+                asked,
+                used,
+            } => write!(
+                f,
+                "its memory limit of {max} bytes, shared with its lock component (which asked \
+                 for {asked} more, with {used} in use)"
+            ),
+        }
+    }
+}
 
 /// The most lock handles a plugin may be allowed (`--max-handles`): wasmtime's tables are
 /// raised to hold that many, and each handle costs the host a few hundred bytes outside
@@ -93,7 +138,7 @@ pub enum Whose {
 /// Enforces a [`MemoryBudget`] on one store. A refused growth makes `memory.grow` fail (as
 /// in any wasm engine at its limit); a Rust program then aborts, and the host reports the
 /// limit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct MemoryCap {
     budget: MemoryBudget,
     whose: Whose,
@@ -119,15 +164,14 @@ impl ResourceLimiter for MemoryCap {
         match budget.max {
             Some(max) if total > max => {
                 let used = budget.used;
-                budget.hit = Some(match self.whose {
-                    Whose::Plugin => format!(
-                        "its memory limit (--max-memory {max} bytes; it asked for {desired}, \
-                         with {used} in use by it and its lock component)"
-                    ),
-                    Whose::LockComponent => format!(
-                        "its memory limit (--max-memory {max} bytes, shared with its lock \
-                         component, which asked for {more} more, with {used} in use)"
-                    ),
+                budget.hit = Some(LimitHit::Memory {
+                    max,
+                    whose: self.whose,
+                    asked: match self.whose {
+                        Whose::Plugin => desired,
+                        Whose::LockComponent => more,
+                    },
+                    used,
                 });
                 Ok(false)
             }
@@ -164,10 +208,7 @@ pub fn apply_deadline<T: 'static>(
                 if Instant::now() < at {
                     return Ok(UpdateDeadline::Continue(1));
                 }
-                let hit = format!(
-                    "its deadline (--deadline {})",
-                    crate::duration::display_ms(total.as_millis() as u64)
-                );
+                let hit = LimitHit::Deadline(total);
                 on_hit(ctx.data_mut(), hit.clone());
                 Err(wasmtime::Error::msg(format!("plugin exceeded {hit}")))
             });

@@ -9,16 +9,16 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
-use crate::backend::{BackendFactory, LockBackend};
+use crate::backend::Place;
+use crate::embed::{self, BuildError, LockbydirCtx, LockbydirView};
 use crate::error::Error;
 use crate::limits::{self, LimitHit, MemoryBudget, MemoryCap, OTHER_HANDLES, PluginLimits, Whose};
-use crate::lock_service::{LockService, ServiceLimits};
-use crate::plugin_locks::{self, PluginLocks, PluginLocksCtx, PluginLocksView};
 use crate::policy::LockPolicy;
+use crate::report::Reporter;
 use crate::runtime::Runtime;
 
 /// What a plugin may see and how it is started.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone)]
 pub struct PluginConfig {
     /// The plugin's name in messages (and `argv[0]`).
     pub name: String,
@@ -28,10 +28,10 @@ pub struct PluginConfig {
     pub env: Vec<(String, String)>,
     /// Directories granted to it: host path, and the path it sees.
     pub dirs: Vec<(PathBuf, String)>,
-    /// The lock directory its lock import works in (not visible to the plugin itself).
-    pub lock_dir: PathBuf,
-    /// Do not announce waits on stderr.
-    pub quiet: bool,
+    /// Where its locks live (a lock directory is not visible to the plugin itself).
+    pub place: Place,
+    /// Told what happens to its locks (waits, refusals, locks released for it).
+    pub reporter: Option<Reporter>,
     /// Give it the host's stdin (otherwise its stdin is empty).
     pub stdin: bool,
     /// What it may do with locks.
@@ -40,11 +40,29 @@ pub struct PluginConfig {
     pub limits: PluginLimits,
 }
 
+impl PluginConfig {
+    /// A plugin named `name` whose locks are in `place`, with no arguments, environment or
+    /// directories, the default policy and no limits.
+    pub fn new(name: impl Into<String>, place: Place) -> Self {
+        PluginConfig {
+            name: name.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            dirs: Vec::new(),
+            place,
+            reporter: None,
+            stdin: false,
+            policy: LockPolicy::default(),
+            limits: PluginLimits::default(),
+        }
+    }
+}
+
 /// A plugin's store data: its WASI state and its lock import's state.
 pub struct PluginCtx {
     wasi: WasiCtx,
     table: ResourceTable,
-    locks: PluginLocksCtx,
+    locks: LockbydirCtx,
     memory: MemoryCap,
     stopped_by: Option<LimitHit>,
 }
@@ -66,22 +84,17 @@ impl WasiView for PluginCtx {
     }
 }
 
-impl PluginLocksView for PluginCtx {
-    fn plugin_locks(&mut self) -> PluginLocks<'_> {
-        PluginLocks {
-            ctx: &mut self.locks,
-            table: &mut self.table,
-        }
+impl LockbydirView for PluginCtx {
+    fn lockbydir(&mut self) -> &mut LockbydirCtx {
+        &mut self.locks
     }
 }
 
-/// Runs plugins: holds the linker with WASI and the lock import, built once.
+/// Runs plugins: holds the linker with WASI and the lock import (every version), built once.
 #[derive(Clone)]
 pub struct PluginRunner {
     runtime: Runtime,
     linker: Linker<PluginCtx>,
-    /// Where plugins' locks live, if not in the lock directory's lock component.
-    backend: Option<BackendFactory>,
 }
 
 impl PluginRunner {
@@ -93,19 +106,11 @@ impl PluginRunner {
             reason,
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
-        plugin_locks::add_to_linker(&mut linker).map_err(link)?;
+        embed::add_to_linker_sync(&mut linker).map_err(link)?;
         Ok(PluginRunner {
             runtime: runtime.clone(),
             linker,
-            backend: None,
         })
-    }
-
-    /// Serve every plugin's lock import from a backend `open` makes for each run, instead of
-    /// a lock component in [`PluginConfig::lock_dir`].
-    pub fn with_backend(mut self, open: BackendFactory) -> Self {
-        self.backend = Some(open);
-        self
     }
 
     /// The runtime plugins run on.
@@ -120,17 +125,22 @@ impl PluginRunner {
         component: &Component,
         name: &str,
     ) -> Result<CommandPre<PluginCtx>, Error> {
-        let pre = self.linker.instantiate_pre(component).map_err(|reason| Error::Component {
-            what: format!(
-                "plugin `{name}` needs an import lockbydir does not provide (it provides WASI 0.2 \
-                 and lockbydir:lock/lock@0.1.0, nothing else)"
-            ),
-            reason,
-        })?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|reason| Error::Component {
+                what: format!(
+                    "plugin `{}` needs an import lockbydir does not provide (it provides WASI 0.2 \
+                 and lockbydir:lock/lock@0.2.0 and @0.1.0, nothing else)",
+                    crate::display::escape(name)
+                ),
+                reason,
+            })?;
         CommandPre::new(pre).map_err(|reason| Error::Component {
             what: format!(
-                "plugin `{name}` is not a wasi:cli/command component (build it as a program with \
-                 `fn main` for wasm32-wasip2)"
+                "plugin `{}` is not a wasi:cli/command component (build it as a program with \
+                 `fn main` for wasm32-wasip2)",
+                crate::display::escape(name)
             ),
             reason,
         })
@@ -145,18 +155,25 @@ impl PluginRunner {
         // Everything the plugin makes its lock component hold counts against its memory.
         let budget = MemoryBudget::new(config.limits.max_memory);
         let max_handles = config.policy.max_handles;
-        let service_limits = ServiceLimits {
-            memory: budget.limiter(Whose::LockComponent),
-            lock_handles: max_handles,
-        };
-        let service: Box<dyn LockBackend> = match &self.backend {
-            Some(open) => open()?,
-            None => Box::new(LockService::with_limits(
-                &self.runtime,
-                &config.lock_dir,
-                service_limits,
-            )?),
-        };
+        let mut locks = LockbydirCtx::builder()
+            .place(config.place.clone())
+            .name(&config.name)
+            .policy(config.policy.clone())
+            .memory_cap(budget.limiter(Whose::LockComponent));
+        if let Some(reporter) = &config.reporter {
+            locks = locks.on_event(reporter.clone());
+        }
+        if let Some((at, _)) = deadline {
+            locks = locks.wait_deadline(at);
+        }
+        let locks = locks.build(&self.runtime).map_err(|e| match e {
+            BuildError::Host(e) => e,
+            BuildError::LockDir { path, message } => Error::LockDir { path, message },
+            other => Error::Component {
+                what: format!("set up the lock import of plugin `{}`", config.name),
+                reason: wasmtime::Error::msg(other.to_string()),
+            },
+        })?;
         let mut wasi = WasiCtx::builder();
         // No stdin unless asked for: what the user types is not the plugin's to read.
         if config.stdin {
@@ -183,13 +200,7 @@ impl PluginRunner {
         let ctx = PluginCtx {
             wasi: wasi.build(),
             table,
-            locks: PluginLocksCtx::new(
-                service,
-                &config.name,
-                config.quiet,
-                config.policy.clone(),
-                deadline.map(|(at, _)| at),
-            ),
+            locks,
             memory: budget.limiter(Whose::Plugin),
             stopped_by: None,
         };
@@ -207,13 +218,8 @@ impl PluginRunner {
                 })?;
         let ran = command.wasi_cli_run().call_run(&mut store);
         let ctx = store.data_mut();
-        for name in ctx.locks.release_all() {
-            eprintln!(
-                "lockbydir: plugin `{}` ended while holding lock `{}`; released it",
-                config.name,
-                crate::display::escape(&name)
-            );
-        }
+        // Whatever it still holds goes back now (each release is reported).
+        ctx.locks.release_all();
         let limit = ctx.limit_hit(&budget);
         match ran {
             Ok(Ok(())) => Ok(0),

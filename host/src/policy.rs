@@ -1,6 +1,6 @@
 //! What a plugin may do with locks: which names, how long a timeout, how many at once.
-//! Checked by the host before a request reaches the lock component; a refusal is the WIT
-//! error `denied`, and the host logs it with the plugin's name.
+//! Checked by the host before a request reaches the backend; a refusal is the WIT error
+//! `denied`, and is reported ([`crate::report::Event::Denied`]) with the plugin's name.
 
 use std::fmt;
 
@@ -42,28 +42,11 @@ impl fmt::Display for NamePattern {
     }
 }
 
-/// The lock-name rules of the protocol, restated for patterns (the component checks names
-/// again itself).
+/// The protocol's lock-name rules ([`lockbydir_protocol::LockName`]), for a pattern.
 fn lockbydir_name_rules(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("it is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err("`.` and `..` are not lock names".into());
-    }
-    if name.len() > 200 {
-        return Err(format!(
-            "it has {} bytes; lock names have at most 200",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|&c| c == '/' || c == '\\' || c.is_control())
-    {
-        return Err(format!("it contains {c:?}"));
-    }
-    Ok(())
+    lockbydir_protocol::LockName::new(name)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// `*`-only wildcard matching, iterative with backtracking to the last star.
@@ -93,7 +76,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 pub struct LockPolicy {
     /// Lock names it may use; empty means any.
     pub allowed: Vec<NamePattern>,
-    /// The longest timeout it may request, in ms.
+    /// The longest lease it may ask for, in ms.
     pub max_timeout_ms: Option<u64>,
     /// How many locks it may hold at once.
     pub max_held: Option<usize>,
@@ -101,7 +84,7 @@ pub struct LockPolicy {
     pub max_handles: usize,
     /// How many lockdirs it may create (locks that did not exist before it first acquired
     /// them); `None`: no cap. Lockdirs are permanent, so without a cap a plugin can fill the
-    /// lock directory. `lockbydir run` caps it at [`DEFAULT_MAX_NEW_LOCKS`] unless told.
+    /// lock directory. The default context caps it at [`DEFAULT_MAX_NEW_LOCKS`].
     pub max_new_locks: Option<usize>,
 }
 
@@ -141,7 +124,7 @@ impl LockPolicy {
         ))
     }
 
-    /// Whether some lock names are out of bounds (`--allow-lock` was given).
+    /// Whether some lock names are out of bounds (names are allowed by pattern).
     pub fn limits_names(&self) -> bool {
         !self.allowed.is_empty()
     }
@@ -168,7 +151,7 @@ impl LockPolicy {
         match self.max_new_locks {
             Some(max) if created >= max => Err(format!(
                 "lock `{name}` does not exist yet and this plugin already created {created} \
-                 lockdir(s); the cap is {max} (--max-new-locks)"
+                 new lock(s); the cap is {max} new locks"
             )),
             _ => Ok(()),
         }
@@ -244,7 +227,7 @@ mod tests {
             policy
                 .check_create("job-2", 1)
                 .unwrap_err()
-                .contains("the cap is 1 (--max-new-locks)")
+                .contains("the cap is 1 new locks")
         );
         assert!(policy.check_acquire(0).is_ok());
         assert!(

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use lockbydir::intervals;
+pub use lockbydir_cli::intervals;
 
 /// A fresh directory, removed when dropped.
 pub struct Scratch(pub PathBuf);

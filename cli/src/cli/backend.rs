@@ -1,32 +1,23 @@
-//! `--backend` and `--etcd-endpoints` of `run`, `exec` and `status`: where the locks live.
+//! `--backend` and `--etcd-endpoints` of `run`, `exec` and `status`: where the locks live,
+//! given to the host library's one factory ([`Place`]).
 
 use std::path::Path;
 
-use clap::{Args, ValueEnum};
-use lockbydir::{LockService, Locks, PluginRunner};
+use clap::Args;
+use lockbydir::Place;
+use lockbydir::backend::Backend;
 
 use super::Global;
-#[cfg(not(feature = "etcd"))]
 use super::exit::{self, Failure};
-
-/// Where the locks live.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Kind {
-    /// Lockdirs in the lock directory (--locks): one machine, or a shared POSIX filesystem.
-    #[default]
-    Lockdir,
-    /// An etcd cluster (--etcd-endpoints): processes on several machines.
-    Etcd,
-}
 
 /// The backend options.
 #[derive(Args, Debug, Clone)]
 pub struct BackendArgs {
     /// Where the locks live: `lockdir` (the lock directory) or `etcd` (an etcd cluster, for
     /// processes on several machines; needs a lockbydir built with `--features etcd`).
-    #[arg(long, value_enum, default_value_t = Kind::Lockdir, value_name = "KIND")]
-    backend: Kind,
-    /// The etcd cluster's client URLs, comma-separated (with --backend etcd).
+    #[arg(long, default_value = "lockdir", value_name = "KIND")]
+    backend: String,
+    /// The cluster's client URLs, comma-separated (with a backend other than `lockdir`).
     #[arg(
         long,
         env = "LOCKBYDIR_ETCD",
@@ -38,82 +29,22 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    /// Whether the locks are in etcd.
-    pub fn is_etcd(&self) -> bool {
-        self.backend == Kind::Etcd
+    /// Whether the locks are in a lock directory (the default), whose path then names them.
+    pub fn in_lock_dir(&self) -> bool {
+        self.backend == "lockdir"
     }
 
-    /// The environment variable that tells a command where its lock lives, for etcd.
-    pub fn etcd_env(&self) -> String {
-        self.etcd_endpoints.join(",")
+    /// Where the locks live, with `lock_dir` as the lock directory: a backend this build does
+    /// not have is refused here, saying how to get it.
+    pub fn place(&self, lock_dir: &Path) -> anyhow::Result<Place> {
+        Place::from_kind(&self.backend, lock_dir, &self.etcd_endpoints)
+            .map_err(|e| Failure::error(exit::UNAVAILABLE, format!("--backend {e}")))
     }
 
-    /// The locks of `exec` and `status`: the lock component in `lock_dir`, or etcd.
-    pub fn locks(&self, global: &Global, lock_dir: &Path) -> anyhow::Result<Locks> {
-        match self.backend {
-            Kind::Lockdir => {
-                let runtime = global.runtime()?;
-                Ok(Locks::new(Box::new(LockService::new(&runtime, lock_dir)?)))
-            }
-            Kind::Etcd => self.etcd(),
-        }
+    /// The locks of `exec` and `status`, opened (for a cluster: checked to answer).
+    pub fn open(&self, global: &Global, lock_dir: &Path) -> anyhow::Result<Box<dyn Backend>> {
+        let place = self.place(lock_dir)?;
+        let runtime = global.runtime()?;
+        Ok(place.open(&runtime)?)
     }
-
-    /// `runner`, serving its plugins' locks from this backend.
-    pub fn plugin_runner(&self, runner: PluginRunner) -> anyhow::Result<PluginRunner> {
-        match self.backend {
-            Kind::Lockdir => Ok(runner),
-            Kind::Etcd => {
-                // Fail at start, naming the endpoints, if etcd is not there.
-                drop(self.etcd()?);
-                self.etcd_runner(runner)
-            }
-        }
-    }
-
-    fn etcd(&self) -> anyhow::Result<Locks> {
-        etcd_locks(&self.etcd_endpoints)
-    }
-
-    fn etcd_runner(&self, runner: PluginRunner) -> anyhow::Result<PluginRunner> {
-        etcd_runner(&self.etcd_endpoints, runner)
-    }
-}
-
-/// The locks of the etcd cluster at `endpoints` (checked: it answers).
-#[cfg(feature = "etcd")]
-pub fn etcd_locks(endpoints: &[String]) -> anyhow::Result<Locks> {
-    let backend = lockbydir::etcd::EtcdBackend::connect(endpoints)?;
-    Ok(Locks::new(Box::new(backend)))
-}
-
-/// `runner`, serving each plugin's locks from its own connection to the etcd cluster at
-/// `endpoints`.
-#[cfg(feature = "etcd")]
-pub fn etcd_runner(endpoints: &[String], runner: PluginRunner) -> anyhow::Result<PluginRunner> {
-    let endpoints = endpoints.to_vec();
-    Ok(runner.with_backend(std::sync::Arc::new(move || {
-        let backend = lockbydir::etcd::EtcdBackend::connect(&endpoints)?;
-        Ok(Box::new(backend) as Box<dyn lockbydir::LockBackend>)
-    })))
-}
-
-#[cfg(not(feature = "etcd"))]
-pub fn etcd_locks(_: &[String]) -> anyhow::Result<Locks> {
-    Err(without_etcd())
-}
-
-#[cfg(not(feature = "etcd"))]
-pub fn etcd_runner(_: &[String], _: PluginRunner) -> anyhow::Result<PluginRunner> {
-    Err(without_etcd())
-}
-
-#[cfg(not(feature = "etcd"))]
-fn without_etcd() -> anyhow::Error {
-    Failure::error(
-        exit::UNAVAILABLE,
-        "--backend etcd: this lockbydir was built without the etcd backend; build it with \
-         `cargo build --release --features etcd` (needs protoc: Debian's protobuf-compiler and \
-         libprotobuf-dev)",
-    )
 }

@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::intervals::{self, Hold};
-use lockbydir::{PluginConfig, PluginRunner, guests};
+use lockbydir::{Place, PluginConfig, PluginRunner, guests};
+use lockbydir_cli::intervals::{self, Hold};
 
 use super::Global;
 use super::scratch::ScratchDir;
@@ -304,13 +304,10 @@ fn plugin_config(
     quiet: bool,
 ) -> PluginConfig {
     PluginConfig {
-        name: name.to_owned(),
         args,
-        env: Vec::new(),
         dirs: vec![(work.to_owned(), "/work".to_owned())],
-        lock_dir: locks.to_owned(),
-        quiet,
-        ..PluginConfig::default()
+        reporter: Some(super::run::reporter(quiet)),
+        ..PluginConfig::new(name, Place::LockDir(locks.to_owned()))
     }
 }
 

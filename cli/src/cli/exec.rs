@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::backend::Handle as LockHandle;
-use lockbydir::display::escape;
-use lockbydir::duration::display_ms;
-use lockbydir::holder_label;
-use lockbydir::lock_service::MAX_CANCELLABLE_PATIENCE_MS;
-use lockbydir::waiting::WaitNotice;
-use lockbydir::{Error, Locks, wit};
+use lockbydir::backend::lockdir::MAX_CANCELLABLE_PATIENCE_MS;
+use lockbydir::backend::{Backend, WaitMode};
+use lockbydir::types::{AcquireOutcome, LockState, Options, ReleaseReport};
+use lockbydir::{Error, LockId, escape, types};
+use lockbydir_cli::duration::display_ms;
+use lockbydir_cli::holder_label;
 
 use super::backend::BackendArgs;
 use super::exit::{self, Failure};
@@ -145,10 +144,10 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             ),
         ));
     }
-    let (lock_dir, name) = match args.backend.is_etcd() {
-        // An etcd lock is a name: no lock directory.
-        true => (PathBuf::new(), args.lock.clone()),
-        false => lock_target(global, &args.lock)?,
+    let (lock_dir, name) = match args.backend.in_lock_dir() {
+        true => lock_target(global, &args.lock)?,
+        // A lock in a cluster is a name: no lock directory.
+        false => (PathBuf::new(), args.lock.clone()),
     };
     let command: Vec<String> = match &args.command_string {
         Some(s) => vec!["sh".into(), "-c".into(), s.clone()],
@@ -162,18 +161,18 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         // "Forever", as long as a signal can still end it (about 100 years).
         false => args.wait.min(MAX_CANCELLABLE_PATIENCE_MS),
     };
-    let mut service = args.backend.locks(global, &lock_dir)?;
+    let mut service = args.backend.open(global, &lock_dir)?;
     let place = service.place().to_owned();
-    let lock_failure = |e: Error| match args.backend.is_etcd() {
-        true => e.into(),
-        false => lock_failure(e, &lock_dir),
+    let lock_failure = |e: Error| match args.backend.in_lock_dir() {
+        true => lock_failure(e, &lock_dir),
+        false => e.into(),
     };
 
     // From here on a signal ends the wait: the lock component returns from `acquire`,
     // leaving the queue, and lockbydir exits 128 + the signal.
     let (tx, rx) = mpsc::channel();
     let waiting = Arc::new(AtomicBool::new(true));
-    let canceller = service.wait_canceller();
+    let canceller = service.waits().canceller;
     let still_waiting = Arc::clone(&waiting);
     signals::watch(tx.clone(), Event::Signal, move |_| {
         if still_waiting.load(Ordering::SeqCst) {
@@ -182,25 +181,22 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
     })
     .map_err(|e| Failure::error(exit::OS_ERR, format!("cannot catch signals: {e}")))?;
 
-    let options = wit::Options {
-        timeout_ms: args.lease,
-        patience_ms: patience,
-        min_poll_ms: 1,
-        max_poll_ms: 50,
-        max_clock_skew_ms: 0,
-        holder: args.holder.clone().unwrap_or_else(|| {
+    let options = Options {
+        lease_ms: Some(args.lease),
+        wait_ms: Some(patience),
+        holder: Some(args.holder.clone().unwrap_or_else(|| {
             holder_label::label(&program, std::process::id(), &holder_label::this_host())
-        }),
+        })),
+        ..Options::default()
     };
     let handle = service.open(&name, &options).map_err(lock_failure)?;
     let started = Instant::now();
-    let outcome = match service.try_acquire(&handle).map_err(lock_failure)? {
-        wit::AcquireOutcome::Busy(holder) if patience > 0 => {
+    let outcome = match service.try_acquire(handle).map_err(lock_failure)? {
+        AcquireOutcome::Busy(holder) if patience > 0 => {
             if !args.quiet {
-                let notice = WaitNotice::new("exec", &name, holder.as_ref(), 0).in_dir(&place);
-                eprintln!("{notice}");
+                eprintln!("{}", wait_notice(&name, holder.as_ref(), &place));
             }
-            service.acquire(&handle).map_err(lock_failure)?
+            service.acquire(handle).map_err(lock_failure)?
         }
         outcome => outcome,
     };
@@ -210,8 +206,8 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         Event::Signal(c) => Some(c.signal),
         Event::Exited(_) => None,
     }) {
-        if let wit::AcquireOutcome::Acquired(_) = outcome {
-            service.release(&handle).map_err(lock_failure)?;
+        if let AcquireOutcome::Acquired(_) = outcome {
+            service.release(handle).map_err(lock_failure)?;
         }
         service.close(handle)?;
         if !args.quiet {
@@ -223,8 +219,8 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         return Ok(128u8.saturating_add(signal as u8));
     }
     let grant = match outcome {
-        wit::AcquireOutcome::Acquired(grant) => grant,
-        wit::AcquireOutcome::Busy(holder) => {
+        AcquireOutcome::Acquired(grant) => grant,
+        AcquireOutcome::Busy(holder) => {
             let by = holder.map_or(String::new(), |h| {
                 format!(
                     ": it is held by `{}` (fence {})",
@@ -257,27 +253,24 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         eprintln!(
             "lockbydir: acquired lock `{}` in {} (fence {}) after {}",
             escape(&name),
-            escape(&place.display().to_string()),
+            escape(&place),
             grant.fence,
             display_ms(started.elapsed().as_millis() as u64)
         );
-        eprintln!("lockbydir: {}", service.describe_waits());
+        eprintln!("lockbydir: {}", describe_waits(service.waits().mode));
     }
 
     let mut cmd = Command::new(&command[0]);
     cmd.args(&command[1..])
+        .env_remove("LOCKBYDIR_DIR")
         .env("LOCKBYDIR_LOCK", &name)
-        .env("LOCKBYDIR_DIR", &lock_dir)
-        .env("LOCKBYDIR_FENCE", grant.fence.to_string());
-    if args.backend.is_etcd() {
-        cmd.env_remove("LOCKBYDIR_DIR")
-            .env("LOCKBYDIR_ETCD", args.backend.etcd_env());
-    }
+        .env("LOCKBYDIR_FENCE", grant.fence.to_string())
+        .envs(service.command_env());
     let group = process::prepare(&mut cmd);
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            service.release(&handle).map_err(lock_failure)?;
+            service.release(handle).map_err(lock_failure)?;
             service.close(handle)?;
             let code = match e.kind() {
                 std::io::ErrorKind::NotFound => 127,
@@ -288,21 +281,21 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
         }
     };
     let running = process::Running::new(child, group);
-    let status = hold_while_running(&mut service, &handle, &name, running, args.lease, tx, &rx)?;
+    let status = hold_while_running(&mut *service, handle, &name, running, args.lease, tx, &rx)?;
     let mut compromised = status.compromised;
     if !compromised {
-        match service.release(&handle) {
-            Ok(wit::ReleaseReport::InTime) => {}
-            Ok(wit::ReleaseReport::Late) => eprintln!(
+        match service.release(handle) {
+            Ok(ReleaseReport::InTime) => {}
+            Ok(ReleaseReport::Late) => eprintln!(
                 "lockbydir: lock `{}` was released after its deadline (nobody took it over)",
                 escape(&name)
             ),
             Err(Error::Lock {
-                error: wit::Error::Compromised(_),
+                error: types::Error::Compromised(_),
                 ..
             }) => {
                 compromised = true;
-                eprintln!("lockbydir: {}", status_line(&name, &mut service, &handle));
+                eprintln!("lockbydir: {}", status_line(&name, &mut *service, handle));
             }
             Err(e) => return Err(lock_failure(e)).context("release the lock"),
         }
@@ -335,7 +328,7 @@ fn lock_target(global: &Global, lock: &str) -> anyhow::Result<(PathBuf, String)>
 /// a permission problem (77), and says so.
 fn lock_failure(e: Error, lock_dir: &Path) -> anyhow::Error {
     if let Error::Lock {
-        error: wit::Error::Io(_),
+        error: types::Error::Io(_),
         ..
     } = &e
         && let Err(why) = process::writable(lock_dir)
@@ -359,8 +352,8 @@ struct Finished {
 /// Wait for the command, refreshing the lock every third of its lease and passing signals on;
 /// then stop what it left running in its process group.
 fn hold_while_running(
-    service: &mut Locks,
-    handle: &LockHandle,
+    service: &mut dyn Backend,
+    handle: LockId,
     name: &str,
     mut running: process::Running,
     lease_ms: u64,
@@ -403,7 +396,7 @@ fn hold_while_running(
         match service.refresh(handle) {
             Ok(_) => {}
             Err(Error::Lock {
-                error: wit::Error::Compromised(c),
+                error: types::Error::Compromised(c),
                 ..
             }) => {
                 compromised = true;
@@ -431,9 +424,9 @@ fn hold_while_running(
     Ok(Finished { exit, compromised })
 }
 
-fn status_line(name: &str, service: &mut Locks, handle: &LockHandle) -> String {
+fn status_line(name: &str, service: &mut dyn Backend, handle: LockId) -> String {
     let now = match service.inspect(handle) {
-        Ok(wit::LockState::Held(h) | wit::LockState::Expired(h)) => {
+        Ok(LockState::Held(h) | LockState::Expired(h)) => {
             format!(
                 "; it is now held by `{}` (fence {})",
                 escape(&h.holder),
@@ -455,5 +448,45 @@ fn exit_code(status: ExitStatus) -> u8 {
         (Some(code), _) => code as u8,
         (None, Some(signal)) => 128u8.saturating_add(signal as u8),
         _ => 1,
+    }
+}
+
+/// "exec blocking waiting for lock `N` held by `H` (fence F) in DIR": said once, when a
+/// waiter starts waiting (cargo's "Blocking waiting for file lock"). It promises nothing about
+/// when the wait ends (a holder that refreshes keeps the lock).
+fn wait_notice(lock: &str, holder: Option<&types::HolderInfo>, place: &str) -> String {
+    let held_by = match holder {
+        Some(h) if h.holder.is_empty() => format!(" held by an unnamed holder (fence {})", h.fence),
+        Some(h) => format!(" held by `{}` (fence {})", escape(&h.holder), h.fence),
+        None => " (behind other waiters)".to_owned(),
+    };
+    format!(
+        "lockbydir: exec blocking waiting for lock `{}`{held_by} in {}",
+        escape(lock),
+        escape(place)
+    )
+}
+
+/// How the waits went, for `--verbose`, in words a user knows.
+fn describe_waits(mode: WaitMode) -> String {
+    match mode {
+        WaitMode::Woken {
+            looks,
+            sleeps,
+            woken,
+        } => format!(
+            "waited with wake-ups from the host: {looks} looks at the lock, {sleeps} sleeps a \
+             change could end, {woken} ended by a change"
+        ),
+        WaitMode::Polling { why, looks } => {
+            format!(
+                "waited by polling ({}): {looks} looks at the lock",
+                why.reason()
+            )
+        }
+        WaitMode::Watched => {
+            "waited by watching the key before this one in etcd (woken by etcd, no polling)"
+                .to_owned()
+        }
     }
 }

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use lockbydir::{Error, wit};
+use lockbydir::Error;
+use lockbydir::types as wit;
 
 /// EX_USAGE: the command line is wrong (unknown flag, bad value, bad lock name).
 pub const USAGE: u8 = 64;

@@ -88,10 +88,7 @@ pub fn main() -> anyhow::Result<u8> {
         Ok(code) => Ok(code),
         Err(e) => {
             // An error can quote a holder label or a path from the lock directory: escape it.
-            eprintln!(
-                "lockbydir: error: {}",
-                lockbydir::display::escape(&format!("{e:#}"))
-            );
+            eprintln!("lockbydir: error: {}", lockbydir::escape(&format!("{e:#}")));
             Ok(exit::code_of(&e))
         }
     }
@@ -169,5 +166,5 @@ pub fn absolute_dir(dir: &Path, role: &str) -> anyhow::Result<PathBuf> {
 
 /// A clap value parser for durations.
 pub fn duration_ms(s: &str) -> Result<u64, String> {
-    lockbydir::duration::parse_ms(s).map_err(|e| e.to_string())
+    lockbydir_cli::duration::parse_ms(s).map_err(|e| e.to_string())
 }

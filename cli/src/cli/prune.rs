@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::display::escape;
-use lockbydir::duration::display_ms;
+use lockbydir::escape;
+use lockbydir_cli::duration::display_ms;
 use lockbydir_protocol::prune::{PruneOptions, Verdict, prune as prune_locks};
 use lockbydir_protocol::{StdEnv, StdFs};
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::display::escape;
+use lockbydir::escape;
 use lockbydir_protocol::repair::repair as repair_lockdir;
 use lockbydir_protocol::{LockName, StdEnv, StdFs};
 

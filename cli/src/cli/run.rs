@@ -1,13 +1,17 @@
 //! `lockbydir run`: run one plugin in a sandbox.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use lockbydir::limits::MAX_HANDLES_HONOURED;
+
+use lockbydir::limits::{LimitHit, MAX_HANDLES_HONOURED, Whose};
 use lockbydir::policy::{DEFAULT_MAX_HANDLES, DEFAULT_MAX_NEW_LOCKS};
-use lockbydir::policy_file::{PolicyFile, PolicyFileError};
-use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner};
+use lockbydir::report::{Event, Reporter};
+use lockbydir::{Error, LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner, escape};
+use lockbydir_cli::duration::display_ms;
+use lockbydir_cli::policy_file::{PolicyFile, PolicyFileError};
 
 use super::backend::BackendArgs;
 use super::exit::{self, Failure};
@@ -108,7 +112,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         );
         let host = absolute_dir(host.as_ref(), "--dir")?;
         if !args.trust_plugin_with_locks {
-            lockbydir::grants::check_grant(&lock_dir, &host)?;
+            lockbydir_cli::grants::check_grant(&lock_dir, &host)?;
         }
         dirs.push((host, guest.to_owned()));
     }
@@ -122,7 +126,12 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     let runtime = global.runtime()?;
     let component = runtime.load_plugin(&args.plugin)?;
-    let runner = args.backend.plugin_runner(PluginRunner::new(&runtime)?)?;
+    let place = args.backend.place(&lock_dir)?;
+    if !args.backend.in_lock_dir() {
+        // Fail at start, naming the cluster, if it is not there.
+        drop(place.open(&runtime)?);
+    }
+    let runner = PluginRunner::new(&runtime)?;
     let name = args.name.clone().unwrap_or_else(|| {
         args.plugin
             .file_stem()
@@ -134,8 +143,8 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         args: args.args,
         env,
         dirs,
-        lock_dir,
-        quiet: args.quiet,
+        place,
+        reporter: Some(reporter(args.quiet)),
         stdin: args.stdin,
         // Each flag given overrides the file's key; --allow-lock replaces the file's list,
         // so that the command line can narrow the names as well as widen them.
@@ -165,7 +174,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         },
     };
     if args.instances == 1 {
-        let code = runner.run(&component, &config)?;
+        let code = runner.run(&component, &config).map_err(limit_failure)?;
         return Ok(exit_byte(code));
     }
     run_instances(&runner, &component, &config, args.instances)
@@ -204,7 +213,11 @@ fn run_instances(
                 exit_byte(*code)
             }
             Err(e) => {
-                eprintln!("lockbydir: instance {i} of `{}` failed: {e}", config.name);
+                let e = describe_limit(e).unwrap_or_else(|| e.to_string());
+                eprintln!(
+                    "lockbydir: instance {i} of `{}` failed: {e}",
+                    escape(&config.name)
+                );
                 1
             }
         };
@@ -218,6 +231,57 @@ fn run_instances(
         n - failed
     );
     Ok(first_failure.unwrap_or(0))
+}
+
+/// What the CLI prints of the lock import's events: every policy refusal, and, unless
+/// `quiet`, waits and the locks released for a plugin that ended holding them.
+pub fn reporter(quiet: bool) -> Reporter {
+    Arc::new(move |event: &Event<'_>| {
+        if !quiet || matches!(event, Event::Denied { .. }) {
+            eprintln!("lockbydir: {event}");
+        }
+    })
+}
+
+/// A plugin stopped by one of its limits, in words that name the flag of that limit.
+fn describe_limit(e: &Error) -> Option<String> {
+    let Error::Limit { plugin, limit } = e else {
+        return None;
+    };
+    let limit = match limit {
+        LimitHit::Deadline(d) => format!(
+            "its deadline (--deadline {})",
+            display_ms(d.as_millis() as u64)
+        ),
+        LimitHit::Memory {
+            max,
+            whose: Whose::Plugin,
+            asked,
+            used,
+        } => format!(
+            "its memory limit (--max-memory {max} bytes; it asked for {asked}, with {used} in \
+             use by it and its lock component)"
+        ),
+        LimitHit::Memory {
+            max, asked, used, ..
+        } => format!(
+            "its memory limit (--max-memory {max} bytes, shared with its lock component, which \
+             asked for {asked} more, with {used} in use)"
+        ),
+        other => other.to_string(),
+    };
+    Some(format!(
+        "plugin `{}` was stopped: it exceeded {limit}",
+        escape(plugin)
+    ))
+}
+
+/// A plugin's failure as `run` reports it: a limit names its flag (exit 1).
+fn limit_failure(e: Error) -> anyhow::Error {
+    match describe_limit(&e) {
+        Some(message) => Failure::error(1, message),
+        None => e.into(),
+    }
 }
 
 fn exit_byte(code: i32) -> u8 {
@@ -240,7 +304,7 @@ fn policy_file_failure(e: PolicyFileError) -> anyhow::Error {
 
 /// A clap value parser for sizes.
 fn bytes(s: &str) -> Result<usize, String> {
-    lockbydir::size::parse_bytes(s).map_err(|e| e.to_string())
+    lockbydir_cli::size::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

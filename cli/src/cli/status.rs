@@ -4,11 +4,10 @@
 use std::io::Write;
 
 use clap::Args;
-use lockbydir::display::escape;
-use lockbydir::duration::display_ms;
-use lockbydir::error::describe;
-use lockbydir::holder_label::origin;
-use lockbydir::{NamePattern, wit};
+use lockbydir::types as wit;
+use lockbydir::{NamePattern, describe, escape};
+use lockbydir_cli::duration::display_ms;
+use lockbydir_cli::holder_label::origin;
 use serde::Serialize;
 
 use super::Global;
@@ -84,11 +83,11 @@ struct Queue {
 }
 
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
-    let lock_dir = match args.backend.is_etcd() {
-        true => std::path::PathBuf::new(),
-        false => global.lock_dir()?,
+    let lock_dir = match args.backend.in_lock_dir() {
+        true => global.lock_dir()?,
+        false => std::path::PathBuf::new(),
     };
-    let mut service = args.backend.locks(global, &lock_dir)?;
+    let mut service = args.backend.open(global, &lock_dir)?;
     let now = service.now_ms()?;
     let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|p| p.matches(name));
     let mut rows = Vec::new();
@@ -134,7 +133,7 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
                 format!(" matching {}", names.join(", "))
             }
         };
-        writeln!(out, "no locks{matching} in {}", service.place().display())?;
+        writeln!(out, "no locks{matching} in {}", escape(service.place()))?;
         out.flush()?;
         return Ok(0);
     }
@@ -226,7 +225,7 @@ fn row(lock: wit::LockStatus, queue: Queue, now: u64) -> Row {
         holder_host: from.and_then(|o| o.host),
         since_ms: holder.as_ref().map(|h| h.since_ms),
         deadline_ms: holder.as_ref().map(|h| h.deadline_ms),
-        timeout_ms: holder.as_ref().map(|h| h.timeout_ms),
+        timeout_ms: holder.as_ref().map(|h| h.lease_ms),
         age_ms: holder.as_ref().map(|h| now.saturating_sub(h.since_ms)),
         expires_in_ms: holder.as_ref().map(|h| signed_diff(h.deadline_ms, now)),
         holder: holder.map(|h| h.holder),

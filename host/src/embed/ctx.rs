@@ -1,33 +1,28 @@
 //! The lock context an embedder keeps in its Store data, and its builder.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use lockbydir_protocol::entry::kept_label;
 use wasmtime::component::ResourceTable;
 
-use crate::display::escape;
-use crate::limits::{MAX_HANDLES_HONOURED, MemoryBudget, MemoryCap, Whose};
-use crate::lock_service::{LockService, ServiceLimits};
-use crate::plugin_locks::{PluginLocks, PluginLocksCtx};
+use crate::backend::{Backend, Limits, Place};
+use crate::error::Error;
+use crate::handle::LockId;
+use crate::limits::{MAX_HANDLES_HONOURED, MemoryBudget, MemoryCap, WAIT_MARGIN, Whose};
 use crate::policy::{DEFAULT_MAX_HANDLES, DEFAULT_MAX_NEW_LOCKS, LockPolicy, NamePattern};
+use crate::report::{Event, Reporter};
 use crate::runtime::Runtime;
+use crate::types::Options;
 
 use super::BuildError;
 
-/// Where the locks live. The one place a backend is chosen: each backend is one variant and
-/// one builder method.
-#[derive(Clone, Debug)]
-enum Backend {
-    /// A lock directory on a filesystem, served by the lock component.
-    LockDir(PathBuf),
-}
-
 /// Builds a [`LockbydirCtx`]: where the locks live, what the plugin may do with them, and
-/// the limits of the lock component that serves it.
+/// the limits of the backend that serves it.
 ///
-/// The defaults are those of `lockbydir run`: any lock name, any timeout, any number held,
-/// at most [`DEFAULT_MAX_HANDLES`] handles open and [`DEFAULT_MAX_NEW_LOCKS`] lockdirs
-/// created, no memory cap, and waits are not announced.
+/// The defaults are those of `lockbydir run`: any lock name, any lease, any number held, at
+/// most [`DEFAULT_MAX_HANDLES`] handles open and [`DEFAULT_MAX_NEW_LOCKS`] locks created, no
+/// memory cap, and nothing reported.
 ///
 /// # Examples
 ///
@@ -46,6 +41,7 @@ enum Backend {
 ///     .max_timeout(Duration::from_secs(60))
 ///     .max_held(1)
 ///     .max_lock_component_memory(64 << 20)
+///     .on_event(std::sync::Arc::new(|event| eprintln!("host: {event}")))
 ///     .build(&runtime)?;
 /// # drop(ctx);
 ///
@@ -58,63 +54,72 @@ enum Backend {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct LockbydirCtxBuilder {
-    backend: Option<Backend>,
+    place: Option<Place>,
     name: String,
-    announce_waits: bool,
+    reporter: Option<Reporter>,
     allowed: Vec<String>,
     max_timeout: Option<Duration>,
     max_held: Option<usize>,
     max_handles: usize,
     max_new_locks: Option<usize>,
     max_memory: Option<usize>,
+    memory: Option<MemoryCap>,
+    policy: Option<LockPolicy>,
     wait_deadline: Option<Instant>,
 }
 
 impl Default for LockbydirCtxBuilder {
     fn default() -> Self {
         LockbydirCtxBuilder {
-            backend: None,
+            place: None,
             name: "plugin".to_owned(),
-            announce_waits: false,
+            reporter: None,
             allowed: Vec::new(),
             max_timeout: None,
             max_held: None,
             max_handles: DEFAULT_MAX_HANDLES,
             max_new_locks: Some(DEFAULT_MAX_NEW_LOCKS),
             max_memory: None,
+            memory: None,
+            policy: None,
             wait_deadline: None,
         }
     }
 }
 
 impl LockbydirCtxBuilder {
-    /// A builder with the defaults above and no backend yet.
+    /// A builder with the defaults above and no place for the locks yet.
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Keep the locks in `dir`, an existing directory (the plugin never sees it: only the
     /// lock component does).
-    pub fn lock_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.backend = Some(Backend::LockDir(dir.into()));
+    pub fn lock_dir(self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.place(Place::LockDir(dir.into()))
+    }
+
+    /// Keep the locks in `place`: a lock directory, or a cluster.
+    pub fn place(mut self, place: Place) -> Self {
+        self.place = Some(place);
         self
     }
 
-    /// The plugin's name in messages (policy refusals, wait announcements, locks released
-    /// for it) [default: `plugin`].
+    /// The plugin's name in events (policy refusals, waits, locks released for it)
+    /// [default: `plugin`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
 
-    /// Announce on stderr, once per wait, that the plugin waits for a lock and for whom, as
-    /// `lockbydir run` does without `--quiet`; also say which locks were released for it
-    /// when the context is dropped.
-    pub fn announce_waits(mut self, yes: bool) -> Self {
-        self.announce_waits = yes;
+    /// Tell `reporter` what happens to the plugin's locks (see [`Event`]): that it waits for a
+    /// lock and for whom, that the policy refused a request, which locks were released for it
+    /// when it ended. Without one, nothing is told.
+    pub fn on_event(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
         self
     }
 
@@ -125,7 +130,7 @@ impl LockbydirCtxBuilder {
         self
     }
 
-    /// The longest lock timeout the plugin may request.
+    /// The longest lease the plugin may ask for.
     pub fn max_timeout(mut self, max: Duration) -> Self {
         self.max_timeout = Some(max);
         self
@@ -144,8 +149,8 @@ impl LockbydirCtxBuilder {
         self
     }
 
-    /// How many lockdirs (locks that did not exist before) the plugin may create; `None`:
-    /// no cap. Lockdirs are permanent, so without a cap a plugin can fill the lock directory.
+    /// How many locks that did not exist before the plugin may create; `None`: no cap.
+    /// Lockdirs are permanent, so without a cap a plugin can fill the lock directory.
     pub fn max_new_locks(mut self, max: Option<usize>) -> Self {
         self.max_new_locks = max;
         self
@@ -159,15 +164,27 @@ impl LockbydirCtxBuilder {
         self
     }
 
-    /// Lock waits end by `at` (the plugin's own deadline, say), whatever patience it asked
-    /// for: a wait that reaches it returns `busy`.
+    /// Charge the lock component's memory to `cap` (a budget shared with the plugin).
+    pub(crate) fn memory_cap(mut self, cap: MemoryCap) -> Self {
+        self.memory = Some(cap);
+        self
+    }
+
+    /// Use `policy` as it is, instead of the allowed names and caps given to this builder.
+    pub(crate) fn policy(mut self, policy: LockPolicy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// Lock waits end by `at` (the plugin's own deadline, say), whatever wait it asked for,
+    /// shortly before it: a wait that reaches it returns `busy`.
     pub fn wait_deadline(mut self, at: Instant) -> Self {
         self.wait_deadline = Some(at);
         self
     }
 
-    /// Check the policy and instantiate the lock component (compiled once in `runtime`) on
-    /// the backend.
+    /// Check the policy and open the backend (for a lock directory: instantiate the lock
+    /// component, compiled once in `runtime`).
     pub fn build(self, runtime: &Runtime) -> Result<LockbydirCtx, BuildError> {
         let allowed = self
             .allowed
@@ -180,7 +197,7 @@ impl LockbydirCtxBuilder {
                 max: MAX_HANDLES_HONOURED,
             });
         }
-        let policy = LockPolicy {
+        let policy = self.policy.unwrap_or(LockPolicy {
             allowed,
             max_timeout_ms: self
                 .max_timeout
@@ -188,87 +205,55 @@ impl LockbydirCtxBuilder {
             max_held: self.max_held,
             max_handles: self.max_handles,
             max_new_locks: self.max_new_locks,
+        });
+        let memory = match (self.memory, self.max_memory) {
+            (Some(cap), _) => cap,
+            (None, Some(max)) => MemoryBudget::new(Some(max)).limiter(Whose::LockComponent),
+            (None, None) => MemoryCap::unlimited(),
         };
-        let memory = match self.max_memory {
-            Some(max) => MemoryBudget::new(Some(max)).limiter(Whose::LockComponent),
-            None => MemoryCap::unlimited(),
-        };
-        let limits = ServiceLimits {
+        let limits = Limits {
             memory,
-            lock_handles: self.max_handles,
+            lock_handles: policy.max_handles,
         };
-        let service = match self.backend.ok_or(BuildError::NoBackend)? {
-            Backend::LockDir(dir) => LockService::with_limits(runtime, &dir, limits)?,
-        };
-        let locks = PluginLocksCtx::new(
-            Box::new(service),
-            &self.name,
-            !self.announce_waits,
-            policy,
-            self.wait_deadline,
-        );
+        let place = self.place.ok_or(BuildError::NoBackend)?;
+        let backend = place.open_with_limits(runtime, limits)?;
         let mut table = ResourceTable::new();
-        table.set_max_capacity(table.max_capacity().saturating_add(self.max_handles));
+        table.set_max_capacity(table.max_capacity().saturating_add(policy.max_handles));
         Ok(LockbydirCtx {
             state: Some(Box::new(State {
-                locks,
+                backend,
                 table,
-                name: self.name,
-                announce: self.announce_waits,
+                plugin: self.name,
+                reporter: self.reporter,
+                policy,
+                wait_until: self.wait_deadline,
+                open: BTreeMap::new(),
+                created: 0,
             })),
         })
     }
 }
 
-/// The state behind one plugin's `lockbydir:lock/lock` import: its own lock component
-/// instance, its policy, and its open lock handles. Keep one per plugin Store, in the Store's
-/// data, and lend it out through [`super::LockbydirView`].
+/// The state behind one plugin's `lockbydir:lock/lock` import: its own backend (for a lock
+/// directory, a lock component instance of its own), its policy, and its open lock handles.
+/// Keep one per plugin Store, in the Store's data, and lend it out through
+/// [`super::LockbydirView`].
 ///
 /// The plugin's lock handles live in a resource table of this context's own (not the
 /// embedder's), so that an async host can hand the whole context to a blocking thread while
 /// the plugin waits ([`super::add_to_linker_async`]).
 ///
 /// Dropping it releases every lock the plugin still holds, so others need not wait for the
-/// lock's timeout (as [`LockbydirCtx::release_all`] does).
+/// lock's lease to run out (as [`LockbydirCtx::release_all`] does).
 pub struct LockbydirCtx {
     /// `None` only while an async call runs on a blocking thread, and for good once such a
     /// call was cancelled.
     pub(super) state: Option<Box<State>>,
 }
 
-pub(super) struct State {
-    locks: PluginLocksCtx,
-    table: ResourceTable,
-    name: String,
-    announce: bool,
-}
-
 /// What a call on a context whose async call was cancelled gets: a trap.
 pub(super) const GONE: &str = "the lockbydir context is gone: an earlier async lock call of \
     this plugin was cancelled (its future dropped); its locks are released when that call returns";
-
-impl State {
-    pub(super) fn view(&mut self) -> PluginLocks<'_> {
-        PluginLocks {
-            ctx: &mut self.locks,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl Drop for State {
-    fn drop(&mut self) {
-        for lock in self.locks.release_all() {
-            if self.announce {
-                eprintln!(
-                    "lockbydir: plugin `{}` ended while holding lock `{}`; released it",
-                    escape(&self.name),
-                    escape(&lock)
-                );
-            }
-        }
-    }
-}
 
 impl LockbydirCtx {
     /// A builder: see [`LockbydirCtxBuilder`].
@@ -281,13 +266,139 @@ impl LockbydirCtx {
     /// context does the same.
     pub fn release_all(&mut self) -> Vec<String> {
         match self.state.as_mut() {
-            Some(state) => state.locks.release_all(),
+            Some(state) => state.release_all(),
             None => Vec::new(),
         }
     }
 
-    /// The lock import's sync view (the sync linker never takes the state away).
-    pub(super) fn sync_view(&mut self) -> PluginLocks<'_> {
-        self.state.as_deref_mut().expect(GONE).view()
+    /// The state, for the host functions (the sync linker never takes it away).
+    pub(super) fn state(&mut self) -> &mut State {
+        self.state.as_deref_mut().expect(GONE)
+    }
+}
+
+/// One plugin's lock state: what the host functions of the import work on.
+pub(crate) struct State {
+    pub(super) backend: Box<dyn Backend>,
+    /// The plugin's lock handles (`lock` resources).
+    pub(super) table: ResourceTable,
+    plugin: String,
+    reporter: Option<Reporter>,
+    pub(super) policy: LockPolicy,
+    /// Lock waits may not outlast this instant (the plugin's deadline).
+    wait_until: Option<Instant>,
+    /// Every open handle, by resource rep.
+    pub(super) open: BTreeMap<u32, Tracked>,
+    /// How many locks this plugin's acquisitions created (see [`LockPolicy::max_new_locks`]).
+    pub(super) created: usize,
+}
+
+/// What the host keeps about one of the plugin's handles.
+pub(super) struct Tracked {
+    pub(super) lock: LockId,
+    pub(super) name: String,
+    /// Its lock was seen to exist: acquiring through this handle creates nothing.
+    pub(super) exists: bool,
+    /// The fence of this handle's acquisition while it holds its lock: with the name, what
+    /// it takes to release the lock without the handle.
+    pub(super) fence: Option<u64>,
+    /// The options the plugin opened it with (label cut to what a lockdir keeps).
+    pub(super) options: Options,
+    /// The wait the backend's handle has (the plugin's, capped by its deadline).
+    pub(super) wait_ms: Option<u64>,
+}
+
+impl State {
+    /// Tell the reporter, if there is one.
+    pub(super) fn report(&self, event: Event<'_>) {
+        if let Some(reporter) = &self.reporter {
+            reporter(&event);
+        }
+    }
+
+    /// The plugin's name.
+    pub(super) fn plugin(&self) -> &str {
+        &self.plugin
+    }
+
+    /// A policy refusal: told to the reporter, and the error value the plugin gets.
+    pub(super) fn deny(&self, rule: String) -> Error {
+        self.report(Event::Denied {
+            plugin: &self.plugin,
+            rule: &rule,
+        });
+        Error::Lock {
+            lock: String::new(),
+            place: self.backend.place().to_owned(),
+            error: crate::types::Error::Denied(rule),
+        }
+    }
+
+    /// How many locks the plugin holds.
+    pub(super) fn held_count(&self) -> usize {
+        self.open.values().filter(|t| t.fence.is_some()).count()
+    }
+
+    /// The options the plugin asked for, its label cut to what a lockdir keeps.
+    pub(super) fn kept(options: Options) -> Options {
+        let holder = options.holder.map(|h| kept_label(&h).to_owned());
+        Options { holder, ..options }
+    }
+
+    /// The wait a wait that starts now may have: the plugin's own, ended [`WAIT_MARGIN`]
+    /// before its deadline.
+    pub(super) fn wait_now(&self, requested_ms: Option<u64>) -> Option<u64> {
+        match self.wait_until {
+            None => requested_ms,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                let left_ms = left.saturating_sub(WAIT_MARGIN).as_millis() as u64;
+                Some(requested_ms.unwrap_or(u64::MAX).min(left_ms))
+            }
+        }
+    }
+
+    /// After the plugin ended (exit, trap, limit): release every lock it still holds and close
+    /// its handles, so others need not wait for the lease to run out. Returns what was
+    /// released (each is also reported).
+    ///
+    /// If the backend can no longer be called for a handle (the lock component trapped, or
+    /// ran out of memory or handles), its lock is released without it, by the name and fence
+    /// it was granted.
+    pub(super) fn release_all(&mut self) -> Vec<String> {
+        let mut released = Vec::new();
+        for (_, t) in std::mem::take(&mut self.open) {
+            if let Some(fence) = t.fence {
+                match self.backend.release(t.lock) {
+                    Ok(_) => released.push(t.name.clone()),
+                    // It had already lost the lock: nothing to give back.
+                    Err(Error::Lock { .. }) => {}
+                    Err(_) => match self.backend.release_by_fence(&t.name, fence) {
+                        Ok(true) => released.push(t.name.clone()),
+                        Ok(false) => {}
+                        Err(error) => self.report(Event::NotReleased {
+                            plugin: &self.plugin,
+                            lock: &t.name,
+                            error: &error,
+                        }),
+                    },
+                }
+            }
+            // Closing also runs the component's destructor; a trap here changes nothing more.
+            let _ = self.backend.close(t.lock);
+        }
+        for lock in &released {
+            self.report(Event::Released {
+                plugin: &self.plugin,
+                lock,
+            });
+        }
+        released
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        self.release_all();
     }
 }

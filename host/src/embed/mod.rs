@@ -80,20 +80,19 @@
 //! The same with tokio is in [`add_to_linker_async`]; `examples/embed/` runs both kinds of
 //! host against `lockbydir exec`.
 
-mod async_host;
-mod convert;
+mod async_linker;
 mod ctx;
 mod error;
+mod host;
+mod v0_1_0;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::plugin::lockbydir::lock::lock as imp;
-use crate::bindings::plugin_async::lockbydir::lock::lock as aimp;
-use crate::plugin_locks::PluginLocks;
+use crate::bindings::{plugin, v0_1_0 as old};
 
-pub use async_host::AsyncLocks;
 pub use ctx::{LockbydirCtx, LockbydirCtxBuilder};
 pub use error::BuildError;
+pub use host::PluginLocks;
 
 /// Store data that holds a [`LockbydirCtx`] and lends it to the lock import's host functions.
 pub trait LockbydirView {
@@ -101,16 +100,14 @@ pub trait LockbydirView {
     fn lockbydir(&mut self) -> &mut LockbydirCtx;
 }
 
-struct HasSync;
+struct HasLocks;
 
-impl HasData for HasSync {
+impl HasData for HasLocks {
     type Data<'a> = PluginLocks<'a>;
 }
 
-struct HasAsync;
-
-impl HasData for HasAsync {
-    type Data<'a> = AsyncLocks<'a>;
+fn view<T: LockbydirView>(t: &mut T) -> PluginLocks<'_> {
+    PluginLocks(t.lockbydir().state())
 }
 
 /// Provide `lockbydir:lock/lock` to the plugins instantiated with `linker`, for Stores
@@ -122,7 +119,8 @@ impl HasData for HasAsync {
 pub fn add_to_linker_sync<T: LockbydirView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    imp::add_to_linker::<T, HasSync>(linker, |t| t.lockbydir().sync_view())
+    plugin::Plugin::add_to_linker::<T, HasLocks>(linker, view)?;
+    old::Plugin::add_to_linker::<T, HasLocks>(linker, view)
 }
 
 /// Provide `lockbydir:lock/lock` to the plugins instantiated with `linker`, for Stores driven
@@ -218,5 +216,5 @@ pub fn add_to_linker_sync<T: LockbydirView + 'static>(
 pub fn add_to_linker_async<T: LockbydirView + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    aimp::add_to_linker::<T, HasAsync>(linker, |t| AsyncLocks(t.lockbydir()))
+    async_linker::add(linker)
 }

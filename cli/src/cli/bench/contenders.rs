@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use lockbydir::{PluginConfig, PluginRunner};
+use lockbydir::{Place, PluginConfig, PluginRunner};
 use wasmtime::component::Component;
 
 pub use super::kind::Kind;
@@ -279,11 +279,8 @@ fn run_on_thread(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Result
             let config = PluginConfig {
                 name: label.to_owned(),
                 args: plugin_args(spec, label),
-                env: Vec::new(),
                 dirs: vec![(spec.work.clone(), "/work".to_owned())],
-                lock_dir: spec.lock_dir.clone(),
-                quiet: true,
-                ..PluginConfig::default()
+                ..PluginConfig::new(label, Place::LockDir(spec.lock_dir.clone()))
             };
             let code = setup.runner.run(setup.plugin, &config)?;
             anyhow::ensure!(code == 0, "the bench plugin exited with {code}");

@@ -14,6 +14,7 @@ use super::contenders::{Kind, Setup};
 use super::plan::Plan;
 use super::stats::median_by;
 use super::uncontended::{flock_pairs, locks_pairs, per_op, plugin_pairs, wit_options};
+use lockbydir::Place;
 
 /// What was measured on etcd, or why nothing was.
 #[derive(Debug, Default, Serialize)]
@@ -135,19 +136,22 @@ fn uncontended(
     // An etcd pair costs a few round trips (milliseconds): a tenth of the lockdir plugin's.
     let ops = (plan.uncontended_ops / 10).max(20);
     let flock_file = File::create(locks.join("flock.lock"))?;
-    let mut api = super::super::backend::etcd_locks(endpoints)?;
+    let place = Place::from_kind("etcd", &locks, endpoints)?;
+    let mut api = place.open(setup.runner.runtime())?;
     let handle = api.open("bench-uncontended-api", &wit_options())?;
-    let etcd_runner = super::super::backend::etcd_runner(
-        endpoints,
-        lockbydir::PluginRunner::new(setup.runner.runtime())?,
-    )?;
     let mut runs = Vec::new();
     for _ in 0..plan.uncontended_runs {
         runs.push(Run {
             flock: per_op(ops * plan.fast_factor * 10, |n| flock_pairs(&flock_file, n))?,
-            lockdir_plugin: plugin_pairs(setup.runner, setup, &locks, &work, ops * 10)?,
-            etcd_api: per_op(ops, |n| locks_pairs(&mut api, &handle, n))?,
-            etcd_plugin: plugin_pairs(&etcd_runner, setup, &locks, &work, ops)?,
+            lockdir_plugin: plugin_pairs(
+                setup.runner,
+                setup,
+                Place::LockDir(locks.clone()),
+                &work,
+                ops * 10,
+            )?,
+            etcd_api: per_op(ops, |n| locks_pairs(&mut *api, handle, n))?,
+            etcd_plugin: plugin_pairs(setup.runner, setup, place.clone(), &work, ops)?,
         });
     }
     api.close(handle)?;

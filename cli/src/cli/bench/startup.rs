@@ -6,7 +6,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
-use lockbydir::{LockService, PluginConfig, RuntimeBuilder};
+use lockbydir::backend::LockDirBackend;
+use lockbydir::{Place, PluginConfig, RuntimeBuilder};
 use serde::Serialize;
 
 use super::contenders::{Setup, wait_ready, write_go};
@@ -22,7 +23,7 @@ pub struct Startup {
     pub compile_runs: usize,
     /// `RuntimeBuilder::build()` with a warm cache: engine + loading the compiled component.
     pub start_from_cache_ms: f64,
-    /// `LockService::new`: one more lock component instance.
+    /// `LockDirBackend::new`: one more lock component instance.
     pub lock_service_ms: f64,
     /// One more plugin: `PluginRunner::run` of a plugin whose `main` returns at once (its
     /// own lock component instance included).
@@ -59,7 +60,7 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Startu
     std::fs::create_dir_all(&locks)?;
     let runtime = setup.runner.runtime();
     let mut service = times(plan.startup_runs, || {
-        LockService::new(runtime, &locks)?;
+        LockDirBackend::new(runtime, &locks)?;
         Ok(())
     })?;
     let noop = plugin_config("noop", vec!["--mode".into(), "noop".into()], &locks, base);
@@ -99,11 +100,8 @@ fn plugin_config(name: &str, args: Vec<String>, locks: &Path, work: &Path) -> Pl
     PluginConfig {
         name: name.into(),
         args,
-        env: Vec::new(),
         dirs: vec![(work.to_owned(), "/work".into())],
-        lock_dir: locks.to_owned(),
-        quiet: true,
-        ..PluginConfig::default()
+        ..PluginConfig::new(name, Place::LockDir(locks.to_owned()))
     }
 }
 

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use lockbydir::{LockService, PluginConfig, wit};
+use lockbydir::backend::{Backend, LockDirBackend};
+use lockbydir::types as wit;
+use lockbydir::{LockId, Place, PluginConfig};
 use lockbydir_protocol::{Lock, Options, Outcome, StdEnv, StdFs};
 use serde::Serialize;
 
@@ -29,7 +31,7 @@ pub struct Uncontended {
     pub flock_ns: f64,
     /// `lockbydir_protocol::Lock` try_acquire + release, natively.
     pub protocol_ns: f64,
-    /// `LockService` try_acquire + release: the lock component called from the host.
+    /// `LockDirBackend` try_acquire + release: the lock component called from the host.
     pub service_ns: f64,
     /// The bench plugin's try-acquire + release through the host into the lock component.
     pub plugin_ns: f64,
@@ -64,7 +66,7 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Uncont
     std::fs::create_dir_all(&work)?;
     let ops = plan.uncontended_ops;
     let fast_ops = ops * plan.fast_factor;
-    let mut service = LockService::new(setup.runner.runtime(), &locks)?;
+    let mut service = LockDirBackend::new(setup.runner.runtime(), &locks)?;
     let handle = service.open("service", &wit_options())?;
     let flock_file = File::create(locks.join("flock.lock"))?;
     let mut protocol = Lock::new(
@@ -79,12 +81,24 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Uncont
             mkdir: per_op(fast_ops, |n| mkdir_rmdir(&locks.join("floor"), n))?,
             flock: per_op(fast_ops, |n| flock_pairs(&flock_file, n))?,
             protocol: per_op(ops, |n| protocol_pairs(&mut protocol, n))?,
-            service: per_op(ops, |n| service_pairs(&mut service, &handle, n))?,
+            service: per_op(ops, |n| locks_pairs(&mut service, handle, n))?,
             plugin: wakeups::in_process(false, || {
-                plugin_pairs(setup.runner, setup, &locks, &work, ops)
+                plugin_pairs(
+                    setup.runner,
+                    setup,
+                    Place::LockDir(locks.clone()),
+                    &work,
+                    ops,
+                )
             })?,
             plugin_polling: wakeups::in_process(true, || {
-                plugin_pairs(setup.runner, setup, &locks, &work, ops)
+                plugin_pairs(
+                    setup.runner,
+                    setup,
+                    Place::LockDir(locks.clone()),
+                    &work,
+                    ops,
+                )
             })?,
         });
     }
@@ -120,12 +134,9 @@ fn protocol_options() -> Options {
 pub fn wit_options() -> wit::Options {
     let o = protocol_options();
     wit::Options {
-        timeout_ms: o.timeout_ms,
-        patience_ms: o.patience_ms,
-        min_poll_ms: o.min_poll_ms,
-        max_poll_ms: o.max_poll_ms,
-        max_clock_skew_ms: o.max_clock_skew_ms,
-        holder: o.holder,
+        lease_ms: Some(o.timeout_ms),
+        holder: Some(o.holder),
+        ..wit::Options::default()
     }
 }
 
@@ -163,29 +174,11 @@ fn protocol_pairs(lock: &mut Lock<StdFs, StdEnv>, n: u64) -> anyhow::Result<()> 
     Ok(())
 }
 
-fn service_pairs(
-    service: &mut LockService,
-    handle: &lockbydir::LockHandle,
-    n: u64,
-) -> anyhow::Result<()> {
-    for _ in 0..n {
-        let wit::AcquireOutcome::Acquired(_) = service.try_acquire(handle)? else {
-            anyhow::bail!("the uncontended service lock was busy");
-        };
-        service.release(handle)?;
-    }
-    Ok(())
-}
-
-/// `Locks` (the typed API, on any backend) try_acquire + release, `n` times.
-pub fn locks_pairs(
-    locks: &mut lockbydir::Locks,
-    handle: &lockbydir::backend::Handle,
-    n: u64,
-) -> anyhow::Result<()> {
+/// A backend's try_acquire + release, `n` times.
+pub fn locks_pairs(locks: &mut dyn Backend, handle: LockId, n: u64) -> anyhow::Result<()> {
     for _ in 0..n {
         let wit::AcquireOutcome::Acquired(_) = locks.try_acquire(handle)? else {
-            anyhow::bail!("the uncontended lock {} was busy", handle.name());
+            anyhow::bail!("the uncontended lock on {} was busy", locks.place());
         };
         locks.release(handle)?;
     }
@@ -196,7 +189,7 @@ pub fn locks_pairs(
 pub fn plugin_pairs(
     runner: &lockbydir::PluginRunner,
     setup: &Setup,
-    locks: &Path,
+    place: Place,
     work: &Path,
     n: u64,
 ) -> anyhow::Result<f64> {
@@ -215,11 +208,8 @@ pub fn plugin_pairs(
         .into_iter()
         .chain([n.to_string()])
         .collect(),
-        env: Vec::new(),
         dirs: vec![(work.to_owned(), "/work".into())],
-        lock_dir: locks.to_owned(),
-        quiet: true,
-        ..PluginConfig::default()
+        ..PluginConfig::new("bench-loop", place)
     };
     let code = runner.run(setup.plugin, &config)?;
     anyhow::ensure!(code == 0, "the bench plugin exited with {code}");

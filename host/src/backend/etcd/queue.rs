@@ -24,7 +24,7 @@ use etcd_client::{
 use super::Cancel;
 use super::call::{CALL_BUDGET, Failed, retrying};
 use super::keys::{self, Record};
-use crate::bindings::wit;
+use crate::bindings::types as wit;
 
 /// Result of a lock operation: the interface's own error values.
 pub type Res<T> = Result<T, wit::Error>;
@@ -42,13 +42,10 @@ pub struct Held {
     pub record: Record,
 }
 
-/// An `io` error value for a failed etcd request.
+/// The error value of an etcd request that failed (after its retries): the service did
+/// not answer.
 fn io(operation: &str, key: &str, f: Failed) -> wit::Error {
-    wit::Error::Io(wit::IoError {
-        operation: format!("etcd {operation}"),
-        path: key.to_owned(),
-        message: f.message,
-    })
+    wit::Error::Unavailable(format!("etcd {operation} `{key}` failed: {}", f.message))
 }
 
 /// Milliseconds since the epoch, by this machine's clock.
@@ -70,7 +67,7 @@ pub fn holder_info(kv: &KeyValue) -> wit::HolderInfo {
         fence: revision(kv),
         since_ms: r.since_ms,
         deadline_ms: r.deadline_ms,
-        timeout_ms: r.timeout_ms,
+        lease_ms: r.timeout_ms,
     }
 }
 
@@ -170,7 +167,7 @@ pub enum Acquired {
 pub async fn acquire(
     client: &Client,
     name: &str,
-    options: &wit::Options,
+    options: &lockbydir_protocol::Options,
     give_up: Option<Instant>,
     cancel: &Cancel,
 ) -> Res<Acquired> {
@@ -187,7 +184,7 @@ pub async fn acquire(
 async fn attempt(
     client: &Client,
     name: &str,
-    options: &wit::Options,
+    options: &lockbydir_protocol::Options,
     give_up: Option<Instant>,
     cancel: &Cancel,
 ) -> Res<Option<Acquired>> {
@@ -389,7 +386,7 @@ async fn write_record(
     match txn(client, "txn", key, t).await {
         Ok((resp, _)) => Ok(resp.succeeded()),
         // A lease that expired between the keepalive and this put.
-        Err(wit::Error::Io(e)) if e.message.contains("lease not found") => Ok(false),
+        Err(wit::Error::Unavailable(e)) if e.contains("lease not found") => Ok(false),
         Err(e) => Err(e),
     }
 }

@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::bindings::sync::filesystem::types::{
     self as fs, Descriptor, DescriptorStat, ErrorCode, HostDescriptor, PathFlags,
 };
 
-use crate::wakeup::Sleeper;
+use super::wakeup::Sleeper;
 
 /// The interface's name as wasmtime-wasi defines it (the linker resolves every compatible
 /// 0.2.x import of the lock component to it, as for the monotonic clock).
@@ -61,9 +61,9 @@ pub(crate) fn shadow_stat_at<T: WasiView + 'static>(
 
 #[cfg(test)]
 mod tests {
-    use crate::bindings::wit;
-    use crate::lock_service::LockService;
+    use crate::backend::{Backend, LockDirBackend};
     use crate::runtime::RuntimeBuilder;
+    use crate::types::{AcquireOutcome, Options, Tuning};
 
     #[test]
     fn the_lock_component_s_stats_go_through_the_shadowing_stat_at() {
@@ -71,23 +71,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let runtime = RuntimeBuilder::new().build().unwrap();
-        let options = |patience_ms| wit::Options {
-            timeout_ms: 60_000,
-            patience_ms,
-            min_poll_ms: 1,
-            max_poll_ms: 5,
-            max_clock_skew_ms: 1_000,
-            holder: "test".into(),
+        let options = |wait_ms| Options {
+            lease_ms: Some(60_000),
+            wait_ms: Some(wait_ms),
+            holder: Some("test".into()),
+            tuning: Some(Tuning {
+                min_poll_ms: 1,
+                max_poll_ms: 5,
+                max_clock_skew_ms: 1_000,
+            }),
+            ..Options::default()
         };
-        let mut holder = LockService::new(&runtime, &dir).unwrap();
+        let mut holder = LockDirBackend::new(&runtime, &dir).unwrap();
         let held = holder.open("bed", &options(0)).unwrap();
-        let outcome = holder.acquire(&held).unwrap();
-        assert!(matches!(outcome, wit::AcquireOutcome::Acquired(_)));
+        let outcome = holder.acquire(held).unwrap();
+        assert!(matches!(outcome, AcquireOutcome::Acquired(_)));
         // A waiter looks at the held lock while it waits (a stat of its state entry).
-        let mut waiter = LockService::new(&runtime, &dir).unwrap();
+        let mut waiter = LockDirBackend::new(&runtime, &dir).unwrap();
         let waiting = waiter.open("bed", &options(200)).unwrap();
-        let outcome = waiter.acquire(&waiting).unwrap();
-        assert!(matches!(outcome, wit::AcquireOutcome::Busy(_)));
+        let outcome = waiter.acquire(waiting).unwrap();
+        assert!(matches!(outcome, AcquireOutcome::Busy(_)));
         assert!(
             waiter.wait_stats().stat_at_calls > 0,
             "{:?}",

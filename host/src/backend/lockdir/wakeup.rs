@@ -9,7 +9,7 @@
 //! their deadline (the OS timer: tens of µs late, not milliseconds).
 //!
 //! **Exact wake-ups.** Where the service offers them (`LOCKBYDIR_WAKEUPS=stat-at` in the lock
-//! component's environment, see `crate::lock_service`), a waiter asks to be woken by `stat`ing
+//! component's environment, see the parent module), a waiter asks to be woken by `stat`ing
 //! the entry it waits on just before it sleeps; `crate::watched_stat` sees that stat, watches
 //! the entry ([`Sleeper::watch_before_stat`], through `crate::watch`) before making it, and
 //! the next sleep ([`Sleeper::subscribe`]) ends when that name is renamed away or removed, by
@@ -28,7 +28,7 @@
 //! kind is only a hint: the guest looks at the lock again after every sleep, so waking early
 //! costs one look and is never wrong, and a lost one costs the rest of the sleep.
 //!
-//! A lock service's waits can also be cancelled from another thread ([`WaitCanceller`], used
+//! A lock service's waits can also be cancelled from another thread (`Sleeper::cancel`, used
 //! by `exec` when a signal arrives while it waits). The lock component has no notion of being
 //! cancelled, but it measures its patience on the monotonic clock, which this module supplies:
 //! once cancelled, every sleep returns at once and moves that clock on by [`CANCEL_JUMP`]
@@ -49,7 +49,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
-use crate::watch::{Bell, Registration, Watcher};
+use super::watch::{Bell, Registration, Watcher};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ pub(crate) const WAKEABLE: Duration = Duration::from_millis(10);
 /// 146 years. Patience longer than [`MAX_CANCELLABLE_PATIENCE_MS`] would not run out.
 pub(crate) const CANCEL_JUMP: Duration = Duration::from_nanos(1 << 62);
 
-/// The longest patience a [`WaitCanceller`] can end (about 100 years; ask for at most this
+/// The longest patience a `Sleeper::cancel` can end (about 100 years; ask for at most this
 /// instead of forever).
 pub const MAX_CANCELLABLE_PATIENCE_MS: u64 = 100 * 365 * 24 * 3_600_000;
 
@@ -122,7 +122,7 @@ pub(crate) struct Sleeper {
     /// The directory's generation when the lock component last started looking at the lock
     /// directory: a release after that ends its next sleep at once, so none is missed.
     seen: AtomicU64,
-    /// Set by [`WaitCanceller::cancel`]: sleeps end at once and move the clock on.
+    /// Set by `Sleeper::cancel`: sleeps end at once and move the clock on.
     cancelled: AtomicBool,
     /// How far this service's monotonic clock is ahead of the real one (nanoseconds).
     skipped_ns: AtomicU64,
@@ -148,7 +148,7 @@ pub(crate) struct Watching {
     identity: (u64, u64),
 }
 
-/// How a lock service's waits went, since it was made: see [`crate::LockService::wait_stats`].
+/// How a lock service's waits went, since it was made: see [`super::LockDirBackend::wait_stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WaitStats {
     /// `stat-at` calls of the lock component (every one: with wake-ups, its request to be
@@ -161,6 +161,17 @@ pub struct WaitStats {
 }
 
 impl Sleeper {
+    /// End this backend's waits from any thread (a signal handler's, say): the current sleep
+    /// ends, and every later one returns at once, so its `acquire` calls return `busy` at
+    /// their next look, having left the queue. Cancelling is for good.
+    pub(crate) fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        // Under each sleep's mutex, so that a sleep about to wait cannot miss it.
+        self.bell.ring();
+        drop(self.dir.lock());
+        self.dir.changed.notify_all();
+    }
+
     /// The sleeper of a lock service working in `lock_dir`. Services on the same directory
     /// (after resolving symlinks) wake one another; with `watcher`, the lock component's
     /// sleeps can also be ended by changes to the entries it asks for.
@@ -414,28 +425,6 @@ impl Future for PendingOnce {
     }
 }
 
-/// Ends the waits of one lock service from any thread (a signal handler's thread, say): its
-/// current and later `acquire` calls return `busy` at their next look, having left the queue.
-/// Cancelling is for good: a cancelled service no longer waits.
-#[derive(Clone)]
-pub struct WaitCanceller(Arc<Sleeper>);
-
-impl WaitCanceller {
-    pub(crate) fn new(sleeper: &Arc<Sleeper>) -> Self {
-        WaitCanceller(Arc::clone(sleeper))
-    }
-
-    /// Cancel: end the current sleep, and make every later one return at once.
-    pub fn cancel(&self) {
-        let sleeper = &self.0;
-        sleeper.cancelled.store(true, Ordering::SeqCst);
-        // Under each sleep's mutex, so that a sleep about to wait cannot miss it.
-        sleeper.bell.ring();
-        drop(sleeper.dir.lock());
-        sleeper.dir.changed.notify_all();
-    }
-}
-
 /// What the shadowing `wasi:clocks/monotonic-clock` works on: wasmtime-wasi's clocks and
 /// resource table, and the lock service's [`Sleeper`].
 pub(crate) struct ClockView<'a> {
@@ -549,7 +538,7 @@ mod tests {
     #[test]
     fn a_cancel_ends_a_long_sleep_and_moves_the_clock_past_any_patience() {
         let sleeper = Sleeper::new(&std::env::temp_dir(), None);
-        let cancel = WaitCanceller::new(&sleeper);
+        let cancel = Arc::clone(&sleeper);
         let canceller = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
             cancel.cancel();
@@ -718,7 +707,7 @@ mod tests {
     fn a_cancel_ends_a_watched_sleep() {
         let (dir, sleeper) = watched_dir("cancel", &["held.1"]);
         let mut sleep = stat_and_sleep(&sleeper, &dir, "bed.lockdir/held.1", LONG).unwrap();
-        let cancel = WaitCanceller::new(&sleeper);
+        let cancel = Arc::clone(&sleeper);
         let canceller = std::thread::spawn(move || cancel.cancel());
         block(&mut sleep);
         canceller.join().unwrap();

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::{Spanned, Value};
 
-use crate::limits::MAX_HANDLES_HONOURED;
-use crate::policy::NamePattern;
+use lockbydir::limits::MAX_HANDLES_HONOURED;
+use lockbydir::policy::NamePattern;
 
 /// What a policy file sets; a key it leaves out is `None`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The etcd backend: the `lockbydir:lock/lock` interface served by an etcd cluster (v3 API,
-//! etcd 3.4 or later), for processes on several machines. The lock itself is in
-//! [`queue`]; this module is its synchronous face (the host is synchronous): a small tokio
-//! runtime owned by the backend, and the handles a plugin or command opened.
+//! etcd 3.4 or later), for processes on several machines. The lock itself is in `queue`;
+//! this module is its synchronous face: a small tokio runtime owned by the backend, and the
+//! handles a plugin or command opened.
 
 mod call;
 pub mod keys;
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 use lockbydir_protocol::LockName;
 use lockbydir_protocol::entry::kept_label;
-use lockbydir_protocol::recover::Recovered;
 
-use crate::backend::{Canceller, LockBackend, RawLock};
-use crate::bindings::wit;
+use super::{Backend, Canceller, WaitMode, Waits};
+use crate::bindings::types as wit;
 use crate::error::Error;
+use crate::handle::LockId;
 use queue::{Acquired, Held};
 
 /// How long connecting to etcd and its first answer may take at start.
@@ -55,7 +55,8 @@ impl Cancel {
 /// One open handle.
 struct Handle {
     name: String,
-    options: wit::Options,
+    /// Its options, every default filled in.
+    options: lockbydir_protocol::Options,
     held: Option<Held>,
 }
 
@@ -64,7 +65,9 @@ pub struct EtcdBackend {
     runtime: tokio::runtime::Runtime,
     client: Client,
     endpoints: Vec<String>,
-    handles: BTreeMap<u64, Handle>,
+    /// `etcd URL,...`, how messages name the cluster.
+    place: String,
+    handles: BTreeMap<LockId, Handle>,
     next: u64,
     cancel: Arc<Cancel>,
 }
@@ -79,7 +82,7 @@ impl EtcdBackend {
             message,
         };
         if endpoints.is_empty() {
-            return Err(fail("no endpoint given (--etcd-endpoints URL,...)".into()));
+            return Err(fail("no endpoint given".into()));
         }
         // One worker thread: the keepalives and connection upkeep run while the host thread
         // waits for an answer.
@@ -115,14 +118,15 @@ impl EtcdBackend {
             })
             .map_err(|why| {
                 fail(format!(
-                    "cannot reach etcd: {why}; start etcd there, or pass the endpoints of a \
-                     running cluster with --etcd-endpoints (or LOCKBYDIR_ETCD)"
+                    "cannot reach etcd: {why}; start etcd there, or give the endpoints of a \
+                     running cluster"
                 ))
             })?;
         Ok(EtcdBackend {
             runtime,
             client,
             endpoints: endpoints.to_vec(),
+            place: place.clone(),
             handles: BTreeMap::new(),
             next: 1,
             cancel: Arc::new(Cancel {
@@ -132,57 +136,57 @@ impl EtcdBackend {
         })
     }
 
-    fn handle(&mut self, lock: RawLock) -> wasmtime::Result<&mut Handle> {
-        match lock {
-            RawLock::Remote(id) => self
-                .handles
-                .get_mut(&id)
-                .ok_or_else(|| wasmtime::Error::msg(format!("etcd lock handle {id} is not open"))),
-            RawLock::Component(_) => Err(wasmtime::Error::msg(
-                "a lock component handle was passed to the etcd backend",
-            )),
+    fn handle(&mut self, lock: LockId) -> Result<&mut Handle, Error> {
+        self.handles.get_mut(&lock).ok_or_else(|| Error::Trap {
+            doing: format!("using lock handle {}", lock.0),
+            reason: wasmtime::Error::msg("no such handle is open in this etcd backend"),
+        })
+    }
+
+    /// `error`, a value of the interface about lock `name`, in the host's terms.
+    fn value(&self, name: &str, error: wit::Error) -> Error {
+        Error::Lock {
+            lock: name.to_owned(),
+            place: self.place.clone(),
+            error,
         }
     }
 
-    fn acquire_with(
-        &mut self,
-        lock: RawLock,
-        wait: bool,
-    ) -> wasmtime::Result<Result<wit::AcquireOutcome, wit::Error>> {
+    fn acquire_with(&mut self, lock: LockId, wait: bool) -> Result<wit::AcquireOutcome, Error> {
         let client = self.client.clone();
         let cancel = Arc::clone(&self.cancel);
         let h = self.handle(lock)?;
+        let name = h.name.clone();
         if h.held.is_some() {
-            return Ok(Err(wit::Error::AlreadyHeld));
+            return Err(self.value(&name, wit::Error::AlreadyHeld));
         }
         let patience = if wait { h.options.patience_ms } else { 0 };
         let give_up = Instant::now().checked_add(Duration::from_millis(patience));
-        let (name, options) = (h.name.clone(), h.options.clone());
+        let options = h.options.clone();
         let r = self
             .runtime
             .block_on(queue::acquire(&client, &name, &options, give_up, &cancel));
+        let acquired = r.map_err(|e| self.value(&name, e))?;
         let h = self.handle(lock)?;
-        Ok(r.map(|a| match a {
+        Ok(match acquired {
             Acquired::Held(held, grant) => {
                 h.held = Some(held);
                 wit::AcquireOutcome::Acquired(grant)
             }
             Acquired::Busy(holder) => wit::AcquireOutcome::Busy(holder),
-        }))
+        })
     }
 
-    /// Release what `h` holds (its record is cleared whatever the outcome).
-    fn release_handle(
-        &mut self,
-        lock: RawLock,
-    ) -> wasmtime::Result<Result<wit::ReleaseReport, wit::Error>> {
+    /// Release what the handle holds (its record is cleared whatever the outcome).
+    fn release_handle(&mut self, lock: LockId) -> Result<wit::ReleaseReport, Error> {
         let client = self.client.clone();
         let h = self.handle(lock)?;
-        let Some(held) = h.held.take() else {
-            return Ok(Err(wit::Error::NotHeld));
-        };
         let name = h.name.clone();
-        Ok(self.runtime.block_on(queue::release(&client, &name, &held)))
+        let Some(held) = h.held.take() else {
+            return Err(self.value(&name, wit::Error::NotHeld));
+        };
+        let released = self.runtime.block_on(queue::release(&client, &name, &held));
+        released.map_err(|e| self.value(&name, e))
     }
 }
 
@@ -191,33 +195,21 @@ fn place(endpoints: &[String]) -> String {
     format!("etcd {}", endpoints.join(","))
 }
 
-impl LockBackend for EtcdBackend {
-    fn place(&self) -> String {
-        place(&self.endpoints)
+impl Backend for EtcdBackend {
+    fn place(&self) -> &str {
+        &self.place
     }
 
-    fn open_raw(
-        &mut self,
-        name: &str,
-        options: &wit::Options,
-    ) -> wasmtime::Result<Result<RawLock, wit::Error>> {
+    fn open(&mut self, name: &str, options: &wit::Options) -> Result<LockId, Error> {
         if let Err(e) = LockName::new(name) {
-            return Ok(Err(wit::Error::InvalidName(e.to_string())));
+            return Err(self.value(name, wit::Error::InvalidName(e.to_string())));
         }
-        let checked = lockbydir_protocol::Options {
-            timeout_ms: options.timeout_ms,
-            patience_ms: options.patience_ms,
-            min_poll_ms: options.min_poll_ms,
-            max_poll_ms: options.max_poll_ms,
-            max_clock_skew_ms: options.max_clock_skew_ms,
-            holder: String::new(),
-        };
-        if let Err(lockbydir_protocol::Error::InvalidOption(why)) = checked.validate() {
-            return Ok(Err(wit::Error::InvalidOption(why)));
+        let mut options = options.to_protocol();
+        if let Err(lockbydir_protocol::Error::InvalidOption(why)) = options.validate() {
+            return Err(self.value(name, wit::Error::InvalidOption(why)));
         }
-        let mut options = options.clone();
         options.holder = kept_label(&options.holder).to_owned();
-        let id = self.next;
+        let id = LockId(self.next);
         self.next += 1;
         self.handles.insert(
             id,
@@ -227,40 +219,32 @@ impl LockBackend for EtcdBackend {
                 held: None,
             },
         );
-        Ok(Ok(RawLock::Remote(id)))
+        Ok(id)
     }
 
-    fn drop_raw(&mut self, lock: RawLock) -> wasmtime::Result<()> {
+    fn close(&mut self, lock: LockId) -> Result<(), Error> {
         // As the lock component's destructor: a handle that holds its lock releases it.
         if self.handle(lock)?.held.is_some() {
-            let _ = self.release_handle(lock)?;
+            let _ = self.release_handle(lock);
         }
-        if let RawLock::Remote(id) = lock {
-            self.handles.remove(&id);
-        }
+        self.handles.remove(&lock);
         Ok(())
     }
 
-    fn acquire_raw(
-        &mut self,
-        lock: RawLock,
-    ) -> wasmtime::Result<Result<wit::AcquireOutcome, wit::Error>> {
+    fn acquire(&mut self, lock: LockId) -> Result<wit::AcquireOutcome, Error> {
         self.acquire_with(lock, true)
     }
 
-    fn try_acquire_raw(
-        &mut self,
-        lock: RawLock,
-    ) -> wasmtime::Result<Result<wit::AcquireOutcome, wit::Error>> {
+    fn try_acquire(&mut self, lock: LockId) -> Result<wit::AcquireOutcome, Error> {
         self.acquire_with(lock, false)
     }
 
-    fn refresh_raw(&mut self, lock: RawLock) -> wasmtime::Result<Result<u64, wit::Error>> {
+    fn refresh(&mut self, lock: LockId) -> Result<u64, Error> {
         let client = self.client.clone();
         let h = self.handle(lock)?;
         let name = h.name.clone();
         let Some(held) = h.held.as_mut() else {
-            return Ok(Err(wit::Error::NotHeld));
+            return Err(self.value(&name, wit::Error::NotHeld));
         };
         let mut held_now = held.clone();
         let r = self
@@ -272,63 +256,54 @@ impl LockBackend for EtcdBackend {
             Err(wit::Error::Compromised(_)) => h.held = None,
             Err(_) => {}
         }
-        Ok(r)
+        r.map_err(|e| self.value(&name, e))
     }
 
-    fn release_raw(
-        &mut self,
-        lock: RawLock,
-    ) -> wasmtime::Result<Result<wit::ReleaseReport, wit::Error>> {
+    fn release(&mut self, lock: LockId) -> Result<wit::ReleaseReport, Error> {
         self.release_handle(lock)
     }
 
-    fn inspect_raw(
-        &mut self,
-        lock: RawLock,
-    ) -> wasmtime::Result<Result<wit::LockState, wit::Error>> {
+    fn inspect(&mut self, lock: LockId) -> Result<wit::LockState, Error> {
         let client = self.client.clone();
         let name = self.handle(lock)?.name.clone();
-        Ok(self.runtime.block_on(queue::inspect(&client, &name)))
+        let state = self.runtime.block_on(queue::inspect(&client, &name));
+        state.map_err(|e| self.value(&name, e))
     }
 
-    fn fence_raw(&mut self, lock: RawLock) -> wasmtime::Result<Option<u64>> {
+    fn fence(&mut self, lock: LockId) -> Result<Option<u64>, Error> {
         Ok(self.handle(lock)?.held.as_ref().map(|h| h.fence))
     }
 
-    fn list_locks_raw(&mut self) -> wasmtime::Result<Result<Vec<wit::LockStatus>, wit::Error>> {
-        Ok(self.runtime.block_on(queue::list_locks(&self.client)))
+    fn list_locks(&mut self) -> Result<Vec<wit::LockStatus>, Error> {
+        let listed = self.runtime.block_on(queue::list_locks(&self.client));
+        listed.map_err(|e| self.value("*", e))
     }
 
-    fn now_ms_raw(&mut self) -> wasmtime::Result<u64> {
+    fn now_ms(&mut self) -> Result<u64, Error> {
         Ok(queue::now_ms())
     }
 
-    fn describe_waits(&self) -> String {
-        "waits: each waiter watches its predecessor's key in etcd (woken by etcd, no polling)"
-            .into()
-    }
-
-    fn queue_raw(&mut self, name: &str) -> wasmtime::Result<Result<wit::QueueStatus, wit::Error>> {
+    fn queue(&mut self, name: &str) -> Result<wit::QueueStatus, Error> {
         if let Err(e) = LockName::new(name) {
-            return Ok(Err(wit::Error::InvalidName(e.to_string())));
+            return Err(self.value(name, wit::Error::InvalidName(e.to_string())));
         }
-        Ok(self
+        let status = self
             .runtime
-            .block_on(queue::queue_status(&self.client, name)))
+            .block_on(queue::queue_status(&self.client, name));
+        status.map_err(|e| self.value(name, e))
     }
 
-    fn lock_names(&mut self) -> Result<Vec<String>, wit::Error> {
-        self.runtime.block_on(queue::lock_names(&self.client))
+    fn lock_names(&mut self) -> Result<Vec<String>, Error> {
+        let names = self.runtime.block_on(queue::lock_names(&self.client));
+        names.map_err(|e| self.value("*", e))
     }
 
-    fn lock_exists(&mut self, name: &str) -> bool {
-        // Unknown (etcd unreachable): counted as new, which errs on the safe side.
-        self.runtime
-            .block_on(queue::exists(&self.client, name))
-            .unwrap_or(false)
+    fn lock_exists(&mut self, name: &str) -> Result<bool, Error> {
+        let exists = self.runtime.block_on(queue::exists(&self.client, name));
+        exists.map_err(|e| self.value(name, e))
     }
 
-    fn release_by_fence(&mut self, name: &str, fence: u64) -> Result<Recovered, String> {
+    fn release_by_fence(&mut self, name: &str, fence: u64) -> Result<bool, Error> {
         // Every handle that holds its lock is in this backend: release that one.
         let found = self
             .handles
@@ -338,41 +313,42 @@ impl LockBackend for EtcdBackend {
             })
             .map(|(id, _)| *id);
         let Some(id) = found else {
-            return Ok(Recovered::NotHeld);
+            return Ok(false);
         };
-        match self.release_handle(RawLock::Remote(id)) {
-            Ok(Ok(_)) => Ok(Recovered::Released),
-            Ok(Err(wit::Error::Compromised(_))) => Ok(Recovered::NotHeld),
-            Ok(Err(e)) => Err(crate::error::describe(&e)),
-            Err(e) => Err(e.to_string()),
+        match self.release_handle(id) {
+            Ok(_) => Ok(true),
+            Err(Error::Lock {
+                error: wit::Error::Compromised(_),
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
-    fn wake_waiters(&self) {
-        // Waiters in etcd are woken by their watches.
-    }
-
-    fn canceller(&self) -> Canceller {
+    fn waits(&self) -> Waits {
         let cancel = Arc::clone(&self.cancel);
-        Canceller::new(move || cancel.cancel())
+        Waits {
+            canceller: Canceller::new(move || cancel.cancel()),
+            mode: WaitMode::Watched,
+        }
     }
 
-    fn is_remote(&self) -> bool {
-        true
+    fn command_env(&self) -> Vec<(String, String)> {
+        vec![("LOCKBYDIR_ETCD".into(), self.endpoints.join(","))]
     }
 }
 
 impl Drop for EtcdBackend {
     /// Handles still holding their locks release them (as dropping a lock handle does).
     fn drop(&mut self) {
-        let held: Vec<u64> = self
+        let held: Vec<LockId> = self
             .handles
             .iter()
             .filter(|(_, h)| h.held.is_some())
             .map(|(id, _)| *id)
             .collect();
         for id in held {
-            let _ = self.release_handle(RawLock::Remote(id));
+            let _ = self.release_handle(id);
         }
     }
 }

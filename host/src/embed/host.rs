@@ -1,0 +1,278 @@
+//! The host functions of `lockbydir:lock/lock@0.2.0`: every call checked against the plugin's
+//! policy, then forwarded to its backend; what it holds is tracked so that it can be released
+//! when the plugin ends.
+
+use wasmtime::component::Resource;
+
+use crate::bindings::LockError;
+use crate::bindings::plugin::lockbydir::lock::lock as imp;
+use crate::bindings::types;
+use crate::error::Error;
+use crate::handle::{LockId, PluginLock};
+use crate::report::Event;
+use crate::types::{AcquireOutcome, LockState, LockStatus, Options, QueueStatus, ReleaseReport};
+
+use super::ctx::{State, Tracked};
+
+/// What the host functions run on: one plugin's lock state, borrowed from its Store data.
+pub struct PluginLocks<'a>(pub(super) &'a mut State);
+
+/// The error value of a handle this import does not know: a host bug, so a trap.
+fn unknown(rep: u32) -> LockError {
+    LockError::Trap(wasmtime::Error::msg(format!(
+        "lock handle {rep} is not open in this plugin's lock context"
+    )))
+}
+
+impl PluginLocks<'_> {
+    fn tracked(&self, lock: &Resource<PluginLock>) -> Result<&Tracked, LockError> {
+        self.0
+            .open
+            .get(&lock.rep())
+            .ok_or_else(|| unknown(lock.rep()))
+    }
+
+    /// Give `lock`'s backend handle the wait a wait starting now may have (the plugin's
+    /// deadline comes closer while the handle stays open): a handle that does not hold its
+    /// lock is replaced by a fresh one with that wait. Returns the handle to wait on.
+    fn with_wait_now(&mut self, lock: &Resource<PluginLock>) -> Result<LockId, LockError> {
+        let rep = lock.rep();
+        let t = self.tracked(lock)?;
+        let wait_ms = self.0.wait_now(t.options.wait_ms);
+        let (id, name) = (t.lock, t.name.clone());
+        if wait_ms == t.wait_ms {
+            return Ok(id);
+        }
+        let options = Options {
+            wait_ms,
+            ..t.options.clone()
+        };
+        // The name and options were accepted when the handle was opened.
+        let Ok(fresh) = self.0.backend.open(&name, &options) else {
+            return Ok(id);
+        };
+        self.0.backend.close(id)?;
+        let t = self.0.open.get_mut(&rep).ok_or_else(|| unknown(rep))?;
+        t.lock = fresh;
+        t.wait_ms = wait_ms;
+        self.0
+            .table
+            .get_mut(lock)
+            .map_err(|e| LockError::Trap(e.into()))?
+            .id = fresh;
+        Ok(fresh)
+    }
+
+    /// Acquire (waiting or not) under the policy, tracking the outcome.
+    fn acquire_with(
+        &mut self,
+        lock: Resource<PluginLock>,
+        wait: bool,
+    ) -> Result<AcquireOutcome, LockError> {
+        let rep = lock.rep();
+        let t = self.tracked(&lock)?;
+        let (id, name, known) = (t.lock, t.name.clone(), t.exists);
+        if t.fence.is_some() {
+            return Err(LockError::Value(types::Error::AlreadyHeld));
+        }
+        let state = &mut *self.0;
+        if let Err(rule) = state.policy.check_acquire(state.held_count()) {
+            return Err(state.deny(rule).into());
+        }
+        // An acquisition of a lock that does not exist creates it, for good: count those
+        // against the plugin's cap. (Another process may create it at the same moment; it
+        // then counts against this plugin too, which errs on the safe side, as does a backend
+        // that cannot tell.)
+        let counted = state.policy.max_new_locks.is_some();
+        let existed = !counted || known || state.backend.lock_exists(&name).unwrap_or(false);
+        if !existed && let Err(rule) = state.policy.check_create(&name, state.created) {
+            return Err(state.deny(rule).into());
+        }
+        // Try once first, so that a plugin that has to wait is told once, up front.
+        let mut outcome = state.backend.try_acquire(id);
+        if wait && let Ok(AcquireOutcome::Busy(holder)) = &outcome {
+            state.report(Event::Waiting {
+                plugin: state.plugin(),
+                lock: &name,
+                holder: holder.as_ref(),
+            });
+            let id = self.with_wait_now(&lock)?;
+            outcome = self.0.backend.acquire(id);
+        }
+        let state = &mut *self.0;
+        let fence = match &outcome {
+            Ok(AcquireOutcome::Acquired(grant)) => Some(grant.fence),
+            _ => None,
+        };
+        track(state, rep, &outcome, Some(fence));
+        let exists_now = existed || state.backend.lock_exists(&name).unwrap_or(false);
+        if !existed && exists_now {
+            state.created += 1;
+        }
+        if counted
+            && exists_now
+            && let Some(t) = state.open.get_mut(&rep)
+        {
+            t.exists = true;
+        }
+        Ok(outcome?)
+    }
+}
+
+/// Note what an acquisition, refresh or release says about holding: `on_ok` is the fence held
+/// after success (`Some(None)`: none; `None`: unchanged).
+fn track<T>(state: &mut State, rep: u32, result: &Result<T, Error>, on_ok: Option<Option<u64>>) {
+    let Some(t) = state.open.get_mut(&rep) else {
+        return;
+    };
+    match result.as_ref().map_err(Error::lock_error) {
+        Ok(_) => {
+            if let Some(fence) = on_ok {
+                t.fence = fence;
+            }
+        }
+        Err(Some(types::Error::Compromised(_) | types::Error::NotHeld)) => t.fence = None,
+        Err(_) => {}
+    }
+}
+
+impl types::Host for PluginLocks<'_> {
+    fn convert_error(&mut self, err: LockError) -> wasmtime::Result<types::Error> {
+        match err {
+            LockError::Value(value) => Ok(value),
+            LockError::Trap(trap) => Err(trap),
+        }
+    }
+}
+
+impl imp::Host for PluginLocks<'_> {
+    /// Every lock the plugin may use. Under a name policy the backend never lists every lock
+    /// for the plugin: the host picks the names it may see and inspects only those, so
+    /// neither the state nor an error about another lock reaches the plugin.
+    fn list_locks(&mut self) -> Result<Vec<LockStatus>, LockError> {
+        let state = &mut *self.0;
+        if !state.policy.limits_names() {
+            return Ok(state.backend.list_locks()?);
+        }
+        let mut names = state.backend.lock_names()?;
+        names.retain(|name| state.policy.allows_name(name));
+        let look = Options {
+            wait_ms: Some(0),
+            ..Options::default()
+        };
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let id = state.backend.open(&name, &look)?;
+            let inspected = state.backend.inspect(id);
+            state.backend.close(id)?;
+            // As the lock component lists: one broken lock is reported as broken, and does not
+            // hide the others.
+            match inspected.map_err(LockError::from) {
+                Ok(LockState::Absent) => {} // removed since the listing
+                Ok(found) => out.push(LockStatus {
+                    name,
+                    state: Ok(found),
+                }),
+                Err(LockError::Value(error)) => out.push(LockStatus {
+                    name,
+                    state: Err(error),
+                }),
+                Err(trap) => return Err(trap),
+            }
+        }
+        Ok(out)
+    }
+
+    fn now_ms(&mut self) -> wasmtime::Result<u64> {
+        self.0.backend.now_ms().map_err(Error::into_trap)
+    }
+
+    /// The queue of a lock the plugin may use; under a name policy, another lock's queue is
+    /// refused as opening it would be.
+    fn queue(&mut self, name: String) -> Result<QueueStatus, LockError> {
+        if let Err(rule) = self.0.policy.check_name(&name) {
+            return Err(self.0.deny(rule).into());
+        }
+        Ok(self.0.backend.queue(&name)?)
+    }
+}
+
+impl imp::HostLock for PluginLocks<'_> {
+    fn open(&mut self, name: String, options: Options) -> Result<Resource<PluginLock>, LockError> {
+        let state = &mut *self.0;
+        // Keep no more of the label than the lock directory does: nobody holds the rest.
+        let options = State::kept(options);
+        let lease_ms = options.to_protocol().timeout_ms;
+        if let Err(rule) = state.policy.check_open(&name, lease_ms, state.open.len()) {
+            return Err(state.deny(rule).into());
+        }
+        // Waits end before the plugin's deadline: capped again when a wait starts.
+        let wait_ms = state.wait_now(options.wait_ms);
+        let capped = Options {
+            wait_ms,
+            ..options.clone()
+        };
+        let id = state.backend.open(&name, &capped)?;
+        let handle = state
+            .table
+            .push(PluginLock {
+                id,
+                name: name.clone(),
+            })
+            .map_err(|e| LockError::Trap(e.into()))?;
+        let tracked = Tracked {
+            lock: id,
+            name,
+            exists: false,
+            fence: None,
+            options,
+            wait_ms,
+        };
+        state.open.insert(handle.rep(), tracked);
+        Ok(handle)
+    }
+
+    fn name(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<String> {
+        Ok(self.0.table.get(&lock)?.name.clone())
+    }
+
+    fn acquire(&mut self, lock: Resource<PluginLock>) -> Result<AcquireOutcome, LockError> {
+        self.acquire_with(lock, true)
+    }
+
+    fn try_acquire(&mut self, lock: Resource<PluginLock>) -> Result<AcquireOutcome, LockError> {
+        self.acquire_with(lock, false)
+    }
+
+    fn refresh(&mut self, lock: Resource<PluginLock>) -> Result<u64, LockError> {
+        let id = self.tracked(&lock)?.lock;
+        let refreshed = self.0.backend.refresh(id);
+        track(self.0, lock.rep(), &refreshed, None);
+        Ok(refreshed?)
+    }
+
+    fn release(&mut self, lock: Resource<PluginLock>) -> Result<ReleaseReport, LockError> {
+        let id = self.tracked(&lock)?.lock;
+        let released = self.0.backend.release(id);
+        track(self.0, lock.rep(), &released, Some(None));
+        Ok(released?)
+    }
+
+    fn inspect(&mut self, lock: Resource<PluginLock>) -> Result<LockState, LockError> {
+        let id = self.tracked(&lock)?.lock;
+        Ok(self.0.backend.inspect(id)?)
+    }
+
+    fn fence(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<Option<u64>> {
+        let id = self.0.table.get(&lock)?.id;
+        self.0.backend.fence(id).map_err(Error::into_trap)
+    }
+
+    fn drop(&mut self, lock: Resource<PluginLock>) -> wasmtime::Result<()> {
+        self.0.open.remove(&lock.rep());
+        let entry = self.0.table.delete(lock)?;
+        // Closing releases the lock if this handle still holds it, and wakes this process's
+        // waiters.
+        self.0.backend.close(entry.id).map_err(Error::into_trap)
+    }
+}

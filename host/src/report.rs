@@ -1,0 +1,108 @@
+//! What the lock import has to say about a plugin, for the host to show as it likes. The
+//! library prints nothing: an embedder passes a [`Reporter`] to
+//! [`crate::embed::LockbydirCtxBuilder::on_event`] (the `lockbydir` command line prints each
+//! event as one line on stderr, unless `--quiet`).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::display::escape;
+use crate::error::Error;
+use crate::types::HolderInfo;
+
+/// Something worth telling about a plugin's locks. Its `Display` is one line, with everything
+/// that came from the plugin or a lockdir escaped.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// The plugin has to wait for a lock: told once, when its wait starts (cargo's "Blocking
+    /// waiting for file lock"). It promises nothing about when the wait ends.
+    Waiting {
+        /// The plugin's name.
+        plugin: &'a str,
+        /// The lock it waits for.
+        lock: &'a str,
+        /// Who holds it, if a holder was seen (else the plugin waits behind others).
+        holder: Option<&'a HolderInfo>,
+    },
+    /// The host's policy refused one of the plugin's requests (the plugin gets `denied`).
+    Denied {
+        /// The plugin's name.
+        plugin: &'a str,
+        /// The rule it broke.
+        rule: &'a str,
+    },
+    /// The plugin ended (or its context was dropped) while holding a lock, and the lock was
+    /// released for it.
+    Released {
+        /// The plugin's name.
+        plugin: &'a str,
+        /// The lock.
+        lock: &'a str,
+    },
+    /// A lock the plugin held when it ended could not be released for it; it frees itself at
+    /// its deadline.
+    NotReleased {
+        /// The plugin's name.
+        plugin: &'a str,
+        /// The lock.
+        lock: &'a str,
+        /// Why.
+        error: &'a Error,
+    },
+}
+
+/// Receives the [`Event`]s of the lock import: anything that can be called from several
+/// threads.
+pub type Reporter = Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Waiting {
+                plugin,
+                lock,
+                holder,
+            } => {
+                write!(
+                    f,
+                    "plugin `{}` blocking waiting for lock `{}`",
+                    escape(plugin),
+                    escape(lock)
+                )?;
+                match holder {
+                    Some(h) if h.holder.is_empty() => {
+                        write!(f, " held by an unnamed holder (fence {})", h.fence)
+                    }
+                    Some(h) => write!(f, " held by `{}` (fence {})", escape(&h.holder), h.fence),
+                    None => write!(f, " (behind other waiters)"),
+                }
+            }
+            Event::Denied { plugin, rule } => {
+                write!(
+                    f,
+                    "policy: refused plugin `{}`: {}",
+                    escape(plugin),
+                    escape(rule)
+                )
+            }
+            Event::Released { plugin, lock } => write!(
+                f,
+                "plugin `{}` ended while holding lock `{}`; released it",
+                escape(plugin),
+                escape(lock)
+            ),
+            Event::NotReleased {
+                plugin,
+                lock,
+                error,
+            } => write!(
+                f,
+                "could not release lock `{}` left by plugin `{}`: {error}; it frees itself at \
+                 its deadline",
+                escape(lock),
+                escape(plugin)
+            ),
+        }
+    }
+}
