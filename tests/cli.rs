@@ -373,3 +373,89 @@ fn exec_refuses_a_lock_whose_fences_are_exhausted_and_renames_nothing() {
     entries.sort();
     assert_eq!(entries, [last]);
 }
+
+/// Every subcommand's help, and the top level's, as `--help` prints it.
+fn helps(scratch: &Scratch) -> Vec<(String, String)> {
+    let top = stdout(&output(lockbydir(&scratch.0).arg("--help")));
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 8, "{top}");
+    let mut out = vec![("lockbydir".to_owned(), top)];
+    for c in commands {
+        let help = stdout(&output(lockbydir(&scratch.0).args([&c, "--help"])));
+        out.push((c, help));
+    }
+    out
+}
+
+#[test]
+fn help_says_what_lockbydir_does_in_words_a_user_knows() {
+    let scratch = Scratch::new("cli-help-words");
+    for (command, help) in helps(&scratch) {
+        // The benchmark's help (and its line in the list of commands) is its own crate's.
+        if command == "bench" {
+            continue;
+        }
+        let help: String = help
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("bench "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !help.to_lowercase().contains("seed"),
+            "`{command} --help` speaks of a seed users never saw:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn developer_options_are_listed_once_and_work_after_any_subcommand() {
+    let scratch = Scratch::new("cli-developer-options");
+    let locks = scratch.dir("locks");
+    for (command, help) in helps(&scratch) {
+        let listed = help.contains("--no-cache") && help.contains("--lock-component");
+        match command.as_str() {
+            "lockbydir" => assert!(listed, "{help}"),
+            _ => assert!(
+                !help.contains("--no-cache") && !help.contains("--lock-component"),
+                "`{command} --help` lists the developer options:\n{help}"
+            ),
+        }
+    }
+    // Still accepted before and after the subcommand.
+    let component = scratch.join("lock.wasm");
+    let o = output(
+        lockbydir(&locks)
+            .args(["component", "--out"])
+            .arg(&component),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        &["--no-cache", "exec", "job", "--", "true"][..],
+        &["exec", "--no-cache", "job", "--", "true"],
+        &["status", "--no-cache"],
+    ] {
+        let o = output(lockbydir(&locks).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let o = output(
+        lockbydir(&locks)
+            .args(["exec", "--lock-component"])
+            .arg(&component)
+            .args(["job", "--", "true"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = output(
+        lockbydir(&locks)
+            .args(["exec", "--lock-component"])
+            .arg(scratch.join("absent.wasm"))
+            .args(["job", "--", "true"]),
+    );
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+}

@@ -468,3 +468,27 @@ fn the_wait_line_names_the_holder_and_directory_and_the_label_hides_arguments() 
     assert!(!err.contains("unless refreshed"), "{err}");
     assert!(!err.contains("secret"), "{err}");
 }
+
+#[test]
+fn only_the_default_lock_directory_is_created() {
+    let scratch = Scratch::new("exec-created");
+    let tmp = scratch.dir("tmp");
+    // --locks DIR and LOCKBYDIR_DIR must exist: 66, and nothing is made.
+    let missing = scratch.join("missing");
+    let o = output(lockbydir(&missing).args(["exec", "job", "--", "true"]));
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    let o = output(
+        lockbydir_default(&tmp)
+            .env("LOCKBYDIR_DIR", &missing)
+            .args(["exec", "job", "--", "true"]),
+    );
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(!missing.exists());
+    // The default one is made, mode 0700, but not its parent.
+    let o = output(lockbydir_default(&scratch.join("no-tmp")).args(["exec", "job", "--", "true"]));
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(!scratch.join("no-tmp").exists());
+    let o = output(lockbydir_default(&tmp).args(["exec", "job", "--", "true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(default_dir(&tmp).join("job.lockdir").is_dir());
+}

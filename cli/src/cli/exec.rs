@@ -67,8 +67,9 @@ released. Detach a daemon that should outlive the lock with setsid.";
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub struct ExecArgs {
-    /// How long the lock stays valid without a refresh (the seed's TIMEOUT); lockbydir
-    /// refreshes it every third of that while the command runs.
+    /// How long the lock stays valid without a refresh: a holder that stops refreshing it
+    /// (frozen, or killed) can lose it to a waiter once this long has passed since its last
+    /// refresh. lockbydir refreshes it every third of that while the command runs.
     #[arg(long, default_value = "30s", value_parser = duration_ms, value_name = "DUR")]
     lease: u64,
     /// How long to wait for the lock before giving up (0: one attempt; inf: forever). flock's
@@ -110,7 +111,7 @@ pub struct ExecArgs {
     /// Accepted for flock(1)'s sake: every lockbydir lock is exclusive.
     #[arg(short = 'x', short_alias = 'e', long, alias = "exclusive")]
     exclusive: bool,
-    /// Refused: ambiguous (flock's --timeout is --wait; the seed's was --lease).
+    /// Refused: ambiguous (flock's --timeout is --wait; lockbydir's own used to be --lease).
     #[arg(long, hide = true, value_name = "DUR", allow_hyphen_values = true)]
     timeout: Option<String>,
     /// The lock: a NAME in the lock directory, or DIR/NAME.

@@ -29,20 +29,26 @@ use lockbydir::{Runtime, RuntimeBuilder};
 /// through the lockbydir:lock/lock interface; commands through `exec`.
 ///
 /// Without --locks or LOCKBYDIR_DIR, the lock directory is lockbydir-<uid> in $TMPDIR (else
-/// /tmp), created 0700: the same for every command of this user, wherever it runs from.
+/// /tmp), created 0700 if missing: the same for every command of this user, wherever it runs
+/// from. A directory given with --locks or LOCKBYDIR_DIR is never created: it must exist.
 /// `--locks .` uses the current directory.
 #[derive(Parser, Debug)]
 #[command(name = "lockbydir", version, propagate_version = true)]
 pub struct Cli {
-    /// The lock directory [default: $TMPDIR/lockbydir-<uid>, created 0700; `.` for the
-    /// current directory].
+    /// The lock directory, which must exist [default: $TMPDIR/lockbydir-<uid>, created 0700
+    /// if missing; `.` for the current directory].
     #[arg(long, global = true, env = "LOCKBYDIR_DIR", value_name = "DIR")]
     locks: Option<PathBuf>,
     /// Use this lock component instead of the one built into lockbydir.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = DEVELOPER_HEADING
+    )]
     lock_component: Option<PathBuf>,
     /// Do not cache compiled components on disk (see LOCKBYDIR_CACHE_DIR).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = DEVELOPER_HEADING)]
     no_cache: bool,
     #[command(subcommand)]
     command: Command,
@@ -62,12 +68,29 @@ enum Command {
     Man(generate::ManArgs),
 }
 
+/// Where `lockbydir --help` lists the options for developing lockbydir itself.
+const DEVELOPER_HEADING: &str = "Options for developing lockbydir";
+
+/// The options for developing lockbydir itself (by their ids): listed by `lockbydir --help`
+/// only, accepted before and after any subcommand.
+const DEVELOPER_OPTIONS: [&str; 2] = ["lock_component", "no_cache"];
+
 /// The command line's definition with its version texts: what is parsed, and what
 /// completions and man pages are generated from.
 pub fn command() -> clap::Command {
-    Cli::command()
+    let command = Cli::command()
         .version(version::short())
-        .long_version(version::long())
+        .long_version(version::long());
+    // clap copies a global option into every subcommand that has no option of that id. Giving
+    // each subcommand a hidden copy first keeps the developer options working there (their
+    // values still reach the top level, as a global option's do) without listing them in
+    // every subcommand's help.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| DEVELOPER_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    command.mut_subcommands(|sub| sub.args(hidden.clone()))
 }
 
 /// Parse the command line and run it; returns the process exit code. lockbydir's own
