@@ -459,3 +459,54 @@ fn developer_options_are_listed_once_and_work_after_any_subcommand() {
     );
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
 }
+
+#[test]
+fn a_trapping_plugin_has_its_own_exit_code_and_a_readable_backtrace() {
+    let scratch = Scratch::new("cli-trap");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let run = |flags: &[&str]| {
+        output(
+            lockbydir(&locks)
+                .arg("run")
+                .args(flags)
+                .arg("--dir")
+                .arg(format!("{}::/work", work.display()))
+                .args(["--name", "hostile"])
+                .arg(guest("hostile.wasm"))
+                .args(["--", "--try", "trap", "--lock", "trapped"]),
+        )
+    };
+    for flags in [&[][..], &["--instances", "2"]] {
+        let o = run(flags);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(134), "{flags:?}: {err}");
+        assert!(
+            err.contains("trapped: wasm `unreachable` instruction executed"),
+            "{flags:?}: {err}"
+        );
+        assert!(
+            !err.contains("\\n"),
+            "{flags:?}: a backtrace on one line:\n{err}"
+        );
+        let frames = err
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .split_once(": ")
+                    .is_some_and(|(i, rest)| i.parse::<u32>().is_ok() && rest.contains('!'))
+            })
+            .count();
+        assert!(frames >= 2, "{flags:?}: no frame per line:\n{err}");
+    }
+    let help = stdout(&output(lockbydir(&locks).args(["run", "--help"])));
+    assert!(help.contains("Exit codes:"), "{help}");
+    let line = |code: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(code))
+            .unwrap_or_else(|| panic!("run --help does not document {code}:\n{help}"))
+            .to_owned()
+    };
+    assert!(line("134").contains("trapped"), "{help}");
+    assert!(!line("69").contains("trap"), "{help}");
+}

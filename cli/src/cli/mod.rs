@@ -15,6 +15,7 @@ mod run;
 mod scratch;
 mod signals;
 mod status;
+mod trap;
 mod version;
 
 use std::path::{Path, PathBuf};
@@ -110,13 +111,28 @@ pub fn main() -> anyhow::Result<u8> {
     match dispatch(cli) {
         Ok(code) => Ok(code),
         Err(e) => {
-            // An error can quote a holder label or a path from the lock directory: escape it.
-            eprintln!(
-                "lockbydir: error: {}",
-                lockbydir::display::escape(&format!("{e:#}"))
-            );
+            let e = trap::readable_error(e);
+            print_error(&e, "error");
             Ok(exit::code_of(&e))
         }
+    }
+}
+
+/// Print one of lockbydir's own failures on stderr: `lockbydir: <what>: <message>`, then the
+/// lines of detail it carries (a backtrace's frames), each on its own line. Everything is
+/// escaped: an error can quote a holder label, a path from the lock directory or a name a
+/// plugin chose.
+pub fn print_error(e: &anyhow::Error, what: &str) {
+    eprintln!(
+        "lockbydir: {what}: {}",
+        lockbydir::display::escape(&format!("{e:#}"))
+    );
+    let details = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<exit::Failure>())
+        .map_or(&[][..], |f| &f.details[..]);
+    for line in details {
+        eprintln!("{}", lockbydir::display::escape(line));
     }
 }
 
