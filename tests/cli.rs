@@ -510,3 +510,32 @@ fn a_trapping_plugin_has_its_own_exit_code_and_a_readable_backtrace() {
     assert!(line("134").contains("trapped"), "{help}");
     assert!(!line("69").contains("trap"), "{help}");
 }
+
+#[test]
+fn an_explicit_lock_directory_and_a_lock_path_naming_another_are_refused() {
+    let scratch = Scratch::new("cli-locks-and-path");
+    let locks = scratch.dir("locks");
+    let other = scratch.dir("other");
+    let path = format!("{}/job", other.display());
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).args(["exec", &path, "--", "true"]),
+        "--locks",
+    );
+    let o = output(lockbydir(&locks).args(["exec", &path, "--", "true"]));
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    // The same directory both ways is no contradiction.
+    let same = format!("{}/job", locks.display());
+    let o = output(lockbydir(&locks).args(["exec", &same, "--", "true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(locks.join("job.lockdir").is_dir());
+    // LOCKBYDIR_DIR is a default: a path given for the lock names its own directory.
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_lockbydir"))
+            .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env("LOCKBYDIR_DIR", &locks)
+            .args(["exec", &path, "--", "true"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(other.join("job.lockdir").is_dir());
+}

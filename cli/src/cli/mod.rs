@@ -3,9 +3,11 @@
 mod backend;
 mod bench;
 mod component;
+mod dashes;
 mod demo;
 mod exec;
 mod exit;
+mod flock_flags;
 mod generate;
 mod lock_dir;
 mod process;
@@ -21,6 +23,7 @@ mod version;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lockbydir::{Runtime, RuntimeBuilder};
 
@@ -98,17 +101,31 @@ pub fn command() -> clap::Command {
 /// failures are reported here and exit with a code of module `exit` (64 for a bad command
 /// line instead of clap's 2), never with the 0-63 a command or plugin uses for itself.
 pub fn main() -> anyhow::Result<u8> {
+    let args_os: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = command()
-        .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
-        Err(e) => {
+        .try_get_matches_from(&args_os)
+        .and_then(|matches| {
+            let cli = Cli::from_arg_matches(&matches)?;
+            let locks_flag = matches.value_source("locks") == Some(ValueSource::CommandLine);
+            Ok((cli, locks_flag))
+        });
+    let (cli, locks_flag) = match parsed {
+        Ok(parsed) => parsed,
+        Err(mut e) => {
+            // For the hint only: a command line that is not UTF-8 is shown as best it can.
+            let args: Vec<String> = args_os
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            dashes::add_hint(&mut e, &args, |args| {
+                let matches = command().try_get_matches_from(args).ok()?;
+                matches.subcommand_name().map(str::to_owned)
+            });
             let _ = e.print();
             return Ok(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    match dispatch(cli) {
+    match dispatch(cli, locks_flag) {
         Ok(code) => Ok(code),
         Err(e) => {
             let e = trap::readable_error(e);
@@ -136,9 +153,10 @@ pub fn print_error(e: &anyhow::Error, what: &str) {
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+fn dispatch(cli: Cli, locks_flag: bool) -> anyhow::Result<u8> {
     let global = Global {
         locks: cli.locks.clone(),
+        locks_flag,
         lock_component: cli.lock_component.clone(),
         no_cache: cli.no_cache,
     };
@@ -160,6 +178,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 pub struct Global {
     /// The lock directory given (`--locks`, `LOCKBYDIR_DIR`); `None` for the default.
     pub locks: Option<PathBuf>,
+    /// Whether it was given with `--locks` (not `LOCKBYDIR_DIR`, a default for every
+    /// command, which a lock given as a path overrides).
+    pub locks_flag: bool,
     /// A lock component to use instead of the embedded one.
     pub lock_component: Option<PathBuf>,
     /// Skip the compiled-code cache.
