@@ -285,17 +285,40 @@ fn unusable_lock_directories_are_refused() {
         return;
     }
     let o = output(lockbydir(&ro).args(["exec", "x", "--", "true"]));
+    // A plugin gets the lock component's own words, which do not claim EIO either.
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let plugin = output(
+        lockbydir(&ro)
+            .args(["run", "--dir"])
+            .arg(format!("{}::/work", work.display()))
+            .arg(guest("counter.wasm"))
+            .args([
+                "--",
+                "--lock",
+                "x",
+                "--counter",
+                "/work/counter",
+                "--log",
+                "/work/log",
+            ]),
+    );
     let _ = Command::new("umount").arg(&ro).status();
+    let said = stderr(&plugin);
+    assert_eq!(plugin.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("create-dir") && !said.contains("(EIO)"),
+        "{said}"
+    );
     let err = stderr(&o);
-    assert!(!o.status.success());
+    // The errno the filesystem gave (EROFS), not the catch-all WASI turned it into (EIO).
+    assert_eq!(o.status.code(), Some(77), "{err}");
     assert!(
         err.contains("create-dir") && err.contains(&ro.display().to_string()),
         "{err}"
     );
-    assert!(
-        err.contains("check that the lock directory is writable"),
-        "{err}"
-    );
+    assert!(err.contains("Read-only file system (EROFS)"), "{err}");
+    assert!(!err.contains("EIO"), "{err}");
 }
 
 #[test]

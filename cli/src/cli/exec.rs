@@ -20,6 +20,7 @@ use lockbydir::{Error, Locks, wit};
 use super::backend::BackendArgs;
 use super::exit::{self, Failure};
 use super::flock_flags::FlockOnlyFlags;
+use super::lock_failure::lock_failure;
 use super::signals::{self, Caught};
 use super::{Global, absolute_dir, duration_ms, process};
 
@@ -361,26 +362,6 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }
-}
-
-/// A lock error, with its exit code: an I/O failure in a lock directory we may not write is
-/// a permission problem (77), and says so.
-fn lock_failure(e: Error, lock_dir: &Path) -> anyhow::Error {
-    if let Error::Lock {
-        error: wit::Error::Io(_),
-        ..
-    } = &e
-        && let Err(why) = process::writable(lock_dir)
-    {
-        return Failure::error(
-            exit::NO_PERM,
-            format!(
-                "{e}: the lock directory {} is not writable ({why})",
-                lock_dir.display()
-            ),
-        );
-    }
-    e.into()
 }
 
 struct Finished {

@@ -10,6 +10,7 @@ mod exit;
 mod flock_flags;
 mod generate;
 mod lock_dir;
+mod lock_failure;
 mod process;
 mod prune;
 mod repair;
