@@ -285,17 +285,40 @@ fn unusable_lock_directories_are_refused() {
         return;
     }
     let o = output(lockbydir(&ro).args(["exec", "x", "--", "true"]));
+    // A plugin gets the lock component's own words, which do not claim EIO either.
+    let work = scratch.dir("work");
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let plugin = output(
+        lockbydir(&ro)
+            .args(["run", "--dir"])
+            .arg(format!("{}::/work", work.display()))
+            .arg(guest("counter.wasm"))
+            .args([
+                "--",
+                "--lock",
+                "x",
+                "--counter",
+                "/work/counter",
+                "--log",
+                "/work/log",
+            ]),
+    );
     let _ = Command::new("umount").arg(&ro).status();
+    let said = stderr(&plugin);
+    assert_eq!(plugin.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("create-dir") && !said.contains("(EIO)"),
+        "{said}"
+    );
     let err = stderr(&o);
-    assert!(!o.status.success());
+    // The errno the filesystem gave (EROFS), not the catch-all WASI turned it into (EIO).
+    assert_eq!(o.status.code(), Some(77), "{err}");
     assert!(
         err.contains("create-dir") && err.contains(&ro.display().to_string()),
         "{err}"
     );
-    assert!(
-        err.contains("check that the lock directory is writable"),
-        "{err}"
-    );
+    assert!(err.contains("Read-only file system (EROFS)"), "{err}");
+    assert!(!err.contains("EIO"), "{err}");
 }
 
 #[test]
@@ -372,4 +395,170 @@ fn exec_refuses_a_lock_whose_fences_are_exhausted_and_renames_nothing() {
         .collect();
     entries.sort();
     assert_eq!(entries, [last]);
+}
+
+/// Every subcommand's help, and the top level's, as `--help` prints it.
+fn helps(scratch: &Scratch) -> Vec<(String, String)> {
+    let top = stdout(&output(lockbydir(&scratch.0).arg("--help")));
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 8, "{top}");
+    let mut out = vec![("lockbydir".to_owned(), top)];
+    for c in commands {
+        let help = stdout(&output(lockbydir(&scratch.0).args([&c, "--help"])));
+        out.push((c, help));
+    }
+    out
+}
+
+#[test]
+fn help_says_what_lockbydir_does_in_words_a_user_knows() {
+    let scratch = Scratch::new("cli-help-words");
+    for (command, help) in helps(&scratch) {
+        // The benchmark's help (and its line in the list of commands) is its own crate's.
+        if command == "bench" {
+            continue;
+        }
+        let help: String = help
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("bench "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            !help.to_lowercase().contains("seed"),
+            "`{command} --help` speaks of a seed users never saw:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn developer_options_are_listed_once_and_work_after_any_subcommand() {
+    let scratch = Scratch::new("cli-developer-options");
+    let locks = scratch.dir("locks");
+    for (command, help) in helps(&scratch) {
+        let listed = help.contains("--no-cache") && help.contains("--lock-component");
+        match command.as_str() {
+            "lockbydir" => assert!(listed, "{help}"),
+            _ => assert!(
+                !help.contains("--no-cache") && !help.contains("--lock-component"),
+                "`{command} --help` lists the developer options:\n{help}"
+            ),
+        }
+    }
+    // Still accepted before and after the subcommand.
+    let component = scratch.join("lock.wasm");
+    let o = output(
+        lockbydir(&locks)
+            .args(["component", "--out"])
+            .arg(&component),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        &["--no-cache", "exec", "job", "--", "true"][..],
+        &["exec", "--no-cache", "job", "--", "true"],
+        &["status", "--no-cache"],
+    ] {
+        let o = output(lockbydir(&locks).args(args));
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    }
+    let o = output(
+        lockbydir(&locks)
+            .args(["exec", "--lock-component"])
+            .arg(&component)
+            .args(["job", "--", "true"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = output(
+        lockbydir(&locks)
+            .args(["exec", "--lock-component"])
+            .arg(scratch.join("absent.wasm"))
+            .args(["job", "--", "true"]),
+    );
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+}
+
+#[test]
+fn a_trapping_plugin_has_its_own_exit_code_and_a_readable_backtrace() {
+    let scratch = Scratch::new("cli-trap");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let run = |flags: &[&str]| {
+        output(
+            lockbydir(&locks)
+                .arg("run")
+                .args(flags)
+                .arg("--dir")
+                .arg(format!("{}::/work", work.display()))
+                .args(["--name", "hostile"])
+                .arg(guest("hostile.wasm"))
+                .args(["--", "--try", "trap", "--lock", "trapped"]),
+        )
+    };
+    for flags in [&[][..], &["--instances", "2"]] {
+        let o = run(flags);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(134), "{flags:?}: {err}");
+        assert!(
+            err.contains("trapped: wasm `unreachable` instruction executed"),
+            "{flags:?}: {err}"
+        );
+        assert!(
+            !err.contains("\\n"),
+            "{flags:?}: a backtrace on one line:\n{err}"
+        );
+        let frames = err
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .split_once(": ")
+                    .is_some_and(|(i, rest)| i.parse::<u32>().is_ok() && rest.contains('!'))
+            })
+            .count();
+        assert!(frames >= 2, "{flags:?}: no frame per line:\n{err}");
+    }
+    let help = stdout(&output(lockbydir(&locks).args(["run", "--help"])));
+    assert!(help.contains("Exit codes:"), "{help}");
+    let line = |code: &str| {
+        help.lines()
+            .find(|l| l.trim_start().starts_with(code))
+            .unwrap_or_else(|| panic!("run --help does not document {code}:\n{help}"))
+            .to_owned()
+    };
+    assert!(line("134").contains("trapped"), "{help}");
+    assert!(!line("69").contains("trap"), "{help}");
+}
+
+#[test]
+fn an_explicit_lock_directory_and_a_lock_path_naming_another_are_refused() {
+    let scratch = Scratch::new("cli-locks-and-path");
+    let locks = scratch.dir("locks");
+    let other = scratch.dir("other");
+    let path = format!("{}/job", other.display());
+    assert_refused(
+        &scratch,
+        lockbydir(&locks).args(["exec", &path, "--", "true"]),
+        "--locks",
+    );
+    let o = output(lockbydir(&locks).args(["exec", &path, "--", "true"]));
+    assert_eq!(o.status.code(), Some(64), "{}", stderr(&o));
+    // The same directory both ways is no contradiction.
+    let same = format!("{}/job", locks.display());
+    let o = output(lockbydir(&locks).args(["exec", &same, "--", "true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(locks.join("job.lockdir").is_dir());
+    // LOCKBYDIR_DIR is a default: a path given for the lock names its own directory.
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_lockbydir"))
+            .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env("LOCKBYDIR_DIR", &locks)
+            .args(["exec", &path, "--", "true"]),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(other.join("job.lockdir").is_dir());
 }

@@ -385,7 +385,6 @@ fn flags_that_a_flock_user_would_misread_fail_loudly() {
         &["-n", "-w", "1s", "job", "--", "true"],
         &["job", "-c", "true", "--", "true"],
         &["job"],
-        &["-s", "job", "--", "true"],
     ] {
         let o = output(lockbydir(&locks).arg("exec").args(args));
         assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
@@ -397,7 +396,80 @@ fn flags_that_a_flock_user_would_misread_fail_loudly() {
             );
         }
     }
+    // flock's flags that lockbydir has no use for: refused saying what lockbydir does
+    // instead, not with clap's "to pass '-s' as a value".
+    for (flag, says) in [
+        ("-s", "exclusive"),
+        ("--shared", "exclusive"),
+        ("-o", "process group"),
+        ("--close", "process group"),
+        ("-u", "releases"),
+        ("--unlock", "releases"),
+        ("-F", "parent"),
+        ("--no-fork", "parent"),
+        ("--fcntl", "directories"),
+    ] {
+        let o = output(lockbydir(&locks).args(["exec", flag, "job", "--", "true"]));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(64), "{flag}: {err}");
+        assert!(!err.contains("as a value"), "{flag}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("flock's") && err.contains(says),
+            "{flag}: {err}"
+        );
+    }
     assert!(!locks.join("job.lockdir").exists());
+}
+
+#[test]
+fn a_command_given_without_dashes_gets_a_hint_with_the_dashes() {
+    let scratch = Scratch::new("exec-dashes");
+    let locks = scratch.dir("locks");
+    for (args, fixed) in [
+        (&["exec", "job", "echo", "hi"][..], "exec job -- echo hi"),
+        (
+            &["exec", "-w", "1s", "job", "ls", "-l"],
+            "exec -w 1s job -- ls -l",
+        ),
+        (&["exec", "echo", "echo", "a b"], "exec echo -- echo 'a b'"),
+        (
+            &["run", "p.wasm", "--rounds", "1"],
+            "run p.wasm -- --rounds 1",
+        ),
+    ] {
+        let o = output(lockbydir(&locks).args(args));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {err}");
+        assert!(
+            err.contains(fixed) && err.contains("after `--`"),
+            "{args:?}: expected {fixed:?} in:\n{err}"
+        );
+    }
+    assert!(!locks.join("job.lockdir").exists());
+}
+
+#[test]
+fn only_the_default_lock_directory_is_created() {
+    let scratch = Scratch::new("exec-created");
+    let tmp = scratch.dir("tmp");
+    // --locks DIR and LOCKBYDIR_DIR must exist: 66, and nothing is made.
+    let missing = scratch.join("missing");
+    let o = output(lockbydir(&missing).args(["exec", "job", "--", "true"]));
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    let o = output(
+        lockbydir_default(&tmp)
+            .env("LOCKBYDIR_DIR", &missing)
+            .args(["exec", "job", "--", "true"]),
+    );
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(!missing.exists());
+    // The default one is made, mode 0700, but not its parent.
+    let o = output(lockbydir_default(&scratch.join("no-tmp")).args(["exec", "job", "--", "true"]));
+    assert_eq!(o.status.code(), Some(66), "{}", stderr(&o));
+    assert!(!scratch.join("no-tmp").exists());
+    let o = output(lockbydir_default(&tmp).args(["exec", "job", "--", "true"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(default_dir(&tmp).join("job.lockdir").is_dir());
 }
 
 #[test]

@@ -91,14 +91,21 @@ fn status_shows_only_the_locks_named_or_matched() {
     }
     let names = |args: &[&str]| -> Vec<String> {
         let o = output(lockbydir(&locks).arg("status").arg("--json").args(args));
-        assert!(o.status.success(), "{}", stderr(&o));
         let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        report["locks"]
+        let names: Vec<String> = report["locks"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["name"].as_str().unwrap().to_owned())
-            .collect()
+            .collect();
+        // As grep does: 1 when names were given and no lock matched.
+        let expected = if !args.is_empty() && names.is_empty() {
+            1
+        } else {
+            0
+        };
+        assert_eq!(o.status.code(), Some(expected), "{args:?}: {}", stderr(&o));
+        names
     };
     assert_eq!(names(&["build-*"]), ["build-a", "build-b"]);
     assert_eq!(names(&["deploy", "*-b"]), ["build-b", "deploy"]);
@@ -106,13 +113,34 @@ fn status_shows_only_the_locks_named_or_matched() {
     assert_eq!(names(&[]).len(), 4);
     assert!(names(&["nothing*"]).is_empty());
     let o = output(lockbydir(&locks).args(["status", "nothing*"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
     assert!(
-        o.status.success() && stdout(&o).starts_with("no locks matching `nothing*` in"),
+        stderr(&o).contains(&format!(
+            "no lock matches `nothing*` in {}",
+            locks.display()
+        )),
         "{}",
-        stdout(&o)
+        stderr(&o)
     );
-    let table = stdout(&output(lockbydir(&locks).args(["status", "deploy"])));
-    assert_eq!(table.lines().count(), 2, "{table}");
+    let o = output(lockbydir(&locks).args(["status", "deploy"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    assert_eq!(stderr(&o), "");
+    // A name that matched nothing beside one that matched is named on stderr.
+    let o = output(lockbydir(&locks).args(["status", "deploy", "nosuch"]));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("no lock matches `nosuch`"),
+        "{}",
+        stderr(&o)
+    );
+    // No locks at all, and none asked for, is no failure.
+    let empty = scratch.dir("empty");
+    let o = output(lockbydir(&empty).arg("status"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("no locks in"), "{}", stdout(&o));
     // A pattern follows the lock-name rules, as --allow-lock's do.
     let o = output(lockbydir(&locks).args(["status", "a/b"]));
     assert_eq!(o.status.code(), Some(64));

@@ -281,7 +281,15 @@ fn fs_error(code: ErrorCode) -> FsError {
 /// What the filesystem said, as POSIX says it: `Permission denied (EACCES)`. WASI's messages
 /// read "Permission denied, similar to `EACCES` in POSIX."; codes without a POSIX name keep
 /// their WASI name.
+///
+/// `io` is not said to be EIO: a host's WASI also gives it for every errno it has no code
+/// for (wasmtime-wasi 48 does so for EROFS, EDQUOT, EXDEV, ETXTBSY and EAGAIN among others,
+/// and for ESTALE, which WASI has no code for at all).
 fn describe(code: ErrorCode) -> String {
+    if matches!(code, ErrorCode::Io) {
+        return "I/O error (EIO, or an error the host's WASI has no code for, such as EROFS)"
+            .to_owned();
+    }
     let message = code.message();
     match message.split_once(", similar to `") {
         Some((what, rest)) => format!("{what} ({})", rest.split('`').next().unwrap_or_default()),

@@ -54,7 +54,7 @@ pub mod runtime;
 pub mod types;
 
 pub use backend::{Backend, Place};
-pub use display::escape;
+pub use display::{escape, is_unsafe_char};
 pub use error::{Error, describe};
 pub use handle::{LockId, PluginLock};
 pub use limits::PluginLimits;

@@ -1,6 +1,6 @@
-//! `lockbydir demo`: the seed's two demos, live. Several sleepers share one bed (some forget
-//! to unlock, some run out of patience), then a crowd hammers one lock. Both end by checking
-//! from the recorded times that no two ever held the lock at once.
+//! `lockbydir demo`: the lock at work, in two parts. Several sleepers share one bed (some
+//! forget to unlock, some run out of patience), then a crowd hammers one lock. Both end by
+//! checking from the recorded times that no two ever held the lock at once.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,8 +14,11 @@ use lockbydir_cli::intervals::{self, Hold};
 use super::Global;
 use super::scratch::ScratchDir;
 
-/// Run the seed's demos with sandboxed plugin instances and separate processes, and check
-/// that no two sleepers ever slept at once.
+/// Show the lock at work: sleepers share one bed (as sandboxed plugins and as separate
+/// processes; some forget to unlock, some run out of patience), then a crowd hammers one lock.
+///
+/// Each part ends by checking, from the times each holder recorded, that no two ever held the
+/// lock at once. The locks (demo-bed, demo-hammer) go into the lock directory.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// How many contenders hammer the lock in the second part (plugin instances on threads,

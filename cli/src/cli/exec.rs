@@ -18,6 +18,8 @@ use lockbydir_cli::holder_label;
 
 use super::backend::BackendArgs;
 use super::exit::{self, Failure};
+use super::flock_flags::FlockOnlyFlags;
+use super::lock_failure::lock_failure;
 use super::signals::{self, Caught};
 use super::{Global, absolute_dir, duration_ms, process};
 
@@ -60,14 +62,17 @@ released. Detach a daemon that should outlive the lock with setsid.";
 ///
 /// LOCK is a name in the lock directory (--locks, LOCKBYDIR_DIR, or the per-user default), or
 /// a path like flock's file: a LOCK containing `/` means the lock named after its last part,
-/// in the directory before it (`exec /var/lock/nightly -- ...`, `exec ./job -- ...`).
+/// in the directory before it, which must exist (`exec /var/lock/nightly -- ...`, `exec ./job
+/// -- ...`). Such a path overrides LOCKBYDIR_DIR; with a --locks naming another directory it
+/// is refused.
 ///
 /// The command gets LOCKBYDIR_LOCK, LOCKBYDIR_DIR and LOCKBYDIR_FENCE (the fencing token).
 #[derive(Args, Debug)]
 #[command(after_help = EXIT_CODES)]
 pub struct ExecArgs {
-    /// How long the lock stays valid without a refresh (the seed's TIMEOUT); lockbydir
-    /// refreshes it every third of that while the command runs.
+    /// How long the lock stays valid without a refresh: a holder that stops refreshing it
+    /// (frozen, or killed) can lose it to a waiter once this long has passed since its last
+    /// refresh. lockbydir refreshes it every third of that while the command runs.
     #[arg(long, default_value = "30s", value_parser = duration_ms, value_name = "DUR")]
     lease: u64,
     /// How long to wait for the lock before giving up (0: one attempt; inf: forever). flock's
@@ -109,7 +114,7 @@ pub struct ExecArgs {
     /// Accepted for flock(1)'s sake: every lockbydir lock is exclusive.
     #[arg(short = 'x', short_alias = 'e', long, alias = "exclusive")]
     exclusive: bool,
-    /// Refused: ambiguous (flock's --timeout is --wait; the seed's was --lease).
+    /// Refused: ambiguous (flock's --timeout is --wait; lockbydir's own used to be --lease).
     #[arg(long, hide = true, value_name = "DUR", allow_hyphen_values = true)]
     timeout: Option<String>,
     /// The lock: a NAME in the lock directory, or DIR/NAME.
@@ -124,6 +129,8 @@ pub struct ExecArgs {
     command: Vec<String>,
     #[command(flatten)]
     backend: BackendArgs,
+    #[command(flatten)]
+    flock_only: FlockOnlyFlags,
 }
 
 /// What the main loop hears about.
@@ -133,6 +140,7 @@ enum Event {
 }
 
 pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
+    args.flock_only.refuse()?;
     if let Some(t) = &args.timeout {
         return Err(Failure::error(
             exit::USAGE,
@@ -310,38 +318,43 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
 }
 
 /// The lock directory and lock name LOCK stands for: a name in the lock directory, or, if it
-/// contains `/`, the lock named after its last part in the directory before it.
+/// contains `/`, the lock named after its last part in the directory before it. Such a path
+/// overrides LOCKBYDIR_DIR, a default for every command; a --locks naming another directory
+/// on the same command line is refused, since one of the two would be ignored.
 fn lock_target(global: &Global, lock: &str) -> anyhow::Result<(PathBuf, String)> {
-    match lock.rsplit_once('/') {
-        None => Ok((global.lock_dir()?, lock.to_owned())),
-        Some((dir, name)) => {
-            let dir = if dir.is_empty() { "/" } else { dir };
-            Ok((
-                absolute_dir(Path::new(dir), "lock directory")?,
-                name.to_owned(),
-            ))
+    let Some((dir, name)) = lock.rsplit_once('/') else {
+        return Ok((global.lock_dir()?, lock.to_owned()));
+    };
+    let dir = absolute_dir(
+        Path::new(if dir.is_empty() { "/" } else { dir }),
+        "lock directory",
+    )?;
+    if global.locks_flag {
+        let given = global.lock_dir()?;
+        if !same_dir(&given, &dir) {
+            return Err(Failure::error(
+                exit::USAGE,
+                format!(
+                    "lock `{}` is a path, which names its own lock directory ({}), and --locks                      names another ({}): give --locks DIR with a lock name (`--locks {} {}`), or                      the path alone",
+                    escape(lock),
+                    escape(&dir.display().to_string()),
+                    escape(&given.display().to_string()),
+                    escape(&given.display().to_string()),
+                    escape(name)
+                ),
+            ));
         }
     }
+    Ok((dir, name.to_owned()))
 }
 
-/// A lock error, with its exit code: an I/O failure in a lock directory we may not write is
-/// a permission problem (77), and says so.
-fn lock_failure(e: Error, lock_dir: &Path) -> anyhow::Error {
-    if let Error::Lock {
-        error: types::Error::Io(_),
-        ..
-    } = &e
-        && let Err(why) = process::writable(lock_dir)
-    {
-        return Failure::error(
-            exit::NO_PERM,
-            format!(
-                "{e}: the lock directory {} is not writable ({why})",
-                lock_dir.display()
-            ),
-        );
+/// Whether `a` and `b` are the same directory (by device and inode: links and `..` included).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
     }
-    e.into()
 }
 
 struct Finished {

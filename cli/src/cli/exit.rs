@@ -27,6 +27,10 @@ pub const TEMP_FAIL: u8 = 75;
 /// EX_NOPERM: the lock directory may not be used (not writable, owned by someone else,
 /// writable by others).
 pub const NO_PERM: u8 = 77;
+/// A plugin trapped (a panic, an `unreachable`, an out-of-bounds access): 128 + SIGABRT, what
+/// a shell reports for a native program that aborts, and what `wasmtime run` exits with for
+/// a trap. Outside the 0-63 a plugin uses and the codes above, which are lockbydir's own.
+pub const PLUGIN_TRAPPED: u8 = 134;
 
 /// An error that carries its exit code.
 #[derive(Debug)]
@@ -35,14 +39,26 @@ pub struct Failure {
     pub code: u8,
     /// What failed and what to do, without internals.
     pub message: String,
+    /// Lines printed under the message, each on its own (a WebAssembly backtrace's frames).
+    pub details: Vec<String>,
 }
 
 impl Failure {
     /// An error exiting with `code`.
     pub fn error(code: u8, message: impl Into<String>) -> anyhow::Error {
+        Self::with_details(code, message, Vec::new())
+    }
+
+    /// An error exiting with `code`, with lines to print under its message.
+    pub fn with_details(
+        code: u8,
+        message: impl Into<String>,
+        details: Vec<String>,
+    ) -> anyhow::Error {
         anyhow::Error::new(Failure {
             code,
             message: message.into(),
+            details,
         })
     }
 }

@@ -3,11 +3,14 @@
 mod backend;
 mod bench;
 mod component;
+mod dashes;
 mod demo;
 mod exec;
 mod exit;
+mod flock_flags;
 mod generate;
 mod lock_dir;
+mod lock_failure;
 mod process;
 mod prune;
 mod repair;
@@ -15,11 +18,13 @@ mod run;
 mod scratch;
 mod signals;
 mod status;
+mod trap;
 mod version;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use lockbydir::{Runtime, RuntimeBuilder};
 
@@ -29,20 +34,26 @@ use lockbydir::{Runtime, RuntimeBuilder};
 /// through the lockbydir:lock/lock interface; commands through `exec`.
 ///
 /// Without --locks or LOCKBYDIR_DIR, the lock directory is lockbydir-<uid> in $TMPDIR (else
-/// /tmp), created 0700: the same for every command of this user, wherever it runs from.
+/// /tmp), created 0700 if missing: the same for every command of this user, wherever it runs
+/// from. A directory given with --locks or LOCKBYDIR_DIR is never created: it must exist.
 /// `--locks .` uses the current directory.
 #[derive(Parser, Debug)]
 #[command(name = "lockbydir", version, propagate_version = true)]
 pub struct Cli {
-    /// The lock directory [default: $TMPDIR/lockbydir-<uid>, created 0700; `.` for the
-    /// current directory].
+    /// The lock directory, which must exist [default: $TMPDIR/lockbydir-<uid>, created 0700
+    /// if missing; `.` for the current directory].
     #[arg(long, global = true, env = "LOCKBYDIR_DIR", value_name = "DIR")]
     locks: Option<PathBuf>,
     /// Use this lock component instead of the one built into lockbydir.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = DEVELOPER_HEADING
+    )]
     lock_component: Option<PathBuf>,
     /// Do not cache compiled components on disk (see LOCKBYDIR_CACHE_DIR).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = DEVELOPER_HEADING)]
     no_cache: bool,
     #[command(subcommand)]
     command: Command,
@@ -62,41 +73,91 @@ enum Command {
     Man(generate::ManArgs),
 }
 
+/// Where `lockbydir --help` lists the options for developing lockbydir itself.
+const DEVELOPER_HEADING: &str = "Options for developing lockbydir";
+
+/// The options for developing lockbydir itself (by their ids): listed by `lockbydir --help`
+/// only, accepted before and after any subcommand.
+const DEVELOPER_OPTIONS: [&str; 2] = ["lock_component", "no_cache"];
+
 /// The command line's definition with its version texts: what is parsed, and what
 /// completions and man pages are generated from.
 pub fn command() -> clap::Command {
-    Cli::command()
+    let command = Cli::command()
         .version(version::short())
-        .long_version(version::long())
+        .long_version(version::long());
+    // clap copies a global option into every subcommand that has no option of that id. Giving
+    // each subcommand a hidden copy first keeps the developer options working there (their
+    // values still reach the top level, as a global option's do) without listing them in
+    // every subcommand's help.
+    let hidden: Vec<clap::Arg> = command
+        .get_arguments()
+        .filter(|a| DEVELOPER_OPTIONS.contains(&a.get_id().as_str()))
+        .map(|a| a.clone().hide(true))
+        .collect();
+    command.mut_subcommands(|sub| sub.args(hidden.clone()))
 }
 
 /// Parse the command line and run it; returns the process exit code. lockbydir's own
 /// failures are reported here and exit with a code of module `exit` (64 for a bad command
 /// line instead of clap's 2), never with the 0-63 a command or plugin uses for itself.
 pub fn main() -> anyhow::Result<u8> {
+    let args_os: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let parsed = command()
-        .try_get_matches()
-        .and_then(|matches| Cli::from_arg_matches(&matches));
-    let cli = match parsed {
-        Ok(cli) => cli,
-        Err(e) => {
+        .try_get_matches_from(&args_os)
+        .and_then(|matches| {
+            let cli = Cli::from_arg_matches(&matches)?;
+            let locks_flag = matches.value_source("locks") == Some(ValueSource::CommandLine);
+            Ok((cli, locks_flag))
+        });
+    let (cli, locks_flag) = match parsed {
+        Ok(parsed) => parsed,
+        Err(mut e) => {
+            // For the hint only: a command line that is not UTF-8 is shown as best it can.
+            let args: Vec<String> = args_os
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            dashes::add_hint(&mut e, &args, |args| {
+                let matches = command().try_get_matches_from(args).ok()?;
+                matches.subcommand_name().map(str::to_owned)
+            });
             let _ = e.print();
             return Ok(if e.use_stderr() { exit::USAGE } else { 0 });
         }
     };
-    match dispatch(cli) {
+    match dispatch(cli, locks_flag) {
         Ok(code) => Ok(code),
         Err(e) => {
-            // An error can quote a holder label or a path from the lock directory: escape it.
-            eprintln!("lockbydir: error: {}", lockbydir::escape(&format!("{e:#}")));
+            let e = trap::readable_error(e);
+            print_error(&e, "error");
             Ok(exit::code_of(&e))
         }
     }
 }
 
-fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+/// Print one of lockbydir's own failures on stderr: `lockbydir: <what>: <message>`, then the
+/// lines of detail it carries (a backtrace's frames), each on its own line. Everything is
+/// escaped: an error can quote a holder label, a path from the lock directory or a name a
+/// plugin chose.
+pub fn print_error(e: &anyhow::Error, what: &str) {
+    eprintln!(
+        "lockbydir: {what}: {}",
+        lockbydir::escape(&format!("{e:#}"))
+    );
+    let details = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<exit::Failure>())
+        .map_or(&[][..], |f| &f.details[..]);
+    for line in details {
+        eprintln!("{}", lockbydir::escape(line));
+    }
+}
+
+fn dispatch(cli: Cli, locks_flag: bool) -> anyhow::Result<u8> {
     let global = Global {
         locks: cli.locks.clone(),
+        locks_flag,
         lock_component: cli.lock_component.clone(),
         no_cache: cli.no_cache,
     };
@@ -118,6 +179,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 pub struct Global {
     /// The lock directory given (`--locks`, `LOCKBYDIR_DIR`); `None` for the default.
     pub locks: Option<PathBuf>,
+    /// Whether it was given with `--locks` (not `LOCKBYDIR_DIR`, a default for every
+    /// command, which a lock given as a path overrides).
+    pub locks_flag: bool,
     /// A lock component to use instead of the embedded one.
     pub lock_component: Option<PathBuf>,
     /// Skip the compiled-code cache.

@@ -15,7 +15,6 @@
 //!   and are not passed on a second time, and only the command itself is stopped at the end.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -145,17 +144,4 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     done()
-}
-
-/// Whether lockbydir may create entries in `dir` (access(2), which also sees read-only
-/// filesystems; root passes permission bits but not those).
-pub fn writable(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("the path contains NUL"))?;
-    // SAFETY: `path` is a valid NUL-terminated string for the duration of the call.
-    match unsafe { libc::access(path.as_ptr(), libc::W_OK | libc::X_OK) } {
-        0 => Ok(()),
-        _ => Err(std::io::Error::last_os_error()),
-    }
 }

@@ -3,19 +3,37 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::Args;
-
-use lockbydir::limits::{LimitHit, MAX_HANDLES_HONOURED, Whose};
+use lockbydir::limits::MAX_HANDLES_HONOURED;
 use lockbydir::policy::{DEFAULT_MAX_HANDLES, DEFAULT_MAX_NEW_LOCKS};
 use lockbydir::report::{Event, Reporter};
-use lockbydir::{Error, LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner, escape};
-use lockbydir_cli::duration::display_ms;
+use lockbydir::{LockPolicy, NamePattern, PluginConfig, PluginLimits, PluginRunner, escape};
 use lockbydir_cli::policy_file::{PolicyFile, PolicyFileError};
 
 use super::backend::BackendArgs;
 use super::exit::{self, Failure};
-use super::{Global, absolute_dir, duration_ms};
+use super::{Global, absolute_dir, duration_ms, trap};
+
+/// What `run --help` says about exit codes.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    the plugin succeeded
+  1    the plugin failed (WASI 0.2's exit carries only success or failure), or was stopped
+       at a limit (--deadline, --max-memory; the message says which)
+  64   usage: a bad flag or value, a bad policy file, a --dir that overlaps the lock
+       directory (without --trust-plugin-with-locks)
+  66   the lock directory, a --dir directory or the policy file does not exist or is not a
+       directory
+  69   the plugin or the lock component cannot be read or loaded (not a component, or it
+       needs an import lockbydir does not provide), or etcd (--backend etcd) cannot be
+       reached
+  70   an internal error
+  77   the default lock directory may not be used (owned by someone else, or writable by
+       others)
+  134  the plugin trapped (a panic, an `unreachable`, an out-of-bounds access), as a native
+       program that aborts; its WebAssembly backtrace is printed, one frame per line
+
+With --instances, the code is the first failed instance's (in instance order), else 0.";
 
 /// Run a plugin: a wasi:cli/command component that may import lockbydir:lock/lock.
 ///
@@ -23,6 +41,7 @@ use super::{Global, absolute_dir, duration_ms};
 /// --env, and its arguments. Its locks live in the lock directory, which it cannot see.
 /// Its exit code becomes lockbydir's.
 #[derive(Args, Debug)]
+#[command(after_help = EXIT_CODES)]
 pub struct RunArgs {
     /// Grant a directory: HOST, seen by the plugin at the same path, or HOST::GUEST.
     #[arg(long = "dir", value_name = "HOST[::GUEST]")]
@@ -89,30 +108,37 @@ pub struct RunArgs {
 }
 
 pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
+    let usage = |message: String| Failure::error(exit::USAGE, message);
     if let Some(n) = args.max_handles.filter(|&n| n > MAX_HANDLES_HONOURED) {
-        anyhow::bail!(
+        return Err(usage(format!(
             "--max-handles {n} is more than can be honoured (at most {MAX_HANDLES_HONOURED})"
-        );
+        )));
+    }
+    if args.instances == 0 {
+        return Err(usage("--instances must be at least 1".into()));
     }
     let file = match &args.policy {
         Some(path) => PolicyFile::load(path).map_err(policy_file_failure)?,
         None => PolicyFile::default(),
     };
-    anyhow::ensure!(
-        !(args.stdin && args.instances > 1),
-        "--stdin goes to one plugin: it cannot be combined with --instances"
-    );
+    if args.stdin && args.instances > 1 {
+        return Err(usage(
+            "--stdin goes to one plugin: it cannot be combined with --instances".into(),
+        ));
+    }
     let lock_dir = global.lock_dir()?;
     let mut dirs = Vec::new();
     for grant in &args.dirs {
         let (host, guest) = grant.split_once("::").unwrap_or((grant, grant));
-        anyhow::ensure!(
-            !host.is_empty() && !guest.is_empty(),
-            "--dir {grant:?}: expected HOST or HOST::GUEST"
-        );
+        if host.is_empty() || guest.is_empty() {
+            return Err(usage(format!(
+                "--dir {grant:?}: expected HOST or HOST::GUEST"
+            )));
+        }
         let host = absolute_dir(host.as_ref(), "--dir")?;
         if !args.trust_plugin_with_locks {
-            lockbydir_cli::grants::check_grant(&lock_dir, &host)?;
+            lockbydir_cli::grants::check_grant(&lock_dir, &host)
+                .map_err(|e| usage(e.to_string()))?;
         }
         dirs.push((host, guest.to_owned()));
     }
@@ -120,8 +146,10 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     for kv in &args.envs {
         let (k, v) = kv
             .split_once('=')
-            .with_context(|| format!("--env {kv:?}: expected K=V"))?;
-        anyhow::ensure!(!k.is_empty(), "--env {kv:?}: the name is empty");
+            .ok_or_else(|| usage(format!("--env {kv:?}: expected K=V")))?;
+        if k.is_empty() {
+            return Err(usage(format!("--env {kv:?}: the name is empty")));
+        }
         env.push((k.to_owned(), v.to_owned()));
     }
     let runtime = global.runtime()?;
@@ -137,7 +165,6 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
             .file_stem()
             .map_or("plugin".into(), |s| s.to_string_lossy().into_owned())
     });
-    anyhow::ensure!(args.instances >= 1, "--instances must be at least 1");
     let config = PluginConfig {
         name,
         args: args.args,
@@ -174,7 +201,9 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
         },
     };
     if args.instances == 1 {
-        let code = runner.run(&component, &config).map_err(limit_failure)?;
+        let code = runner
+            .run(&component, &config)
+            .map_err(trap::plugin_failure)?;
         return Ok(exit_byte(code));
     }
     run_instances(&runner, &component, &config, args.instances)
@@ -203,29 +232,25 @@ fn run_instances(
             .collect()
     });
     let mut first_failure = None;
-    for (i, result) in results.iter().enumerate() {
+    let mut failed = 0;
+    for (i, result) in results.into_iter().enumerate() {
+        let name = escape(&config.name);
         let code = match result {
             Ok(code) => {
-                eprintln!(
-                    "lockbydir: instance {i} of `{}` exited with {code}",
-                    config.name
-                );
-                exit_byte(*code)
+                eprintln!("lockbydir: instance {i} of `{name}` exited with {code}");
+                exit_byte(code)
             }
             Err(e) => {
-                let e = describe_limit(e).unwrap_or_else(|| e.to_string());
-                eprintln!(
-                    "lockbydir: instance {i} of `{}` failed: {e}",
-                    escape(&config.name)
-                );
-                1
+                let e = trap::plugin_failure(e);
+                super::print_error(&e, &format!("instance {i} of `{name}` failed"));
+                exit::code_of(&e)
             }
         };
-        if code != 0 && first_failure.is_none() {
-            first_failure = Some(code);
+        if code != 0 {
+            failed += 1;
+            first_failure.get_or_insert(code);
         }
     }
-    let failed = results.iter().filter(|r| !matches!(r, Ok(0))).count();
     eprintln!(
         "lockbydir: {n} instances: {} succeeded, {failed} failed",
         n - failed
@@ -241,47 +266,6 @@ pub fn reporter(quiet: bool) -> Reporter {
             eprintln!("lockbydir: {event}");
         }
     })
-}
-
-/// A plugin stopped by one of its limits, in words that name the flag of that limit.
-fn describe_limit(e: &Error) -> Option<String> {
-    let Error::Limit { plugin, limit } = e else {
-        return None;
-    };
-    let limit = match limit {
-        LimitHit::Deadline(d) => format!(
-            "its deadline (--deadline {})",
-            display_ms(d.as_millis() as u64)
-        ),
-        LimitHit::Memory {
-            max,
-            whose: Whose::Plugin,
-            asked,
-            used,
-        } => format!(
-            "its memory limit (--max-memory {max} bytes; it asked for {asked}, with {used} in \
-             use by it and its lock component)"
-        ),
-        LimitHit::Memory {
-            max, asked, used, ..
-        } => format!(
-            "its memory limit (--max-memory {max} bytes, shared with its lock component, which \
-             asked for {asked} more, with {used} in use)"
-        ),
-        other => other.to_string(),
-    };
-    Some(format!(
-        "plugin `{}` was stopped: it exceeded {limit}",
-        escape(plugin)
-    ))
-}
-
-/// A plugin's failure as `run` reports it: a limit names its flag (exit 1).
-fn limit_failure(e: Error) -> anyhow::Error {
-    match describe_limit(&e) {
-        Some(message) => Failure::error(1, message),
-        None => e.into(),
-    }
 }
 
 fn exit_byte(code: i32) -> u8 {

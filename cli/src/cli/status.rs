@@ -26,6 +26,9 @@ pub const JSON_VERSION: u32 = 1;
 /// why, among the others; so is a queue that cannot be read, or holds names that are no
 /// ticket. The pid (and host) are those the holder's label names, in the form `exec` writes:
 /// `PROGRAM (pid PID on HOST)`.
+///
+/// Each NAME or PATTERN that matches no lock is named on stderr. The exit code is 1 when some
+/// were given and none matched (as grep's is when nothing matched), else 0.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
     /// Print JSON (an object with a `version` field; README documents every field) instead
@@ -89,7 +92,18 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
     };
     let mut service = args.backend.open(global, &lock_dir)?;
     let now = service.now_ms()?;
-    let wanted = |name: &str| args.names.is_empty() || args.names.iter().any(|p| p.matches(name));
+    // Which of the names and patterns matched a lock.
+    let mut matched = vec![false; args.names.len()];
+    let mut wanted = |name: &str| {
+        let mut any = args.names.is_empty();
+        for (pattern, hit) in args.names.iter().zip(&mut matched) {
+            if pattern.matches(name) {
+                *hit = true;
+                any = true;
+            }
+        }
+        any
+    };
     let mut rows = Vec::new();
     for lock in service.list_locks()? {
         if !wanted(&lock.name) {
@@ -107,6 +121,18 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         };
         rows.push(row(lock, queue, now));
     }
+    for (pattern, _) in args.names.iter().zip(&matched).filter(|(_, hit)| !**hit) {
+        eprintln!(
+            "lockbydir: no lock matches `{}` in {}",
+            escape(&pattern.to_string()),
+            escape(service.place())
+        );
+    }
+    // As grep: 1 when names were asked for and none matched.
+    let code = match !args.names.is_empty() && rows.is_empty() {
+        true => 1,
+        false => 0,
+    };
     // One buffered writer: ten thousand locks are ten thousand lines.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.json {
@@ -119,23 +145,15 @@ pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
         serde_json::to_writer_pretty(&mut out, &report)?;
         writeln!(out)?;
         out.flush()?;
-        return Ok(0);
+        return Ok(code);
     }
     if rows.is_empty() {
-        let matching = match args.names.is_empty() {
-            true => String::new(),
-            false => {
-                let names: Vec<String> = args
-                    .names
-                    .iter()
-                    .map(|p| format!("`{}`", escape(&p.to_string())))
-                    .collect();
-                format!(" matching {}", names.join(", "))
-            }
-        };
-        writeln!(out, "no locks{matching} in {}", escape(service.place()))?;
+        // Nothing asked for and nothing there; what was asked for and not found is above.
+        if args.names.is_empty() {
+            writeln!(out, "no locks in {}", escape(service.place()))?;
+        }
         out.flush()?;
-        return Ok(0);
+        return Ok(code);
     }
     writeln!(
         out,
