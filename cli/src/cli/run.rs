@@ -258,11 +258,11 @@ fn run_instances(
     Ok(first_failure.unwrap_or(0))
 }
 
-/// What the CLI prints of the lock import's events: every policy refusal, and, unless
-/// `quiet`, waits and the locks released for a plugin that ended holding them.
+/// What the CLI prints of the lock import's events: every one, but for waits under `quiet`
+/// (refusals and locks released for a plugin are always said).
 pub fn reporter(quiet: bool) -> Reporter {
     Arc::new(move |event: &Event<'_>| {
-        if !quiet || matches!(event, Event::Denied { .. }) {
+        if !quiet || !matches!(event, Event::Waiting { .. }) {
             eprintln!("lockbydir: {event}");
         }
     })
