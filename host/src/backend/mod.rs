@@ -5,7 +5,7 @@
 //! - `etcd` (feature `etcd`): an etcd cluster, for processes on several machines.
 //!
 //! A backend serves the calls of the `lockbydir:lock/lock` interface in plain Rust: handles
-//! are [`LockId`] numbers, values are the interface's [`types`], and every call returns the
+//! are [`LockId`] numbers, values are the interface's [`crate::types`], and every call returns the
 //! host's [`Error`] (the interface's error value as [`Error::Lock`]; anything else is a
 //! failure of the host, which a plugin's call turns into a trap).
 
