@@ -30,7 +30,7 @@ mod generated_types {
         path: "../wit",
         interfaces: "import lockbydir:lock/types@0.2.0;",
         imports: { default: trappable },
-        trappable_error_type: { "lockbydir:lock/types.error" => super::LockError },
+        trappable_error_type: { "lockbydir:lock/types.error" => crate::bindings::LockError },
         additional_derives: [PartialEq, Eq],
     });
 }
@@ -44,7 +44,7 @@ pub mod provider {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "provider",
-        with: { "lockbydir:lock/types": super::types },
+        with: { "lockbydir:lock/types": crate::bindings::types },
     });
 }
 
@@ -55,10 +55,10 @@ pub mod plugin {
         path: "../wit",
         world: "plugin",
         imports: { default: trappable },
-        trappable_error_type: { "lockbydir:lock/types.error" => super::LockError },
+        trappable_error_type: { "lockbydir:lock/types.error" => crate::bindings::LockError },
         with: {
-            "lockbydir:lock/types": super::types,
-            "lockbydir:lock/lock.lock": super::PluginLock,
+            "lockbydir:lock/types": crate::bindings::types,
+            "lockbydir:lock/lock.lock": crate::bindings::PluginLock,
         },
     });
 }
@@ -70,6 +70,6 @@ pub mod v0_1_0 {
         path: "../wit-published/0.1.0",
         world: "plugin",
         imports: { default: trappable },
-        with: { "lockbydir:lock/lock.lock": super::PluginLock },
+        with: { "lockbydir:lock/lock.lock": crate::bindings::PluginLock },
     });
 }
