@@ -16,6 +16,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use crate::error::Error;
+use crate::report::Event;
 
 /// The default cache directory: `$LOCKBYDIR_CACHE_DIR`, else `$XDG_CACHE_HOME/lockbydir`, else
 /// `$HOME/.cache/lockbydir`; `None` if none of these is set.
@@ -55,13 +56,14 @@ fn entry_path(dir: &Path, engine: &Engine, bytes: &[u8]) -> PathBuf {
 
 /// Compile `bytes` (a component) for `engine`, using and filling the cache in `cache_dir`.
 ///
-/// A cache that cannot be read or written is skipped with a warning on stderr; only a
+/// A cache that cannot be read or written is skipped, and `report` is told why; only a
 /// component that does not compile is an error.
 pub fn compile(
     engine: &Engine,
     bytes: &[u8],
     what: &str,
     cache_dir: Option<&Path>,
+    report: &dyn Fn(&Event<'_>),
 ) -> Result<Component, Error> {
     let entry = cache_dir.map(|dir| entry_path(dir, engine, bytes));
     if let Some(entry) = entry.as_deref().filter(|e| e.is_file()) {
@@ -69,10 +71,10 @@ pub fn compile(
         // compatibility hash (it is in the file name), into the user's own cache directory.
         match unsafe { Component::deserialize_file(engine, entry) } {
             Ok(component) => return Ok(component),
-            Err(e) => eprintln!(
-                "lockbydir: ignoring unusable cache entry {}: {e:#}",
-                entry.display()
-            ),
+            Err(e) => report(&Event::CacheEntryUnusable {
+                entry,
+                error: &format!("{e:#}"),
+            }),
         }
     }
     let component = Component::new(engine, bytes).map_err(|reason| Error::Component {
@@ -82,10 +84,11 @@ pub fn compile(
     if let Some(entry) = entry
         && let Err(e) = store(&entry, &component)
     {
-        eprintln!(
-            "lockbydir: could not cache compiled {what} in {}: {e:#} (set LOCKBYDIR_CACHE_DIR to a writable directory)",
-            entry.display()
-        );
+        report(&Event::CacheNotWritten {
+            what,
+            entry: &entry,
+            error: &format!("{e:#}"),
+        });
     }
     Ok(component)
 }

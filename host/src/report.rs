@@ -1,9 +1,11 @@
-//! What the lock import has to say about a plugin, for the host to show as it likes. The
-//! library prints nothing: an embedder passes a [`Reporter`] to
-//! [`crate::embed::LockbydirCtxBuilder::on_event`] (the `lockbydir` command line prints each
-//! event as one line on stderr, unless `--quiet`).
+//! What the library has to say besides its results, for the host to show as it likes: a
+//! plugin's waits, refusals and released locks, and a compiled-code cache that could not be
+//! used. The library prints nothing: an embedder passes a [`Reporter`] to
+//! [`crate::embed::LockbydirCtxBuilder::on_event`] and [`crate::RuntimeBuilder::on_event`]
+//! (the `lockbydir` command line prints each event as one line on stderr).
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::display::escape;
@@ -49,6 +51,23 @@ pub enum Event<'a> {
         lock: &'a str,
         /// Why.
         error: &'a Error,
+    },
+    /// A compiled component in the on-disk cache could not be loaded; it is compiled again.
+    CacheEntryUnusable {
+        /// The cache entry.
+        entry: &'a Path,
+        /// Why it could not be loaded.
+        error: &'a str,
+    },
+    /// A compiled component could not be written to the on-disk cache; the next start
+    /// compiles it again.
+    CacheNotWritten {
+        /// Which component.
+        what: &'a str,
+        /// The cache entry it would have been.
+        entry: &'a Path,
+        /// Why it could not be written.
+        error: &'a str,
     },
 }
 
@@ -102,6 +121,20 @@ impl fmt::Display for Event<'_> {
                  its deadline",
                 escape(lock),
                 escape(plugin)
+            ),
+            Event::CacheEntryUnusable { entry, error } => write!(
+                f,
+                "ignoring unusable cache entry {}: {}",
+                escape(&entry.display().to_string()),
+                escape(error)
+            ),
+            Event::CacheNotWritten { what, entry, error } => write!(
+                f,
+                "could not cache compiled {} in {}: {} (set LOCKBYDIR_CACHE_DIR to a writable \
+                 directory)",
+                escape(what),
+                escape(&entry.display().to_string()),
+                escape(error)
             ),
         }
     }

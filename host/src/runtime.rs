@@ -9,6 +9,7 @@ use wasmtime::{Config, Engine};
 use crate::cache;
 use crate::error::Error;
 use crate::guests;
+use crate::report::{Event, Reporter};
 
 /// Compiled once per process, cloned cheaply into every thread.
 #[derive(Clone)]
@@ -16,14 +17,16 @@ pub struct Runtime {
     engine: Engine,
     lock_component: Component,
     cache_dir: Option<PathBuf>,
+    reporter: Option<Reporter>,
 }
 
 /// How to build a [`Runtime`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RuntimeBuilder {
     lock_component: Option<PathBuf>,
     cache_dir: Option<PathBuf>,
     no_cache: bool,
+    reporter: Option<Reporter>,
 }
 
 impl RuntimeBuilder {
@@ -50,6 +53,13 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Tell `reporter` when the compiled-code cache could not be used (see
+    /// [`crate::report::Event`]); without one, nothing is told.
+    pub fn on_event(mut self, reporter: Reporter) -> Self {
+        self.reporter = Some(reporter);
+        self
+    }
+
     /// Create the engine and compile (or load from cache) the lock component.
     pub fn build(self) -> Result<Runtime, Error> {
         let mut config = Config::new();
@@ -66,23 +76,26 @@ impl RuntimeBuilder {
         } else {
             self.cache_dir.or_else(cache::default_cache_dir)
         };
+        let report = report_to(&self.reporter);
         let lock_component = match &self.lock_component {
             None => cache::compile(
                 &engine,
                 guests::LOCK_COMPONENT,
                 "the embedded lock component",
                 cache_dir.as_deref(),
+                &report,
             )?,
             Some(file) => {
                 let bytes = read_component(file, "lock component")?;
                 let what = format!("lock component {}", file.display());
-                cache::compile(&engine, &bytes, &what, cache_dir.as_deref())?
+                cache::compile(&engine, &bytes, &what, cache_dir.as_deref(), &report)?
             }
         };
         Ok(Runtime {
             engine,
             lock_component,
             cache_dir,
+            reporter: self.reporter.clone(),
         })
     }
 }
@@ -100,13 +113,29 @@ impl Runtime {
 
     /// Compile a plugin component (through the cache).
     pub fn compile_plugin(&self, bytes: &[u8], what: &str) -> Result<Component, Error> {
-        cache::compile(&self.engine, bytes, what, self.cache_dir.as_deref())
+        let report = report_to(&self.reporter);
+        cache::compile(
+            &self.engine,
+            bytes,
+            what,
+            self.cache_dir.as_deref(),
+            &report,
+        )
     }
 
     /// Read and compile a plugin component file.
     pub fn load_plugin(&self, file: &Path) -> Result<Component, Error> {
         let bytes = read_component(file, "plugin")?;
         self.compile_plugin(&bytes, &format!("plugin {}", file.display()))
+    }
+}
+
+/// Tell `reporter` an event, if there is one.
+fn report_to(reporter: &Option<Reporter>) -> impl Fn(&Event<'_>) + '_ {
+    move |event| {
+        if let Some(reporter) = reporter {
+            reporter(event)
+        }
     }
 }
 

@@ -191,7 +191,9 @@ pub struct Global {
 impl Global {
     /// Build the runtime these options describe.
     pub fn runtime(&self) -> anyhow::Result<Runtime> {
-        let mut builder = RuntimeBuilder::new();
+        // What the library reports about its cache, as a warning line.
+        let report = |event: &lockbydir::report::Event<'_>| eprintln!("lockbydir: {event}");
+        let mut builder = RuntimeBuilder::new().on_event(std::sync::Arc::new(report));
         if let Some(file) = &self.lock_component {
             builder = builder.lock_component(file);
         }

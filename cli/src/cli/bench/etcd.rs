@@ -260,7 +260,7 @@ mod member {
             };
             let until = Instant::now() + Duration::from_secs(60);
             loop {
-                match lockbydir::etcd::EtcdBackend::connect(std::slice::from_ref(&url)) {
+                match lockbydir::backend::etcd::EtcdBackend::connect(std::slice::from_ref(&url)) {
                     Ok(_) => return Ok(member),
                     Err(e) if Instant::now() > until => {
                         let _ = member.child.kill();
