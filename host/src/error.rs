@@ -6,6 +6,31 @@ use crate::bindings::{LockError, types};
 use crate::display::escape;
 
 /// What went wrong in the host library.
+///
+/// # Examples
+///
+/// The interface's error values are [`Error::Lock`], with the lock and where it lives:
+///
+/// ```
+/// use lockbydir::{Backend, Error, Place, RuntimeBuilder};
+/// use lockbydir::types::{self, Options};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let dir = std::env::temp_dir().join(format!("lockbydir-doc-error-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let runtime = RuntimeBuilder::new().build()?;
+/// let mut locks = Place::LockDir(dir.clone()).open(&runtime)?;
+/// let err = locks.open("a/b", &Options::default()).unwrap_err();
+/// assert!(matches!(err.lock_error(), Some(types::Error::InvalidName(_))));
+/// assert!(err.to_string().starts_with("lock `a/b` in "), "{err}");
+///
+/// // A lock directory that is not there is said so before any lock is touched.
+/// let err = Place::LockDir(dir.join("missing")).open(&runtime).err().unwrap();
+/// assert!(matches!(err, Error::LockDir { .. }), "{err}");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -6,6 +6,18 @@ use std::fmt;
 
 /// A lock name pattern: a lock name in which `*` matches any run of characters
 /// (`build-*`, `*.db`, `exact`).
+///
+/// # Examples
+///
+/// ```
+/// use lockbydir::NamePattern;
+///
+/// let jobs = NamePattern::parse("job-*").unwrap();
+/// assert!(jobs.matches("job-7") && !jobs.matches("backup"));
+/// // A pattern follows the rules of lock names: no `/`, no control or invisible characters.
+/// assert!(NamePattern::parse("a/*").is_err());
+/// assert!(NamePattern::parse("x\u{200b}*").is_err());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NamePattern(String);
 
@@ -71,7 +83,23 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|&b| b == b'*')
 }
 
-/// The lock policy of one plugin.
+/// The lock policy of one plugin: checked by the lock import before a request reaches the
+/// backend (a refusal is the interface's `denied`).
+///
+/// # Examples
+///
+/// ```
+/// use lockbydir::{LockPolicy, NamePattern};
+///
+/// let policy = LockPolicy {
+///     allowed: vec![NamePattern::parse("job-*").unwrap()],
+///     max_held: Some(1),
+///     ..LockPolicy::default()
+/// };
+/// assert!(policy.check_open("job-1", 30_000, 0).is_ok());
+/// assert!(policy.check_open("other", 30_000, 0).unwrap_err().contains("not allowed"));
+/// assert!(policy.check_acquire(1).unwrap_err().contains("the cap is 1"));
+/// ```
 #[derive(Clone, Debug)]
 pub struct LockPolicy {
     /// Lock names it may use; empty means any.

@@ -12,8 +12,17 @@ use crate::display::escape;
 use crate::error::Error;
 use crate::types::HolderInfo;
 
-/// Something worth telling about a plugin's locks. Its `Display` is one line, with everything
-/// that came from the plugin or a lockdir escaped.
+/// Something worth telling about a plugin's locks or the cache. Its `Display` is one line,
+/// with everything that came from the plugin or a lockdir escaped.
+///
+/// # Examples
+///
+/// ```
+/// use lockbydir::report::Event;
+///
+/// let event = Event::Denied { plugin: "worker", rule: "lock name `x\n` is not allowed" };
+/// assert_eq!(event.to_string(), "policy: refused plugin `worker`: lock name `x\\n` is not allowed");
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Event<'a> {

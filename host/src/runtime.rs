@@ -21,6 +21,23 @@ pub struct Runtime {
 }
 
 /// How to build a [`Runtime`].
+///
+/// # Examples
+///
+/// ```
+/// use lockbydir::RuntimeBuilder;
+///
+/// # fn main() -> Result<(), lockbydir::Error> {
+/// // The embedded lock component, compiled (or loaded from the cache) once per process.
+/// let runtime = RuntimeBuilder::new().build()?;
+/// let _ = runtime.engine(); // the engine to compile and run your plugins on
+///
+/// // A file that is no component is refused, saying why.
+/// let err = RuntimeBuilder::new().lock_component("Cargo.toml").no_cache().build();
+/// assert!(err.unwrap_err().to_string().contains("not a WebAssembly file"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct RuntimeBuilder {
     lock_component: Option<PathBuf>,

@@ -91,6 +91,19 @@ pub trait Backend: Send {
 }
 
 /// Where locks live: a lock directory or a cluster. The one place a backend is chosen.
+///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+/// use lockbydir::Place;
+///
+/// let place = Place::from_kind("lockdir", Path::new("/var/lock/jobs"), &[]).unwrap();
+/// assert_eq!(place.lock_dir(), Some(Path::new("/var/lock/jobs")));
+/// // A backend this build does not have is refused, naming those it has.
+/// let err = Place::from_kind("zookeeper", Path::new("."), &[]).unwrap_err();
+/// assert!(err.to_string().contains("no `zookeeper` backend"), "{err}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Place {
