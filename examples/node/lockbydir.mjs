@@ -213,12 +213,14 @@ export class LockDir {
     const open = (patienceMs) =>
       call(() =>
         this.#api.Lock.open(name, {
-          timeoutMs: u64(o.timeoutMs),
-          patienceMs: u64(patienceMs),
-          minPollMs: u64(o.minPollMs),
-          maxPollMs: u64(o.maxPollMs),
-          maxClockSkewMs: u64(o.maxClockSkewMs),
+          leaseMs: u64(o.timeoutMs),
+          waitMs: u64(patienceMs),
           holder: o.holder,
+          tuning: {
+            minPollMs: u64(o.minPollMs),
+            maxPollMs: u64(o.maxPollMs),
+            maxClockSkewMs: u64(o.maxClockSkewMs),
+          },
         }),
       );
     return new Lock(open, o, options.onWait);

@@ -34,7 +34,7 @@ pub struct Runtime {
 ///
 /// // A file that is no component is refused, saying why.
 /// let err = RuntimeBuilder::new().lock_component("Cargo.toml").no_cache().build();
-/// assert!(err.unwrap_err().to_string().contains("not a WebAssembly file"));
+/// assert!(err.err().unwrap().to_string().contains("not a WebAssembly file"));
 /// # Ok(())
 /// # }
 /// ```

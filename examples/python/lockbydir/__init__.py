@@ -61,7 +61,7 @@ WAIT_SLICE_MS = 250
 #: grow: one handle keeps its place in line across them).
 WAIT_SLICE_MAX_MS = 250
 
-_INTERFACE = "lockbydir:lock/lock@0.1.0"
+_INTERFACE = "lockbydir:lock/lock@0.2.0"
 _U64_MAX = 2**64 - 1
 
 
@@ -123,7 +123,7 @@ def _holder(record: Optional[Record]) -> Optional[HolderInfo]:
         fence=_field(record, "fence"),
         since_ms=_field(record, "since-ms"),
         deadline_ms=_field(record, "deadline-ms"),
-        timeout_ms=_field(record, "timeout-ms"),
+        timeout_ms=_field(record, "lease-ms"),
     )
 
 
@@ -377,18 +377,21 @@ class LockDir:
     ) -> "Lock":
         """A handle on lock ``name``. ``patience_ms=None`` waits forever; ``on_wait(holder)``
         is called when an ``acquire`` finds the lock busy and starts waiting."""
+        tuning = Record()
+        setattr(tuning, "min-poll-ms", min_poll_ms)
+        setattr(tuning, "max-poll-ms", max_poll_ms)
+        setattr(tuning, "max-clock-skew-ms", max_clock_skew_ms)
         settings = {
-            "timeout-ms": timeout_ms,
-            "min-poll-ms": min_poll_ms,
-            "max-poll-ms": max_poll_ms,
-            "max-clock-skew-ms": max_clock_skew_ms,
+            "lease-ms": timeout_ms,
             "holder": holder if holder is not None else f"python-{os.getpid()}",
+            "fairness": None,
+            "tuning": tuning,
         }
 
         def open_handle(patience: int) -> Any:
             """A component handle on the lock whose ``acquire`` waits at most ``patience``."""
             options = Record()
-            for key, value in {**settings, "patience-ms": patience}.items():
+            for key, value in {**settings, "wait-ms": patience}.items():
                 setattr(options, key, value)
             return _unwrap(self._open(name, options))
 
