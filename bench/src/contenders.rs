@@ -15,13 +15,13 @@ pub use super::kind::Kind;
 use super::sys::{self, now_ns};
 use super::wakeups;
 use super::worker::{self, ContendSpec, HostHold, NativeLock};
-use crate::cli::Global;
+use crate::Program;
 
 /// What every measurement in one benchmark run shares.
 #[derive(Clone, Copy)]
 pub struct Setup<'a> {
     /// The global options (passed on to child processes).
-    pub global: &'a Global,
+    pub global: &'a dyn Program,
     /// Runs the bench plugin on threads.
     pub runner: &'a PluginRunner,
     /// The bench plugin, compiled.
@@ -360,10 +360,10 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
     let exe = std::env::current_exe().context("find the lockbydir executable")?;
     let mut cmd = Command::new(exe);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    if setup.global.no_cache {
+    if setup.global.no_cache() {
         cmd.arg("--no-cache");
     }
-    if let Some(component) = &setup.global.lock_component {
+    if let Some(component) = setup.global.lock_component() {
         cmd.arg("--lock-component").arg(component);
     }
     wakeups::for_child(&mut cmd, spec.kind.polling());

@@ -135,9 +135,9 @@ fn uncontended(
     // An etcd pair costs a few round trips (milliseconds): a tenth of the lockdir plugin's.
     let ops = (plan.uncontended_ops / 10).max(20);
     let flock_file = File::create(locks.join("flock.lock"))?;
-    let mut api = super::super::backend::etcd_locks(endpoints)?;
+    let mut api = setup.global.etcd_locks(endpoints)?;
     let handle = api.open("bench-uncontended-api", &wit_options())?;
-    let etcd_runner = super::super::backend::etcd_runner(
+    let etcd_runner = setup.global.etcd_runner(
         endpoints,
         lockbydir::PluginRunner::new(setup.runner.runtime())?,
     )?;
