@@ -43,6 +43,7 @@ pub mod fs;
 pub mod guard;
 #[cfg(not(target_family = "wasm"))]
 pub mod keep_alive;
+pub mod limits;
 pub mod lock;
 pub mod name;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.

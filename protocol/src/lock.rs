@@ -29,10 +29,11 @@ use directory::{Read, io, read_entry};
 use queue::Place;
 use transitions::Attempt;
 
+pub use crate::limits::MAX_TIMEOUT_MS;
 pub use directory::LEFTOVER_AGE_MS;
 pub use pacing::HEAD_POLL_US;
 pub use queue::TICKET_LIFETIME_MS;
-pub(crate) use time::filesystem_now;
+pub(crate) use directory::filesystem_now;
 pub use time::{FS_CLOCK_LAG_MS, fs_clock_margin_ms};
 
 /// How many times one attempt re-reads the state after losing a race before it reports the
@@ -69,9 +70,6 @@ impl Default for Options {
         }
     }
 }
-
-/// The longest timeout accepted: about ten years, far from any overflow.
-pub const MAX_TIMEOUT_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 impl Options {
     /// Check that the options make sense together.

@@ -20,7 +20,7 @@
 //! `N.lockdir` exists and is not empty, and a lockdir is never empty, so two creators cannot
 //! both succeed, and no acquirer ever sees a lockdir without its state.
 //!
-//! # Why two holders cannot both get in (the seed's TODO 1)
+//! # Why two holders cannot both get in
 //!
 //! A rename succeeds only if its source name still exists, and exactly one of several
 //! concurrent renames of the same source succeeds. So each transition is a compare-and-swap
