@@ -26,14 +26,15 @@ use crate::fs::Fs;
 use crate::name::LockName;
 
 use directory::{Read, io, read_entry};
+use pacing::Waiting;
 use queue::Place;
 use transitions::Attempt;
 
 pub use crate::limits::MAX_TIMEOUT_MS;
 pub use directory::LEFTOVER_AGE_MS;
+pub(crate) use directory::filesystem_now;
 pub use pacing::HEAD_POLL_US;
 pub use queue::TICKET_LIFETIME_MS;
-pub(crate) use directory::filesystem_now;
 pub use time::{FS_CLOCK_LAG_MS, fs_clock_margin_ms};
 
 /// How many times one attempt re-reads the state after losing a race before it reports the
@@ -134,6 +135,24 @@ pub enum Outcome {
     Busy(Option<Holder>),
 }
 
+/// What one step of a wait ([`Lock::acquire_step`]) asks of its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The wait is over: the lock is held, or patience ran out (the ticket is kept, as
+    /// [`Lock::acquire`] keeps it).
+    Done(Outcome),
+    /// Sleep about `us` microseconds, or less, then call the step again. With
+    /// `until_changed`, the sleep may end as soon as that entry (a path relative to the lock
+    /// directory, such as `N.lockdir/held.…` or `N.queue/wait.…`) is renamed or removed:
+    /// what [`Env::sleep_until_changed`] does.
+    Sleep {
+        /// The entry whose change is worth waking for, if any.
+        until_changed: Option<String>,
+        /// The longest useful sleep (µs).
+        us: u64,
+    },
+}
+
 /// How a release ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Released {
@@ -171,6 +190,8 @@ pub struct Lock<F: Fs, E: Env> {
     /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
     /// own clock, whatever expiry its name claims (see `Lock::place_among` in `lock/queue.rs`).
     tickets_seen: BTreeMap<Ticket, u64>,
+    /// The wait in progress between two [`Lock::acquire_step`]s.
+    waiting: Option<Waiting>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -192,6 +213,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             last_seen: None,
             ticket_withdrawn: false,
             tickets_seen: BTreeMap::new(),
+            waiting: None,
         })
     }
 
@@ -286,23 +308,81 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// the back. Dropping the handle gives the ticket back at once; a handle that is neither
     /// dropped nor used holds up the line only until its ticket expires, like a crashed
     /// waiter. An acquire that got the lock or failed leaves no ticket.
+    ///
+    /// It is exactly [`Lock::acquire_step`] in a loop, sleeping as each step asks through
+    /// this handle's [`Env`]; patience counts from this call.
     pub fn acquire(&mut self) -> Result<Outcome, Error> {
+        self.waiting = None;
+        loop {
+            match self.acquire_step()? {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Sleep {
+                    until_changed: Some(path),
+                    us,
+                } => self.env.sleep_until_changed(&path, us),
+                Step::Sleep {
+                    until_changed: None,
+                    us,
+                } => self.env.sleep_us(us),
+            }
+        }
+    }
+
+    /// One step of [`Lock::acquire`], for a caller that does the sleeping itself (an async
+    /// host that must not block a thread per waiter): look at the lock, take or renew a
+    /// ticket, and return either the outcome or how long to sleep before the next step.
+    /// A step never sleeps.
+    ///
+    /// The contract:
+    ///
+    /// - The first step of a wait starts its patience; each step after a
+    ///   [`Step::Sleep`] goes on with the same wait, until a [`Step::Done`] or an error ends
+    ///   it (the next step then starts a new wait, keeping a ticket that patience's end left,
+    ///   as `acquire` in slices does).
+    /// - Between two steps, sleep at most `us`. With `until_changed`, end the sleep early when
+    ///   that entry is renamed or removed: arm the watch first, then check that the entry
+    ///   still exists (if not, step again at once), so that no change falls between the two.
+    ///   A caller that cannot watch sleeps the whole `us`; it is slower, never wrong.
+    /// - Early steps (a wake-up for nothing, a timer that fires first) cost one look, a few
+    ///   system calls, and are never wrong: every step looks before it acts.
+    /// - Late steps delay the wait, and whoever is behind it: `us` is also when the ticket
+    ///   must be renewed, and a ticket not renewed for [`TICKET_LIFETIME_MS`] counts as a dead
+    ///   waiter's; others then remove it, and the next step queues again, at the back. A step
+    ///   after patience ended returns [`Outcome::Busy`].
+    /// - Dropping the handle, or [`Lock::cancel_wait`], withdraws the ticket at once: the wait
+    ///   never takes the lock after that.
+    pub fn acquire_step(&mut self) -> Result<Step, Error> {
         if self.held.is_some() {
+            self.waiting = None;
             return Err(Error::AlreadyHeld);
         }
         // A ticket kept from an earlier wait that expired meanwhile lost its place: others
         // may have removed it and served those behind it. Queue again, at the back.
-        if self
-            .ticket
-            .is_some_and(|t| self.env.now_ms() > t.expires_ms)
+        if self.waiting.is_none()
+            && self
+                .ticket
+                .is_some_and(|t| self.env.now_ms() > t.expires_ms)
         {
             self.leave_queue();
         }
-        let outcome = self.wait_in_line();
-        if !matches!(outcome, Ok(Outcome::Busy(_))) {
-            self.leave_queue();
+        let step = self.wait_step();
+        match &step {
+            Ok(Step::Sleep { .. }) => {}
+            Ok(Step::Done(Outcome::Busy(_))) => self.waiting = None,
+            Ok(Step::Done(Outcome::Acquired(_))) | Err(_) => {
+                self.waiting = None;
+                self.leave_queue();
+            }
         }
-        outcome
+        step
+    }
+
+    /// Give up a wait begun with [`Lock::acquire_step`] (or kept after patience ran out):
+    /// withdraw the ticket, so that those behind move up at once. Changes nothing for a
+    /// handle that holds the lock or does not wait.
+    pub fn cancel_wait(&mut self) {
+        self.waiting = None;
+        self.leave_queue();
     }
 
     /// Forget the lock without releasing it, as a crashed holder would (for tests and for
