@@ -13,6 +13,8 @@ pub fn options(o: wit::Options) -> protocol::Options {
         max_poll_ms: o.max_poll_ms,
         max_clock_skew_ms: o.max_clock_skew_ms,
         holder: o.holder,
+        // lockbydir:lock@0.1.0 has no fairness option: the protocol's default.
+        ..protocol::Options::default()
     }
 }
 

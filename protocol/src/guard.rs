@@ -36,7 +36,7 @@ use crate::env::StdEnv;
 use crate::error::Error;
 use crate::fs::{FsError, StdFs};
 use crate::keep_alive::KeepAlive;
-use crate::lock::{Grant, Lock, LockState, Options, Outcome, Released};
+use crate::lock::{Fairness, Grant, Lock, LockState, Options, Outcome, Released};
 use crate::name::LockName;
 
 /// A lock directory that exists: where the lockdirs of named locks live.
@@ -172,6 +172,13 @@ impl LockBuilder {
     /// an expired lock is taken over only this long after its deadline.
     pub fn max_clock_skew(mut self, skew: Duration) -> Self {
         self.options.max_clock_skew_ms = ms(skew);
+        self
+    }
+
+    /// Who gets the lock when it is let go while others wait (see [`Fairness`]; the
+    /// protocol's default, [`Fairness::default`], unless set).
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.options.fairness = fairness;
         self
     }
 

@@ -62,6 +62,8 @@ pub use fs::{Fs, FsError, FsErrorKind, StdFs};
 pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
 #[cfg(not(target_family = "wasm"))]
 pub use keep_alive::KeepAlive;
-pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, Step, inspect, list_locks};
+pub use lock::{
+    Fairness, Grant, Lock, LockState, Options, Outcome, Released, Step, inspect, list_locks,
+};
 pub use name::{LockName, NameError};
 pub use waiters::{QueueStatus, queue_status};

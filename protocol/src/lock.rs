@@ -57,7 +57,33 @@ pub struct Options {
     pub max_clock_skew_ms: u64,
     /// Label telling others who holds the lock.
     pub holder: String,
+    /// Who gets the lock when it is let go while others wait (see [`Fairness`]).
+    pub fairness: Fairness,
 }
+
+/// Who gets a lock that is let go while others wait. Either way waiters queue, are served
+/// among themselves in the order they came, and a lock is only ever taken by one rename of
+/// its state entry: the policy decides who tries, never who holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fairness {
+    /// First come, first served: once someone waits, the lock goes to the longest waiter at
+    /// every release, and a holder that asks again queues behind everyone already waiting.
+    /// Every acquisition while others wait is a handover to another waiter (a wake-up).
+    Fifo,
+    /// Bounded unfairness: a holder that lets go and asks again, or anyone who asks while the
+    /// lock is free, may take it ahead of the waiters, unless the first in line has waited
+    /// as first for [`FAIRNESS_BOUND_MS`] or more (on a millisecond clock, so between 1 and 2
+    /// ms of waiting as first, plus the hold it then waits out); then the next release goes to
+    /// it. The line behind it is first come, first served, so the waiter `k`-th in line waits
+    /// about `k` times (bound + hold) at most, while the lock changes hands between
+    /// processes about once per bound instead of at every release.
+    #[default]
+    Bounded,
+}
+
+/// How long the first in line waits as first, in [`Fairness::Bounded`], before the lock must
+/// go to it at the next release (ms, on the monotonic clock).
+pub const FAIRNESS_BOUND_MS: u64 = 1;
 
 impl Default for Options {
     fn default() -> Self {
@@ -68,6 +94,7 @@ impl Default for Options {
             max_poll_ms: 50,
             max_clock_skew_ms: 0,
             holder: String::new(),
+            fairness: Fairness::default(),
         }
     }
 }
@@ -192,6 +219,12 @@ pub struct Lock<F: Fs, E: Env> {
     tickets_seen: BTreeMap<Ticket, u64>,
     /// The wait in progress between two [`Lock::acquire_step`]s.
     waiting: Option<Waiting>,
+    /// First in line, asleep on the holder's entry: the free entry its release leaves, which
+    /// the next look tries to rename straight away.
+    after_release: Option<Entry>,
+    /// Asleep on the ticket just before ours: that ticket, to tell at the next look whether
+    /// its owner was served.
+    watched_predecessor: Option<Ticket>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -214,6 +247,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
             ticket_withdrawn: false,
             tickets_seen: BTreeMap::new(),
             waiting: None,
+            after_release: None,
+            watched_predecessor: None,
         })
     }
 

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lockbydir_protocol::{Env, Lock, Options, Outcome, Released, StdEnv, StdFs, Step};
+use lockbydir_protocol::{Env, Fairness, Lock, Options, Outcome, Released, StdEnv, StdFs, Step};
 
 /// [`StdEnv`] that refuses to sleep: the caller of the steps sleeps, never the lock.
 struct NoSleepEnv {
@@ -85,10 +85,15 @@ impl Drop for Dir {
 }
 
 fn open(dir: &Path, who: &str, patience_ms: u64, wakes: bool) -> StepLock {
+    open_with(dir, who, patience_ms, wakes, Fairness::Fifo)
+}
+
+fn open_with(dir: &Path, who: &str, patience_ms: u64, wakes: bool, fairness: Fairness) -> StepLock {
     let options = Options {
         timeout_ms: 60_000,
         patience_ms,
         holder: who.into(),
+        fairness,
         ..Options::default()
     };
     let env = NoSleepEnv {
@@ -164,15 +169,16 @@ fn event_loop(dir: &Path, mut waiters: Vec<Waiter>) -> Vec<(usize, u64)> {
 
 #[test]
 fn one_thread_drives_many_waits_and_serves_them_in_the_order_they_came() {
-    for wakes in [true, false] {
-        let dir = Dir::new(if wakes { "many-wakes" } else { "many-polls" });
+    let ways = [true, false].map(|wakes| [Fairness::Fifo, Fairness::Bounded].map(|f| (wakes, f)));
+    for (wakes, fairness) in ways.into_iter().flatten() {
+        let dir = Dir::new(&format!("many-{wakes}-{fairness:?}"));
         let mut held = holder(&dir.0);
         let n = 12;
         let mut waiters = Vec::new();
         for who in 0..n {
             let mut waiter = Waiter {
                 who,
-                lock: open(&dir.0, &format!("w{who}"), u64::MAX, wakes),
+                lock: open_with(&dir.0, &format!("w{who}"), u64::MAX, wakes, fairness),
                 until: Instant::now(),
                 watched: None,
             };
@@ -186,7 +192,7 @@ fn one_thread_drives_many_waits_and_serves_them_in_the_order_they_came() {
         assert_eq!(held.release(), Ok(Released::InTime));
         let served = event_loop(&dir.0, waiters);
         let expected: Vec<(usize, u64)> = (0..n).map(|i| (i, 2 + i as u64)).collect();
-        assert_eq!(served, expected, "wake-ups: {wakes}");
+        assert_eq!(served, expected, "wake-ups: {wakes}, {fairness:?}");
         assert!(dir.entries("bed.queue").is_empty());
     }
 }

@@ -210,7 +210,7 @@ impl LockBackend for EtcdBackend {
             min_poll_ms: options.min_poll_ms,
             max_poll_ms: options.max_poll_ms,
             max_clock_skew_ms: options.max_clock_skew_ms,
-            holder: String::new(),
+            ..lockbydir_protocol::Options::default()
         };
         if let Err(lockbydir_protocol::Error::InvalidOption(why)) = checked.validate() {
             return Ok(Err(wit::Error::InvalidOption(why)));

@@ -7,9 +7,10 @@
 //!   inotify): each waiter sleeps on the one name whose change it waits for, as in
 //!   ZooKeeper's lock recipe. The first in line sleeps on the holder's state entry; every
 //!   other waiter sleeps on the ticket of the one just before it. So a release wakes the
-//!   first in line and nobody else; the line moves up one by one as each waiter takes its
-//!   turn and withdraws its ticket, or gives up (a dropped handle withdraws its ticket at
-//!   once). A wake-up is only a hint: every sleep is bounded (the takeover moment, our
+//!   first in line and nobody else, and it renames the free entry the release left without
+//!   reading the lockdir first; the line moves up one by one as each waiter takes its turn
+//!   and withdraws its ticket (the one behind learns from the state that it is now first),
+//!   or gives up (a dropped handle withdraws its ticket at once). A wake-up is only a hint: every sleep is bounded (the takeover moment, our
 //!   ticket's renewal, patience's end, the predecessor's ticket ceasing to count), and a
 //!   look follows it, whatever ended it.
 //! - **Polling** (any other host): the first two in line look every [`HEAD_POLL_US`] whether
@@ -21,8 +22,8 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::fs::Fs;
 
-use super::TICKET_LIFETIME_MS;
 use super::transitions::{Attempt, Wait};
+use super::{FAIRNESS_BOUND_MS, Fairness, TICKET_LIFETIME_MS};
 use super::{Lock, Outcome, Step};
 
 /// How often the first two waiters in line look whether the state changed (µs). They look
@@ -39,6 +40,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             backoff: self.options.min_poll_ms,
             pace: Pace::default(),
             head_poll: None,
+            first_since_ms: None,
         });
         // Polling near the head of the line: one `stat` per step until the state entry we
         // saw is gone or the poll's time is up; only then a full look.
@@ -65,7 +67,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 predecessor: None,
             },
         };
-        let waited = self.env.monotonic_ms().saturating_sub(waiting.start_ms);
+        let monotonic = self.env.monotonic_ms();
+        let waited = monotonic.saturating_sub(waiting.start_ms);
         let patience_left = self.options.patience_ms.saturating_sub(waited);
         if patience_left == 0 {
             return Ok(Step::Done(Outcome::Busy(wait.holder)));
@@ -87,10 +90,32 @@ impl<F: Fs, E: Env> Lock<F, E> {
             .ticket
             .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
         let limit_ms = patience_left.min(renew_in).max(1);
+        // Bounded fairness: how long until the first in line has waited the bound as first.
+        let bound_left_ms = match (self.options.fairness, wait.ahead, self.ticket) {
+            (Fairness::Bounded, 0, Some(_)) => {
+                let since = *waiting.first_since_ms.get_or_insert(monotonic);
+                Some(
+                    since
+                        .saturating_add(FAIRNESS_BOUND_MS)
+                        .saturating_sub(monotonic),
+                )
+            }
+            _ => None,
+        };
+        // Whether to mark the holder's entry (so that its release goes to the line): any
+        // waiter in first-come-first-served; under bounded fairness only the first in line,
+        // once it has waited the bound.
+        let may_mark = self.ticket.is_some()
+            && match self.options.fairness {
+                Fairness::Fifo => true,
+                Fairness::Bounded => bound_left_ms == Some(0),
+            };
         let next = Next {
             wait: &wait,
             until_takeover,
             limit_ms,
+            may_mark,
+            bound_left_ms,
         };
         let sleep = match self.env.wakes_on_change() {
             true => self.sleep_until_woken(&next, &mut waiting.backoff),
@@ -126,22 +151,35 @@ impl<F: Fs, E: Env> Lock<F, E> {
         // Tell the holder someone queued, as when polling (not past its deadline: the mark
         // would touch the lockdir's mtime and so delay a takeover).
         let holder = match (&wait.holder, until) {
-            (Some(h), Some(_)) if !h.waiters && self.ticket.is_some() => Some(self.mark(h)),
+            (Some(h), Some(_)) if !h.waiters && next.may_mark => Some(self.mark(h)),
             (holder, _) => holder.clone(),
         };
         match (holder, until, wait.predecessor) {
             (Some(holder), Some(until), _) if wait.ahead == 0 => {
+                // Its release leaves `free.k` (`free+.k` if marked): the next look renames
+                // that straight away.
+                self.after_release = Some(Entry::Free {
+                    fence: holder.fence,
+                    waiters: holder.waiters,
+                });
+                let mut limit = until.min(next.limit_ms);
+                // Under bounded fairness, wake when the bound is reached, to mark it then.
+                if !holder.waiters
+                    && let Some(left) = next.bound_left_ms.filter(|&l| l > 0)
+                {
+                    limit = limit.min(left);
+                }
                 let path = self.state_path(&Entry::Held(holder));
-                sleep_on(path, until.min(next.limit_ms))
+                sleep_on(path, limit)
             }
             (_, _, Some(predecessor)) if wait.ahead > 0 => {
                 let counts_ms = predecessor
                     .counts_until_ms
                     .saturating_sub(self.env.monotonic_ms())
                     .max(1);
-                // Whatever wakes us, the one before us may be gone: read the queue in full
-                // at the next look, rather than judge our place by the fences.
-                self.place = None;
+                // Whatever wakes us, the one before us may be gone: the next look tells from the
+                // state whether it was served (then we are first), or reads the queue in full.
+                self.watched_predecessor = Some(predecessor.ticket);
                 sleep_on(
                     self.ticket_path(&predecessor.ticket),
                     counts_ms.min(next.limit_ms),
@@ -173,11 +211,17 @@ impl<F: Fs, E: Env> Lock<F, E> {
             // First or second in line: watch the state entry closely (one `stat` per
             // look), so that whoever is next is awake when the lock changes hands.
             (Some(holder), Some(until)) if wait.ahead <= 1 && until > 0 => {
-                let holder = match !holder.waiters && self.ticket.is_some() {
+                let holder = match !holder.waiters && next.may_mark {
                     true => self.mark(holder),
                     false => holder.clone(),
                 };
-                self.poll_until_gone(waiting, &Entry::Held(holder), until.min(limit_ms))
+                let mut limit = until.min(limit_ms);
+                if !holder.waiters
+                    && let Some(left) = next.bound_left_ms.filter(|&l| l > 0)
+                {
+                    limit = limit.min(left);
+                }
+                self.poll_until_gone(waiting, &Entry::Held(holder), limit)
             }
             (None, _) if wait.ahead == 1 && wait.state.is_some() => {
                 // Free, and the one before us is about to take it (or its ticket is about
@@ -190,6 +234,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 // and so delay a takeover.
                 if let Some(holder) = wait.holder.as_ref().filter(|h| !h.waiters)
                     && until_takeover.is_some_and(|u| u > 0)
+                    && next.may_mark
                 {
                     self.mark(holder);
                 }
@@ -279,6 +324,8 @@ pub(super) struct Waiting {
     pace: Pace,
     /// Polling the state entry near the head of the line (without change notification).
     head_poll: Option<HeadPoll>,
+    /// When this wait first found itself first in line (monotonic ms).
+    first_since_ms: Option<u64>,
 }
 
 /// A state entry polled with one `stat` per step until it is gone or `end_ms` passes.
@@ -295,6 +342,11 @@ struct Next<'a> {
     until_takeover: Option<u64>,
     /// The longest sleep: until our ticket's renewal time or patience's end (ms).
     limit_ms: u64,
+    /// Whether we may mark the holder's entry now.
+    may_mark: bool,
+    /// First in line under bounded fairness: how long until we have waited the bound as
+    /// first (ms; 0: we have).
+    bound_left_ms: Option<u64>,
 }
 
 /// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their
