@@ -46,6 +46,9 @@ pub mod keep_alive;
 pub mod limits;
 pub mod lock;
 pub mod name;
+// Native Linux only: inotify.
+#[cfg(target_os = "linux")]
+pub mod notify;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
