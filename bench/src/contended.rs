@@ -5,9 +5,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::contenders::{Kind, Series, Setup, run_interleaved};
+use super::contenders::{Kind, Record, RoundSpec, Series, Setup, run_interleaved, run_round};
 use super::handover::{Handover, analyse, median_of};
 use super::plan::Plan;
+use super::syscalls;
 
 /// The figures for one kind and contender count, medians over the runs.
 #[derive(Clone, Debug, Serialize)]
@@ -18,6 +19,9 @@ pub struct ContendedRow {
     pub hold_us: u64,
     #[serde(flatten)]
     pub figures: Handover,
+    /// System calls per acquisition, all contender processes together, from one more run
+    /// under `strace -c -f` (processes only; `None` without strace).
+    pub syscalls_per_acquisition: Option<f64>,
 }
 
 /// The contender counts and kinds measured: the core kinds at every count of the plan, and
@@ -64,14 +68,73 @@ pub fn measure_configs(
         let figures = analyse(out, plan.settle_ms, plan.hold_us);
         results.entry((n, kind)).or_default().push(figures);
     })?;
-    Ok(results
-        .into_iter()
-        .map(|((n, kind), runs)| ContendedRow {
+    let traced = plan.syscalls && syscalls::available();
+    if plan.syscalls && !traced {
+        eprintln!("bench: system calls per acquisition: skipped: no strace on PATH");
+    }
+    let mut rows = Vec::new();
+    for ((n, kind), runs) in results {
+        let syscalls_per_acquisition = match traced && kind.is_process() {
+            true => Some(count_syscalls(setup, plan, base, label, n, kind)?),
+            false => None,
+        };
+        rows.push(ContendedRow {
             kind,
             contenders: n,
             runs: runs.len(),
             hold_us: plan.hold_us,
             figures: median_of(&runs),
-        })
-        .collect())
+            syscalls_per_acquisition,
+        });
+    }
+    Ok(rows)
+}
+
+/// One more round of `n` contender processes of `kind`, under `strace -c -f` from just
+/// before the go: their system calls per acquisition.
+fn count_syscalls(
+    setup: &Setup,
+    plan: &Plan,
+    base: &Path,
+    label: &str,
+    n: usize,
+    kind: Kind,
+) -> anyhow::Result<f64> {
+    eprintln!(
+        "bench: {}: {} x{n} ({label}), under strace",
+        base.display(),
+        kind.name()
+    );
+    let dir = base.join(format!("{label}-{}-{n}-strace", kind.name()));
+    let summary = base.join(format!("{label}-{}-{n}-strace.txt", kind.name()));
+    let spec = RoundSpec {
+        kind,
+        contenders: n,
+        lock_dir: dir.join("locks"),
+        work: dir.join("work"),
+        hold_us: plan.hold_us,
+        hold_sleep: false,
+        patience_ms: u64::MAX,
+        rounds: 0,
+        window_ms: plan.window_ms,
+        go_poll_ms: 1,
+        host_holds: false,
+        strace: Some(summary.clone()),
+    };
+    let out = run_round(setup, &spec)?;
+    let calls = syscalls::total_calls(&summary)?;
+    let acquisitions = out
+        .contenders
+        .iter()
+        .flat_map(|c| &c.records)
+        .filter(|r| matches!(r, Record::Acquired { .. }))
+        .count();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&summary);
+    anyhow::ensure!(
+        acquisitions > 0,
+        "{} x{n} under strace: no acquisition",
+        kind.name()
+    );
+    Ok(calls as f64 / acquisitions as f64)
 }

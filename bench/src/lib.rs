@@ -24,6 +24,7 @@ mod startup;
 mod stats;
 mod svg;
 mod sys;
+mod syscalls;
 mod table;
 mod targets;
 mod uncontended;
