@@ -37,11 +37,14 @@ use crate::entry::Holder;
 use crate::env::StdEnv;
 use crate::error::Error;
 use crate::fs::{FsError, StdFs};
-use crate::keep_alive::KeepAlive;
 use crate::lock::{Fairness, Grant, Lock, LockState, Options, Outcome, Released};
 use crate::name::LockName;
 #[cfg(target_os = "linux")]
 use crate::notify::NotifyEnv;
+
+pub mod keep_alive;
+
+pub use keep_alive::KeepAlive;
 
 /// A lock directory that exists: where the lockdirs of named locks live.
 #[derive(Clone, Debug)]

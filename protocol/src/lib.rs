@@ -41,8 +41,6 @@ pub mod fs;
 // Native only: it uses `std::process::id` (and threads), which WASI lacks.
 #[cfg(not(target_family = "wasm"))]
 pub mod guard;
-#[cfg(not(target_family = "wasm"))]
-pub mod keep_alive;
 pub mod limits;
 pub mod lock;
 pub mod name;
@@ -62,9 +60,9 @@ pub use env::{Env, StdEnv};
 pub use error::Error;
 pub use fs::{Fs, FsError, FsErrorKind, StdFs};
 #[cfg(not(target_family = "wasm"))]
-pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
+pub use guard::keep_alive::{self, KeepAlive};
 #[cfg(not(target_family = "wasm"))]
-pub use keep_alive::KeepAlive;
+pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
 pub use lock::{
     Fairness, Grant, Lock, LockState, Options, Outcome, Released, Step, inspect, list_locks,
 };
