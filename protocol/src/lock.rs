@@ -70,19 +70,22 @@ pub enum Fairness {
     /// every release, and a holder that asks again queues behind everyone already waiting.
     /// Every acquisition while others wait is a handover to another waiter (a wake-up).
     Fifo,
-    /// Bounded unfairness: a holder that lets go and asks again, or anyone who asks while the
-    /// lock is free, may take it ahead of the waiters, unless the first in line has waited
-    /// as first for [`FAIRNESS_BOUND_MS`] or more (on a millisecond clock, so between 1 and 2
-    /// ms of waiting as first, plus the hold it then waits out); then the next release goes to
-    /// it. The line behind it is first come, first served, so the waiter `k`-th in line waits
-    /// about `k` times (bound + hold) at most, while the lock changes hands between
-    /// processes about once per bound instead of at every release.
+    /// Bounded unfairness: a holder that lets go and asks again may take the lock straight
+    /// back, ahead of the waiters, for [`FAIRNESS_BOUND_MS`] of its own time after it first
+    /// did so while they waited (on a millisecond clock: up to 2 ms, plus the hold then
+    /// under way); its first release after that goes to the first in line, and it queues
+    /// behind the others. Anyone who finds the lock free may take it too, and each such
+    /// holder gets the same allowance in turn. The line itself is first come, first served,
+    /// so with one looping holder the waiter `k`-th in line waits about `k` times (bound +
+    /// hold), while the lock changes processes about once per bound instead of at every
+    /// release. The holder decides, so the bound holds however late the waiters run.
     #[default]
     Bounded,
 }
 
-/// How long the first in line waits as first, in [`Fairness::Bounded`], before the lock must
-/// go to it at the next release (ms, on the monotonic clock).
+/// How long a holder may keep taking the lock back from a waiting line, in
+/// [`Fairness::Bounded`], before its next release goes to the line (ms, on its monotonic
+/// clock).
 pub const FAIRNESS_BOUND_MS: u64 = 1;
 
 impl Default for Options {
@@ -202,6 +205,9 @@ pub struct Lock<F: Fs, E: Env> {
     /// After this handle released an unmarked entry: the fence of the `free` entry it wrote,
     /// which its next acquire tries first without listing.
     known_free: Option<u64>,
+    /// Under bounded fairness, while this handle keeps the lock from a waiting line (see
+    /// [`Fairness::Bounded`]): when it first did (monotonic ms). Its re-takes are marked.
+    kept_since: Option<u64>,
     /// This handle's place in the queue while [`Lock::acquire`] waits.
     ticket: Option<Ticket>,
     /// Our place in the queue at the last full look: how many live tickets were ahead, and
@@ -241,6 +247,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             options,
             held: None,
             known_free: None,
+            kept_since: None,
             ticket: None,
             place: None,
             last_seen: None,

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::fs::Fs;
 
 use super::transitions::{Attempt, Wait};
-use super::{FAIRNESS_BOUND_MS, Fairness, TICKET_LIFETIME_MS};
+use super::{Fairness, TICKET_LIFETIME_MS};
 use super::{Lock, Outcome, Step};
 
 /// How often the first two waiters in line look whether the state changed (µs). They look
@@ -40,7 +40,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
             backoff: self.options.min_poll_ms,
             pace: Pace::default(),
             head_poll: None,
-            first_since_ms: None,
         });
         // Polling near the head of the line: one `stat` per step until the state entry we
         // saw is gone or the poll's time is up; only then a full look.
@@ -67,8 +66,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 predecessor: None,
             },
         };
-        let monotonic = self.env.monotonic_ms();
-        let waited = monotonic.saturating_sub(waiting.start_ms);
+        let waited = self.env.monotonic_ms().saturating_sub(waiting.start_ms);
         let patience_left = self.options.patience_ms.saturating_sub(waited);
         if patience_left == 0 {
             return Ok(Step::Done(Outcome::Busy(wait.holder)));
@@ -90,32 +88,19 @@ impl<F: Fs, E: Env> Lock<F, E> {
             .ticket
             .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
         let limit_ms = patience_left.min(renew_in).max(1);
-        // Bounded fairness: how long until the first in line has waited the bound as first.
-        let bound_left_ms = match (self.options.fairness, wait.ahead, self.ticket) {
-            (Fairness::Bounded, 0, Some(_)) => {
-                let since = *waiting.first_since_ms.get_or_insert(monotonic);
-                Some(
-                    since
-                        .saturating_add(FAIRNESS_BOUND_MS)
-                        .saturating_sub(monotonic),
-                )
-            }
-            _ => None,
-        };
-        // Whether to mark the holder's entry (so that its release goes to the line): any
-        // waiter in first-come-first-served; under bounded fairness only the first in line,
-        // once it has waited the bound.
+        // Whether to mark the holder's entry (waiters queued): any waiter in
+        // first-come-first-served; under bounded fairness the first in line (the holder
+        // then decides when its release goes to the line).
         let may_mark = self.ticket.is_some()
             && match self.options.fairness {
                 Fairness::Fifo => true,
-                Fairness::Bounded => bound_left_ms == Some(0),
+                Fairness::Bounded => wait.ahead == 0,
             };
         let next = Next {
             wait: &wait,
             until_takeover,
             limit_ms,
             may_mark,
-            bound_left_ms,
         };
         let sleep = match self.env.wakes_on_change() {
             true => self.sleep_until_woken(&next, &mut waiting.backoff),
@@ -162,15 +147,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     fence: holder.fence,
                     waiters: holder.waiters,
                 });
-                let mut limit = until.min(next.limit_ms);
-                // Under bounded fairness, wake when the bound is reached, to mark it then.
-                if !holder.waiters
-                    && let Some(left) = next.bound_left_ms.filter(|&l| l > 0)
-                {
-                    limit = limit.min(left);
-                }
                 let path = self.state_path(&Entry::Held(holder));
-                sleep_on(path, limit)
+                sleep_on(path, until.min(next.limit_ms))
             }
             (_, _, Some(predecessor)) if wait.ahead > 0 => {
                 let counts_ms = predecessor
@@ -215,13 +193,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     true => self.mark(holder),
                     false => holder.clone(),
                 };
-                let mut limit = until.min(limit_ms);
-                if !holder.waiters
-                    && let Some(left) = next.bound_left_ms.filter(|&l| l > 0)
-                {
-                    limit = limit.min(left);
-                }
-                self.poll_until_gone(waiting, &Entry::Held(holder), limit)
+                self.poll_until_gone(waiting, &Entry::Held(holder), until.min(limit_ms))
             }
             (None, _) if wait.ahead == 1 && wait.state.is_some() => {
                 // Free, and the one before us is about to take it (or its ticket is about
@@ -324,8 +296,6 @@ pub(super) struct Waiting {
     pace: Pace,
     /// Polling the state entry near the head of the line (without change notification).
     head_poll: Option<HeadPoll>,
-    /// When this wait first found itself first in line (monotonic ms).
-    first_since_ms: Option<u64>,
 }
 
 /// A state entry polled with one `stat` per step until it is gone or `end_ms` passes.
@@ -344,9 +314,6 @@ struct Next<'a> {
     limit_ms: u64,
     /// Whether we may mark the holder's entry now.
     may_mark: bool,
-    /// First in line under bounded fairness: how long until we have waited the bound as
-    /// first (ms; 0: we have).
-    bound_left_ms: Option<u64>,
 }
 
 /// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their

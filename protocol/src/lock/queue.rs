@@ -35,14 +35,17 @@
 //! # Bounded fairness
 //!
 //! Under [`crate::lock::Fairness::Bounded`] waiters queue the same way, but only the first in
-//! line marks the holder's entry, and only once it has waited [`crate::lock::FAIRNESS_BOUND_MS`]
-//! as first; a new holder does not mark its own entry. Until then releases are unmarked, the
-//! releaser takes `free.k` back with one rename, and anyone who finds it free may take it: the
-//! first in line, woken by the release, tries too, and the rename decides. Once marked, the
-//! release is `free+.k`, which only the first in line may take; the releaser queues behind.
-//! The line itself stays first come, first served: waiters behind the first never take the
-//! lock, and since acquisitions by others do not move the line, a waiter's place is judged
-//! by its last full look or by its predecessor seen holding, never by the fences.
+//! line marks the holder's entry, and the holder decides what a marked release does: for
+//! [`crate::lock::FAIRNESS_BOUND_MS`] of its own time after it first kept the lock from the
+//! line, it releases unmarked (`free.k`) and takes `free.k` back with one rename, marked
+//! again; its first release after that is `free+.k`, which only the first in line may take,
+//! and it queues behind the others. Anyone who finds `free.k` may take it meanwhile (the
+//! first in line, woken by the release, tries too: the rename decides). The holder decides
+//! because it is the one running: a bound the first in line had to enforce would stretch by
+//! however long that waiter waits for a CPU. The line itself stays first come, first served:
+//! waiters behind the first never take the lock, and since acquisitions by others do not
+//! move the line, a waiter's place is judged by its last full look or by its predecessor
+//! seen holding, never by the fences.
 
 use std::collections::BTreeMap;
 

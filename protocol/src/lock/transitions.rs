@@ -81,10 +81,12 @@ use super::{Fairness, Grant, Lock, LockState, Released};
 impl<F: Fs, E: Env> Lock<F, E> {
     /// One read-decide-rename step.
     pub(super) fn attempt(&mut self) -> Result<Attempt, Error> {
-        if let Some(fence) = self.known_free.take()
-            && let Some(done) = self.attempt_known_free(fence)?
-        {
-            return Ok(done);
+        if let Some(fence) = self.known_free.take() {
+            if let Some(done) = self.attempt_known_free(fence)? {
+                return Ok(done);
+            }
+            // Someone else took it: whatever this handle kept from the line is over.
+            self.kept_since = None;
         }
         // Woken, first in line, on the holder's entry: its release leaves a name we know.
         if let Some(free) = self.after_release.take()
@@ -268,7 +270,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// `None` if that entry is gone (someone else took the lock meanwhile).
     pub(super) fn attempt_known_free(&mut self, fence: u64) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
-        let mine = self.new_holder(fence, now, false)?;
+        // Taken back from a waiting line: still marked, so that the next release decides again.
+        let mine = self.new_holder(fence, now, self.kept_since.is_some())?;
         let free = Entry::Free {
             fence,
             waiters: false,
@@ -296,11 +299,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
-    /// Whether a new holder with `behind` waiters queued after it marks its own entry: in
-    /// first-come-first-served, whenever someone waits; with bounded fairness never (the
-    /// first in line marks the entry once it has waited the bound).
+    /// Whether a new holder with `behind` waiters queued after it marks its own entry:
+    /// whenever someone waits (a marked entry is released to the line, under bounded
+    /// fairness once the holder has kept it long enough, see [`Lock::release`]).
     pub(super) fn marks_own(&self, behind: usize) -> bool {
-        self.options.fairness == Fairness::Fifo && behind > 0
+        behind > 0
     }
 
     /// A holder record for acquiring the state whose last fence is `last_fence`; refused if
@@ -376,9 +379,25 @@ impl<F: Fs, E: Env> Lock<F, E> {
     }
 
     /// Give the lock up. Changes nothing if it was taken over (reports `Compromised`).
+    ///
+    /// A marked entry (waiters queued) is released as `free+.k`, for the first in line; under
+    /// bounded fairness it is released unmarked, for this handle to take back, until the
+    /// handle has kept the lock from the line for [`super::FAIRNESS_BOUND_MS`].
     pub fn release(&mut self) -> Result<Released, Error> {
         let held = self.held.clone().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
+        // Under bounded fairness: whether a marked entry may still be released to this
+        // handle (it has not kept the lock from the line for the bound yet).
+        let (now, may_keep) = match self.options.fairness {
+            Fairness::Bounded => {
+                let now = self.env.monotonic_ms();
+                let within = self
+                    .kept_since
+                    .is_none_or(|since| now.saturating_sub(since) < super::FAIRNESS_BOUND_MS);
+                (now, within)
+            }
+            Fairness::Fifo => (0, false),
+        };
         let to = |waiters| Entry::Free {
             fence: held.fence,
             waiters,
@@ -402,11 +421,19 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         }
         let from = self
-            .swap_own(|h| to(h.waiters), "release")
+            .swap_own(|h| to(h.waiters && !may_keep), "release")
             .map_err(|e| self.lost(e))?;
         self.held = None;
-        // Nobody queued while we held it: our next acquire may try `free.k` straight away.
-        self.known_free = (!from.waiters).then_some(held.fence);
+        let kept = from.waiters && may_keep;
+        match kept {
+            true => {
+                self.kept_since.get_or_insert(now);
+            }
+            false => self.kept_since = None,
+        }
+        // Nobody queued while we held it, or we keep it from the line: our next acquire may
+        // try `free.k` straight away.
+        self.known_free = (!from.waiters || kept).then_some(held.fence);
         Ok(if late {
             Released::Late
         } else {
