@@ -3,18 +3,19 @@
 //! waiters (the guard API, `exec` without a component) sleep on one name each instead of
 //! polling.
 //!
-//! Each such sleep watches the entry's directory (`IN_MOVED_FROM | IN_DELETE`), then checks
-//! that the entry is still there (a change before the watch would otherwise be missed), then
-//! waits for an event naming it, or the sleep's time. About six system calls per sleep
-//! (`inotify_init1`, `inotify_add_watch`, `statx`, `ppoll`, `read`, `close`), whatever the
-//! length of the line. A wake-up is only a hint, as the trait says: any failure of inotify
+//! Each such sleep watches the entry itself, a directory like every entry the protocol
+//! makes (`IN_MOVE_SELF | IN_DELETE_SELF`), so that only its own rename or removal wakes it,
+//! not the other tickets of a long line coming and going in the same directory; an entry
+//! already gone fails the watch, which ends the sleep at once. Five system calls per sleep
+//! (`inotify_init1`, `inotify_add_watch`, `ppoll`, `read`, `close`), whatever the length of
+//! the line. A wake-up is only a hint, as the trait says: any failure of inotify
 //! (too many watches, a filesystem without events) makes the sleep a plain one, which is
 //! slower and never wrong.
 //!
 //! A host that waits for lock steps asynchronously ([`crate::Lock::acquire_step`]) can use
-//! the same recipe on its event loop: one inotify descriptor, a watch on the directory of the
-//! step's `until_changed`, the existence check after arming, and the step again on an event
-//! naming that entry or at the step's time.
+//! the same recipe on its event loop: one inotify descriptor, a watch on the step's
+//! `until_changed` entry itself (`ENOENT`: step again at once), and the step again on that
+//! watch's event or at the step's time.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -74,9 +75,6 @@ impl Env for NotifyEnv {
 
 /// Sleep until `entry` is renamed away or removed, or `end`; `Err` if inotify cannot tell.
 fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
-    let (Some(dir), Some(name)) = (entry.parent(), entry.file_name()) else {
-        return Err(std::io::ErrorKind::InvalidInput.into());
-    };
     // SAFETY: inotify_init1 takes flags only; a non-negative result is a new descriptor that
     // we own.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
@@ -85,17 +83,18 @@ fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
     }
     // SAFETY: `fd` was just returned by inotify_init1 and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let dir = CString::new(dir.as_os_str().as_bytes())?;
-    let mask = libc::IN_MOVED_FROM | libc::IN_DELETE | libc::IN_DELETE_SELF | libc::IN_ONLYDIR;
+    let path = CString::new(entry.as_os_str().as_bytes())?;
+    let mask = libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_ONLYDIR;
     // SAFETY: a valid descriptor and a NUL-terminated path.
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), dir.as_ptr(), mask) } < 0 {
-        return Err(std::io::Error::last_os_error());
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
+        let e = std::io::Error::last_os_error();
+        // Already gone (or never there): it has changed; nothing to wait for.
+        return match e.kind() {
+            std::io::ErrorKind::NotFound => Ok(()),
+            _ => Err(e),
+        };
     }
-    // Armed: an entry already gone has changed; nothing to wait for.
-    if std::fs::symlink_metadata(entry).is_err() {
-        return Ok(());
-    }
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; 1024];
     loop {
         let left = end.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -131,16 +130,15 @@ fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
             }
             return Err(e);
         }
-        if names_entry(&buf[..n as usize], name.as_bytes()) {
+        if gone(&buf[..n as usize]) {
             return Ok(());
         }
     }
 }
 
-/// Whether the inotify events in `events` include one for `name`, or the loss of the watch
-/// itself (the directory went, or the event queue overflowed: then anything may have
-/// changed).
-fn names_entry(events: &[u8], name: &[u8]) -> bool {
+/// Whether the inotify events in `events` say the watched entry was renamed or removed, or
+/// the watch was lost (then anything may have changed).
+fn gone(events: &[u8]) -> bool {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
     let mut at = 0;
     while at + HEADER <= events.len() {
@@ -148,15 +146,12 @@ fn names_entry(events: &[u8], name: &[u8]) -> bool {
         // that are in the buffer.
         let event: libc::inotify_event =
             unsafe { std::ptr::read_unaligned(events[at..].as_ptr().cast()) };
-        let len = event.len as usize;
-        let raw = events.get(at + HEADER..at + HEADER + len).unwrap_or(&[]);
-        let this = raw.split(|&b| b == 0).next().unwrap_or(&[]);
-        if this == name
-            || event.mask & (libc::IN_DELETE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW) != 0
-        {
+        let lost =
+            libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW;
+        if event.mask & lost != 0 {
             return true;
         }
-        at += HEADER + len;
+        at += HEADER + event.len as usize;
     }
     false
 }
