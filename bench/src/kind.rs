@@ -41,8 +41,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kinds measured for every contender count (the peers of issue 13 are measured at
-    /// the counts its targets name, see [`Kind::peers`]).
+    /// The kinds measured for every contender count (the peers are measured at the count
+    /// the targets name, see [`Kind::peers`]).
     pub fn core(processes: bool) -> Vec<Kind> {
         use Kind::*;
         let all = [
