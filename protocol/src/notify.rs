@@ -5,22 +5,30 @@
 //!
 //! Each such sleep watches the entry itself, a directory like every entry the protocol
 //! makes (`IN_MOVE_SELF | IN_DELETE_SELF`), so that only its own rename or removal wakes it,
-//! not the other tickets of a long line coming and going in the same directory; an entry
-//! already gone fails the watch, which ends the sleep at once. Five system calls per sleep
-//! (`inotify_init1`, `inotify_add_watch`, `ppoll`, `read`, `close`), whatever the length of
-//! the line. A wake-up is only a hint, as the trait says: any failure of inotify
-//! (too many watches, a filesystem without events) makes the sleep a plain one, which is
-//! slower and never wrong.
+//! not the other tickets of a long line coming and going in the same directory. The watch
+//! is armed first, then the name is checked with one `stat`: an entry gone before or just
+//! after the watch ends the sleep at once (a rename between the watch's path lookup and its
+//! arming would otherwise be missed). The inotify descriptor is made once per environment
+//! and kept: closing one waits for the kernel's SRCU grace period (about 7 ms here), which a
+//! descriptor per sleep paid at every handover. Five system calls per sleep
+//! (`inotify_add_watch`, `statx`, `ppoll`, `read`, `inotify_rm_watch`), whatever the length
+//! of the line. One sleeper at a time: two threads sleeping on one environment may take each
+//! other's events, which costs them the wake-up, never a look. A wake-up is only a hint, as
+//! the trait says: any failure of inotify (too many watches, a filesystem without events)
+//! makes the sleep a plain one, which is slower and never wrong.
 //!
 //! A host that waits for lock steps asynchronously ([`crate::Lock::acquire_step`]) can use
-//! the same recipe on its event loop: one inotify descriptor, a watch on the step's
-//! `until_changed` entry itself (`ENOENT`: step again at once), and the step again on that
-//! watch's event or at the step's time.
+//! the same recipe on its event loop: one inotify descriptor kept, a watch on the step's
+//! `until_changed` entry itself, then a `stat` of that name (`ENOENT` from either: step again
+//! at once), and the step again on that watch's event or at the step's time. The state entry
+//! is one directory renamed from state to state, so a watch left on it fires at every later
+//! change too: remove each watch after its sleep.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::env::{Env, StdEnv};
@@ -30,6 +38,8 @@ use crate::env::{Env, StdEnv};
 pub struct NotifyEnv {
     inner: StdEnv,
     root: PathBuf,
+    /// The inotify descriptor, made at the first sleep (`None`: inotify is not available).
+    inotify: OnceLock<Option<OwnedFd>>,
 }
 
 impl NotifyEnv {
@@ -39,6 +49,7 @@ impl NotifyEnv {
         NotifyEnv {
             inner: StdEnv::new(),
             root: root.into(),
+            inotify: OnceLock::new(),
         }
     }
 }
@@ -65,28 +76,33 @@ impl Env for NotifyEnv {
     fn sleep_until_changed(&self, path: &str, us: u64) {
         let end = Instant::now() + Duration::from_micros(us);
         let entry = self.root.join(path);
-        match sleep_until_gone(&entry, end) {
-            Ok(()) => {}
+        let slept = match self.inotify.get_or_init(new_inotify) {
+            Some(fd) => sleep_until_gone(fd, &entry, end),
+            None => Err(std::io::ErrorKind::Unsupported.into()),
+        };
+        if slept.is_err() {
             // No wake-up to be had: sleep the rest of the time.
-            Err(_) => std::thread::sleep(end.saturating_duration_since(Instant::now())),
+            std::thread::sleep(end.saturating_duration_since(Instant::now()));
         }
     }
 }
 
-/// Sleep until `entry` is renamed away or removed, or `end`; `Err` if inotify cannot tell.
-fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
-    // SAFETY: inotify_init1 takes flags only; a non-negative result is a new descriptor that
-    // we own.
+/// A new inotify descriptor, if the system gives one.
+fn new_inotify() -> Option<OwnedFd> {
+    // SAFETY: inotify_init1 takes flags only.
     let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by inotify_init1 and is owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a non-negative result is a new descriptor that nobody else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sleep until `entry` is renamed away or removed, or `end`, with a watch of its own on the
+/// inotify descriptor `fd`; `Err` if inotify cannot tell.
+fn sleep_until_gone(fd: &OwnedFd, entry: &Path, end: Instant) -> std::io::Result<()> {
     let path = CString::new(entry.as_os_str().as_bytes())?;
     let mask = libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_ONLYDIR;
     // SAFETY: a valid descriptor and a NUL-terminated path.
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) } < 0 {
+    let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), mask) };
+    if wd < 0 {
         let e = std::io::Error::last_os_error();
         // Already gone (or never there): it has changed; nothing to wait for.
         return match e.kind() {
@@ -94,6 +110,22 @@ fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
             _ => Err(e),
         };
     }
+    // The watch follows the inode the path named when it was looked up: a rename between
+    // that lookup and the watch would be missed (and the state entry is one inode renamed
+    // from state to state, so the watch would then wait for the next change instead).
+    // Armed first, then checked: a name gone by now has changed.
+    let slept = match std::fs::symlink_metadata(entry) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => wait_for(fd, wd, end),
+    };
+    // Fails harmlessly if the entry went (its watch went with it).
+    // SAFETY: a valid descriptor and a watch descriptor it returned.
+    unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+    slept
+}
+
+/// Wait on `fd` for an event of watch `wd` saying its entry went, or `end`.
+fn wait_for(fd: &OwnedFd, wd: i32, end: Instant) -> std::io::Result<()> {
     let mut buf = [0u8; 1024];
     loop {
         let left = end.saturating_duration_since(Instant::now());
@@ -130,25 +162,25 @@ fn sleep_until_gone(entry: &Path, end: Instant) -> std::io::Result<()> {
             }
             return Err(e);
         }
-        if gone(&buf[..n as usize]) {
+        if gone(&buf[..n as usize], wd) {
             return Ok(());
         }
     }
 }
 
-/// Whether the inotify events in `events` say the watched entry was renamed or removed, or
-/// the watch was lost (then anything may have changed).
-fn gone(events: &[u8]) -> bool {
+/// Whether the inotify events in `events` say the entry of watch `wd` was renamed or removed,
+/// or events were lost (then anything may have changed). Events of earlier sleeps' watches
+/// are skipped.
+fn gone(events: &[u8], wd: i32) -> bool {
     const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+    let went = libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_IGNORED;
     let mut at = 0;
     while at + HEADER <= events.len() {
         // SAFETY: the kernel writes whole events; the header is read unaligned from bytes
         // that are in the buffer.
         let event: libc::inotify_event =
             unsafe { std::ptr::read_unaligned(events[at..].as_ptr().cast()) };
-        let lost =
-            libc::IN_MOVE_SELF | libc::IN_DELETE_SELF | libc::IN_IGNORED | libc::IN_Q_OVERFLOW;
-        if event.mask & lost != 0 {
+        if (event.wd == wd && event.mask & went != 0) || event.mask & libc::IN_Q_OVERFLOW != 0 {
             return true;
         }
         at += HEADER + event.len as usize;

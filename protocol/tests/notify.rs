@@ -66,3 +66,33 @@ fn a_sleep_on_an_entry_already_gone_ends_at_once() {
     sleeper(&root, "bed.lockdir/held.7").recv().unwrap();
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn one_environment_sleeps_again_and_again_and_only_its_current_entry_wakes_it() {
+    let root = scratch("again");
+    for name in ["x", "y"] {
+        std::fs::create_dir(root.join("bed.lockdir").join(name)).unwrap();
+    }
+    let env = NotifyEnv::new(&root);
+    // A sleep that ends by its time leaves its entry unwatched: x changing afterwards (its
+    // old watch's leftovers still queued) must not end the next sleep, on y.
+    env.sleep_until_changed("bed.lockdir/x", 1_000);
+    std::fs::rename(root.join("bed.lockdir/x"), root.join("bed.lockdir/x2")).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let sleeping = std::thread::spawn(move || {
+        env.sleep_until_changed("bed.lockdir/y", TEN_MINUTES_US);
+        let _ = tx.send(());
+        // And once more, on the renamed x: its removal ends it.
+        env.sleep_until_changed("bed.lockdir/x2", TEN_MINUTES_US);
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "woken by an earlier watch's leftovers"
+    );
+    std::fs::rename(root.join("bed.lockdir/y"), root.join("bed.lockdir/y2")).unwrap();
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::remove_dir(root.join("bed.lockdir/x2")).unwrap();
+    sleeping.join().unwrap();
+    std::fs::remove_dir_all(&root).unwrap();
+}
