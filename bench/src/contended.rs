@@ -75,7 +75,13 @@ pub fn measure_configs(
     let mut rows = Vec::new();
     for ((n, kind), runs) in results {
         let syscalls_per_acquisition = match traced && kind.is_process() {
-            true => Some(count_syscalls(setup, plan, base, label, n, kind)?),
+            // Under ptrace everything is slower: a round that cannot be counted is reported
+            // and left out, not a failure of the benchmark.
+            true => count_syscalls(setup, plan, base, label, n, kind)
+                .inspect_err(|e| {
+                    eprintln!("bench: {} x{n} under strace: skipped: {e:#}", kind.name())
+                })
+                .ok(),
             false => None,
         };
         rows.push(ContendedRow {
@@ -116,7 +122,9 @@ fn count_syscalls(
         hold_sleep: false,
         patience_ms: u64::MAX,
         rounds: 0,
-        window_ms: plan.window_ms,
+        // Traced processes run several times slower: a longer window, for enough
+        // acquisitions.
+        window_ms: 3 * plan.window_ms,
         go_poll_ms: 1,
         host_holds: false,
         strace: Some(summary.clone()),
@@ -131,10 +139,6 @@ fn count_syscalls(
         .count();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(&summary);
-    anyhow::ensure!(
-        acquisitions > 0,
-        "{} x{n} under strace: no acquisition",
-        kind.name()
-    );
+    anyhow::ensure!(acquisitions > 0, "no acquisition in the window");
     Ok(calls as f64 / acquisitions as f64)
 }
