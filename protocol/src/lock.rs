@@ -71,10 +71,10 @@ pub enum Fairness {
     /// Every acquisition while others wait is a handover to another waiter (a wake-up).
     Fifo,
     /// Bounded unfairness: a holder that lets go and asks again may take the lock straight
-    /// back, ahead of the waiters, for [`FAIRNESS_BOUND_MS`] of its own time after it first
-    /// did so while they waited (on a millisecond clock: up to 2 ms, plus the hold then
-    /// under way); its first release after that goes to the first in line, and it queues
-    /// behind the others. Anyone who finds the lock free may take it too, and each such
+    /// back, ahead of the waiters, while its monotonic clock (whole milliseconds) is less
+    /// than [`FAIRNESS_BOUND_MS`] past the moment it first did so while they waited: at most
+    /// 1 ms, half of that on average, plus the hold then under way; its first release after
+    /// that goes to the first in line, and it queues behind the others. Anyone who finds the lock free may take it too, and each such
     /// holder gets the same allowance in turn. The line itself is first come, first served,
     /// so with one looping holder the waiter `k`-th in line waits about `k` times (bound +
     /// hold), while the lock changes processes about once per bound instead of at every
@@ -84,8 +84,9 @@ pub enum Fairness {
 }
 
 /// How long a holder may keep taking the lock back from a waiting line, in
-/// [`Fairness::Bounded`], before its next release goes to the line (ms, on its monotonic
-/// clock).
+/// [`Fairness::Bounded`], before its next release goes to the line: it may while its
+/// monotonic clock reads less than this many whole milliseconds past the first time (so
+/// with 1, within the millisecond it began: at most 1 ms, 0.5 ms on average).
 pub const FAIRNESS_BOUND_MS: u64 = 1;
 
 impl Default for Options {
