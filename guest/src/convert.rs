@@ -24,6 +24,11 @@ pub fn options(o: wit::Options) -> protocol::Options {
         max_poll_ms: tuning.1,
         max_clock_skew_ms: tuning.2,
         holder: o.holder.unwrap_or(default.holder),
+        fairness: match o.fairness {
+            None => default.fairness,
+            Some(wit::Fairness::Fifo) => protocol::Fairness::Fifo,
+            Some(wit::Fairness::Bounded) => protocol::Fairness::Bounded,
+        },
     }
 }
 

@@ -47,6 +47,11 @@ impl Options {
             max_poll_ms,
             max_clock_skew_ms,
             holder: self.holder.clone().unwrap_or(default.holder),
+            fairness: match self.fairness {
+                None => default.fairness,
+                Some(Fairness::Fifo) => lockbydir_protocol::Fairness::Fifo,
+                Some(Fairness::Bounded) => lockbydir_protocol::Fairness::Bounded,
+            },
         }
     }
 }

@@ -32,7 +32,7 @@
 //! filesystem may add its own files, such as NFS's `.nfsXXXX`); a lockdir with names but no
 //! state entry is corrupt (see [`crate::lock`]).
 
-use crate::lock::MAX_TIMEOUT_MS;
+use crate::limits::MAX_TIMEOUT_MS;
 
 /// The latest time an entry may record (ms since the epoch): the end of the year 9999. No
 /// working clock reads later, so an entry with a later deadline could never expire.
@@ -354,7 +354,7 @@ mod tests {
                 fence: u64::MAX,
                 since_ms: LATEST_TIME_MS,
                 deadline_ms: LATEST_TIME_MS,
-                timeout_ms: crate::lock::MAX_TIMEOUT_MS,
+                timeout_ms: MAX_TIMEOUT_MS,
                 ..holder(&"é".repeat(500))
             }),
         ] {

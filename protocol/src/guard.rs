@@ -3,7 +3,9 @@
 //!
 //! This is the same protocol as everything else in lockbydir ([`Lock`] over [`StdFs`] and
 //! [`StdEnv`]), so native guards take turns with `lockbydir exec`, `lockbydir run` plugins
-//! and the Node and Python wrappers on the same lock directory.
+//! and the Node and Python wrappers on the same lock directory. On Linux waiters are woken
+//! by inotify ([`crate::notify::NotifyEnv`]): each sleeps on the one name it waits for
+//! instead of polling.
 //!
 //! Contention is a value, not an error: [`LockBuilder::try_lock`] and
 //! [`LockBuilder::try_lock_for`] return [`Attempt::Busy`] (with the holder seen, if any) when
@@ -35,9 +37,14 @@ use crate::entry::Holder;
 use crate::env::StdEnv;
 use crate::error::Error;
 use crate::fs::{FsError, StdFs};
-use crate::keep_alive::KeepAlive;
-use crate::lock::{Grant, Lock, LockState, Options, Outcome, Released};
+use crate::lock::{Fairness, Grant, Lock, LockState, Options, Outcome, Released};
 use crate::name::LockName;
+#[cfg(target_os = "linux")]
+use crate::notify::NotifyEnv;
+
+pub mod keep_alive;
+
+pub use keep_alive::KeepAlive;
 
 /// A lock directory that exists: where the lockdirs of named locks live.
 #[derive(Clone, Debug)]
@@ -124,6 +131,22 @@ impl LockDir {
     }
 }
 
+/// The environment of guards: inotify wake-ups on Linux, plain sleeps elsewhere.
+#[cfg(target_os = "linux")]
+type GuardEnv = NotifyEnv;
+#[cfg(not(target_os = "linux"))]
+type GuardEnv = StdEnv;
+
+#[cfg(target_os = "linux")]
+fn guard_env(root: &Path) -> GuardEnv {
+    NotifyEnv::new(root)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn guard_env(_root: &Path) -> GuardEnv {
+    StdEnv::new()
+}
+
 /// `<program> (pid <pid>)`, the label `lockbydir exec` uses too.
 fn default_holder() -> String {
     let program = std::env::args_os()
@@ -175,6 +198,13 @@ impl LockBuilder {
         self
     }
 
+    /// Who gets the lock when it is let go while others wait (see [`Fairness`]; the
+    /// protocol's default, [`Fairness::default`], unless set).
+    pub fn fairness(mut self, fairness: Fairness) -> Self {
+        self.options.fairness = fairness;
+        self
+    }
+
     /// Wait in the lock's fair queue as long as it takes, then hold the lock.
     pub fn lock(self) -> Result<Guard, Error> {
         loop {
@@ -200,12 +230,12 @@ impl LockBuilder {
     fn attempt(
         mut self,
         patience_ms: u64,
-        take: fn(&mut Lock<StdFs, StdEnv>) -> Result<Outcome, Error>,
+        take: fn(&mut Lock<StdFs, GuardEnv>) -> Result<Outcome, Error>,
     ) -> Result<Attempt, Error> {
         self.options.patience_ms = patience_ms;
         let mut lock = Lock::new(
             StdFs::new(&self.path),
-            StdEnv::new(),
+            guard_env(&self.path),
             &self.name,
             self.options,
         )?;
@@ -250,7 +280,7 @@ impl Attempt {
 #[must_use = "dropping the guard releases the lock at once"]
 pub struct Guard {
     // Boxed: a guard is moved around (in Attempt, into KeepAlive); the handle is large.
-    lock: Box<Lock<StdFs, StdEnv>>,
+    lock: Box<Lock<StdFs, GuardEnv>>,
     grant: Grant,
 }
 

@@ -41,10 +41,12 @@ pub mod fs;
 // Native only: it uses `std::process::id` (and threads), which WASI lacks.
 #[cfg(not(target_family = "wasm"))]
 pub mod guard;
-#[cfg(not(target_family = "wasm"))]
-pub mod keep_alive;
+pub mod limits;
 pub mod lock;
 pub mod name;
+// Native Linux only: inotify.
+#[cfg(target_os = "linux")]
+pub mod notify;
 /// Deliberate bugs for the model checker's self-test; only with the `planted-bugs` feature.
 #[cfg(feature = "planted-bugs")]
 pub mod planted;
@@ -58,9 +60,11 @@ pub use env::{Env, StdEnv};
 pub use error::Error;
 pub use fs::{Fs, FsError, FsErrorKind, StdFs};
 #[cfg(not(target_family = "wasm"))]
-pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
+pub use guard::keep_alive::{self, KeepAlive};
 #[cfg(not(target_family = "wasm"))]
-pub use keep_alive::KeepAlive;
-pub use lock::{Grant, Lock, LockState, Options, Outcome, Released, inspect, list_locks};
+pub use guard::{Attempt, Guard, LockBuilder, LockDir, OpenError};
+pub use lock::{
+    Fairness, Grant, Lock, LockState, Options, Outcome, Released, Step, inspect, list_locks,
+};
 pub use name::{LockName, NameError};
 pub use waiters::{QueueStatus, queue_status};

@@ -26,13 +26,15 @@ use crate::fs::Fs;
 use crate::name::LockName;
 
 use directory::{Read, io, read_entry};
+use pacing::Waiting;
 use queue::Place;
 use transitions::Attempt;
 
+pub use crate::limits::MAX_TIMEOUT_MS;
 pub use directory::LEFTOVER_AGE_MS;
+pub(crate) use directory::filesystem_now;
 pub use pacing::HEAD_POLL_US;
 pub use queue::TICKET_LIFETIME_MS;
-pub(crate) use time::filesystem_now;
 pub use time::{FS_CLOCK_LAG_MS, fs_clock_margin_ms};
 
 /// How many times one attempt re-reads the state after losing a race before it reports the
@@ -55,7 +57,37 @@ pub struct Options {
     pub max_clock_skew_ms: u64,
     /// Label telling others who holds the lock.
     pub holder: String,
+    /// Who gets the lock when it is let go while others wait (see [`Fairness`]).
+    pub fairness: Fairness,
 }
+
+/// Who gets a lock that is let go while others wait. Either way waiters queue, are served
+/// among themselves in the order they came, and a lock is only ever taken by one rename of
+/// its state entry: the policy decides who tries, never who holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fairness {
+    /// First come, first served: once someone waits, the lock goes to the longest waiter at
+    /// every release, and a holder that asks again queues behind everyone already waiting.
+    /// Every acquisition while others wait is a handover to another waiter (a wake-up).
+    Fifo,
+    /// Bounded unfairness: a holder that lets go and asks again may take the lock straight
+    /// back, ahead of the waiters, while its monotonic clock (whole milliseconds) is less
+    /// than [`FAIRNESS_BOUND_MS`] past the moment it first did so while they waited: at most
+    /// 1 ms, half of that on average, plus the hold then under way; its first release after
+    /// that goes to the first in line, and it queues behind the others. Anyone who finds the lock free may take it too, and each such
+    /// holder gets the same allowance in turn. The line itself is first come, first served,
+    /// so with one looping holder the waiter `k`-th in line waits about `k` times (bound +
+    /// hold), while the lock changes processes about once per bound instead of at every
+    /// release. The holder decides, so the bound holds however late the waiters run.
+    #[default]
+    Bounded,
+}
+
+/// How long a holder may keep taking the lock back from a waiting line, in
+/// [`Fairness::Bounded`], before its next release goes to the line: it may while its
+/// monotonic clock reads less than this many whole milliseconds past the first time (so
+/// with 1, within the millisecond it began: at most 1 ms, 0.5 ms on average).
+pub const FAIRNESS_BOUND_MS: u64 = 1;
 
 impl Default for Options {
     fn default() -> Self {
@@ -66,12 +98,10 @@ impl Default for Options {
             max_poll_ms: 50,
             max_clock_skew_ms: 0,
             holder: String::new(),
+            fairness: Fairness::default(),
         }
     }
 }
-
-/// The longest timeout accepted: about ten years, far from any overflow.
-pub const MAX_TIMEOUT_MS: u64 = 10 * 366 * 24 * 3600 * 1000;
 
 impl Options {
     /// Check that the options make sense together.
@@ -136,6 +166,24 @@ pub enum Outcome {
     Busy(Option<Holder>),
 }
 
+/// What one step of a wait ([`Lock::acquire_step`]) asks of its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The wait is over: the lock is held, or patience ran out (the ticket is kept, as
+    /// [`Lock::acquire`] keeps it).
+    Done(Outcome),
+    /// Sleep about `us` microseconds, or less, then call the step again. With
+    /// `until_changed`, the sleep may end as soon as that entry (a path relative to the lock
+    /// directory, such as `N.lockdir/held.…` or `N.queue/wait.…`) is renamed or removed:
+    /// what [`Env::sleep_until_changed`] does.
+    Sleep {
+        /// The entry whose change is worth waking for, if any.
+        until_changed: Option<String>,
+        /// The longest useful sleep (µs).
+        us: u64,
+    },
+}
+
 /// How a release ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Released {
@@ -158,6 +206,9 @@ pub struct Lock<F: Fs, E: Env> {
     /// After this handle released an unmarked entry: the fence of the `free` entry it wrote,
     /// which its next acquire tries first without listing.
     known_free: Option<u64>,
+    /// Under bounded fairness, while this handle keeps the lock from a waiting line (see
+    /// [`Fairness::Bounded`]): when it first did (monotonic ms). Its re-takes are marked.
+    kept_since: Option<u64>,
     /// This handle's place in the queue while [`Lock::acquire`] waits.
     ticket: Option<Ticket>,
     /// Our place in the queue at the last full look: how many live tickets were ahead, and
@@ -173,6 +224,14 @@ pub struct Lock<F: Fs, E: Env> {
     /// a ticket stops counting [`TICKET_LIFETIME_MS`] plus the skew margin after that by our
     /// own clock, whatever expiry its name claims (see `Lock::place_among` in `lock/queue.rs`).
     tickets_seen: BTreeMap<Ticket, u64>,
+    /// The wait in progress between two [`Lock::acquire_step`]s.
+    waiting: Option<Waiting>,
+    /// First in line, asleep on the holder's entry: the free entry its release leaves, which
+    /// the next look tries to rename straight away.
+    after_release: Option<Entry>,
+    /// Asleep on the ticket just before ours: that ticket, to tell at the next look whether
+    /// its owner was served.
+    watched_predecessor: Option<Ticket>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -189,11 +248,15 @@ impl<F: Fs, E: Env> Lock<F, E> {
             options,
             held: None,
             known_free: None,
+            kept_since: None,
             ticket: None,
             place: None,
             last_seen: None,
             ticket_withdrawn: false,
             tickets_seen: BTreeMap::new(),
+            waiting: None,
+            after_release: None,
+            watched_predecessor: None,
         })
     }
 
@@ -288,23 +351,81 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// the back. Dropping the handle gives the ticket back at once; a handle that is neither
     /// dropped nor used holds up the line only until its ticket expires, like a crashed
     /// waiter. An acquire that got the lock or failed leaves no ticket.
+    ///
+    /// It is exactly [`Lock::acquire_step`] in a loop, sleeping as each step asks through
+    /// this handle's [`Env`]; patience counts from this call.
     pub fn acquire(&mut self) -> Result<Outcome, Error> {
+        self.waiting = None;
+        loop {
+            match self.acquire_step()? {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Sleep {
+                    until_changed: Some(path),
+                    us,
+                } => self.env.sleep_until_changed(&path, us),
+                Step::Sleep {
+                    until_changed: None,
+                    us,
+                } => self.env.sleep_us(us),
+            }
+        }
+    }
+
+    /// One step of [`Lock::acquire`], for a caller that does the sleeping itself (an async
+    /// host that must not block a thread per waiter): look at the lock, take or renew a
+    /// ticket, and return either the outcome or how long to sleep before the next step.
+    /// A step never sleeps.
+    ///
+    /// The contract:
+    ///
+    /// - The first step of a wait starts its patience; each step after a
+    ///   [`Step::Sleep`] goes on with the same wait, until a [`Step::Done`] or an error ends
+    ///   it (the next step then starts a new wait, keeping a ticket that patience's end left,
+    ///   as `acquire` in slices does).
+    /// - Between two steps, sleep at most `us`. With `until_changed`, end the sleep early when
+    ///   that entry is renamed or removed: arm the watch first, then check that the entry
+    ///   still exists (if not, step again at once), so that no change falls between the two.
+    ///   A caller that cannot watch sleeps the whole `us`; it is slower, never wrong.
+    /// - Early steps (a wake-up for nothing, a timer that fires first) cost one look, a few
+    ///   system calls, and are never wrong: every step looks before it acts.
+    /// - Late steps delay the wait, and whoever is behind it: `us` is also when the ticket
+    ///   must be renewed, and a ticket not renewed for [`TICKET_LIFETIME_MS`] counts as a dead
+    ///   waiter's; others then remove it, and the next step queues again, at the back. A step
+    ///   after patience ended returns [`Outcome::Busy`].
+    /// - Dropping the handle, or [`Lock::cancel_wait`], withdraws the ticket at once: the wait
+    ///   never takes the lock after that.
+    pub fn acquire_step(&mut self) -> Result<Step, Error> {
         if self.held.is_some() {
+            self.waiting = None;
             return Err(Error::AlreadyHeld);
         }
         // A ticket kept from an earlier wait that expired meanwhile lost its place: others
         // may have removed it and served those behind it. Queue again, at the back.
-        if self
-            .ticket
-            .is_some_and(|t| self.env.now_ms() > t.expires_ms)
+        if self.waiting.is_none()
+            && self
+                .ticket
+                .is_some_and(|t| self.env.now_ms() > t.expires_ms)
         {
             self.leave_queue();
         }
-        let outcome = self.wait_in_line();
-        if !matches!(outcome, Ok(Outcome::Busy(_))) {
-            self.leave_queue();
+        let step = self.wait_step();
+        match &step {
+            Ok(Step::Sleep { .. }) => {}
+            Ok(Step::Done(Outcome::Busy(_))) => self.waiting = None,
+            Ok(Step::Done(Outcome::Acquired(_))) | Err(_) => {
+                self.waiting = None;
+                self.leave_queue();
+            }
         }
-        outcome
+        step
+    }
+
+    /// Give up a wait begun with [`Lock::acquire_step`] (or kept after patience ran out):
+    /// withdraw the ticket, so that those behind move up at once. Changes nothing for a
+    /// handle that holds the lock or does not wait.
+    pub fn cancel_wait(&mut self) {
+        self.waiting = None;
+        self.leave_queue();
     }
 
     /// Forget the lock without releasing it, as a crashed holder would (for tests and for

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use lockbydir_protocol::entry::Ticket;
 use lockbydir_protocol::{
-    Env, Fs, FsError, Lock, LockState, Options, Outcome, Released, StdEnv, StdFs,
+    Env, Fairness, Fs, FsError, Lock, LockState, Options, Outcome, Released, StdEnv, StdFs, Step,
 };
 
 struct TempDir(PathBuf);
@@ -75,10 +75,12 @@ impl Drop for TempDir {
     }
 }
 
+/// A handle with first-come-first-served fairness, which most of these tests are about.
 fn open(dir: &Path, holder: &str) -> Lock<StdFs, StdEnv> {
     let options = Options {
         timeout_ms: 60_000,
         holder: holder.into(),
+        fairness: Fairness::Fifo,
         ..Options::default()
     };
     Lock::new(StdFs::new(dir), StdEnv::new(), "bed", options).unwrap()
@@ -412,4 +414,45 @@ fn a_waiter_that_waits_in_slices_keeps_its_place_in_line() {
         dir.entries("bed.queue").is_empty(),
         "dropped: ticket given back"
     );
+}
+
+#[test]
+fn under_bounded_fairness_a_holder_takes_the_lock_back_until_the_bound_then_hands_it_on() {
+    let dir = TempDir::new("bounded");
+    let bounded = |holder: &str| {
+        let options = Options {
+            timeout_ms: 60_000,
+            holder: holder.into(),
+            fairness: Fairness::Bounded,
+            ..Options::default()
+        };
+        Lock::new(StdFs::new(&dir.0), StdEnv::new(), "bed", options).unwrap()
+    };
+    let mut alice = bounded("alice");
+    assert_eq!(acquired(alice.acquire().unwrap()), 1);
+    // Bob queues, first in line, and marks alice's entry; he only acts when stepped here.
+    let mut bob = bounded("bob");
+    assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
+    assert!(dir.marked_at_fence(1), "bob marked the holder's entry");
+    // Alice lets go and takes it straight back, ahead of bob, again and again...
+    let mut fence = 1;
+    let handed_on = loop {
+        assert_eq!(alice.release(), Ok(Released::InTime));
+        match alice.try_acquire().unwrap() {
+            Outcome::Acquired(grant) => {
+                assert_eq!(grant.fence, fence + 1);
+                fence = grant.fence;
+            }
+            // ... until she has kept it from him for the bound: that release was his.
+            Outcome::Busy(holder) => break holder,
+        }
+    };
+    assert_eq!(handed_on, None, "free, but for the line");
+    assert!(fence > 1, "alice took it back at least once");
+    match bob.acquire_step().unwrap() {
+        Step::Done(Outcome::Acquired(grant)) => assert_eq!(grant.fence, fence + 1),
+        other => panic!("bob's turn, but {other:?}"),
+    }
+    assert_eq!(bob.release(), Ok(Released::InTime));
+    assert!(dir.entries("bed.queue").is_empty());
 }

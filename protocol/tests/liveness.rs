@@ -344,7 +344,13 @@ fn the_ticket_of_a_killed_waiter_whose_clock_ran_an_hour_ahead_does_not_starve_t
     let dir = TempDir::new("ahead-ticket");
     let env = ManualEnv::new();
     // A timeout longer than the hour, so that the waiter's clock does not see it expired.
-    let mut holder = lock(&dir, &env, patient("h", 7_200_000, 0));
+    // First come, first served: its release goes to the line, which the dead ticket heads
+    // (a holder under bounded fairness would release it unmarked, for anyone).
+    let fifo = Options {
+        fairness: lockbydir_protocol::Fairness::Fifo,
+        ..patient("h", 7_200_000, 0)
+    };
+    let mut holder = lock(&dir, &env, fifo);
     assert!(matches!(holder.try_acquire(), Ok(Outcome::Acquired(_))));
     // The waiter's clock runs an hour ahead; it queues, marks the holder's entry, and is
     // killed there: its ticket stays, claiming an expiry an hour away.

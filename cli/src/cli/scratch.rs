@@ -1,4 +1,4 @@
-//! Scratch directories of `demo` and `bench`, removed when dropped.
+//! Scratch directories of `demo`, removed when dropped.
 
 use std::path::{Path, PathBuf};
 

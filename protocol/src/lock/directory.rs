@@ -1,13 +1,11 @@
 //! The lockdir itself: reading its one state entry, creating it, tidying what crashed
-//! processes leave next to it.
+//! processes leave next to it, and reading the filesystem's clock with a probe directory.
 
 use crate::entry::Entry;
 use crate::env::Env;
 use crate::error::Error;
 use crate::fs::{Fs, FsError, FsErrorKind};
 use crate::name::LockName;
-
-use super::time::filesystem_now;
 
 /// How many times a read that saw no state entry, or more than one (a rename was in flight
 /// while the directory was listed), is repeated before the lockdir counts as broken.
@@ -98,6 +96,20 @@ pub(super) fn create_own_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
 /// is success.
 pub(super) fn create_shared_dir(fs: &impl Fs, path: &str) -> Result<(), Error> {
     create_own_dir(fs, path)
+}
+
+/// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
+/// filesystem keeps no timestamps).
+pub(crate) fn filesystem_now(
+    fs: &impl Fs,
+    env: &impl Env,
+    name: &LockName,
+) -> Result<Option<u64>, Error> {
+    let probe = format!(".{name}.{:016x}.probe", env.random_u64());
+    create_own_dir(fs, &probe)?;
+    let now = fs.modified_ms(&probe);
+    let _ = fs.remove_dir(&probe);
+    now.map_err(|e| io("stat", probe, e))
 }
 
 /// Scratch directories (staging and probe) older than this, by the filesystem's clock, were

@@ -7,9 +7,10 @@
 //!   inotify): each waiter sleeps on the one name whose change it waits for, as in
 //!   ZooKeeper's lock recipe. The first in line sleeps on the holder's state entry; every
 //!   other waiter sleeps on the ticket of the one just before it. So a release wakes the
-//!   first in line and nobody else; the line moves up one by one as each waiter takes its
-//!   turn and withdraws its ticket, or gives up (a dropped handle withdraws its ticket at
-//!   once). A wake-up is only a hint: every sleep is bounded (the takeover moment, our
+//!   first in line and nobody else, and it renames the free entry the release left without
+//!   reading the lockdir first; the line moves up one by one as each waiter takes its turn
+//!   and withdraws its ticket (the one behind learns from the state that it is now first),
+//!   or gives up (a dropped handle withdraws its ticket at once). A wake-up is only a hint: every sleep is bounded (the takeover moment, our
 //!   ticket's renewal, patience's end, the predecessor's ticket ceasing to count), and a
 //!   look follows it, whatever ended it.
 //! - **Polling** (any other host): the first two in line look every [`HEAD_POLL_US`] whether
@@ -21,66 +22,92 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::fs::Fs;
 
-use super::TICKET_LIFETIME_MS;
 use super::transitions::{Attempt, Wait};
-use super::{Lock, Outcome};
+use super::{Fairness, TICKET_LIFETIME_MS};
+use super::{Lock, Outcome, Step};
 
 /// How often the first two waiters in line look whether the state changed (µs). They look
 /// with one `stat` of the state entry's exact name.
 pub const HEAD_POLL_US: u64 = 200;
 
 impl<F: Fs, E: Env> Lock<F, E> {
-    /// The waiting loop of [`Lock::acquire`]: look (one attempt), take a ticket or renew it,
-    /// sleep until the next look is worth making; until the lock is ours or patience ends.
-    pub(super) fn wait_in_line(&mut self) -> Result<Outcome, Error> {
-        let start = self.env.monotonic_ms();
-        let mut backoff = self.options.min_poll_ms;
-        let mut pace = Pace::default();
-        let wakes = self.env.wakes_on_change();
-        loop {
-            let wait = match self.attempt_settled()? {
-                Attempt::Acquired(grant) => return Ok(Outcome::Acquired(grant)),
-                Attempt::Wait(wait) => wait,
-                Attempt::LostRace(seen) => Wait {
-                    holder: seen,
-                    ahead: 0,
-                    state: None,
-                    last_arrival: None,
-                    predecessor: None,
-                },
-            };
-            let waited = self.env.monotonic_ms().saturating_sub(start);
-            let patience_left = self.options.patience_ms.saturating_sub(waited);
-            if patience_left == 0 {
-                return Ok(Outcome::Busy(wait.holder));
-            }
-            self.join_queue(wait.last_arrival)?;
-            if let Some(holder) = &wait.holder {
-                pace.saw(holder);
-            }
-            let now = self.env.now_ms();
-            // When the holder's entry may be taken over (by our clock): our look after that
-            // must not be late.
-            let until_takeover = wait.holder.as_ref().map(|h| {
-                h.deadline_ms
-                    .saturating_add(self.options.max_clock_skew_ms)
-                    .saturating_add(1)
-                    .saturating_sub(now)
-            });
-            let renew_in = self
-                .ticket
-                .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
-            let limit_ms = patience_left.min(renew_in).max(1);
-            let next = Next {
-                wait: &wait,
-                until_takeover,
-                limit_ms,
-            };
-            match wakes {
-                true => self.sleep_until_woken(&next, &mut backoff),
-                false => self.sleep_polling(&next, &mut backoff, &pace),
+    /// One step of the waiting loop of [`Lock::acquire`]: look (one attempt), take a ticket
+    /// or renew it, and say how long to sleep until the next look is worth making; or the
+    /// outcome, once the lock is ours or patience ended. Never sleeps itself.
+    pub(super) fn wait_step(&mut self) -> Result<Step, Error> {
+        let mut waiting = self.waiting.take().unwrap_or_else(|| Waiting {
+            start_ms: self.env.monotonic_ms(),
+            backoff: self.options.min_poll_ms,
+            pace: Pace::default(),
+            head_poll: None,
+        });
+        // Polling near the head of the line: one `stat` per step until the state entry we
+        // saw is gone or the poll's time is up; only then a full look.
+        if let Some(poll) = waiting.head_poll.take() {
+            // Any error: let the next attempt find out what is going on.
+            if self.fs.exists(&poll.path).unwrap_or(false) && self.env.monotonic_ms() < poll.end_ms
+            {
+                waiting.head_poll = Some(poll);
+                self.waiting = Some(waiting);
+                return Ok(Step::Sleep {
+                    until_changed: None,
+                    us: HEAD_POLL_US,
+                });
             }
         }
+        let wait = match self.attempt_settled()? {
+            Attempt::Acquired(grant) => return Ok(Step::Done(Outcome::Acquired(grant))),
+            Attempt::Wait(wait) => wait,
+            Attempt::LostRace(seen) => Wait {
+                holder: seen,
+                ahead: 0,
+                state: None,
+                last_arrival: None,
+                predecessor: None,
+            },
+        };
+        let waited = self.env.monotonic_ms().saturating_sub(waiting.start_ms);
+        let patience_left = self.options.patience_ms.saturating_sub(waited);
+        if patience_left == 0 {
+            return Ok(Step::Done(Outcome::Busy(wait.holder)));
+        }
+        self.join_queue(wait.last_arrival)?;
+        if let Some(holder) = &wait.holder {
+            waiting.pace.saw(holder);
+        }
+        let now = self.env.now_ms();
+        // When the holder's entry may be taken over (by our clock): our look after that
+        // must not be late.
+        let until_takeover = wait.holder.as_ref().map(|h| {
+            h.deadline_ms
+                .saturating_add(self.options.max_clock_skew_ms)
+                .saturating_add(1)
+                .saturating_sub(now)
+        });
+        let renew_in = self
+            .ticket
+            .map_or(u64::MAX, |t| t.expires_ms.saturating_sub(now) / 2);
+        let limit_ms = patience_left.min(renew_in).max(1);
+        // Whether to mark the holder's entry (waiters queued): any waiter in
+        // first-come-first-served; under bounded fairness the first in line (the holder
+        // then decides when its release goes to the line).
+        let may_mark = self.ticket.is_some()
+            && match self.options.fairness {
+                Fairness::Fifo => true,
+                Fairness::Bounded => wait.ahead == 0,
+            };
+        let next = Next {
+            wait: &wait,
+            until_takeover,
+            limit_ms,
+            may_mark,
+        };
+        let sleep = match self.env.wakes_on_change() {
+            true => self.sleep_until_woken(&next, &mut waiting.backoff),
+            false => self.sleep_polling(&next, &mut waiting),
+        };
+        self.waiting = Some(waiting);
+        Ok(sleep)
     }
 
     /// With change notification: sleep on the one name whose change we wait for, so that
@@ -103,32 +130,38 @@ impl<F: Fs, E: Env> Lock<F, E> {
     ///
     /// Every sleep also ends by our ticket's renewal time and patience's end, and safety
     /// never depends on a wake-up: it is followed by a look, whatever ended it.
-    fn sleep_until_woken(&mut self, next: &Next, backoff: &mut u64) {
+    fn sleep_until_woken(&mut self, next: &Next, backoff: &mut u64) -> Step {
         let wait = next.wait;
         let until = next.until_takeover.filter(|&u| u > 0);
         // Tell the holder someone queued, as when polling (not past its deadline: the mark
         // would touch the lockdir's mtime and so delay a takeover).
         let holder = match (&wait.holder, until) {
-            (Some(h), Some(_)) if !h.waiters && self.ticket.is_some() => Some(self.mark(h)),
+            (Some(h), Some(_)) if !h.waiters && next.may_mark => Some(self.mark(h)),
             (holder, _) => holder.clone(),
         };
         match (holder, until, wait.predecessor) {
             (Some(holder), Some(until), _) if wait.ahead == 0 => {
+                // Its release leaves `free.k` (`free+.k` if marked): the next look renames
+                // that straight away.
+                self.after_release = Some(Entry::Free {
+                    fence: holder.fence,
+                    waiters: holder.waiters,
+                });
                 let path = self.state_path(&Entry::Held(holder));
-                self.sleep_on(&path, until.min(next.limit_ms));
+                sleep_on(path, until.min(next.limit_ms))
             }
             (_, _, Some(predecessor)) if wait.ahead > 0 => {
                 let counts_ms = predecessor
                     .counts_until_ms
                     .saturating_sub(self.env.monotonic_ms())
                     .max(1);
-                self.sleep_on(
-                    &self.ticket_path(&predecessor.ticket),
+                // Whatever wakes us, the one before us may be gone: the next look tells from the
+                // state whether it was served (then we are first), or reads the queue in full.
+                self.watched_predecessor = Some(predecessor.ticket);
+                sleep_on(
+                    self.ticket_path(&predecessor.ticket),
                     counts_ms.min(next.limit_ms),
-                );
-                // Whatever woke us, the one before us may be gone: read the queue in full
-                // at the next look, rather than judge our place by the fences.
-                self.place = None;
+                )
             }
             _ => {
                 let mut pause = self.back_off(backoff).min(next.limit_ms);
@@ -136,18 +169,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     pause = pause.min(until);
                 }
                 match &wait.state {
-                    Some(state) => self.sleep_on(&self.state_path(state), pause),
-                    None => self.env.sleep_ms(pause),
+                    Some(state) => sleep_on(self.state_path(state), pause),
+                    None => sleep_ms(pause),
                 }
             }
         }
-    }
-
-    /// Sleep until `path` (in the lock directory) is renamed or removed, if the environment
-    /// can tell, for at most `limit_ms`.
-    fn sleep_on(&self, path: &str, limit_ms: u64) {
-        self.env
-            .sleep_until_changed(path, limit_ms.max(1).saturating_mul(1000));
     }
 
     /// The path of state entry `state`.
@@ -157,29 +183,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// Without change notification (the polling fallback): look as often as the place in
     /// line calls for.
-    fn sleep_polling(&mut self, next: &Next, backoff: &mut u64, pace: &Pace) {
+    fn sleep_polling(&mut self, next: &Next, waiting: &mut Waiting) -> Step {
         let (wait, until_takeover, limit_ms) = (next.wait, next.until_takeover, next.limit_ms);
         match (&wait.holder, until_takeover) {
             // First or second in line: watch the state entry closely (one `stat` per
             // look), so that whoever is next is awake when the lock changes hands.
             (Some(holder), Some(until)) if wait.ahead <= 1 && until > 0 => {
-                let holder = match !holder.waiters && self.ticket.is_some() {
+                let holder = match !holder.waiters && next.may_mark {
                     true => self.mark(holder),
                     false => holder.clone(),
                 };
-                self.poll_until_gone(&Entry::Held(holder), until.min(limit_ms));
+                self.poll_until_gone(waiting, &Entry::Held(holder), until.min(limit_ms))
             }
             (None, _) if wait.ahead == 1 && wait.state.is_some() => {
                 // Free, and the one before us is about to take it (or its ticket is about
                 // to expire: look again within max-poll).
                 let state = wait.state.as_ref().expect("checked");
-                self.poll_until_gone(state, limit_ms.min(self.options.max_poll_ms));
+                self.poll_until_gone(waiting, state, limit_ms.min(self.options.max_poll_ms))
             }
             _ if wait.ahead > 0 => {
                 // Not an entry past its deadline: the mark would touch the lockdir's mtime
                 // and so delay a takeover.
                 if let Some(holder) = wait.holder.as_ref().filter(|h| !h.waiters)
                     && until_takeover.is_some_and(|u| u > 0)
+                    && next.may_mark
                 {
                     self.mark(holder);
                 }
@@ -193,24 +220,29 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     .saturating_mul(1000);
                 // Until the pace is known: the backoff, but no more than `min_poll_ms`
                 // per waiter ahead (the line may move fast).
-                let pause_us = pace.pause_us(wait.ahead, cap_us).unwrap_or_else(|| {
-                    let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
-                    self.back_off(backoff)
-                        .min(by_place)
-                        .max(1)
-                        .saturating_mul(1000)
-                });
-                self.env
-                    .sleep_us(pause_us.min(limit_ms.saturating_mul(1000)));
+                let pause_us = waiting
+                    .pace
+                    .pause_us(wait.ahead, cap_us)
+                    .unwrap_or_else(|| {
+                        let by_place = self.options.min_poll_ms.saturating_mul(wait.ahead as u64);
+                        self.back_off(&mut waiting.backoff)
+                            .min(by_place)
+                            .max(1)
+                            .saturating_mul(1000)
+                    });
+                Step::Sleep {
+                    until_changed: None,
+                    us: pause_us.min(limit_ms.saturating_mul(1000)),
+                }
             }
             _ => {
                 // Free but lost every race, or expired by our clock but not by the
                 // filesystem's: back off.
-                let mut pause = self.back_off(backoff).min(limit_ms);
+                let mut pause = self.back_off(&mut waiting.backoff).min(limit_ms);
                 if let Some(until) = until_takeover.filter(|&u| u > 0) {
                     pause = pause.min(until);
                 }
-                self.env.sleep_ms(pause);
+                sleep_ms(pause)
             }
         }
     }
@@ -224,18 +256,53 @@ impl<F: Fs, E: Env> Lock<F, E> {
     }
 
     /// Near the head of the queue: look every [`HEAD_POLL_US`] whether the state entry is
-    /// still `state`, for at most `limit_ms`.
-    fn poll_until_gone(&self, state: &Entry, limit_ms: u64) {
-        let path = format!("{}/{}", self.lockdir, state.encode());
-        let end = self.env.monotonic_ms().saturating_add(limit_ms);
-        loop {
-            self.env.sleep_us(HEAD_POLL_US);
-            // Any error: let the next attempt find out what is going on.
-            if !self.fs.exists(&path).unwrap_or(false) || self.env.monotonic_ms() >= end {
-                return;
-            }
+    /// still `state`, for at most `limit_ms` (the next steps do, one `stat` each).
+    fn poll_until_gone(&self, waiting: &mut Waiting, state: &Entry, limit_ms: u64) -> Step {
+        waiting.head_poll = Some(HeadPoll {
+            path: self.state_path(state),
+            end_ms: self.env.monotonic_ms().saturating_add(limit_ms),
+        });
+        Step::Sleep {
+            until_changed: None,
+            us: HEAD_POLL_US,
         }
     }
+}
+
+/// Sleep until `path` (in the lock directory) is renamed or removed, if the environment can
+/// tell, for at most `limit_ms`.
+fn sleep_on(path: String, limit_ms: u64) -> Step {
+    Step::Sleep {
+        until_changed: Some(path),
+        us: limit_ms.max(1).saturating_mul(1000),
+    }
+}
+
+/// A plain sleep of `ms`.
+fn sleep_ms(ms: u64) -> Step {
+    Step::Sleep {
+        until_changed: None,
+        us: ms.saturating_mul(1000),
+    }
+}
+
+/// A wait in progress: what [`Lock::acquire_step`] keeps between steps.
+pub(super) struct Waiting {
+    /// When the wait began (monotonic ms): patience counts from here.
+    start_ms: u64,
+    /// The next pause of the backoff (ms).
+    backoff: u64,
+    /// How fast the lock changes hands, as this wait saw it.
+    pace: Pace,
+    /// Polling the state entry near the head of the line (without change notification).
+    head_poll: Option<HeadPoll>,
+}
+
+/// A state entry polled with one `stat` per step until it is gone or `end_ms` passes.
+struct HeadPoll {
+    path: String,
+    /// Monotonic ms.
+    end_ms: u64,
 }
 
 /// What one look found, and how long the sleep after it may last.
@@ -245,6 +312,8 @@ struct Next<'a> {
     until_takeover: Option<u64>,
     /// The longest sleep: until our ticket's renewal time or patience's end (ms).
     limit_ms: u64,
+    /// Whether we may mark the holder's entry now.
+    may_mark: bool,
 }
 
 /// How fast the lock changes hands, as one waiter sees it: from the holders it saw, their

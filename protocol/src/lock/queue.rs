@@ -26,7 +26,26 @@
 //! A waiter takes its turn by a rename of the state entry and only then withdraws its ticket
 //! (see `Lock::claimed`); a handle dropped while it waits withdraws its ticket at once. Either
 //! way the ticket's name goes, which is what the waiter behind it watches when its
-//! environment reports changes (see `pacing.rs`).
+//! environment reports changes (see `pacing.rs`). The acquisition carries the ticket's token,
+//! so the waiter behind, woken by the ticket's removal, reads the state (one listing of the
+//! lockdir, which holds one entry) and, finding the one before it holding, knows it is first
+//! without reading the queue. Only a predecessor that gave up, renewed its ticket or already
+//! let go makes it read the queue in full.
+//!
+//! # Bounded fairness
+//!
+//! Under [`crate::lock::Fairness::Bounded`] waiters queue the same way, but only the first in
+//! line marks the holder's entry, and the holder decides what a marked release does: for
+//! [`crate::lock::FAIRNESS_BOUND_MS`] of its own time after it first kept the lock from the
+//! line, it releases unmarked (`free.k`) and takes `free.k` back with one rename, marked
+//! again; its first release after that is `free+.k`, which only the first in line may take,
+//! and it queues behind the others. Anyone who finds `free.k` may take it meanwhile (the
+//! first in line, woken by the release, tries too: the rename decides). The holder decides
+//! because it is the one running: a bound the first in line had to enforce would stretch by
+//! however long that waiter waits for a CPU. The line itself stays first come, first served:
+//! waiters behind the first never take the lock, and since acquisitions by others do not
+//! move the line, a waiter's place is judged by its last full look or by its predecessor
+//! seen holding, never by the fences.
 
 use std::collections::BTreeMap;
 
@@ -35,8 +54,8 @@ use crate::env::Env;
 use crate::error::Error;
 use crate::fs::{Fs, FsErrorKind};
 
-use super::Lock;
 use super::directory::{create_own_dir, create_shared_dir, io};
+use super::{Fairness, Lock};
 
 /// How long a waiter's ticket counts without being renewed (ms, its owner's clock). A waiter
 /// renews it when less than half is left; the ticket of a waiter that crashed stops holding up
@@ -99,14 +118,31 @@ impl<F: Fs, E: Env> Lock<F, E> {
         self.place = None;
         self.last_seen = None;
         self.ticket_withdrawn = false;
+        self.after_release = None;
+        self.watched_predecessor = None;
     }
 
     /// How many waiters are still ahead of us, judging by our place at the last full look and
-    /// the fence now; `None` without a ticket (or a place on record).
-    pub(super) fn estimated_place(&self, fence: u64) -> Option<usize> {
+    /// the fence now (each acquisition since serves at most one of them); `None` without a
+    /// ticket (or a place on record). Only good for deciding that the queue need not be read
+    /// yet: under bounded fairness acquisitions also go to others than waiters.
+    pub(super) fn place_by_fences(&self, fence: u64) -> Option<usize> {
         let place = self.place.filter(|_| self.ticket.is_some())?;
         let moved = usize::try_from(fence.saturating_sub(place.fence)).unwrap_or(usize::MAX);
         Some(place.ahead.saturating_sub(moved))
+    }
+
+    /// Whether we are first in line, as far as we can tell without reading the queue:
+    /// first-come-first-served serves the first waiter at every acquisition while waiters
+    /// queue, so the fences count the line down; under bounded fairness others take the lock
+    /// without moving the line, so only our place at the last full look counts (or the one
+    /// before us seen holding the lock, see `attempt`). Newcomers queue behind what they see,
+    /// so a waiter that was first stays first.
+    pub(super) fn known_first(&self, fence: u64) -> bool {
+        match self.options.fairness {
+            Fairness::Fifo => self.place_by_fences(fence) == Some(0),
+            Fairness::Bounded => self.ticket.is_some() && self.place.is_some_and(|p| p.ahead == 0),
+        }
     }
 
     /// Remove our ticket's directory, keeping our place on record.

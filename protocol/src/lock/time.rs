@@ -1,7 +1,7 @@
 //! When an expired lock may be taken over: by the waiter's own clock and by the
 //! filesystem's.
 //!
-//! # Time (the seed's TODO 2)
+//! # Time: when a lock past its deadline may be taken over
 //!
 //! The holder writes its own timeout and deadline into the entry. A waiter takes the lock over
 //! only when its own clock is past that deadline plus `max_clock_skew_ms`; until then it sleeps
@@ -15,10 +15,9 @@ use crate::entry::Holder;
 use crate::env::Env;
 use crate::error::Error;
 use crate::fs::Fs;
-use crate::name::LockName;
 
 use super::Lock;
-use super::directory::{create_own_dir, io};
+use super::directory::{filesystem_now, io};
 
 impl<F: Fs, E: Env> Lock<F, E> {
     /// The second half of the takeover rule (borg's): the lock must also look expired by the
@@ -70,20 +69,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
             now.saturating_sub(changed) > holder.timeout_ms.saturating_add(margin)
         }))
     }
-}
-
-/// The filesystem's "now": the mtime of a probe directory made for the purpose (`None` if the
-/// filesystem keeps no timestamps).
-pub(crate) fn filesystem_now(
-    fs: &impl Fs,
-    env: &impl Env,
-    name: &LockName,
-) -> Result<Option<u64>, Error> {
-    let probe = format!(".{name}.{:016x}.probe", env.random_u64());
-    create_own_dir(fs, &probe)?;
-    let now = fs.modified_ms(&probe);
-    let _ = fs.remove_dir(&probe);
-    now.map_err(|e| io("stat", probe, e))
 }
 
 /// How far behind real time a filesystem's mtime may be (ms), granularity aside: how much

@@ -20,7 +20,7 @@
 //! `N.lockdir` exists and is not empty, and a lockdir is never empty, so two creators cannot
 //! both succeed, and no acquirer ever sees a lockdir without its state.
 //!
-//! # Why two holders cannot both get in (the seed's TODO 1)
+//! # Why two holders cannot both get in
 //!
 //! A rename succeeds only if its source name still exists, and exactly one of several
 //! concurrent renames of the same source succeeds. So each transition is a compare-and-swap
@@ -36,11 +36,32 @@
 //! the same compare-and-swap, so a holder learns it lost the lock at its next refresh or
 //! release.
 //!
+//! # Renaming a name that was not read
 //!
+//! Two steps rename a state entry whose name they did not just read, but predicted:
 //!
-//! An unmarked release remembers `free.k`, and the next acquire by the same handle first tries
-//! to rename that exact name without listing (one rename per uncontended acquire). If someone
-//! else changed the state meanwhile, the rename fails and the acquire looks as usual.
+//! - An unmarked release remembers `free.k`, and the next acquire by the same handle first
+//!   tries to rename that exact name (one rename per uncontended acquire, and how a releaser
+//!   takes the lock back under bounded fairness).
+//! - The first in line, asleep on the holder's entry `held….k…` and woken by its change,
+//!   first tries to rename `free.k` (`free+.k` if the entry was marked): the name that
+//!   entry's release leaves (see `Lock::attempt_after_release`).
+//!
+//! Neither needs the prediction to be right. The rename is the same compare-and-swap as any
+//! acquire from a free state: it succeeds only if that exact name is the state entry at that
+//! moment, and `free.k` is a free state whatever happened before (the lock was released with
+//! fence k and not taken since, or it would have another name; names never come back, since
+//! fences only grow). The new entry gets fence k+1, as any acquire of `free.k` would. If the
+//! prediction is wrong (the holder refreshed, was taken over, someone else took the lock
+//! first) the name is not there, the rename fails with `NotFound`, nothing changed, and the
+//! attempt looks as usual. On a network filesystem a retried rename that did succeed but
+//! reports `NotFound` is recognised as every rename is (see [`Lock::swap`]).
+//!
+//! A waiter's acquisition carries its ticket's token, so that the waiter behind it, woken by
+//! that ticket's removal, can tell from the state alone that it was served (see
+//! `lock/queue.rs`). A ticket serves one acquisition only (a grant given back makes the
+//! ticket again with a fresh token), so tokens stay one per acquisition, and the names of two
+//! acquisitions differ in their fences anyway.
 //!
 //! # Fencing tokens
 //!
@@ -55,13 +76,21 @@ use crate::fs::{Fs, FsErrorKind};
 
 use super::directory::{Read, create_lockdir, io, read_entry, sweep_leftovers};
 use super::queue::{Place, Predecessor, Queue, read_tickets};
-use super::{Grant, Lock, LockState, Released};
+use super::{Fairness, Grant, Lock, LockState, Released};
 
 impl<F: Fs, E: Env> Lock<F, E> {
     /// One read-decide-rename step.
     pub(super) fn attempt(&mut self) -> Result<Attempt, Error> {
-        if let Some(fence) = self.known_free.take()
-            && let Some(done) = self.attempt_known_free(fence)?
+        if let Some(fence) = self.known_free.take() {
+            if let Some(done) = self.attempt_known_free(fence)? {
+                return Ok(done);
+            }
+            // Someone else took it: whatever this handle kept from the line is over.
+            self.kept_since = None;
+        }
+        // Woken, first in line, on the holder's entry: its release leaves a name we know.
+        if let Some(free) = self.after_release.take()
+            && let Some(done) = self.attempt_after_release(free)?
         {
             return Ok(done);
         }
@@ -78,17 +107,47 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Err(self.fences_exhausted());
         }
         let now = self.env.now_ms();
+        // Woken because the ticket just before ours went: if its owner holds the lock now, it
+        // was served (a waiter's holder token is its ticket's), so we are first. Otherwise
+        // (it gave up, renewed its ticket, or already let go) the queue is read in full.
+        if let Some(predecessor) = self.watched_predecessor.take() {
+            self.place = match &entry {
+                Entry::Held(h) if h.token == predecessor.token => Some(Place {
+                    ahead: 0,
+                    behind: self.place.map_or(0, |p| p.behind),
+                    fence: h.fence,
+                    predecessor: None,
+                }),
+                _ => None,
+            };
+        }
         // Far back in line, and the lock is held within its deadline, or free but just
         // changed hands (the head takes it in a moment): a look at the state alone is enough.
         // A state that stays free or expires is looked at in full, so a place overestimated
         // (waiters ahead gave up) cannot keep the real head from knowing it is next.
+        let held_live = matches!(&entry, Entry::Held(h)
+            if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms));
         let settled = match &entry {
-            Entry::Held(h) => now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms),
+            Entry::Held(_) => held_live,
             Entry::Free { .. } => self.last_seen.as_ref() != Some(&entry),
         };
         self.last_seen = Some(entry.clone());
+        // First in line, and the lock held within its deadline: nothing to do but wait for
+        // it, and nothing in the queue can change that (newcomers queue behind us).
+        if held_live && self.known_first(entry.fence()) {
+            let Entry::Held(holder) = &entry else {
+                unreachable!("held_live")
+            };
+            return Ok(Attempt::Wait(Wait {
+                holder: Some(holder.clone()),
+                ahead: 0,
+                state: Some(entry.clone()),
+                last_arrival: None,
+                predecessor: None,
+            }));
+        }
         if settled
-            && let Some(ahead) = self.estimated_place(entry.fence())
+            && let Some(ahead) = self.place_by_fences(entry.fence())
             && ahead > 2
         {
             return Ok(Attempt::Wait(Wait {
@@ -105,8 +164,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         // Only a marked state, or our own place in the queue, is a reason to read the queue.
         // First in line at the last full look: still first (newcomers queue behind what they
         // see), so the lock is ours to try without reading the whole queue again.
-        let first = self.estimated_place(entry.fence()) == Some(0)
-            && !matches!(&entry, Entry::Held(h) if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms));
+        let first = self.known_first(entry.fence()) && !held_live;
         let queue = if first {
             // Others may have queued since that look: take the lock marked, as if someone
             // were behind (if nobody is, the next acquire only finds an empty queue).
@@ -115,7 +173,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 ..Queue::default()
             }
         } else {
-            let tickets = match entry.waiters() || self.ticket.is_some() {
+            // Bounded fairness does not mark a held entry for every waiter: a newcomer reads
+            // the queue to learn whether it is first.
+            let bounded_and_held =
+                self.options.fairness == Fairness::Bounded && matches!(entry, Entry::Held(_));
+            let tickets = match entry.waiters() || self.ticket.is_some() || bounded_and_held {
                 true => read_tickets(&self.fs, &self.queue_dir)?,
                 false => Vec::new(),
             };
@@ -154,9 +216,9 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 Some(h.clone())
             }
         };
-        // Others are queued behind us: mark our entry at once, so that we do not take the
-        // lock straight back after releasing it.
-        let mine = self.new_holder(entry.fence(), now, queue.behind > 0)?;
+        // Others are queued behind us: in first-come-first-served, mark our entry at once, so
+        // that we do not take the lock straight back after releasing it.
+        let mine = self.new_holder(entry.fence(), now, self.marks_own(queue.behind))?;
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
         let swapped = self.swap(&entry, &to, "acquire");
@@ -194,6 +256,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
             self.held = Some(mine);
             let _ = self.release();
             self.held = None;
+            // That acquisition's token was our ticket's: the ticket made again for the next
+            // try gets a fresh one, so that no two acquisitions share a token.
+            if let Some(ticket) = self.ticket.as_mut() {
+                ticket.token = self.env.random_u64();
+            }
             return Attempt::LostRace(took_over);
         }
         self.granted(mine, took_over)
@@ -203,7 +270,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// `None` if that entry is gone (someone else took the lock meanwhile).
     pub(super) fn attempt_known_free(&mut self, fence: u64) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
-        let mine = self.new_holder(fence, now, false)?;
+        // Taken back from a waiting line: still marked, so that the next release decides again.
+        let mine = self.new_holder(fence, now, self.kept_since.is_some())?;
         let free = Entry::Free {
             fence,
             waiters: false,
@@ -215,9 +283,34 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
     }
 
+    /// First in line, woken on the holder's entry: rename the free entry its release leaves
+    /// (`free.k`, or `free+.k` if it was marked) without reading the lockdir. `None` if that
+    /// name is not there (the holder refreshed, was taken over, or someone else took the lock
+    /// first): then the attempt looks as usual.
+    pub(super) fn attempt_after_release(&mut self, free: Entry) -> Result<Option<Attempt>, Error> {
+        let now = self.env.now_ms();
+        // Others may have queued since our last full look: mark, as if someone were behind.
+        let behind = self.place.map_or(1, |p| p.behind.max(1));
+        let mine = self.new_holder(free.fence(), now, self.marks_own(behind))?;
+        match self.swap(&free, &Entry::Held(mine.clone()), "acquire") {
+            Ok(()) => Ok(Some(self.claimed(mine, None))),
+            Err(Error::NotHeld) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a new holder with `behind` waiters queued after it marks its own entry:
+    /// whenever someone waits (a marked entry is released to the line, under bounded
+    /// fairness once the holder has kept it long enough, see [`Lock::release`]).
+    pub(super) fn marks_own(&self, behind: usize) -> bool {
+        behind > 0
+    }
+
     /// A holder record for acquiring the state whose last fence is `last_fence`; refused if
     /// that was the last fence there is (a fence must never repeat: two holders with the
-    /// same fence would both pass a resource's check).
+    /// same fence would both pass a resource's check). A waiter's token is its ticket's, so
+    /// that the one behind it sees from the state that it was served; a ticket serves one
+    /// acquisition only (see [`Lock::claimed`]), so tokens stay one per acquisition.
     pub(super) fn new_holder(
         &self,
         last_fence: u64,
@@ -233,7 +326,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
             since_ms: now,
             deadline_ms: now.saturating_add(self.options.timeout_ms),
             timeout_ms: self.options.timeout_ms,
-            token: self.env.random_u64(),
+            token: match self.ticket {
+                Some(ticket) => ticket.token,
+                None => self.env.random_u64(),
+            },
             waiters,
             written_ms: None,
         })
@@ -283,9 +379,25 @@ impl<F: Fs, E: Env> Lock<F, E> {
     }
 
     /// Give the lock up. Changes nothing if it was taken over (reports `Compromised`).
+    ///
+    /// A marked entry (waiters queued) is released as `free+.k`, for the first in line; under
+    /// bounded fairness it is released unmarked, for this handle to take back, until the
+    /// handle has kept the lock from the line for [`super::FAIRNESS_BOUND_MS`].
     pub fn release(&mut self) -> Result<Released, Error> {
         let held = self.held.clone().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
+        // Under bounded fairness: whether a marked entry may still be released to this
+        // handle (it has not kept the lock from the line for the bound yet).
+        let (now, may_keep) = match self.options.fairness {
+            Fairness::Bounded => {
+                let now = self.env.monotonic_ms();
+                let within = self
+                    .kept_since
+                    .is_none_or(|since| now.saturating_sub(since) < super::FAIRNESS_BOUND_MS);
+                (now, within)
+            }
+            Fairness::Fifo => (0, false),
+        };
         let to = |waiters| Entry::Free {
             fence: held.fence,
             waiters,
@@ -309,11 +421,19 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         }
         let from = self
-            .swap_own(|h| to(h.waiters), "release")
+            .swap_own(|h| to(h.waiters && !may_keep), "release")
             .map_err(|e| self.lost(e))?;
         self.held = None;
-        // Nobody queued while we held it: our next acquire may try `free.k` straight away.
-        self.known_free = (!from.waiters).then_some(held.fence);
+        let kept = from.waiters && may_keep;
+        match kept {
+            true => {
+                self.kept_since.get_or_insert(now);
+            }
+            false => self.kept_since = None,
+        }
+        // Nobody queued while we held it, or we keep it from the line: our next acquire may
+        // try `free.k` straight away.
+        self.known_free = (!from.waiters || kept).then_some(held.fence);
         Ok(if late {
             Released::Late
         } else {

@@ -207,6 +207,14 @@ impl Checker {
                     }
                     None
                 }
+                (Some(Entry::Free { waiters: false, .. }), Some(Entry::Held(_))) => {
+                    let passed = self
+                        .tickets(world)
+                        .iter()
+                        .any(|t| token_owner(t.token) != Some(actor));
+                    self.stats.overtakes += u64::from(passed);
+                    None
+                }
                 (from, _) => from,
             },
             Op::CreateDir(path) if path.starts_with(&format!("{LOCK_NAME}.queue/")) => {

@@ -105,8 +105,11 @@ impl Env for ModelEnv<'_> {
     fn sleep_us(&self, us: u64) {
         // Virtual time has whole milliseconds; a head-of-queue poll of a fraction of one
         // becomes a sleep of COARSE_SLEEP_MS. Finer polls would only add steps that look at
-        // the same states.
-        self.sleep_ms(us.div_ceil(1000).max(COARSE_SLEEP_MS));
+        // the same states. Longer sleeps are rounded up to whole milliseconds.
+        match us < 1000 {
+            true => self.sleep_ms(COARSE_SLEEP_MS),
+            false => self.sleep_ms(us.div_ceil(1000)),
+        }
     }
 
     fn random_u64(&self) -> u64 {

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use lockbydir_protocol::Options;
 use lockbydir_protocol::lock::{FS_CLOCK_LAG_MS, TICKET_LIFETIME_MS};
+use lockbydir_protocol::{Fairness, Options};
 
 use super::rng::Rng;
 
@@ -71,6 +71,8 @@ pub struct Scenario {
     pub fs_granularity_ms: u64,
     /// Whether waiters are woken by changes (`Env::wakes_on_change`); without, they poll.
     pub wakeups: bool,
+    /// Every actor's `Options::fairness`.
+    pub fairness: Fairness,
     /// How many wake-ups the scheduler may lose (the sleep then lasts its whole time).
     pub lost_wakeups: u32,
     /// How many wake-ups for nothing the scheduler may cause (a sleep ends early with no
@@ -127,6 +129,7 @@ impl Scenario {
             fs_lag_ms: 5,
             fs_granularity_ms: 4,
             wakeups: false,
+            fairness: Fairness::Fifo,
             lost_wakeups: 0,
             spurious_wakeups: 0,
             initial_fence: None,
@@ -158,6 +161,7 @@ impl Scenario {
             max_poll_ms: self.max_poll_ms,
             max_clock_skew_ms: self.skew_ms,
             holder: spec.label.clone(),
+            fairness: self.fairness,
         }
     }
 
@@ -219,6 +223,16 @@ impl Scenario {
         }
     }
 
+    /// The same scenario with bounded fairness: a holder may take the lock back until the
+    /// first in line has waited the bound, then marks the holder's entry.
+    pub fn with_bounded_fairness(&self) -> Self {
+        Scenario {
+            name: format!("{}+bounded", self.name),
+            fairness: Fairness::Bounded,
+            ..self.clone()
+        }
+    }
+
     /// A scenario drawn from `seed`: 2–4 actors with mixed habits, clocks within the skew,
     /// some of them crashable, with retried-RPC faults and global pauses.
     pub fn random(seed: u64) -> Self {
@@ -268,6 +282,10 @@ impl Scenario {
             wakeups: rng.chance(500),
             lost_wakeups: rng.below(3) as u32,
             spurious_wakeups: rng.below(3) as u32,
+            fairness: match rng.chance(500) {
+                true => Fairness::Bounded,
+                false => Fairness::Fifo,
+            },
             ..Scenario::new("", skew_ms, actors)
         }
     }
@@ -307,6 +325,9 @@ impl fmt::Display for Scenario {
                  cause {} for nothing)",
                 self.lost_wakeups, self.spurious_wakeups
             )?;
+        }
+        if self.fairness == Fairness::Bounded {
+            write!(f, "; bounded fairness")?;
         }
         if let Some(fence) = self.initial_fence {
             write!(f, "; the lock starts as free.{fence}")?;

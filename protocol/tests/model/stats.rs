@@ -48,6 +48,9 @@ pub struct Stats {
     pub tickets: u64,
     /// Held entries marked by a waiter.
     pub marks: u64,
+    /// Acquisitions of an unmarked free lock by an actor while another actor's ticket was in
+    /// the queue: a waiter passed over (bounded fairness allows it until the bound).
+    pub overtakes: u64,
     /// Acquisitions refused because the lock had handed out its last fence.
     pub exhausted: u64,
     /// Sleeps until a change that ended before their time (woken by the change, or for
@@ -81,6 +84,7 @@ impl AddAssign for Stats {
         self.leaked_tickets += o.leaked_tickets;
         self.tickets += o.tickets;
         self.marks += o.marks;
+        self.overtakes += o.overtakes;
         self.exhausted += o.exhausted;
         self.early_wakeups += o.early_wakeups;
         self.lost_wakeups += o.lost_wakeups;
@@ -93,7 +97,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks; {} refused for exhausted fences; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
@@ -107,6 +111,7 @@ impl fmt::Display for Stats {
             self.compromised,
             self.tickets,
             self.marks,
+            self.overtakes,
             self.exhausted,
             self.crashes,
             self.pauses,

@@ -4,8 +4,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
+use super::Guard;
 use crate::error::Error;
-use crate::guard::Guard;
 use crate::lock::Released;
 
 /// A held lock that a background thread refreshes every third of its lease (what

@@ -118,7 +118,7 @@ fn contended(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "handover: from a holder starting to release to a different contender holding. to other: share of the passes (while someone else waited) that went to a different contender; the rest is barging. CPU/acq: all contenders' CPU time per acquisition, the 100 µs busy hold included. -polling: lockbydir with LOCKBYDIR_NO_WAKEUPS=1. seed-Xms: mkdir to take, rmdir to let go, mkdir again every X ms while busy. The peers (polling, seed) are measured with {} contenders.\n",
+        "handover: from a holder starting to release to a different contender holding. to other: share of the passes (while someone else waited) that went to a different contender; the rest is barging. CPU/acq: all contenders' CPU time per acquisition, the 100 µs busy hold included. syscalls/acq: all system calls of the contender processes per acquisition, counted in one more run under `strace -c -f` attached just before the go (processes only). protocol-procs-fifo/-bounded: the protocol natively (the guard API's lock) in processes, first come first served or with bounded fairness; plugins use the default fairness. -polling: lockbydir with LOCKBYDIR_NO_WAKEUPS=1. seed-Xms: mkdir to take, rmdir to let go, mkdir again every X ms while busy. The peers (polling, seed) are measured with {} contenders.\n",
         r.plan.peer_contenders
     );
     header(
@@ -134,6 +134,7 @@ fn contended(o: &mut String, r: &Report) {
             "longest wait (2*N*hold)",
             "acq/s",
             "CPU/acq",
+            "syscalls/acq",
             "targets",
         ],
     );
@@ -162,6 +163,7 @@ fn contended(o: &mut String, r: &Report) {
                     ),
                     num(f.throughput_per_s, 0),
                     ns(f.cpu_us_per_acquisition * 1e3),
+                    c.syscalls_per_acquisition.map_or("-".into(), |s| num(s, 1)),
                     for_row(
                         &r.targets,
                         "contended",

@@ -101,6 +101,7 @@ fn once(setup: &Setup, plan: &Plan, kind: Kind, dir: &Path) -> anyhow::Result<Ha
         window_ms: 3_600_000,
         go_poll_ms: 20,
         host_holds: false,
+        strace: None,
     };
     let out = run_round(setup, &spec)?;
     let _ = std::fs::remove_dir_all(dir);

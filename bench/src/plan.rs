@@ -37,6 +37,9 @@ pub struct Plan {
     pub after_hold_ms: u64,
     /// Whether separate processes are measured too (besides threads in one host).
     pub processes: bool,
+    /// Whether each contended configuration of processes is run once more under `strace`,
+    /// for its system calls per acquisition.
+    pub syscalls: bool,
     /// Repetitions of each start-up measurement.
     pub startup_runs: usize,
     /// Repetitions of the compile without cache (slow: seconds each).
@@ -63,7 +66,7 @@ impl Plan {
             uncontended_runs: 5,
             uncontended_ops: 500,
             fast_factor: 4,
-            contenders: vec![2, 8, 32],
+            contenders: vec![2, 8, 32, 200],
             contended_runs: 3,
             window_ms: 300,
             settle_ms: 20,
@@ -73,6 +76,7 @@ impl Plan {
             waiting_cpu_runs: 1,
             after_hold_ms: 200,
             processes: true,
+            syscalls: true,
             startup_runs: 11,
             compile_runs: 1,
             idle_plugins: 20,

@@ -41,7 +41,7 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Startu
     eprintln!("bench: start-up");
     let builder = || {
         let mut b = RuntimeBuilder::new();
-        if let Some(file) = &setup.global.lock_component {
+        if let Some(file) = setup.global.lock_component() {
             b = b.lock_component(file);
         }
         b
@@ -109,10 +109,10 @@ fn plugin_config(name: &str, args: Vec<String>, locks: &Path, work: &Path) -> Pl
 fn run_process(setup: &Setup, locks: &Path) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("find the lockbydir executable")?;
     let mut cmd = Command::new(exe);
-    if setup.global.no_cache {
+    if setup.global.no_cache() {
         cmd.arg("--no-cache");
     }
-    if let Some(component) = &setup.global.lock_component {
+    if let Some(component) = setup.global.lock_component() {
         cmd.arg("--lock-component").arg(component);
     }
     let status = cmd

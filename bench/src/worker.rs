@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use lockbydir_protocol::{Lock, Options, Outcome, StdEnv, StdFs};
+use lockbydir_protocol::notify::NotifyEnv;
+use lockbydir_protocol::{Fairness, Lock, Options, Outcome, StdFs};
 
 use super::flock::FlockLock;
 use super::seed::SeedLock;
@@ -23,8 +24,12 @@ pub const FLOCK_FILE: &str = "flock.lock";
 /// Which native lock a contender uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum NativeLock {
-    /// `lockbydir_protocol::Lock` on `StdFs`/`StdEnv`.
+    /// `lockbydir_protocol::Lock` on `StdFs` with inotify wake-ups (as the guard API), default fairness.
     Protocol,
+    /// The same, first come first served.
+    ProtocolFifo,
+    /// The same, with bounded fairness.
+    ProtocolBounded,
     /// `flock(LOCK_EX)` / `flock(LOCK_UN)` on a file opened once.
     Flock,
     /// The seed's algorithm: `mkdir` / `rmdir` of `<name>.lockdir`, waiters polling.
@@ -73,7 +78,7 @@ trait BenchLock {
     fn release(&mut self) -> anyhow::Result<()>;
 }
 
-struct ProtocolLock(Lock<StdFs, StdEnv>);
+struct ProtocolLock(Lock<StdFs, NotifyEnv>);
 
 impl BenchLock for ProtocolLock {
     fn acquire(&mut self) -> anyhow::Result<bool> {
@@ -128,18 +133,25 @@ fn open(
     patience_ms: u64,
     poll_ms: u64,
 ) -> anyhow::Result<Box<dyn BenchLock + Send>> {
+    let fairness = match kind {
+        NativeLock::ProtocolFifo => Fairness::Fifo,
+        NativeLock::ProtocolBounded => Fairness::Bounded,
+        _ => Fairness::default(),
+    };
     Ok(match kind {
-        NativeLock::Protocol => {
+        NativeLock::Protocol | NativeLock::ProtocolFifo | NativeLock::ProtocolBounded => {
             let options = Options {
                 timeout_ms: 30_000,
                 patience_ms,
                 holder: label.to_owned(),
+                fairness,
                 ..Options::default()
             };
+            // What the guard API gives Rust users: inotify wake-ups.
             let fs = StdFs::new(lock_dir);
             Box::new(ProtocolLock(Lock::new(
                 fs,
-                StdEnv::new(),
+                NotifyEnv::new(lock_dir),
                 LOCK_NAME,
                 options,
             )?))

@@ -21,6 +21,11 @@ pub enum Kind {
     PluginProcsPolling,
     /// The protocol compiled natively, on threads (no WebAssembly at all).
     ProtocolThreads,
+    /// The protocol natively in separate processes (`bench worker`), first come first
+    /// served: what the guard API gives Rust users, in each fairness mode.
+    ProtocolProcsFifo,
+    /// The same with bounded fairness.
+    ProtocolProcsBounded,
     /// Kernel flock on threads, each with its own open file.
     FlockThreads,
     /// Kernel flock in separate processes.
@@ -36,14 +41,16 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kinds measured for every contender count (the peers of issue 13 are measured at
-    /// the counts its targets name, see [`Kind::peers`]).
+    /// The kinds measured for every contender count (the peers are measured at the count
+    /// the targets name, see [`Kind::peers`]).
     pub fn core(processes: bool) -> Vec<Kind> {
         use Kind::*;
         let all = [
             PluginThreads,
             PluginProcs,
             ProtocolThreads,
+            ProtocolProcsFifo,
+            ProtocolProcsBounded,
             FlockThreads,
             FlockProcs,
         ];
@@ -61,6 +68,8 @@ impl Kind {
             PluginProcs,
             PluginProcsPolling,
             ProtocolThreads,
+            ProtocolProcsFifo,
+            ProtocolProcsBounded,
             FlockThreads,
             FlockProcs,
             Seed5Procs,
@@ -79,6 +88,8 @@ impl Kind {
             Kind::PluginProcs => "plugin-procs",
             Kind::PluginProcsPolling => "plugin-procs-polling",
             Kind::ProtocolThreads => "protocol-threads",
+            Kind::ProtocolProcsFifo => "protocol-procs-fifo",
+            Kind::ProtocolProcsBounded => "protocol-procs-bounded",
             Kind::FlockThreads => "flock-threads",
             Kind::FlockProcs => "flock-procs",
             Kind::Seed5Procs => "seed-5ms-procs",
@@ -94,6 +105,8 @@ impl Kind {
             Kind::PluginProcs
                 | Kind::PluginProcsPolling
                 | Kind::FlockProcs
+                | Kind::ProtocolProcsFifo
+                | Kind::ProtocolProcsBounded
                 | Kind::Seed5Procs
                 | Kind::Seed30Procs
                 | Kind::EtcdPluginProcs
@@ -106,6 +119,8 @@ impl Kind {
         match self {
             Kind::FlockThreads | Kind::FlockProcs => NativeLock::Flock,
             Kind::Seed5Procs | Kind::Seed30Procs => NativeLock::Seed,
+            Kind::ProtocolProcsFifo => NativeLock::ProtocolFifo,
+            Kind::ProtocolProcsBounded => NativeLock::ProtocolBounded,
             _ => NativeLock::Protocol,
         }
     }

@@ -13,15 +13,16 @@ use wasmtime::component::Component;
 
 pub use super::kind::Kind;
 use super::sys::{self, now_ns};
+use super::syscalls;
 use super::wakeups;
 use super::worker::{self, ContendSpec, HostHold, NativeLock};
-use crate::cli::Global;
+use crate::Program;
 
 /// What every measurement in one benchmark run shares.
 #[derive(Clone, Copy)]
 pub struct Setup<'a> {
     /// The global options (passed on to child processes).
-    pub global: &'a Global,
+    pub global: &'a dyn Program,
     /// Runs the bench plugin on threads.
     pub runner: &'a PluginRunner,
     /// The bench plugin, compiled.
@@ -57,6 +58,9 @@ pub struct RoundSpec {
     /// The benchmark holds the lock itself from before the go to the end of the window, so
     /// the contenders only wait.
     pub host_holds: bool,
+    /// Processes only: count their system calls from just before the go until they exit
+    /// (`strace -c -f` attached to each), its summary written to this file.
+    pub strace: Option<PathBuf>,
 }
 
 /// What differs between the series of rounds that `contended` and `waiting` measure.
@@ -109,6 +113,7 @@ pub fn run_interleaved(
                     window_ms: series.window_ms,
                     go_poll_ms: 1,
                     host_holds: series.host_holds,
+                    strace: None,
                 };
                 let out = run_round(setup, &spec)?;
                 record(n, kind, &out);
@@ -251,7 +256,7 @@ fn run_threads(
         }
         let alive = || tasks.iter().all(|t| !t.is_finished());
         let cpu_now = || tids.iter().map(|&t| sys::thread_cpu_ns(t)).collect();
-        let started = let_go(spec, alive, cpu_now, hold);
+        let started = let_go(spec, alive, cpu_now, hold, || Ok(()));
         let mut ends = Vec::new();
         let mut failure = None;
         for (task, label) in tasks.into_iter().zip(labels) {
@@ -332,7 +337,13 @@ fn run_processes(
     let pids: Vec<u32> = children.iter().map(Child::id).collect();
     let alive = || pids.iter().all(|&p| !is_zombie(p));
     let cpu_now = || pids.iter().map(|&p| sys::process_cpu_ns(p)).collect();
-    let started = let_go(spec, alive, cpu_now, hold);
+    let mut tracer = None;
+    let started = let_go(spec, alive, cpu_now, hold, || {
+        if let Some(out) = &spec.strace {
+            tracer = Some(syscalls::attach(&pids, out)?);
+        }
+        Ok(())
+    });
     let mut ends = Vec::new();
     let mut failure = None;
     for (pid, label) in pids.iter().zip(labels) {
@@ -343,6 +354,10 @@ fn run_processes(
             ));
         }
         ends.push(cpu);
+    }
+    if let Some(mut tracer) = tracer {
+        // It ends when the last of the processes it follows has exited.
+        let _ = tracer.wait();
     }
     let started = started?;
     if let Some(e) = failure {
@@ -357,10 +372,10 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
     let exe = std::env::current_exe().context("find the lockbydir executable")?;
     let mut cmd = Command::new(exe);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    if setup.global.no_cache {
+    if setup.global.no_cache() {
         cmd.arg("--no-cache");
     }
-    if let Some(component) = &setup.global.lock_component {
+    if let Some(component) = setup.global.lock_component() {
         cmd.arg("--lock-component").arg(component);
     }
     wakeups::for_child(&mut cmd, spec.kind.polling());
@@ -385,7 +400,11 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
                 .arg("--")
                 .args(plugin_args(spec, label));
         }
-        Kind::FlockProcs | Kind::Seed5Procs | Kind::Seed30Procs => {
+        Kind::FlockProcs
+        | Kind::Seed5Procs
+        | Kind::Seed30Procs
+        | Kind::ProtocolProcsFifo
+        | Kind::ProtocolProcsBounded => {
             let lock = spec.kind.native_lock();
             let w = native_spec(spec, lock, label);
             let name = lock.to_possible_value().map(|v| v.get_name().to_owned());
@@ -429,9 +448,14 @@ fn let_go(
     alive: impl Fn() -> bool,
     cpu_now: impl Fn() -> Vec<u64>,
     hold: Option<HostHold>,
+    before_go: impl FnOnce() -> anyhow::Result<()>,
 ) -> anyhow::Result<Started> {
     wait_ready(&spec.work, spec.contenders, alive)
         .with_context(|| format!("{} contenders", spec.kind.name()))?;
+    if let Err(e) = before_go() {
+        write_go(&spec.work, 0, 0)?;
+        return Err(e);
+    }
     let at_go = cpu_now();
     let go = now_ns() as u64;
     let until = go + spec.window_ms * 1_000_000;
