@@ -8,7 +8,7 @@ pub use crate::bindings::types::{
 };
 
 /// Every field left out: the defaults that `wit/types.wit` documents (a lease of 30 s, no
-/// limit on waiting, no label, first come first served, polling for one machine).
+/// limit on waiting, no label, bounded fairness, polling for one machine).
 ///
 /// ```
 /// use lockbydir::types::Options;

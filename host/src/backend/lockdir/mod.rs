@@ -259,7 +259,7 @@ impl LockDirBackend {
         result
             .map_err(|reason| Error::Trap {
                 doing: format!("{doing} lock `{name}`"),
-                reason,
+                reason: not_an_exit(reason),
             })?
             .map_err(|error| Error::Lock {
                 lock: name.to_owned(),
@@ -292,7 +292,7 @@ impl Backend for LockDirBackend {
         self.store.data().sleeper.observe();
         let trap = |reason| Error::Trap {
             doing: format!("closing lock `{name}`"),
-            reason,
+            reason: not_an_exit(reason),
         };
         let lock = self.exports.lockbydir_lock_lock().lock();
         let held = lock.call_fence(&mut self.store, resource).map_err(trap)?;
@@ -446,6 +446,21 @@ impl Drop for LockDirBackend {
         for lock in open {
             let _ = self.close(lock);
         }
+    }
+}
+
+/// A trap of the lock component, with its exit (Rust's abort when an allocation fails exits
+/// with status 1) turned into a plain error: passed on through a plugin's lock import, an
+/// `I32Exit` would read as the plugin's own exit status, and the plugin would seem to have
+/// ended by itself.
+fn not_an_exit(reason: wasmtime::Error) -> wasmtime::Error {
+    match reason.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        Some(exit) => wasmtime::Error::msg(format!(
+            "the lock component exited with status {} (it does so only when it cannot go on, \
+             for example when its memory cannot grow)",
+            exit.0
+        )),
+        None => reason,
     }
 }
 
