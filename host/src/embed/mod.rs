@@ -1,10 +1,13 @@
 //! Embed lockbydir in your own wasmtime host: give the plugins you run the
 //! `lockbydir:lock/lock` import, the way `wasmtime-wasi-keyvalue` gives them `wasi:keyvalue`.
+//! Every published version of the interface is served (`@0.2.0`, and `@0.1.0` through an
+//! adapter), so plugins built against an older one keep working.
 //!
-//! 1. Build a [`LockbydirCtx`] per plugin Store with [`LockbydirCtx::builder`]: the lock
-//!    directory, the plugin's policy (allowed lock names, timeout cap, how many held, open,
-//!    created) and the lock component's memory cap. Each context has a lock component
-//!    instance of its own, compiled once in a [`crate::Runtime`].
+//! 1. Build a [`LockbydirCtx`] per plugin Store with [`LockbydirCtx::builder`]: where the
+//!    locks live, the plugin's policy (allowed lock names, lease cap, how many held, open,
+//!    created), the lock component's memory cap, and who is told what happens
+//!    ([`LockbydirCtxBuilder::on_event`]). For a lock directory, each context has a lock
+//!    component instance of its own, compiled once in a [`crate::Runtime`].
 //! 2. Keep it in the Store's data and implement [`LockbydirView`] to lend it out.
 //! 3. Add it to your linker next to WASI: [`add_to_linker_sync`] for Stores you call
 //!    synchronously (a plugin's `acquire` blocks the calling thread, which is what a sync
