@@ -562,3 +562,35 @@ fn an_explicit_lock_directory_and_a_lock_path_naming_another_are_refused() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(other.join("job.lockdir").is_dir());
 }
+
+#[test]
+fn a_lock_directory_given_beside_a_backend_that_keeps_none_is_refused() {
+    let scratch = Scratch::new("cli-locks-etcd");
+    let locks = scratch.dir("locks");
+    for args in [
+        &["exec", "--backend", "etcd", "job", "--", "true"][..],
+        &["status", "--backend", "etcd"][..],
+    ] {
+        let o = output(lockbydir(&locks).args(args));
+        assert_eq!(o.status.code(), Some(64), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--locks names a lock directory, but --backend etcd"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Without --locks, the backend is what decides (here: it is missing, or etcd is down).
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_lockbydir"))
+            .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+            .env("LOCKBYDIR_DIR", &locks)
+            .args([
+                "status",
+                "--backend",
+                "etcd",
+                "--etcd-endpoints",
+                "http://127.0.0.1:9",
+            ]),
+    );
+    assert!(!stderr(&o).contains("--locks names"), "{}", stderr(&o));
+}

@@ -34,6 +34,22 @@ impl BackendArgs {
         self.backend == "lockdir"
     }
 
+    /// A `--locks DIR` given on the command line beside a backend that keeps no lock
+    /// directory would be ignored: refused (exit 64), saying so.
+    pub fn refuse_lock_dir(&self, global: &Global) -> anyhow::Result<()> {
+        if self.in_lock_dir() || !global.locks_flag {
+            return Ok(());
+        }
+        Err(Failure::error(
+            exit::USAGE,
+            format!(
+                "--locks names a lock directory, but --backend {} keeps its locks elsewhere \
+                 (--etcd-endpoints): leave --locks out",
+                lockbydir::escape(&self.backend)
+            ),
+        ))
+    }
+
     /// Where the locks live, with `lock_dir` as the lock directory: a backend this build does
     /// not have is refused here, saying how to get it.
     pub fn place(&self, lock_dir: &Path) -> anyhow::Result<Place> {

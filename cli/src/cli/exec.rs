@@ -152,6 +152,7 @@ pub fn exec(global: &Global, args: ExecArgs) -> anyhow::Result<u8> {
             ),
         ));
     }
+    args.backend.refuse_lock_dir(global)?;
     let (lock_dir, name) = match args.backend.in_lock_dir() {
         true => lock_target(global, &args.lock)?,
         // A lock in a cluster is a name: no lock directory.

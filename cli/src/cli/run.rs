@@ -154,6 +154,7 @@ pub fn run(global: &Global, args: RunArgs) -> anyhow::Result<u8> {
     }
     let runtime = global.runtime()?;
     let component = runtime.load_plugin(&args.plugin)?;
+    args.backend.refuse_lock_dir(global)?;
     let place = args.backend.place(&lock_dir)?;
     if !args.backend.in_lock_dir() {
         // Fail at start, naming the cluster, if it is not there.

@@ -86,6 +86,7 @@ struct Queue {
 }
 
 pub fn status(global: &Global, args: StatusArgs) -> anyhow::Result<u8> {
+    args.backend.refuse_lock_dir(global)?;
     let lock_dir = match args.backend.in_lock_dir() {
         true => global.lock_dir()?,
         false => std::path::PathBuf::new(),
