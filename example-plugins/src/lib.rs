@@ -4,11 +4,12 @@
 //! imports `lockbydir:lock/lock`. The host decides which directories it may see (`--dir`).
 
 wit_bindgen::generate!({
-    path: "../wit-published/0.1.0",
+    path: "../wit",
     world: "plugin",
 });
 
-pub use lockbydir::lock::lock::{AcquireOutcome, Error, Lock, LockState, Options};
+pub use lockbydir::lock::lock::Lock;
+pub use lockbydir::lock::types::{AcquireOutcome, Error, LockState, Options};
 
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,15 +30,15 @@ pub fn append_line(path: &str, line: &str) -> std::io::Result<()> {
     file.write_all(format!("{line}\n").as_bytes())
 }
 
-/// Options with the given timeout, patience and holder label, and default polling bounds.
-pub fn options(timeout_ms: u64, patience_ms: u64, holder: &str) -> Options {
+/// Options with the given lease, wait (`u64::MAX`: no limit) and holder label; the host's
+/// defaults for everything else.
+pub fn options(lease_ms: u64, wait_ms: u64, holder: &str) -> Options {
     Options {
-        timeout_ms,
-        patience_ms,
-        min_poll_ms: 1,
-        max_poll_ms: 50,
-        max_clock_skew_ms: 0,
-        holder: holder.to_owned(),
+        lease_ms: Some(lease_ms),
+        wait_ms: (wait_ms != u64::MAX).then_some(wait_ms),
+        holder: Some(holder.to_owned()),
+        fairness: None,
+        tuning: None,
     }
 }
 
@@ -51,6 +52,7 @@ pub fn describe(err: &Error) -> String {
         Error::AlreadyHeld => "the lock is already held by this handle".to_owned(),
         Error::Denied(why) => format!("denied by the host: {why}"),
         Error::Corrupt(why) => format!("corrupt lockdir: {why}"),
+        Error::Unavailable(why) => format!("the lock service is unavailable: {why}"),
         Error::FencesExhausted(path) => {
             format!("`{path}` has handed out its last fencing token and grants no more")
         }

@@ -10,7 +10,6 @@ use clap::Args;
 const WIT_FILES: &[(&str, &str)] = &[
     ("types.wit", include_str!("../../../wit/types.wit")),
     ("lock.wit", include_str!("../../../wit/lock.wit")),
-    ("waiting.wit", include_str!("../../../wit/waiting.wit")),
     ("worlds.wit", include_str!("../../../wit/worlds.wit")),
 ];
 
