@@ -182,6 +182,7 @@ fn kind(e: &Error) -> String {
         Error::Denied(_) => "denied",
         Error::Corrupt(_) => "corrupt",
         Error::FencesExhausted(_) => "fences-exhausted",
+        Error::Unavailable(_) => "unavailable",
     }
     .to_owned()
 }
