@@ -1050,6 +1050,48 @@ fn readme_counter_commands_work_on_a_fresh_machine() {
     assert_exclusive(&log, 2 * ROUNDS);
 }
 
+/// The first examples of docs/other-languages.md (`examples/node/first.mjs`,
+/// `examples/python/first.py`) run as printed: each takes lock `nightly` in a lock directory
+/// that did not exist, says its fence, and leaves the lock free; the second gets a greater
+/// fence than the first.
+#[test]
+fn the_first_examples_run_as_printed() {
+    if let Some(why) = missing_tools() {
+        say(&format!("skipped: {why}"));
+        return;
+    }
+    let hosts = hosts();
+    let scratch = Scratch::new("wrapper-first");
+    let locks = scratch.join("new/locks");
+    let mut node = Command::new("node");
+    node.current_dir(&hosts.node_dir)
+        .arg("first.mjs")
+        .arg(&locks);
+    let mut python = Command::new(&hosts.python);
+    python
+        .current_dir(examples().join("python"))
+        .env("LOCKBYDIR_CACHE_DIR", common::cache_dir())
+        .arg("first.py")
+        .arg(&locks);
+    let mut fences = Vec::new();
+    for (what, cmd) in [
+        ("node first.mjs", &mut node),
+        ("python first.py", &mut python),
+    ] {
+        let o = output(cmd);
+        assert!(o.status.success(), "{what} failed: {}", stderr(&o));
+        let out = common::stdout(&o);
+        let fence: u64 = out
+            .trim()
+            .strip_prefix("holding lock nightly with fence ")
+            .and_then(|f| f.parse().ok())
+            .unwrap_or_else(|| panic!("{what} printed {out:?}"));
+        fences.push(fence);
+    }
+    assert!(fences[0] < fences[1], "fences {fences:?}");
+    assert_eq!(state_of(&locks, "nightly")["state"], "free");
+}
+
 /// A lock directory that does not exist is named in the wrappers' error, with what to do;
 /// Python no longer says only "failed to add preopen dir".
 #[test]
