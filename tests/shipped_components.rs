@@ -76,8 +76,8 @@ fn files_below(root: &Path, rel: &str, out: &mut Vec<String>) {
 /// transitively, sorted: a dependency update elsewhere in the workspace does not count.
 fn locked_dependencies(workspace: &Path) -> String {
     let path = workspace.join("Cargo.lock");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let lock: toml::Table = text
         .parse()
         .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
@@ -125,10 +125,13 @@ fn record_now(workspace: &Path) -> String {
     }
     files.sort();
     let mut out = String::from(HEADER);
-    for file in files.iter().map(String::as_str).chain(SHIPPED.iter().copied()) {
+    for file in files
+        .iter()
+        .map(String::as_str)
+        .chain(SHIPPED.iter().copied())
+    {
         let path = workspace.join(file);
-        let bytes =
-            std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         out.push_str(&format!("{}  {file}\n", hex(&bytes)));
     }
     out.push_str(&format!(
@@ -192,7 +195,10 @@ fn the_record_covers_the_protocol_the_wit_and_the_locked_dependencies() {
     assert!(names.contains_key("wit/lock.wit"), "{now}");
     assert!(names.keys().any(|n| n.starts_with("Cargo.lock")), "{now}");
     let deps = locked_dependencies(&workspace);
-    assert!(deps.lines().any(|l| l.starts_with("wit-bindgen ")), "{deps}");
+    assert!(
+        deps.lines().any(|l| l.starts_with("wit-bindgen ")),
+        "{deps}"
+    );
     assert!(
         !deps.lines().any(|l| l.starts_with("wasmtime ")),
         "the host's dependencies are not the components' inputs:\n{deps}"
