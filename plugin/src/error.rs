@@ -111,7 +111,7 @@ impl fmt::Display for Error {
             Error::Compromised { fence, now_held_by } => {
                 write!(
                     f,
-                    "the lock held with fence {fence} expired and was taken over"
+                    "lock compromised: it expired while held with fence {fence} and was taken over"
                 )?;
                 if let Some(h) = now_held_by {
                     write!(f, " by `{}` (fence {})", h.label.escape_debug(), h.fence)?;

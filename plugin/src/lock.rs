@@ -29,10 +29,10 @@ use crate::{Error, LockOptions, LockState};
 #[derive(Debug)]
 pub struct Lock {
     handle: wit_lock::Lock,
-    /// The wait each `acquire` was opened with (`None`: no limit).
-    wait_ms: Option<u64>,
-    /// The longest pause between looks, for [`Lock::lock`] on a handle that never waits.
-    max_poll_ms: u64,
+    /// For a handle that never waits (a zero wait): the pause [`Lock::lock`] makes between
+    /// its tries, in milliseconds (0 for a handle that waits in the host). Small, so that a
+    /// `Lock` is two words: plugins keep many of them.
+    retry_pause_ms: u32,
 }
 
 impl Lock {
@@ -65,8 +65,12 @@ impl Lock {
     pub fn with_options(name: &str, options: &LockOptions) -> Result<Lock, Error> {
         Ok(Lock {
             handle: wit_lock::Lock::open(name, options.as_raw())?,
-            wait_ms: options.wait_ms(),
-            max_poll_ms: options.max_poll_ms(),
+            retry_pause_ms: match options.wait_ms() {
+                Some(0) => u32::try_from(options.max_poll_ms())
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                _ => 0,
+            },
         })
     }
 
@@ -101,10 +105,12 @@ impl Lock {
                 wit::AcquireOutcome::Acquired(grant) => {
                     return Ok(Guard::new(&self.handle, grant));
                 }
-                wit::AcquireOutcome::Busy(_) if self.wait_ms == Some(0) => {
-                    std::thread::sleep(Duration::from_millis(self.max_poll_ms));
+                wit::AcquireOutcome::Busy(_) => {
+                    let pause = Duration::from_millis(self.retry_pause_ms.into());
+                    if !pause.is_zero() {
+                        std::thread::sleep(pause);
+                    }
                 }
-                wit::AcquireOutcome::Busy(_) => {}
             }
         }
     }
