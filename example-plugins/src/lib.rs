@@ -1,18 +1,13 @@
-//! What every example plugin shares: the bindings of the `plugin` world, and small helpers.
+//! What the example plugins share: small helpers for their command lines and logs. The locks
+//! come from the plugin SDK, `lockbydir-plugin`.
 //!
 //! A plugin is an ordinary WASI command (`fn main`, compiled for `wasm32-wasip2`) that also
 //! imports `lockbydir:lock/lock`. The host decides which directories it may see (`--dir`).
 
-wit_bindgen::generate!({
-    path: "../wit",
-    world: "plugin",
-});
-
-pub use lockbydir::lock::lock::Lock;
-pub use lockbydir::lock::types::{AcquireOutcome, Error, LockState, Options};
-
 use std::io::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lockbydir_plugin::LockOptions;
 
 /// Nanoseconds since the Unix epoch on the host's wall clock.
 pub fn now_ns() -> u128 {
@@ -30,40 +25,15 @@ pub fn append_line(path: &str, line: &str) -> std::io::Result<()> {
     file.write_all(format!("{line}\n").as_bytes())
 }
 
-/// Options with the given lease, wait (`u64::MAX`: no limit) and holder label; the host's
-/// defaults for everything else.
-pub fn options(lease_ms: u64, wait_ms: u64, holder: &str) -> Options {
-    Options {
-        lease_ms: Some(lease_ms),
-        wait_ms: (wait_ms != u64::MAX).then_some(wait_ms),
-        holder: Some(holder.to_owned()),
-        fairness: None,
-        tuning: None,
-    }
-}
-
-/// A readable one-line description of a lock error.
-pub fn describe(err: &Error) -> String {
-    match err {
-        Error::InvalidName(why) => format!("invalid lock name: {why}"),
-        Error::InvalidOption(why) => format!("invalid lock option: {why}"),
-        Error::Io(io) => format!("{} `{}` failed: {}", io.operation, io.path, io.message),
-        Error::NotHeld => "the lock is not held".to_owned(),
-        Error::AlreadyHeld => "the lock is already held by this handle".to_owned(),
-        Error::Denied(why) => format!("denied by the host: {why}"),
-        Error::Corrupt(why) => format!("corrupt lockdir: {why}"),
-        Error::Unavailable(why) => format!("the lock service is unavailable: {why}"),
-        Error::FencesExhausted(path) => {
-            format!("`{path}` has handed out its last fencing token and grants no more")
-        }
-        Error::Compromised(c) => format!(
-            "compromised: the lock (fence {}) was taken over{}",
-            c.fence,
-            c.now_held_by
-                .as_ref()
-                .map(|h| format!(" by `{}` (fence {})", h.holder, h.fence))
-                .unwrap_or_default()
-        ),
+/// Options with the given lease, wait (`u64::MAX`: no limit) and holder label, in
+/// milliseconds as the command lines give them; the host's defaults for everything else.
+pub fn options(lease_ms: u64, wait_ms: u64, holder: &str) -> LockOptions {
+    let options = LockOptions::new()
+        .lease(Duration::from_millis(lease_ms))
+        .holder(holder);
+    match wait_ms {
+        u64::MAX => options,
+        ms => options.wait(Duration::from_millis(ms)),
     }
 }
 

@@ -18,7 +18,8 @@
 
 use std::time::{Duration, Instant};
 
-use lockbydir_example_plugins::{AcquireOutcome, Lock, args, describe, now_ns, num, options};
+use lockbydir_example_plugins::{args, now_ns, num, options};
+use lockbydir_plugin::{Attempt, Lock};
 
 fn main() {
     let arg = args(
@@ -29,31 +30,32 @@ fn main() {
     let label = arg("label").unwrap_or_else(|| "bench".to_owned());
     let patience_ms = num(&arg, "patience-ms", u64::MAX);
     let open = || {
-        Lock::open(&lock_name, &options(30_000, patience_ms, &label))
-            .unwrap_or_else(|e| fail(&describe(&e)))
+        options(30_000, patience_ms, &label)
+            .open(&lock_name)
+            .unwrap_or_else(|e| fail(&e.to_string()))
     };
     match mode.as_str() {
         "noop" => {}
         "loop" => {
             let out = arg("out").unwrap_or_else(|| fail("--out is required"));
             let iterations = num(&arg, "iterations", 1_000);
-            let lock = open();
-            timed_loop(&lock, iterations / 10);
+            let mut lock = open();
+            timed_loop(&mut lock, iterations / 10);
             let start = Instant::now();
-            timed_loop(&lock, iterations);
+            timed_loop(&mut lock, iterations);
             let elapsed = start.elapsed().as_nanos();
             write(&out, &format!("{elapsed} {iterations}\n"));
         }
         "idle" | "contend" => {
             let work = arg("work").unwrap_or_else(|| fail("--work is required"));
-            let lock = open();
+            let mut lock = open();
             let until_ns = wait_for_go(&work, &label, num(&arg, "go-poll-ms", 1));
             if mode == "contend" {
                 let hold = Hold {
                     time: Duration::from_micros(num(&arg, "hold-us", 100)),
                     sleep: num(&arg, "hold-sleep", 0) != 0,
                 };
-                let log = contend(&lock, until_ns, num(&arg, "rounds", 0), &hold);
+                let log = contend(&mut lock, until_ns, num(&arg, "rounds", 0), &hold);
                 write(&format!("{work}/{label}.log"), &log);
             }
         }
@@ -62,13 +64,13 @@ fn main() {
 }
 
 /// `n` rounds of try-acquire + release on a lock nobody else uses.
-fn timed_loop(lock: &Lock, n: u64) {
+fn timed_loop(lock: &mut Lock, n: u64) {
     for _ in 0..n {
-        match lock.try_acquire().unwrap_or_else(|e| fail(&describe(&e))) {
-            AcquireOutcome::Acquired(_) => {}
-            AcquireOutcome::Busy(_) => fail("the uncontended lock was busy"),
-        }
-        lock.release().unwrap_or_else(|e| fail(&describe(&e)));
+        let guard = match lock.try_acquire().unwrap_or_else(|e| fail(&e.to_string())) {
+            Attempt::Acquired(guard) => guard,
+            Attempt::Busy(_) => fail("the uncontended lock was busy"),
+        };
+        guard.release().unwrap_or_else(|e| fail(&e.to_string()));
     }
 }
 
@@ -79,19 +81,19 @@ struct Hold {
 }
 
 /// Loop acquire, hold, release until `until_ns` (or `rounds`); the log lines.
-fn contend(lock: &Lock, until_ns: u128, rounds: u64, hold: &Hold) -> String {
+fn contend(lock: &mut Lock, until_ns: u128, rounds: u64, hold: &Hold) -> String {
     let mut log = String::new();
     let mut done = 0;
     while now_ns() < until_ns && (rounds == 0 || done < rounds) {
         done += 1;
         let asked = now_ns();
-        match lock.acquire().unwrap_or_else(|e| fail(&describe(&e))) {
-            AcquireOutcome::Acquired(_) => {}
-            AcquireOutcome::Busy(_) => {
+        let guard = match lock.acquire().unwrap_or_else(|e| fail(&e.to_string())) {
+            Attempt::Acquired(guard) => guard,
+            Attempt::Busy(_) => {
                 log.push_str(&format!("gaveup {asked} {}\n", now_ns()));
                 continue;
             }
-        }
+        };
         let got = now_ns();
         if hold.sleep {
             std::thread::sleep(hold.time);
@@ -102,7 +104,7 @@ fn contend(lock: &Lock, until_ns: u128, rounds: u64, hold: &Hold) -> String {
             }
         }
         let releasing = now_ns();
-        lock.release().unwrap_or_else(|e| fail(&describe(&e)));
+        guard.release().unwrap_or_else(|e| fail(&e.to_string()));
         log.push_str(&format!("acq {asked} {got} {releasing} {}\n", now_ns()));
     }
     log

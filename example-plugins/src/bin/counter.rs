@@ -6,9 +6,7 @@
 //!
 //! Each log line: `<start-ns> <end-ns> <fence> <label>`.
 
-use lockbydir_example_plugins::{
-    AcquireOutcome, Lock, append_line, args, describe, now_ns, num, options,
-};
+use lockbydir_example_plugins::{append_line, args, now_ns, num, options};
 
 fn main() {
     let arg = args(
@@ -20,16 +18,11 @@ fn main() {
     };
     let rounds = num(&arg, "rounds", 10);
     let label = arg("label").unwrap_or_else(|| "counter".to_owned());
-    let lock = Lock::open(
-        &name,
-        &options(num(&arg, "timeout-ms", 30_000), u64::MAX, &label),
-    )
-    .unwrap_or_else(|e| fail(&describe(&e)));
+    let mut lock = options(num(&arg, "timeout-ms", 30_000), u64::MAX, &label)
+        .open(&name)
+        .unwrap_or_else(|e| fail(&e.to_string()));
     for _ in 0..rounds {
-        let fence = match lock.acquire().unwrap_or_else(|e| fail(&describe(&e))) {
-            AcquireOutcome::Acquired(grant) => grant.fence,
-            AcquireOutcome::Busy(_) => fail("gave up waiting, with unlimited patience"),
-        };
+        let guard = lock.lock().unwrap_or_else(|e| fail(&e.to_string()));
         let start = now_ns();
         let text = std::fs::read_to_string(&counter)
             .unwrap_or_else(|e| fail(&format!("read {counter}: {e}")));
@@ -40,9 +33,9 @@ fn main() {
         std::fs::write(&counter, (n + 1).to_string())
             .unwrap_or_else(|e| fail(&format!("write {counter}: {e}")));
         let end = now_ns();
-        append_line(&log, &format!("{start} {end} {fence} {label}"))
+        append_line(&log, &format!("{start} {end} {} {label}", guard.fence()))
             .unwrap_or_else(|e| fail(&format!("append to {log}: {e}")));
-        lock.release().unwrap_or_else(|e| fail(&describe(&e)));
+        guard.release().unwrap_or_else(|e| fail(&e.to_string()));
     }
 }
 

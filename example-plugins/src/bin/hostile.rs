@@ -23,9 +23,9 @@
 //!   handles on lock `handle` with a holder label of B bytes, keeping them all; stop at the
 //!   first error, and exit 0 without releasing or closing anything.
 
-use lockbydir_example_plugins::{
-    AcquireOutcome, Error, Lock, LockState, args, describe, num, options,
-};
+use lockbydir_example_plugins::{args, num, options};
+use lockbydir_plugin::raw::lockbydir::lock::{lock as raw_lock, types as raw_types};
+use lockbydir_plugin::{Attempt, Error, Lock, LockState};
 
 fn main() {
     let arg = args(
@@ -67,29 +67,31 @@ fn main() {
             std::process::exit(3);
         }
         "wait" => {
-            let lock = Lock::open(&lock_name, &options(timeout, u64::MAX, "hostile"))
-                .unwrap_or_else(|e| fail(&describe(&e)));
+            let mut lock = options(timeout, u64::MAX, "hostile")
+                .open(&lock_name)
+                .unwrap_or_else(|e| fail(&e.to_string()));
             match lock.acquire() {
-                Ok(AcquireOutcome::Acquired(_)) => println!("wait: acquired"),
-                Ok(AcquireOutcome::Busy(_)) => {
+                Ok(Attempt::Acquired(_)) => println!("wait: acquired"),
+                Ok(Attempt::Busy(_)) => {
                     println!("wait: gave up");
                     std::process::exit(4);
                 }
-                Err(e) => fail(&describe(&e)),
+                Err(e) => fail(&e.to_string()),
             }
         }
         "hoard" => {
             let mut held = Vec::new();
             for i in 0..num(&arg, "count", 10) {
                 let name = format!("hoard-{i}");
-                let result = Lock::open(&name, &options(timeout, 0, "hostile"))
-                    .and_then(|lock| lock.try_acquire().map(|o| (lock, o)));
+                let result = options(timeout, 0, "hostile")
+                    .open(&name)
+                    .and_then(|mut lock| keep_if_taken(&mut lock).map(|took| (lock, took)));
                 match result {
-                    Ok((lock, AcquireOutcome::Acquired(_))) => {
+                    Ok((lock, true)) => {
                         println!("{name}: acquired");
                         held.push(lock);
                     }
-                    Ok((_, AcquireOutcome::Busy(_))) => println!("{name}: busy"),
+                    Ok((_, false)) => println!("{name}: busy"),
                     Err(e) => {
                         println!("{name}: {}", kind(&e));
                         break;
@@ -106,18 +108,30 @@ fn main() {
     }
 }
 
-/// Take `name` or exit 2.
+/// Take `name` or exit 2. The handle comes back holding the lock, with no guard to release
+/// it: only dropping the handle (or the plugin's end) lets it go.
 fn take(name: &str, timeout: u64) -> Lock {
-    let lock = Lock::open(name, &options(timeout, 10_000, "hostile"))
-        .unwrap_or_else(|e| fail(&describe(&e)));
+    let mut lock = options(timeout, 10_000, "hostile")
+        .open(name)
+        .unwrap_or_else(|e| fail(&e.to_string()));
     match lock.acquire() {
-        Ok(AcquireOutcome::Acquired(_)) => {
-            println!("took {name}");
-            lock
-        }
-        Ok(AcquireOutcome::Busy(_)) => fail("could not take the lock"),
-        Err(e) => fail(&describe(&e)),
+        Ok(Attempt::Acquired(guard)) => std::mem::forget(guard),
+        Ok(Attempt::Busy(_)) => fail("could not take the lock"),
+        Err(e) => fail(&e.to_string()),
     }
+    println!("took {name}");
+    lock
+}
+
+/// One try at `lock`; if it was taken, the handle keeps holding it (the guard is forgotten).
+fn keep_if_taken(lock: &mut Lock) -> Result<bool, Error> {
+    Ok(match lock.try_acquire()? {
+        Attempt::Acquired(guard) => {
+            std::mem::forget(guard);
+            true
+        }
+        Attempt::Busy(_) => false,
+    })
 }
 
 /// Try to read and write every path given (comma-separated).
@@ -139,30 +153,29 @@ fn escape(paths: &str) {
     }
 }
 
-/// Attack a lock held by someone else through the interface.
+/// Attack a lock held by someone else through the interface: the raw handle, since the SDK
+/// offers release and refresh only on a guard of a lock it took.
 fn forge(name: &str) {
-    let lock =
-        Lock::open(name, &options(60_000, 0, "forger")).unwrap_or_else(|e| fail(&describe(&e)));
+    let lock = raw_lock::Lock::open(name, &raw_options(60_000, "forger"))
+        .unwrap_or_else(|e| fail(&Error::from(e).to_string()));
     println!(
         "release: {}",
-        lock.release()
-            .map_or_else(|e| kind(&e), |_| "RELEASED".into())
+        lock.release().map_or_else(raw_kind, |_| "RELEASED".into())
     );
     println!(
         "refresh: {}",
-        lock.refresh()
-            .map_or_else(|e| kind(&e), |_| "REFRESHED".into())
+        lock.refresh().map_or_else(raw_kind, |_| "REFRESHED".into())
     );
     let took = match lock.try_acquire() {
-        Ok(AcquireOutcome::Acquired(_)) => "ACQUIRED".to_owned(),
-        Ok(AcquireOutcome::Busy(h)) => {
+        Ok(raw_types::AcquireOutcome::Acquired(_)) => "ACQUIRED".to_owned(),
+        Ok(raw_types::AcquireOutcome::Busy(h)) => {
             format!("busy (held by {})", h.map_or("?".into(), |h| h.holder))
         }
-        Err(e) => kind(&e),
+        Err(e) => raw_kind(e),
     };
     println!("try-acquire: {took}");
     for bad in ["../escape", "/etc/passwd", "..", "a\0b", ""] {
-        let opened = Lock::open(bad, &options(1_000, 0, "forger"));
+        let opened = options(1_000, 0, "forger").open(bad);
         println!(
             "open {bad:?}: {}",
             opened.map_or_else(|e| kind(&e), |_| "OPENED".into())
@@ -172,19 +185,23 @@ fn forge(name: &str) {
 
 /// The error's WIT case name.
 fn kind(e: &Error) -> String {
-    match e {
-        Error::InvalidName(_) => "invalid-name",
-        Error::InvalidOption(_) => "invalid-option",
-        Error::Io(_) => "io",
-        Error::NotHeld => "not-held",
-        Error::AlreadyHeld => "already-held",
-        Error::Compromised(_) => "compromised",
-        Error::Denied(_) => "denied",
-        Error::Corrupt(_) => "corrupt",
-        Error::FencesExhausted(_) => "fences-exhausted",
-        Error::Unavailable(_) => "unavailable",
+    e.case().to_owned()
+}
+
+/// Raw options with this lease and label that never wait.
+fn raw_options(lease_ms: u64, holder: &str) -> raw_types::Options {
+    raw_types::Options {
+        lease_ms: Some(lease_ms),
+        wait_ms: Some(0),
+        holder: Some(holder.to_owned()),
+        fairness: None,
+        tuning: None,
     }
-    .to_owned()
+}
+
+/// The WIT case name of an error of the raw interface.
+fn raw_kind(e: raw_types::Error) -> String {
+    kind(&Error::from(e))
 }
 
 fn fail(why: &str) -> ! {
@@ -196,20 +213,21 @@ fn fail(why: &str) -> ! {
 fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, timeout: u64) {
     match mode {
         "peek" => {
-            match lockbydir_example_plugins::lockbydir::lock::lock::list_locks() {
+            match raw_lock::list_locks() {
                 Ok(locks) => {
                     for l in locks {
-                        match &l.state {
-                            Ok(s) => println!("list: {} {}", l.name, state(s)),
-                            Err(e) => println!("list: {} broken: {}", l.name, kind(e)),
+                        match l.state {
+                            Ok(s) => println!("list: {} {}", l.name, state(&s.into())),
+                            Err(e) => println!("list: {} broken: {}", l.name, raw_kind(e)),
                         }
                     }
                 }
-                Err(e) => println!("list: {}", kind(&e)),
+                Err(e) => println!("list: {}", raw_kind(e)),
             }
             let secret = arg("secret").unwrap_or_else(|| "secret-db".to_owned());
             for target in [secret.as_str(), name] {
-                let inspected = Lock::open(target, &options(1_000, 0, "peeker"))
+                let inspected = options(1_000, 0, "peeker")
+                    .open(target)
                     .and_then(|lock| lock.inspect());
                 match inspected {
                     Ok(s) => println!("inspect {target}: {}", state(&s)),
@@ -217,35 +235,38 @@ fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, 
                 }
             }
             for target in [secret.as_str(), name] {
-                match lockbydir_example_plugins::lockbydir::lock::lock::queue(target) {
+                match raw_lock::queue(target) {
                     Ok(q) => println!("queue {target}: {} waiting", q.live),
-                    Err(e) => println!("queue {target}: {}", kind(&e)),
+                    Err(e) => println!("queue {target}: {}", raw_kind(e)),
                 }
             }
         }
         "hold" => {
             let label = arg("label").unwrap_or_default();
-            let lock = Lock::open(name, &options(timeout, 10_000, &label))
-                .unwrap_or_else(|e| fail(&describe(&e)));
-            match lock.acquire() {
-                Ok(AcquireOutcome::Acquired(_)) => println!("took {name}"),
-                Ok(AcquireOutcome::Busy(_)) => fail("could not take the lock"),
-                Err(e) => fail(&describe(&e)),
-            }
+            let mut lock = options(timeout, 10_000, &label)
+                .open(name)
+                .unwrap_or_else(|e| fail(&e.to_string()));
+            let guard = match lock.acquire() {
+                Ok(Attempt::Acquired(guard)) => guard,
+                Ok(Attempt::Busy(_)) => fail("could not take the lock"),
+                Err(e) => fail(&e.to_string()),
+            };
+            println!("took {name}");
             std::thread::sleep(std::time::Duration::from_millis(num(arg, "hold-ms", 5_000)));
-            let _ = lock.release();
+            drop(guard);
         }
         _ => {
             let count = num(arg, "count", 100);
             for i in 0..count {
                 let name = format!("job-{i}");
-                let result = Lock::open(&name, &options(timeout, 0, "churner")).and_then(|lock| {
-                    let outcome = lock.try_acquire()?;
-                    if let AcquireOutcome::Acquired(_) = outcome {
-                        lock.release()?;
-                    }
-                    Ok(())
-                });
+                let result = options(timeout, 0, "churner")
+                    .open(&name)
+                    .and_then(|mut lock| {
+                        if let Attempt::Acquired(guard) = lock.try_acquire()? {
+                            guard.release()?;
+                        }
+                        Ok(())
+                    });
                 if let Err(e) = result {
                     println!("{name}: {}", kind(&e));
                     break;
@@ -260,9 +281,9 @@ fn policy_attack(mode: &str, arg: &impl Fn(&str) -> Option<String>, name: &str, 
 fn state(s: &LockState) -> String {
     match s {
         LockState::Absent => "absent".to_owned(),
-        LockState::Free(fence) => format!("free (fence {fence})"),
-        LockState::Held(h) => format!("held by {} (fence {})", h.holder, h.fence),
-        LockState::Expired(h) => format!("expired, held by {} (fence {})", h.holder, h.fence),
+        LockState::Free { last_fence } => format!("free (fence {last_fence})"),
+        LockState::Held(h) => format!("held by {} (fence {})", h.label, h.fence),
+        LockState::Expired(h) => format!("expired, held by {} (fence {})", h.label, h.fence),
     }
 }
 // Limits (issue 12, items 1, 2, 5, 8).
@@ -279,8 +300,9 @@ fn read_stdin() {
 
 /// Open a handle that may wait forever, compute for `spin_ms`, then wait.
 fn spin_then_wait(name: &str, spin_ms: u64) {
-    let lock = Lock::open(name, &options(60_000, u64::MAX, "hostile"))
-        .unwrap_or_else(|e| fail(&describe(&e)));
+    let mut lock = options(60_000, u64::MAX, "hostile")
+        .open(name)
+        .unwrap_or_else(|e| fail(&e.to_string()));
     let start = std::time::Instant::now();
     let mut x: u64 = 0;
     while start.elapsed() < std::time::Duration::from_millis(spin_ms) {
@@ -288,12 +310,12 @@ fn spin_then_wait(name: &str, spin_ms: u64) {
     }
     println!("waiting");
     match lock.acquire() {
-        Ok(AcquireOutcome::Acquired(_)) => println!("wait: acquired"),
-        Ok(AcquireOutcome::Busy(_)) => {
+        Ok(Attempt::Acquired(_)) => println!("wait: acquired"),
+        Ok(Attempt::Busy(_)) => {
             println!("wait: gave up");
             std::process::exit(4);
         }
-        Err(e) => fail(&describe(&e)),
+        Err(e) => fail(&e.to_string()),
     }
 }
 
@@ -302,7 +324,8 @@ fn open_handles(arg: &impl Fn(&str) -> Option<String>, timeout: u64) {
     let _held = arg("hold").map(|name| take(&name, timeout));
     let count = num(arg, "count", u64::MAX);
     let label = "L".repeat(num(arg, "label-bytes", 8) as usize);
-    let opts = options(timeout, 0, &label);
+    let opts = raw_options(timeout, &label);
+    // Raw handles, the smallest (one word each): the attack is on the host's table of them.
     // Everything the loop needs is allocated before memory is filled.
     let mut handles = Vec::with_capacity(count.min(1 << 20) as usize);
     if arg("fill").is_some() {
@@ -313,10 +336,10 @@ fn open_handles(arg: &impl Fn(&str) -> Option<String>, timeout: u64) {
         println!("filled: {pages} more pages");
     }
     for i in 0..count {
-        match Lock::open("handle", &opts) {
+        match raw_lock::Lock::open("handle", &opts) {
             Ok(lock) => handles.push(lock),
             Err(e) => {
-                println!("open {i}: {}", kind(&e));
+                println!("open {i}: {}", raw_kind(e));
                 break;
             }
         }
