@@ -9,8 +9,15 @@ use std::process::{Child, Command, Stdio};
 
 use common::{EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest};
 
-/// Build the example hosts with the workspace's cargo; returns the path of binary `name`.
+/// The example host binary `name`. `cargo test --release` at the top builds it with the other
+/// default members, so it lies next to the `lockbydir` binary, built with the same features
+/// (a separate `cargo build -p` resolves features apart and would compile wasmtime again);
+/// when the tests run without it (`-p lockbydir-cli`), it is built here.
 fn example_binary(name: &str) -> PathBuf {
+    let beside = Path::new(env!("CARGO_BIN_EXE_lockbydir")).with_file_name(name);
+    if beside.exists() {
+        return beside;
+    }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
