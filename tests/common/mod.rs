@@ -10,6 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use lockbydir_cli::intervals;
 
+pub mod languages;
+pub mod wrappers;
+
 /// A fresh directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
