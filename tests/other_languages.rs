@@ -20,11 +20,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::wrappers::{
-    Contender, Gate, Hosts, examples, hosts, missing_tools, setup, succeeds,
+    Contender, Gate, Hosts, examples, hosts, missing_tools, setup,
 };
 use common::{Scratch, assert_exclusive, count, guest, intervals, lockbydir, output, stderr};
 
