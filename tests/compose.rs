@@ -27,7 +27,11 @@ fn compose(scratch: &Scratch, plugin: &Path, out: &Path) -> std::process::Output
 /// A failed compose: its exit code and message, and no output file left behind.
 fn refused(scratch: &Scratch, plugin: &Path, out: &Path) -> (i32, String) {
     let o = compose(scratch, plugin, out);
-    assert!(!o.status.success(), "compose of {} succeeded", plugin.display());
+    assert!(
+        !o.status.success(),
+        "compose of {} succeeded",
+        plugin.display()
+    );
     let text = stderr(&o);
     let leftovers: Vec<String> = scratch
         .tree()
@@ -109,7 +113,10 @@ fn compose_never_replaces_the_plugin_and_names_an_unwritable_output() {
         let (code, text) = refused(&scratch, &plugin, out);
         assert_eq!(code, 64, "{text}");
         assert!(
-            text.contains(&format!("the output {} is the plugin itself", out.display())),
+            text.contains(&format!(
+                "the output {} is the plugin itself",
+                out.display()
+            )),
             "{text}"
         );
         assert_eq!(

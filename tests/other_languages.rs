@@ -22,9 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::wrappers::{
-    Contender, Gate, Hosts, examples, hosts, missing_tools, setup,
-};
+use common::wrappers::{Contender, Gate, Hosts, examples, hosts, missing_tools, setup};
 use common::{Scratch, assert_exclusive, count, guest, intervals, lockbydir, output, stderr};
 
 /// Rounds per contender.

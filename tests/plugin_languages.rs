@@ -127,7 +127,11 @@ fn rust_python_and_js_plugins_take_turns_with_exec_and_the_wrappers() {
             (None, text) => failed.push(format!("{label} hung and was killed:\n{text}")),
         }
     }
-    assert!(failed.is_empty(), "contenders failed:\n{}", failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "contenders failed:\n{}",
+        failed.join("\n")
+    );
 
     let total = kinds * ROUNDS;
     assert_eq!(count(&counter), total, "the shared counter");

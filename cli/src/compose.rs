@@ -109,11 +109,14 @@ pub fn compose_bytes(path: &Path, plugin: &[u8], lock: &[u8]) -> Result<Vec<u8>,
         reason: format!("{e:#}"),
     };
     let mut graph = CompositionGraph::new();
-    let socket = Package::from_bytes("plugin:plugin", None, plugin, graph.types_mut())
-        .map_err(invalid)?;
+    let socket =
+        Package::from_bytes("plugin:plugin", None, plugin, graph.types_mut()).map_err(invalid)?;
     let imports: Vec<String> = graph.types()[socket.ty()].imports.keys().cloned().collect();
     if !imports.iter().any(|i| i == LOCK_INTERFACE) {
-        if let Some(found) = imports.iter().find(|i| i.starts_with(LOCK_INTERFACE_PREFIX)) {
+        if let Some(found) = imports
+            .iter()
+            .find(|i| i.starts_with(LOCK_INTERFACE_PREFIX))
+        {
             return Err(ComposeError::OtherVersion {
                 path: path.to_owned(),
                 found: found.clone(),

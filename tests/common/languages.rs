@@ -100,7 +100,9 @@ fn contents(dir: &Path) -> Vec<u8> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            if p.file_name().is_some_and(|n| n == "node_modules" || n == ".inputs") {
+            if p.file_name()
+                .is_some_and(|n| n == "node_modules" || n == ".inputs")
+            {
                 continue;
             }
             if p.is_dir() {
@@ -129,8 +131,9 @@ pub fn python_tools() -> Result<PathBuf, Skip> {
     static ONCE: OnceLock<Result<PathBuf, Skip>> = OnceLock::new();
     ONCE.get_or_init(|| {
         if !succeeds(Command::new("python3").args(["-c", "import venv, ensurepip"])) {
-            return Err("python3 with venv/ensurepip is not installed (on Debian: python3-venv)"
-                .to_owned());
+            return Err(
+                "python3 with venv/ensurepip is not installed (on Debian: python3-venv)".to_owned(),
+            );
         }
         let venv = tools_dir().join("python");
         let python = venv.join("bin/python");
@@ -143,10 +146,20 @@ pub fn python_tools() -> Result<PathBuf, Skip> {
             && succeeds(Command::new(&python).args(["-c", "import wasmtime, componentize_py"]));
         if !usable {
             std::fs::create_dir_all(tools_dir()).unwrap();
-            install(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+            install(
+                Command::new("python3")
+                    .args(["-m", "venv", "--clear"])
+                    .arg(&venv),
+            )?;
             install(
                 Command::new(&python)
-                    .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--disable-pip-version-check",
+                        "--quiet",
+                    ])
                     .arg("-r")
                     .arg(plugins_dir().join("python/requirements.txt"))
                     .arg(WASMTIME_PY),
@@ -270,9 +283,19 @@ pub fn js_plugin() -> Result<PathBuf, Skip> {
             &tools_dir().join("js-plugin"),
             |dir| {
                 link(dir);
-                build(Command::new("npm").args(["run", "--silent", "wit"]).current_dir(dir));
+                build(
+                    Command::new("npm")
+                        .args(["run", "--silent", "wit"])
+                        .current_dir(dir),
+                );
             },
-            |dir| build(Command::new("npm").args(["run", "--silent", "build"]).current_dir(dir)),
+            |dir| {
+                build(
+                    Command::new("npm")
+                        .args(["run", "--silent", "build"])
+                        .current_dir(dir),
+                )
+            },
         ))
     })
     .clone()
@@ -290,10 +313,10 @@ pub fn marked_blocks(markdown: &str) -> Vec<(String, String)> {
             }
             Some(_) => out.push(current.take().unwrap()),
             None => {
-                if let Some(file) = line
-                    .strip_prefix("```")
-                    .and_then(|info| info.split_whitespace().find_map(|w| w.strip_prefix("file=")))
-                {
+                if let Some(file) = line.strip_prefix("```").and_then(|info| {
+                    info.split_whitespace()
+                        .find_map(|w| w.strip_prefix("file="))
+                }) {
                     current = Some((file.to_owned(), String::new()));
                 }
             }

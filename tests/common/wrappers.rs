@@ -347,4 +347,3 @@ pub fn prepare_python(locks: &Path) -> PathBuf {
     }
     python
 }
-

@@ -4,8 +4,8 @@
 use std::fmt;
 
 use lockbydir::Error;
-use lockbydir_cli::compose::ComposeError;
 use lockbydir::types as wit;
+use lockbydir_cli::compose::ComposeError;
 
 /// EX_USAGE: the command line is wrong (unknown flag, bad value, bad lock name).
 pub const USAGE: u8 = 64;
