@@ -143,6 +143,13 @@ fn compose_never_replaces_the_plugin_and_names_an_unwritable_output() {
     let o = compose(&scratch, &plugin, &out);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(&out).unwrap().starts_with(b"\0asm"));
+    // The mode any written file gets (0666 less the umask), not the 0600 of a temporary file.
+    let mode = |p: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(p).unwrap().permissions())
+    };
+    let fresh = scratch.join("fresh");
+    std::fs::write(&fresh, "").unwrap();
+    assert_eq!(mode(&out), mode(&fresh), "the composed plugin's mode");
     assert_eq!(std::fs::read(&plugin).unwrap(), original);
 }
 

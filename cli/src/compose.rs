@@ -171,8 +171,10 @@ pub fn compose_file(input: &Path, output: &Path, lock: &[u8]) -> Result<(), Comp
         let path = path.to_owned();
         move |source| ComposeError::Write { path, source }
     };
+    // 0666 less the umask, as any file a command writes, not the 0600 of a temporary file.
     let mut temp = tempfile::Builder::new()
         .prefix(".lockbydir-compose-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(write_err(output))?;
     std::io::Write::write_all(&mut temp, &composed).map_err(write_err(temp.path()))?;
