@@ -12,6 +12,9 @@ pub mod plugins;
 
 pub use lockbydir_cli::intervals;
 
+pub mod languages;
+pub mod wrappers;
+
 /// A fresh directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
 
