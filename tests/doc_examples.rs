@@ -2,7 +2,9 @@
 //! run, shown as printed: each fenced block of code (Rust, TOML, JavaScript, Python) is
 //! preceded by `<!-- example: PATH -->` or `<!-- example: PATH#NAME -->`, and its text must be
 //! that file, or the part of it between the lines marked `ANCHOR: NAME` and `ANCHOR_END:
-//! NAME` (taken out of a doc comment when it is one: a doc test). The files themselves are
+//! NAME` (taken out of a doc comment when it is one: a doc test); or by `<!-- example: built
+//! by TEST -->`, where TEST is a test that reads the doc itself and builds its blocks; or its
+//! info string names the file (```` ```python file=PATH ````) and a test compares the two. The files themselves are
 //! compiled and run elsewhere: doc tests by `cargo test --doc`, the embedding examples by
 //! tests/embed.rs, the other-language examples by tests/other_languages.rs.
 //!
@@ -64,10 +66,16 @@ fn blocks(markdown: &str) -> Vec<Block> {
                 text.push_str(inner.get(indent..).unwrap_or(inner.trim_start()));
                 text.push('\n');
             }
+            // `python file=PATH`: a block some test compares with that file itself.
+            let mut info = lang.split_whitespace();
+            let lang = info.next().unwrap_or("").to_owned();
+            let marker = info
+                .find_map(|w| w.strip_prefix("file="))
+                .map(|_| "compared by a test".to_owned());
             found.push(Block {
-                lang: lang.trim().to_owned(),
+                lang,
                 text,
-                source: last_marker.take(),
+                source: last_marker.take().or(marker),
                 line: n + 1,
             });
             continue;
@@ -141,6 +149,14 @@ fn referenced(reference: &str) -> Result<String, String> {
         .collect())
 }
 
+/// Whether a test in tests/ names `doc_file` (and so reads it).
+fn tests_reading(doc_file: &str) -> bool {
+    fs::read_dir(workspace().join("tests"))
+        .unwrap()
+        .filter_map(|e| fs::read_to_string(e.unwrap().path()).ok())
+        .any(|code| code.contains(doc_file))
+}
+
 #[test]
 fn every_code_example_in_the_docs_is_a_file_the_tests_build() {
     let mut problems = Vec::new();
@@ -157,6 +173,30 @@ fn every_code_example_in_the_docs_is_a_file_the_tests_build() {
                      before it): it would not be compiled or run",
                     block.line, block.lang
                 )),
+                (Some(reference), _) if reference == "compared by a test" => {
+                    let doc_file = doc.file_name().unwrap().to_string_lossy().into_owned();
+                    if tests_reading(&doc_file) {
+                        checked += 1;
+                    } else {
+                        problems.push(format!(
+                            "{name}:{}: a `file=` block, but no test in tests/ reads {doc_file}",
+                            block.line
+                        ));
+                    }
+                }
+                (Some(reference), _) if reference.starts_with("built by ") => {
+                    // A test of its own extracts this block from the doc and builds it.
+                    let test = reference.trim_start_matches("built by ");
+                    let doc_file = doc.file_name().unwrap().to_string_lossy().into_owned();
+                    match fs::read_to_string(workspace().join(test)) {
+                        Ok(code) if code.contains(&doc_file) => checked += 1,
+                        Ok(_) => problems.push(format!(
+                            "{name}:{}: {test} does not read {doc_file}",
+                            block.line
+                        )),
+                        Err(e) => problems.push(format!("{name}:{}: {test}: {e}", block.line)),
+                    }
+                }
                 (Some(reference), _) => match referenced(reference) {
                     Err(why) => problems.push(format!("{name}:{}: {why}", block.line)),
                     Ok(expected) if expected != block.text => {
