@@ -6,9 +6,10 @@ use clap::Args;
 
 /// Compose a plugin with the lock component, so that it takes locks on any WASI 0.2 host.
 ///
-/// The result imports no lockbydir interface: its lockbydir:lock/lock@0.2.0 import is served
-/// by a copy of the lock component inside it, which keeps its locks in the directory the host
-/// preopens as `.` for it (for example `wasmtime run --dir LOCKS::.`). The plugin then sees
+/// The result needs no lockbydir host: its lockbydir:lock/lock@0.2.0 import is served by a
+/// copy of the lock component inside it (it still imports lockbydir:lock/types@0.2.0, which
+/// holds types only), which keeps its locks in the directory the host preopens as `.` for it
+/// (docs/composing.md runs one on wasmtime-py). The plugin then sees
 /// the lock directory itself (no sandbox between plugin and locks), and a waiting acquire
 /// polls the directory (no wake-ups from a host).
 #[derive(Args, Debug)]
