@@ -1,6 +1,5 @@
 //! Records the git commit the CLI is built from (`LOCKBYDIR_COMMIT`, "unknown" outside a git
-//! checkout) for `lockbydir --version`, and passes on where the host library's build put the
-//! guest components (`LOCKBYDIR_GUESTS_DIR`), which the integration tests run.
+//! checkout) for `lockbydir --version`.
 
 #[path = "build/git.rs"]
 mod git;
@@ -22,10 +21,6 @@ fn main() {
         None => "unknown".to_owned(),
     };
     println!("cargo:rustc-env=LOCKBYDIR_COMMIT={commit}");
-    // `links = "lockbydir-guests"` in host/Cargo.toml: its build script's `metadata=DIR`.
-    let guests =
-        std::env::var("DEP_LOCKBYDIR_GUESTS_DIR").expect("the host library's build sets it");
-    println!("cargo:rustc-env=LOCKBYDIR_GUESTS_DIR={guests}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build/git.rs");
 }

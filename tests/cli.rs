@@ -5,7 +5,10 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{Scratch, guest, lockbydir, now_ms, output, status, stderr, stdout, wait_until_held};
+use common::{
+    Scratch, guest, lockbydir, now_ms, output, shipped_lock_component, status, stderr, stdout,
+    wait_until_held,
+};
 
 #[test]
 fn plugin_and_exec_processes_take_turns_on_one_lock() {
@@ -188,7 +191,7 @@ fn component_hands_out_the_lock_component_and_its_wit() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         std::fs::read(&out).unwrap(),
-        std::fs::read(guest("lockbydir_guest.wasm")).unwrap()
+        std::fs::read(shipped_lock_component()).unwrap()
     );
     assert!(stdout(&o).contains("package lockbydir:lock@0.2.0;"));
     // The written component works as --lock-component.
@@ -362,7 +365,7 @@ fn files_that_are_not_usable_plugins_are_refused() {
         stderr(&o)
     );
     // A component that imports nothing foreign but is no command.
-    let lib = guest("lockbydir_guest.wasm");
+    let lib = shipped_lock_component();
     assert_refused(
         &scratch,
         lockbydir(&locks).arg("run").arg(&lib),

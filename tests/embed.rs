@@ -9,8 +9,15 @@ use std::process::{Child, Command, Stdio};
 
 use common::{EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest};
 
-/// Build the example hosts with the workspace's cargo; returns the path of binary `name`.
+/// The example host binary `name`. `cargo test --release` at the top builds it with the other
+/// default members, so it lies next to the `lockbydir` binary, built with the same features
+/// (a separate `cargo build -p` resolves features apart and would compile wasmtime again);
+/// when the tests run without it (`-p lockbydir-cli`), it is built here.
 fn example_binary(name: &str) -> PathBuf {
+    let beside = Path::new(env!("CARGO_BIN_EXE_lockbydir")).with_file_name(name);
+    if beside.exists() {
+        return beside;
+    }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
@@ -52,9 +59,9 @@ fn exec_loop(locks: &Path, work: &Path, rounds: usize, label: &str) -> Child {
         .unwrap()
 }
 
-/// The example host `name` (two plugin instances, `rounds` each) and two exec loops on one
-/// lock: the counter is exact and no two holds overlap.
-fn takes_turns_with_exec(name: &str) {
+/// The example host `name` running `plugin` (two instances, `rounds` each) and two exec loops
+/// on one lock: the counter is exact and no two holds overlap.
+fn takes_turns_with_exec(name: &str, plugin: &Path) {
     let host = example_binary(name);
     let scratch = Scratch::new(name);
     let locks = scratch.dir("locks");
@@ -68,7 +75,7 @@ fn takes_turns_with_exec(name: &str) {
     children.push(
         Command::new(&host)
             .env("LOCKBYDIR_CACHE_DIR", cache_dir())
-            .arg(guest("counter.wasm"))
+            .arg(plugin)
             .args([&locks, &work])
             .arg(rounds.to_string())
             .spawn()
@@ -83,10 +90,21 @@ fn takes_turns_with_exec(name: &str) {
 
 #[test]
 fn a_sync_embedding_host_takes_turns_with_exec() {
-    takes_turns_with_exec("embed-sync");
+    takes_turns_with_exec("embed-sync", &guest("counter.wasm"));
 }
 
 #[test]
 fn an_async_embedding_host_takes_turns_with_exec() {
-    takes_turns_with_exec("embed-async");
+    takes_turns_with_exec("embed-async", &guest("counter.wasm"));
+}
+
+/// The JavaScript counter plugin (examples/plugins/js, built with componentize-js by the test)
+/// in the sync embedding host, taking turns with exec: an embedder's host runs it as it runs
+/// a Rust plugin.
+#[test]
+fn an_embedding_host_runs_the_javascript_plugin() {
+    match common::languages::js_plugin() {
+        Ok(plugin) => takes_turns_with_exec("embed-sync", &plugin),
+        Err(why) => eprintln!("embed: skipped: {why}"),
+    }
 }

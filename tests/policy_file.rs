@@ -120,6 +120,26 @@ fn a_policy_file_is_enforced_exactly_like_the_flags() {
     }
 }
 
+/// The policy file docs/untrusted-plugins.md shows (`examples/policy/worker.toml`) is accepted
+/// and applied: a lock name outside its `allow-lock` list is denied naming the list.
+#[test]
+fn the_documented_policy_file_is_applied() {
+    let scratch = Scratch::new("policy-file-documented");
+    let (locks, work) = (scratch.dir("locks"), scratch.dir("work"));
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policy/worker.toml");
+    let o = hostile(
+        &locks,
+        &work,
+        &["--policy", file.to_str().unwrap()],
+        &["--try", "hoard", "--count", "1"],
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("lock name `hoard-0` is not allowed (allowed: job-*, shared.db)"),
+        "{err}"
+    );
+}
+
 #[test]
 fn flags_override_the_policy_file_and_allow_lock_replaces_its_list() {
     let scratch = Scratch::new("policy-file-override");

@@ -65,6 +65,8 @@ fn the_cli_never_panics_on_random_arguments() {
         "status",
         "demo",
         "component",
+        "compose",
+        "-o",
         "--locks",
         "--dir",
         "--env",

@@ -1,6 +1,6 @@
 //! `lockbydir status` like lslocks: the waiters of a lock (real `exec` processes in its
 //! queue), the holder's pid and host from the label `exec` writes, name filters, a broken
-//! queue shown as what it is, and `--json` held to the schema README documents.
+//! queue shown as what it is, and `--json` held to the schema docs/cli.md documents.
 
 mod common;
 
@@ -216,10 +216,10 @@ fn a_broken_queue_is_shown_as_what_it_is_and_hides_nothing() {
     );
 }
 
-/// The `--json` schema README documents: field path (`locks[].queue.waiters`) to its type.
+/// The `--json` schema docs/cli.md documents: field path (`locks[].queue.waiters`) to its type.
 fn documented_schema() -> BTreeMap<String, String> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md")).unwrap();
     let begin = readme
         .find("<!-- status-json-schema: begin -->")
         .expect("schema begin");
@@ -236,7 +236,7 @@ fn documented_schema() -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The JSON type of a value, in README's words.
+/// The JSON type of a value, in the words of docs/cli.md.
 fn type_name(v: &serde_json::Value) -> &'static str {
     match v {
         serde_json::Value::Null => "null",
@@ -284,7 +284,7 @@ fn observed(path: &str, v: &serde_json::Value, out: &mut BTreeMap<String, BTreeS
 }
 
 #[test]
-fn status_json_is_exactly_the_schema_readme_documents() {
+fn status_json_is_exactly_the_schema_the_docs_document() {
     let scratch = Scratch::new("status-schema");
     let locks = scratch.dir("locks");
     // Every kind of row: held by `exec` (pid and host), free, broken, and a queue with a
@@ -317,19 +317,19 @@ fn status_json_is_exactly_the_schema_readme_documents() {
     for (field, kinds) in &seen {
         let doc = documented
             .get(field)
-            .unwrap_or_else(|| panic!("`{field}` is in the output but not in README"));
+            .unwrap_or_else(|| panic!("`{field}` is in the output but not in docs/cli.md"));
         let allowed: BTreeSet<&str> = doc.split(" or ").collect();
         for kind in kinds {
             assert!(
                 allowed.contains(kind.as_str()),
-                "`{field}` is {kind}, README says {doc}"
+                "`{field}` is {kind}, docs/cli.md says {doc}"
             );
         }
     }
     for (field, doc) in &documented {
         let kinds = seen
             .get(field)
-            .unwrap_or_else(|| panic!("README documents `{field}`, the output has none"));
+            .unwrap_or_else(|| panic!("docs/cli.md documents `{field}`, the output has none"));
         // Each documented type shows up in this output (null included, where documented).
         for kind in doc.split(" or ") {
             assert!(

@@ -27,7 +27,7 @@ pub enum LockError {
 #[allow(missing_docs)]
 mod generated_types {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         interfaces: "import lockbydir:lock/types@0.2.0;",
         imports: { default: trappable },
         trappable_error_type: { "lockbydir:lock/types.error" => crate::bindings::LockError },
@@ -42,7 +42,7 @@ pub use generated_types::lockbydir::lock::types;
 #[allow(missing_docs)]
 pub mod provider {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "provider",
         with: { "lockbydir:lock/types": crate::bindings::types },
     });
@@ -52,7 +52,7 @@ pub mod provider {
 #[allow(missing_docs)]
 pub mod plugin {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         imports: { default: trappable },
         trappable_error_type: { "lockbydir:lock/types.error" => crate::bindings::LockError },
@@ -67,7 +67,7 @@ pub mod plugin {
 #[allow(missing_docs)]
 pub mod v0_1_0 {
     wasmtime::component::bindgen!({
-        path: "../wit-published/0.1.0",
+        path: "wit-published/0.1.0",
         world: "plugin",
         imports: { default: trappable },
         with: { "lockbydir:lock/lock.lock": crate::bindings::PluginLock },

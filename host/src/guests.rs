@@ -1,16 +1,19 @@
-//! The components built by `build.rs` and embedded in this binary.
+//! The components this crate ships prebuilt in `component/` and embeds: building this crate
+//! needs no wasm32 target and runs no nested cargo. `scripts/build-lock-component` rebuilds
+//! them reproducibly from the workspace's `guest/`, `protocol/`, `wit/` and
+//! `example-plugins/`; a test fails when they are older than those sources.
 
 /// The lock component (`guest/`), embedded so the `lockbydir` binary works on its own.
-pub const LOCK_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/lockbydir_guest.wasm"));
+pub const LOCK_COMPONENT: &[u8] = include_bytes!("../component/lockbydir-lock.wasm");
 
 /// The example sleeper plugin (`example-plugins/src/bin/sleeper.rs`), used by `demo`.
-pub const SLEEPER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sleeper.wasm"));
+pub const SLEEPER_PLUGIN: &[u8] = include_bytes!("../component/sleeper.wasm");
 
 /// The example counter plugin (`example-plugins/src/bin/counter.rs`), used by `demo`.
-pub const COUNTER_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/counter.wasm"));
+pub const COUNTER_PLUGIN: &[u8] = include_bytes!("../component/counter.wasm");
 
 /// The benchmark plugin (`example-plugins/src/bin/bench.rs`), used by `bench`.
-pub const BENCH_PLUGIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench.wasm"));
+pub const BENCH_PLUGIN: &[u8] = include_bytes!("../component/bench.wasm");
 
 /// The SHA-256 of [`LOCK_COMPONENT`] in lowercase hex, as `sha256sum` prints it for the file
 /// `lockbydir component --out` writes; `lockbydir --version` names it.

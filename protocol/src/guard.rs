@@ -14,6 +14,26 @@
 //!
 //! # Examples
 //!
+//! A whole program: take lock `nightly`, work under it, let it go.
+//!
+// ANCHOR: first-example
+//! ```
+//! use std::time::Duration;
+//! use lockbydir_protocol::guard::LockDir;
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let locks = LockDir::create(std::env::temp_dir().join("my-locks"))?;
+//!     let guard = locks.lock("nightly").lease(Duration::from_secs(30)).lock()?;
+//!     // The work; pass guard.fence() to whatever checks fences.
+//!     println!("holding lock `nightly` with fence {}", guard.fence());
+//!     guard.release()?; // Err(Error::Compromised { .. }) if it was taken over meanwhile
+//!     Ok(())
+//! }
+//! ```
+// ANCHOR_END: first-example
+//!
+//! Contention as a value, and a second look while the lock is held:
+//!
 //! ```
 //! use std::time::Duration;
 //! use lockbydir_protocol::guard::{Attempt, LockDir};

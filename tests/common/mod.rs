@@ -8,7 +8,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod plugins;
+
 pub use lockbydir_cli::intervals;
+
+pub mod languages;
+pub mod wrappers;
 
 /// A fresh directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
@@ -68,9 +73,15 @@ pub fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lockbydir-cache")
 }
 
-/// A component built by build.rs (`counter.wasm`, `sleeper.wasm`, `lockbydir_guest.wasm`).
+/// A plugin the tests build (`counter.wasm`, `hostile.wasm`, `counter-v0-1-0.wasm`; see
+/// [`plugins::PACKAGES`]).
 pub fn guest(file: &str) -> PathBuf {
-    PathBuf::from(env!("LOCKBYDIR_GUESTS_DIR")).join(file)
+    plugins::dir().join(file)
+}
+
+/// The lock component the host crate ships and the binary embeds.
+pub fn shipped_lock_component() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../host/component/lockbydir-lock.wasm")
 }
 
 /// `lockbydir` with the tests' cache and a lock directory.

@@ -5,6 +5,7 @@ use std::fmt;
 
 use lockbydir::Error;
 use lockbydir::types as wit;
+use lockbydir_cli::compose::ComposeError;
 
 /// EX_USAGE: the command line is wrong (unknown flag, bad value, bad lock name).
 pub const USAGE: u8 = 64;
@@ -20,6 +21,8 @@ pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 /// EX_OSERR: the system refused something lockbydir needs (signal handling, a thread).
 pub const OS_ERR: u8 = 71;
+/// EX_CANTCREAT: an output file (`compose -o`) cannot be written.
+pub const CANT_CREAT: u8 = 73;
 /// EX_IOERR: a filesystem operation in the lock directory failed.
 pub const IO_ERR: u8 = 74;
 /// EX_TEMPFAIL: the lock stayed busy until patience ran out (`exec -E` changes it).
@@ -94,6 +97,14 @@ pub fn code_of(e: &anyhow::Error) -> u8 {
                 // Kinds added later: lockbydir's own failure all the same.
                 #[allow(unreachable_patterns)]
                 _ => SOFTWARE,
+            };
+        }
+        if let Some(e) = cause.downcast_ref::<ComposeError>() {
+            return match e {
+                ComposeError::Read { .. } => NO_INPUT,
+                ComposeError::OutputIsInput { .. } => USAGE,
+                ComposeError::Write { .. } => CANT_CREAT,
+                _ => DATA_ERR,
             };
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

@@ -3,6 +3,7 @@
 mod backend;
 mod bench;
 mod component;
+mod compose;
 mod dashes;
 mod demo;
 mod exec;
@@ -66,6 +67,7 @@ enum Command {
     Status(status::StatusArgs),
     Demo(demo::DemoArgs),
     Component(component::ComponentArgs),
+    Compose(compose::ComposeArgs),
     Bench(bench::BenchArgs),
     Repair(repair::RepairArgs),
     Prune(prune::PruneArgs),
@@ -167,6 +169,7 @@ fn dispatch(cli: Cli, locks_flag: bool) -> anyhow::Result<u8> {
         Command::Status(args) => status::status(&global, args),
         Command::Demo(args) => demo::demo(&global, args),
         Command::Component(args) => component::component(args),
+        Command::Compose(args) => compose::compose(args),
         Command::Bench(args) => bench::bench(&global, args),
         Command::Repair(args) => repair::repair(&global, args),
         Command::Prune(args) => prune::prune(&global, args),
