@@ -1,6 +1,8 @@
 //! The Rust plugin SDK (`plugin/`, crate `lockbydir-plugin`): its copy of the WIT is the
 //! workspace's, its documentation examples compile, and the plugin of
 //! `docs/writing-plugins.md` builds exactly as written and counts exactly under `lockbydir run`.
+//! And the WIT that `lockbydir component` hands out is a package other projects build
+//! against, in both layouts `wit-bindgen` reads under `wit/deps/`.
 
 mod common;
 
@@ -115,7 +117,12 @@ fn build_the_guide_plugin(dir: &Path) -> PathBuf {
     for (i, block) in rust.iter().enumerate().skip(1) {
         std::fs::write(dir.join(format!("src/bin/example_{i}.rs")), block).unwrap();
     }
-    // A target dir that outlives the scratch crate, so later runs build incrementally.
+    build_for_wasm(dir, "visits")
+}
+
+/// `cargo build` the crate in `dir` for wasm32-wasip2; returns its binary `name`.
+fn build_for_wasm(dir: &Path, name: &str) -> PathBuf {
+    // A target dir that outlives the scratch crates, so later runs build incrementally.
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("writing-plugins-target");
     let o = output(
         cargo()
@@ -128,10 +135,11 @@ fn build_the_guide_plugin(dir: &Path) -> PathBuf {
     );
     assert!(
         o.status.success(),
-        "the guide's plugin does not build:\n{}",
+        "{} does not build:\n{}",
+        dir.display(),
         stderr(&o)
     );
-    target.join("wasm32-wasip2/release/visits.wasm")
+    target.join(format!("wasm32-wasip2/release/{name}.wasm"))
 }
 
 /// `(visit, fence)` from each `visit N (fence F)` line.
@@ -189,4 +197,68 @@ fn the_plugin_of_the_guide_builds_as_written_and_its_copies_never_lose_a_visit()
         seen.windows(2).all(|w| w[0].1 < w[1].1) && seen[0].1 > 1,
         "fences rise with the visits: {seen:?}"
     );
+}
+
+/// A plugin of its own package (`example:consumer`) that imports the lock interface from
+/// `wit/deps/`, filled by `fill_deps`, with `wit-bindgen` as any project would use it.
+fn build_a_consumer(dir: &Path, fill_deps: impl FnOnce(&Path)) -> PathBuf {
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::create_dir_all(dir.join("wit/deps")).unwrap();
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"consumer\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\nwit-bindgen = \"0.63\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    std::fs::write(
+        dir.join("wit/world.wit"),
+        "package example:consumer;\n\nworld app {\n    import lockbydir:lock/lock@0.2.0;\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("src/main.rs"),
+        r#"wit_bindgen::generate!({ path: "wit", world: "app", generate_all });
+
+use lockbydir::lock::lock::Lock;
+use lockbydir::lock::types::{AcquireOutcome, Options};
+
+fn main() {
+    let defaults = Options { lease_ms: None, wait_ms: None, holder: None, fairness: None, tuning: None };
+    let lock = Lock::open("consumed", &defaults).unwrap();
+    match lock.acquire().unwrap() {
+        AcquireOutcome::Acquired(grant) => println!("fence {}", grant.fence),
+        AcquireOutcome::Busy(_) => panic!("busy without a wait limit"),
+    }
+}
+"#,
+    )
+    .unwrap();
+    fill_deps(&dir.join("wit/deps"));
+    build_for_wasm(dir, "consumer")
+}
+
+#[test]
+fn the_wit_lockbydir_hands_out_is_a_package_other_projects_build_against() {
+    let scratch = Scratch::new("wit-consumer");
+    let locks = scratch.dir("locks");
+    // `component --wit-dir`: the package as a directory of its own under wit/deps/.
+    let from_dir = build_a_consumer(&scratch.dir("as-dir"), |deps| {
+        let o = output(
+            lockbydir(&locks)
+                .args(["component", "--wit-dir"])
+                .arg(deps.join("lockbydir-lock")),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    });
+    let out = output(lockbydir(&locks).args(["run", "--quiet"]).arg(&from_dir));
+    assert_eq!(stdout(&out), "fence 1\n", "{}", stderr(&out));
+    // `component --wit`: the package as one file under wit/deps/.
+    let from_file = build_a_consumer(&scratch.dir("as-file"), |deps| {
+        let o = output(lockbydir(&locks).args(["component", "--wit"]));
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(deps.join("lockbydir-lock.wit"), &o.stdout).unwrap();
+    });
+    let out = output(lockbydir(&locks).args(["run", "--quiet"]).arg(&from_file));
+    assert_eq!(stdout(&out), "fence 2\n", "{}", stderr(&out));
 }

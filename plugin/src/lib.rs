@@ -1,5 +1,4 @@
-//! Named locks for WebAssembly plugins written in Rust: the plugin side of
-//! [lockbydir](https://crates.io/crates/lockbydir).
+//! Named locks for WebAssembly plugins written in Rust: the plugin side of lockbydir.
 //!
 //! A plugin is an ordinary WASI 0.2 program (`fn main`, built for `wasm32-wasip2`) that
 //! imports the interface `lockbydir:lock/lock@0.2.0`. This crate holds the bindings of that

@@ -168,3 +168,19 @@ impl Lock {
         Ok(self.handle.inspect()?.into())
     }
 }
+
+/// Opening from the options, builder style; here so that options know nothing of handles.
+impl LockOptions {
+    /// Open a handle on lock `name` with these settings (see [`Lock::with_options`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let mut lock = lockbydir_plugin::LockOptions::new().holder("me").open("jobs")?;
+    /// let guard = lock.lock()?;
+    /// # Ok::<(), lockbydir_plugin::Error>(())
+    /// ```
+    pub fn open(&self, name: &str) -> Result<Lock, Error> {
+        Lock::with_options(name, self)
+    }
+}

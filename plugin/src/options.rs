@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::convert::ms;
 use crate::raw::lockbydir::lock::types as wit;
-use crate::{Error, Lock};
 
 /// The settings of a lock handle, each with a default the host fills in: a lease of 30 s,
 /// no limit on waiting, no holder label, bounded fairness, and polling and clock skew that
@@ -104,7 +103,7 @@ impl LockOptions {
         self
     }
 
-    /// How long [`Lock::acquire`] waits before it gives up with
+    /// How long [`Lock::acquire`](crate::Lock::acquire) waits before it gives up with
     /// [`Attempt::Busy`](crate::Attempt::Busy) (default: no limit; [`Duration::ZERO`]: one
     /// attempt).
     ///
@@ -186,19 +185,6 @@ impl LockOptions {
     pub fn max_clock_skew(mut self, skew: Duration) -> Self {
         self.tuning().max_clock_skew_ms = ms(skew);
         self
-    }
-
-    /// Open a handle on lock `name` with these settings (see [`Lock::with_options`]).
-    ///
-    /// # Examples
-    ///
-    /// ```no_run
-    /// let mut lock = lockbydir_plugin::LockOptions::new().holder("me").open("jobs")?;
-    /// let guard = lock.lock()?;
-    /// # Ok::<(), lockbydir_plugin::Error>(())
-    /// ```
-    pub fn open(&self, name: &str) -> Result<Lock, Error> {
-        Lock::with_options(name, self)
     }
 
     /// The settings as the interface takes them.
