@@ -679,7 +679,7 @@ fn node_and_python_waiters_are_served_in_turn_behind_two_exec_loops() {
 
 // --- The documented commands on a fresh machine, errors, the compiled-component cache -------
 
-/// README's `node counter.mjs ...` and `python counter.py ...` lines work as written where
+/// docs/other-languages.md's `node counter.mjs ...` and `python counter.py ...` lines work as written where
 /// neither the lock directory nor the work directory nor the counter file exists yet.
 #[test]
 fn readme_counter_commands_work_on_a_fresh_machine() {

@@ -14,7 +14,7 @@ use super::Global;
 use super::backend::BackendArgs;
 
 /// The version of `status --json`'s format. Within one version fields are only added, never
-/// removed, renamed or retyped (README, "status --json").
+/// removed, renamed or retyped (docs/cli.md, "status --json").
 pub const JSON_VERSION: u32 = 1;
 
 /// Show the locks in the lock directory: name, state, fence, age, deadline, waiters, the
@@ -31,7 +31,7 @@ pub const JSON_VERSION: u32 = 1;
 /// were given and none matched (as grep's is when nothing matched), else 0.
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    /// Print JSON (an object with a `version` field; README documents every field) instead
+    /// Print JSON (an object with a `version` field; docs/cli.md documents every field) instead
     /// of a table.
     #[arg(long)]
     json: bool,
