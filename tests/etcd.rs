@@ -295,6 +295,71 @@ fn a_holder_paused_past_its_lease_is_told_compromised_and_its_fence_is_lower() {
     );
 }
 
+/// etcd's count of gRPC calls of `method` (`Txn`, `LeaseGrant`, `Watch`...): `started`
+/// (`grpc_server_started_total`) or handled (`grpc_server_handled_total`, every code), read
+/// from its `/metrics` page.
+fn grpc_calls(etcd: &Etcd, method: &str, started: bool) -> u64 {
+    use std::io::{Read, Write};
+    let addr = etcd.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    let metric = match started {
+        true => "grpc_server_started_total{",
+        false => "grpc_server_handled_total{",
+    };
+    let method = format!("grpc_method=\"{method}\"");
+    page.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(&method))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn a_contended_exec_enqueues_once_and_takes_the_lock_with_one_request_after_the_release() {
+    let Some(etcd) = Etcd::start("requests") else {
+        return;
+    };
+    let scratch = Scratch::new("etcd-requests");
+    let locks = scratch.dir("locks");
+    let go = scratch.join("go");
+    let mut holder = etcd
+        .lockbydir(&locks, &["exec", "--holder", "first", "counted", "--"])
+        .args(["sh", "-c", r#"while [ ! -e "$0" ]; do sleep 0.05; done"#])
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    wait_until_held(&etcd, &locks, "counted", "first", &mut holder);
+    let grants = grpc_calls(&etcd, "LeaseGrant", false);
+    let watches = grpc_calls(&etcd, "Watch", true);
+    let mut waiter = etcd
+        .lockbydir(
+            &locks,
+            &[
+                "exec", "--quiet", "--wait", "60s", "--holder", "second", "counted", "--", "true",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    // In line once it watches the key ahead of its own.
+    let until = Instant::now() + Duration::from_secs(60);
+    while grpc_calls(&etcd, "Watch", true) == watches {
+        assert!(Instant::now() < until, "the waiter never started watching");
+        assert!(waiter.try_wait().unwrap().is_none(), "the waiter exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let txns = grpc_calls(&etcd, "Txn", false);
+    std::fs::write(&go, "").unwrap();
+    assert!(wait_at_most(&mut holder, Duration::from_secs(60), "the holder").success());
+    assert!(wait_at_most(&mut waiter, Duration::from_secs(60), "the waiter").success());
+    // Trying first (to say that it waits) and then waiting is one place in line: one lease.
+    assert_eq!(grpc_calls(&etcd, "LeaseGrant", false) - grants, 1);
+    // After the watch fired: the holder's release, the waiter's one transaction that found
+    // itself first and took the lock, and the waiter's release.
+    assert_eq!(grpc_calls(&etcd, "Txn", false) - txns, 3);
+}
+
 #[test]
 fn an_etcd_that_is_down_at_start_is_a_clear_error_naming_it() {
     let url = format!("http://127.0.0.1:{}", free_port());
