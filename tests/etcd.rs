@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest, lockbydir, output, stderr,
-    stdout,
+    EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest, output, stderr, stdout,
 };
 
 /// A loopback port nobody listens on right now.
@@ -105,9 +104,13 @@ impl Etcd {
         panic!("etcd at {} never answered; its log:\n{log}", self.url);
     }
 
-    /// `lockbydir` with `args` against this etcd (`--locks` is a scratch directory: unused).
+    /// `lockbydir` with `args` against this etcd. `locks` is not passed: beside a backend
+    /// that keeps no lock directory, `--locks` is refused.
     fn lockbydir(&self, locks: &Path, args: &[&str]) -> Command {
-        let mut cmd = lockbydir(locks);
+        let _ = locks;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockbydir"));
+        cmd.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+            .env_remove("LOCKBYDIR_DIR");
         let (sub, rest) = args.split_first().unwrap();
         cmd.arg(sub)
             .args(["--backend", "etcd", "--etcd-endpoints", &self.url])
@@ -372,8 +375,12 @@ fn an_etcd_that_is_down_at_start_is_a_clear_error_naming_it() {
         vec!["run", plugin.to_str().unwrap()],
     ];
     for args in runs {
-        let mut cmd = lockbydir(&locks);
-        cmd.arg(args[0])
+        // No `--locks`: beside a backend that keeps no lock directory, it is refused.
+        let _ = &locks;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockbydir"));
+        cmd.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+            .env_remove("LOCKBYDIR_DIR")
+            .arg(args[0])
             .args(["--backend", "etcd", "--etcd-endpoints", &url])
             .args(&args[1..])
             .stdout(Stdio::piped())
