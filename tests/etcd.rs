@@ -13,8 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest, lockbydir, output, stderr,
-    stdout,
+    EXEC_INCREMENT, Scratch, assert_exclusive, cache_dir, count, guest, output, stderr, stdout,
 };
 
 /// A loopback port nobody listens on right now.
@@ -105,9 +104,13 @@ impl Etcd {
         panic!("etcd at {} never answered; its log:\n{log}", self.url);
     }
 
-    /// `lockbydir` with `args` against this etcd (`--locks` is a scratch directory: unused).
+    /// `lockbydir` with `args` against this etcd. `locks` is not passed: beside a backend
+    /// that keeps no lock directory, `--locks` is refused.
     fn lockbydir(&self, locks: &Path, args: &[&str]) -> Command {
-        let mut cmd = lockbydir(locks);
+        let _ = locks;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockbydir"));
+        cmd.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+            .env_remove("LOCKBYDIR_DIR");
         let (sub, rest) = args.split_first().unwrap();
         cmd.arg(sub)
             .args(["--backend", "etcd", "--etcd-endpoints", &self.url])
@@ -295,6 +298,71 @@ fn a_holder_paused_past_its_lease_is_told_compromised_and_its_fence_is_lower() {
     );
 }
 
+/// etcd's count of gRPC calls of `method` (`Txn`, `LeaseGrant`, `Watch`...): `started`
+/// (`grpc_server_started_total`) or handled (`grpc_server_handled_total`, every code), read
+/// from its `/metrics` page.
+fn grpc_calls(etcd: &Etcd, method: &str, started: bool) -> u64 {
+    use std::io::{Read, Write};
+    let addr = etcd.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    let metric = match started {
+        true => "grpc_server_started_total{",
+        false => "grpc_server_handled_total{",
+    };
+    let method = format!("grpc_method=\"{method}\"");
+    page.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(&method))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[test]
+fn a_contended_exec_enqueues_once_and_takes_the_lock_with_one_request_after_the_release() {
+    let Some(etcd) = Etcd::start("requests") else {
+        return;
+    };
+    let scratch = Scratch::new("etcd-requests");
+    let locks = scratch.dir("locks");
+    let go = scratch.join("go");
+    let mut holder = etcd
+        .lockbydir(&locks, &["exec", "--holder", "first", "counted", "--"])
+        .args(["sh", "-c", r#"while [ ! -e "$0" ]; do sleep 0.05; done"#])
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    wait_until_held(&etcd, &locks, "counted", "first", &mut holder);
+    let grants = grpc_calls(&etcd, "LeaseGrant", false);
+    let watches = grpc_calls(&etcd, "Watch", true);
+    let mut waiter = etcd
+        .lockbydir(
+            &locks,
+            &[
+                "exec", "--quiet", "--wait", "60s", "--holder", "second", "counted", "--", "true",
+            ],
+        )
+        .spawn()
+        .unwrap();
+    // In line once it watches the key ahead of its own.
+    let until = Instant::now() + Duration::from_secs(60);
+    while grpc_calls(&etcd, "Watch", true) == watches {
+        assert!(Instant::now() < until, "the waiter never started watching");
+        assert!(waiter.try_wait().unwrap().is_none(), "the waiter exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let txns = grpc_calls(&etcd, "Txn", false);
+    std::fs::write(&go, "").unwrap();
+    assert!(wait_at_most(&mut holder, Duration::from_secs(60), "the holder").success());
+    assert!(wait_at_most(&mut waiter, Duration::from_secs(60), "the waiter").success());
+    // Trying first (to say that it waits) and then waiting is one place in line: one lease.
+    assert_eq!(grpc_calls(&etcd, "LeaseGrant", false) - grants, 1);
+    // After the watch fired: the holder's release, the waiter's one transaction that found
+    // itself first and took the lock, and the waiter's release.
+    assert_eq!(grpc_calls(&etcd, "Txn", false) - txns, 3);
+}
+
 #[test]
 fn an_etcd_that_is_down_at_start_is_a_clear_error_naming_it() {
     let url = format!("http://127.0.0.1:{}", free_port());
@@ -307,8 +375,12 @@ fn an_etcd_that_is_down_at_start_is_a_clear_error_naming_it() {
         vec!["run", plugin.to_str().unwrap()],
     ];
     for args in runs {
-        let mut cmd = lockbydir(&locks);
-        cmd.arg(args[0])
+        // No `--locks`: beside a backend that keeps no lock directory, it is refused.
+        let _ = &locks;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lockbydir"));
+        cmd.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+            .env_remove("LOCKBYDIR_DIR")
+            .arg(args[0])
             .args(["--backend", "etcd", "--etcd-endpoints", &url])
             .args(&args[1..])
             .stdout(Stdio::piped())

@@ -58,7 +58,24 @@ struct Handle {
     /// Its options, every default filled in.
     options: lockbydir_protocol::Options,
     held: Option<Held>,
+    /// The place in line a busy try kept for an acquire that follows (see
+    /// [`KEPT_PLACE_GRACE`]).
+    kept: Option<Kept>,
 }
+
+/// A place in line kept by a busy try: claimed by the next acquire on the handle, or given
+/// up by a task after [`KEPT_PLACE_GRACE`], whichever sets `claimed` first.
+struct Kept {
+    place: queue::Place,
+    claimed: Arc<AtomicBool>,
+}
+
+/// How long a try that found the lock busy keeps its place in line for an acquire of the
+/// same handle (a handle that may wait: its patience is not zero), so that trying and then
+/// waiting (as `lockbydir exec` does, to say that it waits) enqueues once. A place not
+/// claimed by then is given up; until then, if it comes to the head of the line, the lock
+/// waits for it.
+const KEPT_PLACE_GRACE: Duration = Duration::from_millis(100);
 
 /// Locks kept in etcd.
 pub struct EtcdBackend {
@@ -163,9 +180,18 @@ impl EtcdBackend {
         let patience = if wait { h.options.patience_ms } else { 0 };
         let give_up = Instant::now().checked_add(Duration::from_millis(patience));
         let options = h.options.clone();
-        let r = self
-            .runtime
-            .block_on(queue::acquire(&client, &name, &options, give_up, &cancel));
+        // A place a try kept for this wait, unless it was given up already.
+        let kept = h
+            .kept
+            .take()
+            .filter(|k| !k.claimed.swap(true, Ordering::SeqCst))
+            .map(|k| k.place);
+        if !wait && options.patience_ms > 0 {
+            return self.try_keeping_place(lock, &name, &options, kept);
+        }
+        let r = self.runtime.block_on(queue::acquire(
+            &client, &name, &options, give_up, &cancel, kept,
+        ));
         let acquired = r.map_err(|e| self.value(&name, e))?;
         let h = self.handle(lock)?;
         Ok(match acquired {
@@ -178,6 +204,59 @@ impl EtcdBackend {
     }
 
     /// Release what the handle holds (its record is cleared whatever the outcome).
+    /// A try on a handle that may wait: if the lock is busy, its place in line is kept for
+    /// [`KEPT_PLACE_GRACE`] (an earlier kept place, `kept`, is given up first).
+    fn try_keeping_place(
+        &mut self,
+        lock: LockId,
+        name: &str,
+        options: &lockbydir_protocol::Options,
+        kept: Option<queue::Place>,
+    ) -> Result<wit::AcquireOutcome, Error> {
+        let client = self.client.clone();
+        let r = self.runtime.block_on(async {
+            if let Some(place) = &kept {
+                queue::leave(&client, place).await?;
+            }
+            queue::try_keeping_place(&client, name, options).await
+        });
+        let tried = r.map_err(|e| self.value(name, e))?;
+        let h = self.handle(lock)?;
+        Ok(match tried {
+            Ok((held, grant)) => {
+                h.held = Some(held);
+                wit::AcquireOutcome::Acquired(grant)
+            }
+            Err(place) => {
+                let holder = place.holder.clone();
+                let claimed = Arc::new(AtomicBool::new(false));
+                h.kept = Some(Kept {
+                    place: place.clone(),
+                    claimed: Arc::clone(&claimed),
+                });
+                self.runtime.spawn(async move {
+                    tokio::time::sleep(KEPT_PLACE_GRACE).await;
+                    if !claimed.swap(true, Ordering::SeqCst) {
+                        let _ = queue::leave(&client, &place).await;
+                    }
+                });
+                wit::AcquireOutcome::Busy(holder)
+            }
+        })
+    }
+
+    /// Give up the place a try kept on handle `lock`, if any.
+    fn leave_kept(&mut self, lock: LockId) -> Result<(), Error> {
+        let client = self.client.clone();
+        let Some(kept) = self.handle(lock)?.kept.take() else {
+            return Ok(());
+        };
+        if !kept.claimed.swap(true, Ordering::SeqCst) {
+            let _ = self.runtime.block_on(queue::leave(&client, &kept.place));
+        }
+        Ok(())
+    }
+
     fn release_handle(&mut self, lock: LockId) -> Result<wit::ReleaseReport, Error> {
         let client = self.client.clone();
         let h = self.handle(lock)?;
@@ -217,12 +296,14 @@ impl Backend for EtcdBackend {
                 name: name.to_owned(),
                 options,
                 held: None,
+                kept: None,
             },
         );
         Ok(id)
     }
 
     fn close(&mut self, lock: LockId) -> Result<(), Error> {
+        self.leave_kept(lock)?;
         // As the lock component's destructor: a handle that holds its lock releases it.
         if self.handle(lock)?.held.is_some() {
             let _ = self.release_handle(lock);

@@ -164,15 +164,32 @@ pub enum Acquired {
 }
 
 /// Take lock `name`, waiting until `give_up` (`None`: forever; already past: one attempt).
+/// With `kept`, a place in line that an earlier try kept (see [`Place`]): the wait goes on
+/// from there instead of enqueueing anew.
 pub async fn acquire(
     client: &Client,
     name: &str,
     options: &lockbydir_protocol::Options,
     give_up: Option<Instant>,
     cancel: &Cancel,
+    mut kept: Option<Place>,
 ) -> Res<Acquired> {
     loop {
-        match attempt(client, name, options, give_up, cancel).await? {
+        let place = match kept.take() {
+            Some(place) => place,
+            None => match enqueue(client, name, options).await? {
+                Enqueued::Held(held, grant) => return Ok(Acquired::Held(held, grant)),
+                Enqueued::Waiting(place) => place,
+                // The lease ended meanwhile: enqueue anew.
+                Enqueued::Lost => continue,
+            },
+        };
+        if give_up.is_some_and(|at| at <= Instant::now()) || cancel.is_cancelled() {
+            let holder = place.holder.clone();
+            leave(client, &place).await?;
+            return Ok(Acquired::Busy(holder));
+        }
+        match wait(client, name, options, give_up, cancel, place).await? {
             Some(done) => return Ok(done),
             // The lease ended while waiting (paused past it): enqueue anew, at the back.
             None => continue,
@@ -180,14 +197,79 @@ pub async fn acquire(
     }
 }
 
-/// One enqueued acquisition: `None` if its lease was lost while it waited.
-async fn attempt(
+/// One attempt that does not wait, keeping its place in line if the lock is busy: the
+/// caller either goes on waiting from it ([`acquire`] with `kept`) or gives it up
+/// ([`leave`]). So a contended acquisition that tries first enqueues once.
+pub async fn try_keeping_place(
     client: &Client,
     name: &str,
     options: &lockbydir_protocol::Options,
-    give_up: Option<Instant>,
-    cancel: &Cancel,
-) -> Res<Option<Acquired>> {
+) -> Res<Result<(Held, wit::Grant), Place>> {
+    loop {
+        match enqueue(client, name, options).await? {
+            Enqueued::Held(held, grant) => return Ok(Ok((held, grant))),
+            Enqueued::Waiting(place) => return Ok(Err(place)),
+            Enqueued::Lost => continue,
+        }
+    }
+}
+
+/// Give up a place in line: revoke its lease, which deletes its key.
+pub async fn leave(client: &Client, place: &Place) -> Res<()> {
+    revoke(client, place.lease, &place.key).await
+}
+
+/// An enqueued acquisition that does not hold the lock yet.
+#[derive(Clone, Debug)]
+pub struct Place {
+    /// Its queue key.
+    key: String,
+    /// Its lease.
+    lease: i64,
+    /// Its key's create revision.
+    mine: i64,
+    /// What its key says.
+    record: Record,
+    /// Its lease's TTL (s).
+    ttl: i64,
+    /// The key right ahead of it, as last read, if known; `None`: read it (or find the lock
+    /// ours) at the next look.
+    ahead: Option<KeyValue>,
+    /// The revision after that read: a watch starts there, so no deletion is missed.
+    watch_from: i64,
+    /// The holder seen last.
+    pub holder: Option<wit::HolderInfo>,
+}
+
+/// How an enqueue ended.
+enum Enqueued {
+    Held(Held, wit::Grant),
+    Waiting(Place),
+    /// The lease ended before the key was read back (a retried request): enqueue anew.
+    Lost,
+}
+
+/// The key right ahead of revision `mine` in `prefix`'s queue (the newest older one).
+fn ahead_op(prefix: &str, mine: i64) -> TxnOp {
+    TxnOp::get(
+        prefix,
+        Some(
+            GetOptions::new()
+                .with_prefix()
+                .with_max_create_revision(mine - 1)
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(1),
+        ),
+    )
+}
+
+/// Grant a lease and put the acquisition's key with it, reading in the same round trip the
+/// holder and the key right ahead.
+async fn enqueue(
+    client: &Client,
+    name: &str,
+    options: &lockbydir_protocol::Options,
+) -> Res<Enqueued> {
     let prefix = keys::queue(name);
     let ttl = keys::lease_ttl_s(options.timeout_ms);
     // The holder's deadline counts from before the lease exists, so it ends no later.
@@ -200,14 +282,24 @@ async fn attempt(
     .map_err(|f| io("lease-grant", &prefix, f))?;
     let lease = grant.id();
     let key = keys::waiter(name, lease);
-    let mut record = Record {
+    let record = Record {
         holder: options.holder.clone(),
         since_ms: started_ms,
         deadline_ms: started_ms.saturating_add(options.timeout_ms),
         timeout_ms: options.timeout_ms,
     };
     // Put the key unless an earlier attempt of this same request already did (a retry after
-    // a lost answer), and read the holder, in one round trip.
+    // a lost answer), and read the holder and the newest two keys (ours, and the one right
+    // ahead of it), in one round trip.
+    let newest_two = TxnOp::get(
+        prefix.clone(),
+        Some(
+            GetOptions::new()
+                .with_prefix()
+                .with_sort(SortTarget::Create, SortOrder::Descend)
+                .with_limit(2),
+        ),
+    );
     let enqueue = Txn::new()
         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
         .and_then([
@@ -218,19 +310,22 @@ async fn attempt(
             ),
             TxnOp::put(keys::marker(name), Vec::new(), None),
             owner_op(name),
+            newest_two,
         ])
         .or_else([TxnOp::get(key.clone(), None), owner_op(name)]);
     let (resp, _) = txn(client, "txn", &key, enqueue).await?;
-    let (mine, owner) = if resp.succeeded() {
-        (header_revision(&resp), kvs(&resp, 2))
+    let (mine, owner, ahead) = if resp.succeeded() {
+        let newest = kvs(&resp, 3);
+        let ahead = newest.into_iter().find(|kv| kv.key() != key.as_bytes());
+        (header_revision(&resp), kvs(&resp, 2), ahead)
     } else {
         match kvs(&resp, 0).first() {
-            Some(kv) => (kv.create_revision(), kvs(&resp, 1)),
-            None => return Ok(None),
+            // Read the one ahead at the first look.
+            Some(kv) => (kv.create_revision(), kvs(&resp, 1), None),
+            None => return Ok(Enqueued::Lost),
         }
     };
     let fence = u64::try_from(mine).unwrap_or(0);
-    let holder_now = owner.first().map(holder_info);
     if owner.first().is_some_and(|kv| kv.key() == key.as_bytes()) {
         let grant = wit::Grant {
             fence,
@@ -243,48 +338,99 @@ async fn attempt(
             fence,
             record,
         };
-        return Ok(Some(Acquired::Held(held, grant)));
+        return Ok(Enqueued::Held(held, grant));
     }
-    let gave_up = |holder: Option<wit::HolderInfo>| async move {
-        revoke(client, lease, &keys::waiter(name, lease)).await?;
-        Ok::<_, wit::Error>(Some(Acquired::Busy(holder)))
-    };
-    if give_up.is_some_and(|at| at <= Instant::now()) || cancel.is_cancelled() {
-        return gave_up(holder_now).await;
-    }
-    let mut last_holder = holder_now;
+    Ok(Enqueued::Waiting(Place {
+        key,
+        lease,
+        mine,
+        record,
+        ttl,
+        ahead,
+        watch_from: header_revision(&resp) + 1,
+        holder: owner.first().map(holder_info),
+    }))
+}
+
+/// Wait in `place` until the lock is ours: `None` if the lease was lost meanwhile.
+///
+/// A waiter watches the key right ahead of it. When that key is deleted, one round trip
+/// both looks and takes the lock: a transaction that, if no key of the queue is older than
+/// ours (and ours is still there), writes our record with the new deadline, and otherwise
+/// reads the key now right ahead (the one deleted was a waiter that left), with a lease
+/// keepalive sent alongside it (the deadline counts from before both were sent).
+async fn wait(
+    client: &Client,
+    name: &str,
+    options: &lockbydir_protocol::Options,
+    give_up: Option<Instant>,
+    cancel: &Cancel,
+    mut place: Place,
+) -> Res<Option<Acquired>> {
+    let prefix = keys::queue(name);
+    let key = place.key.clone();
+    let (lease, mine) = (place.lease, place.mine);
     let mut took_over = None;
-    let keep_every = Duration::from_millis((ttl as u64).saturating_mul(1000) / 3);
+    let keep_every = Duration::from_millis((place.ttl as u64).saturating_mul(1000) / 3);
     let mut next_keep = Instant::now() + keep_every;
+    let gave_up = |place: Place| async move {
+        leave(client, &place).await?;
+        Ok::<_, wit::Error>(Some(Acquired::Busy(place.holder)))
+    };
     loop {
-        // Who is right ahead of this key, and is this key still there?
-        let look = Txn::new().and_then([
-            TxnOp::get(
-                prefix.clone(),
-                Some(
-                    GetOptions::new()
-                        .with_prefix()
-                        .with_max_create_revision(mine - 1)
-                        .with_sort(SortTarget::Create, SortOrder::Descend)
-                        .with_limit(1),
-                ),
-            ),
-            TxnOp::get(key.clone(), None),
-            owner_op(name),
-        ]);
-        let (resp, _) = txn(client, "range", &prefix, look).await?;
-        if kvs(&resp, 1).is_empty() {
-            return Ok(None);
-        }
-        if let Some(h) = kvs(&resp, 2).first() {
-            last_holder = Some(holder_info(h));
-        }
-        let Some(ahead) = kvs(&resp, 0).into_iter().next() else {
-            break;
+        let Some(ahead) = place.ahead.clone() else {
+            // Ours if nobody is ahead any more; else, who is right ahead now.
+            let started_ms = now_ms();
+            let mut record = place.record.clone();
+            record.deadline_ms = started_ms.saturating_add(options.timeout_ms);
+            let claim = Txn::new()
+                .when([
+                    Compare::create_revision(key.clone(), CompareOp::Equal, mine),
+                    Compare::create_revision(prefix.clone(), CompareOp::Greater, mine - 1)
+                        .with_prefix(),
+                ])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    record.encode(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([
+                    ahead_op(&prefix, mine),
+                    TxnOp::get(key.clone(), None),
+                    owner_op(name),
+                ]);
+            let (claimed, alive) = tokio::join!(
+                txn(client, "txn", &key, claim),
+                keep_alive(client, lease, &key)
+            );
+            let resp = match claimed {
+                Ok((resp, _)) => resp,
+                // The lease expired before the put.
+                Err(wit::Error::Unavailable(e)) if e.contains("lease not found") => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            if !alive? {
+                return Ok(None);
+            }
+            next_keep = Instant::now() + keep_every;
+            if resp.succeeded() {
+                place.record = record;
+                break;
+            }
+            if kvs(&resp, 1).is_empty() {
+                return Ok(None);
+            }
+            if let Some(h) = kvs(&resp, 2).first() {
+                place.holder = Some(holder_info(h));
+            }
+            place.ahead = kvs(&resp, 0).into_iter().next();
+            place.watch_from = header_revision(&resp) + 1;
+            continue;
         };
-        let from = header_revision(&resp) + 1;
         let watch = WatchOptions::new()
-            .with_start_revision(from)
+            .with_start_revision(place.watch_from)
             .with_filters([WatchFilterType::NoPut])
             .with_prev_key();
         let stream = retrying(CALL_BUDGET, || {
@@ -293,6 +439,8 @@ async fn attempt(
             async move { c.watch(k, Some(w)).await }
         })
         .await;
+        // From here on, whatever ends the watch, the next look reads the queue again.
+        place.ahead = None;
         let Ok((mut stream, _)) = stream else {
             // Look again (the cluster may be electing a leader); the budget bounds the wait.
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -338,32 +486,23 @@ async fn attempt(
                     // cut off) may never deliver, so no watch is trusted longer than this.
                     break;
                 }
-                _ = patience => return gave_up(last_holder).await,
-                _ = cancel.cancelled() => return gave_up(last_holder).await,
+                _ = patience => return gave_up(place).await,
+                _ = cancel.cancelled() => return gave_up(place).await,
             }
         }
     }
-    // First in line: the lock is this acquisition's. Renew the lease now and count the
-    // deadline from before that round trip.
-    let renewed_ms = now_ms();
-    if !keep_alive(client, lease, &key).await? {
-        return Ok(None);
-    }
-    record.deadline_ms = renewed_ms.saturating_add(options.timeout_ms);
-    if !write_record(client, &key, lease, mine, &record).await? {
-        return Ok(None);
-    }
+    let fence = u64::try_from(mine).unwrap_or(0);
     let took_over = took_over.filter(|h| h.fence < fence);
     let grant = wit::Grant {
         fence,
-        deadline_ms: record.deadline_ms,
+        deadline_ms: place.record.deadline_ms,
         took_over,
     };
     let held = Held {
         key,
         lease,
         fence,
-        record,
+        record: place.record,
     };
     Ok(Some(Acquired::Held(held, grant)))
 }
@@ -431,8 +570,13 @@ pub async fn release(client: &Client, name: &str, held: &Held) -> Res<wit::Relea
     let released = resp.succeeded()
         // An earlier attempt may have deleted it: then the lease is still alive.
         || (ambiguous && keep_alive(client, held.lease, &held.key).await.unwrap_or(false));
-    // The lease has no key left (or only a stale one): give it back.
-    let _ = revoke(client, held.lease, &held.key).await;
+    // The lease has no key left (or only a stale one): give it back, without waiting for
+    // the answer (the next in line was already told by the deletion; a revoke that is lost
+    // only lets an empty lease run out by itself).
+    let (c, lease, key) = (client.clone(), held.lease, held.key.clone());
+    tokio::spawn(async move {
+        let _ = revoke(&c, lease, &key).await;
+    });
     if !released {
         return Err(compromised(client, name, held).await);
     }

@@ -7,6 +7,7 @@
 //! any process (modules `watched_stat`, `watch`); short sleeps without such a watch end when
 //! a lock service of this process releases a lock in the same directory (module `wakeup`).
 
+mod listing;
 mod wakeup;
 mod watch;
 mod watched_stat;
@@ -89,6 +90,9 @@ struct LockCtx {
     sleeper: Arc<Sleeper>,
     /// Its memory limit (a plugin's, shared with the plugin; none for the host's own).
     memory: MemoryCap,
+    /// Directory listings it made (each through `listing`, without a stat per entry).
+    #[cfg_attr(not(test), allow(dead_code))]
+    listings: u64,
 }
 
 impl WasiView for LockCtx {
@@ -149,6 +153,7 @@ impl LockDirBackend {
             table: ResourceTable::new(),
             sleeper: Sleeper::new(lock_dir, watcher.ok()),
             memory: limits.memory,
+            listings: 0,
         };
         let mut store = Store::new(runtime.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
@@ -172,6 +177,10 @@ impl LockDirBackend {
             })
             // The lock component's requests to be woken (a stat of the entry it waits on).
             .and_then(|()| watched_stat::shadow_stat_at(&mut linker, |ctx: &LockCtx| &ctx.sleeper))
+            // Listings whose cost does not grow with the number of entries.
+            .and_then(|()| {
+                listing::shadow_read_directory(&mut linker, |ctx: &mut LockCtx| ctx.listings += 1)
+            })
             .map_err(|reason| Error::Component {
                 what: "link WASI for the lock component".into(),
                 reason,
@@ -211,6 +220,12 @@ impl LockDirBackend {
     /// How this backend's waits went so far.
     pub fn wait_stats(&self) -> WaitStats {
         self.store.data().sleeper.stats()
+    }
+
+    /// How many directory listings the lock component made so far.
+    #[cfg(test)]
+    pub(crate) fn listings(&self) -> u64 {
+        self.store.data().listings
     }
 
     /// End the current sleep of every lockdir backend of this process waiting in this lock
