@@ -50,11 +50,11 @@ use targets::Target;
 use uncontended::Uncontended;
 use waiting::WaitingRow;
 
-/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, flock and the
-/// seed's mkdir lock.
+/// Measure lockbydir against bare mkdir+rmdir, the protocol compiled natively, flock and a
+/// plain mkdir lock that polls.
 ///
 /// Uncontended acquire+release, contended handover and waiting (threads and processes),
-/// start-up, and the seed's massive hammering, on each directory given (tmpfs and disk by
+/// start-up, and a hammering (many contenders, one try each), on each directory given (tmpfs and disk by
 /// default); lockbydir with the host's wake-ups and without (LOCKBYDIR_NO_WAKEUPS=1). Every
 /// figure is a median over repeated runs; every comparison is a ratio from the same run.
 /// Benchmarks on a busy machine are noisy: the load average is reported with the numbers.
@@ -70,7 +70,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Write the distribution of handovers to a different contender (8 looping processes:
-    /// lockbydir with and without wake-ups, flock, seed-like) as an SVG picture to FILE.
+    /// lockbydir with and without wake-ups, flock, a polling mkdir lock) as an SVG picture to FILE.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
     /// About a minute on 2 cores, instead of several minutes.
