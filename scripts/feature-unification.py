@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Fail when `--features etcd` changes the features of a crate the default build has too.
+"""Fail when another build of the workspace changes the features of a crate the default
+build has too: the etcd build (`-p lockbydir-cli --features etcd`) or the embedding example
+built alone (`-p lockbydir-embed-example`, as tests/embed.rs does).
 
-Such a crate, and every crate above it (wasmtime among them), would be compiled twice: once
-for README's `cargo test --release` and once for the etcd tests. The fix is to add the crate
-with the printed features to workspace-hack/Cargo.toml. Compares `cargo tree` of the two
-builds .ci/run makes (the default members; the CLI with `--features etcd`).
+Such a crate, and every crate above it (wasmtime among them), would be compiled twice. The
+fix is to add the crate with the printed features to workspace-hack/Cargo.toml. Compares
+`cargo tree` of the builds.
 """
 import re
 import subprocess
@@ -32,17 +33,27 @@ def features(args):
 
 default = features(["-p", "lockbydir-protocol", "-p", "lockbydir", "-p", "lockbydir-bench",
                     "-p", "lockbydir-cli"])
-etcd = features(["-p", "lockbydir-cli", "--features", "etcd"])
-differ = [
-    (crate, sorted(etcd[crate] - default[crate]), sorted(default[crate] - etcd[crate]))
-    for crate in sorted(etcd)
-    if crate in default and etcd[crate] != default[crate] and not crate.startswith("lockbydir")
-]
-for crate, more, fewer in differ:
-    print(f"{crate}: the etcd build adds features {more}, the default build {fewer}")
-if differ:
-    print(f"{len(differ)} shared crates are built with other features under --features etcd; "
-          "add them to workspace-hack/Cargo.toml with those features", file=sys.stderr)
-    sys.exit(1)
-print(f"the default and the etcd build share {len(set(default) & set(etcd))} crates, "
-      "each with the same features")
+others = {
+    "the etcd build": features(["-p", "lockbydir-cli", "--features", "etcd"]),
+    "the embedding example's build": features(["-p", "lockbydir-embed-example", "-e",
+                                               "normal,build"]),
+}
+failed = False
+for name, other in others.items():
+    differ = [
+        (crate, sorted(other[crate] - default[crate]), sorted(default[crate] - other[crate]))
+        for crate in sorted(other)
+        if crate in default and other[crate] != default[crate]
+        and not crate.startswith("lockbydir")
+    ]
+    for crate, more, fewer in differ:
+        print(f"{crate}: {name} adds features {more}, the default build {fewer}")
+    if differ:
+        print(f"{len(differ)} shared crates are built with other features in {name}; "
+              "add them to workspace-hack/Cargo.toml with the union of those features",
+              file=sys.stderr)
+        failed = True
+    else:
+        print(f"the default build and {name} share {len(set(default) & set(other))} crates, "
+              "each with the same features")
+sys.exit(1 if failed else 0)
