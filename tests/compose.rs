@@ -79,7 +79,7 @@ fn compose_says_what_it_cannot_compose_and_why() {
     );
 
     // The lock component itself imports WASI only.
-    let (code, text) = refused(&scratch, &guest("lockbydir_guest.wasm"), &out);
+    let (code, text) = refused(&scratch, &common::shipped_lock_component(), &out);
     assert_eq!(code, 65, "{text}");
     assert!(
         text.contains("imports no lock interface (lockbydir:lock/lock@0.2.0)")
