@@ -344,6 +344,11 @@ fn run_processes(
         }
         Ok(())
     });
+    // A traced round that outlives its window by a minute is stuck (see `Watchdog`).
+    let watchdog = tracer.as_ref().map(|t| {
+        let limit = Duration::from_millis(spec.window_ms) + Duration::from_secs(60);
+        syscalls::Watchdog::start(t.id(), limit)
+    });
     let mut ends = Vec::new();
     let mut failure = None;
     for (pid, label) in pids.iter().zip(labels) {
@@ -358,6 +363,9 @@ fn run_processes(
     if let Some(mut tracer) = tracer {
         // It ends when the last of the processes it follows has exited.
         let _ = tracer.wait();
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.done();
     }
     let started = started?;
     if let Some(e) = failure {

@@ -8,8 +8,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -63,6 +65,39 @@ pub fn attach(pids: &[u32], out: &Path) -> anyhow::Result<Child> {
     Ok(child)
 }
 
+/// Kill `strace` (pid `tracer`) unless [`Watchdog::done`] is called within `limit`. A process
+/// that exits while strace attaches to it can be left a zombie that strace waits for
+/// forever, holding the others stopped: killing the tracer detaches every process it
+/// follows, so the round ends (its count, incomplete, is then not used).
+pub struct Watchdog(Arc<AtomicBool>);
+
+impl Watchdog {
+    /// Start watching `tracer`.
+    pub fn start(tracer: u32, limit: Duration) -> Watchdog {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&done);
+        let until = Instant::now() + limit;
+        std::thread::spawn(move || {
+            while Instant::now() < until {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !flag.load(Ordering::SeqCst) {
+                // SAFETY: kill(2) on a pid we started; no memory is involved.
+                unsafe { libc::kill(tracer as libc::pid_t, libc::SIGKILL) };
+            }
+        });
+        Watchdog(done)
+    }
+
+    /// The traced round ended in time: the tracer is left alone.
+    pub fn done(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// The total number of calls in the summary `strace -c` wrote to `file`.
 pub fn total_calls(file: &Path) -> anyhow::Result<u64> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
@@ -95,5 +130,21 @@ mod tests {
 ";
         assert_eq!(parse_total(summary), Some(600));
         assert_eq!(parse_total("no summary"), None);
+    }
+
+    /// A tracer that does not end in time is killed; one told `done` is left alone.
+    #[test]
+    fn the_watchdog_kills_a_tracer_that_hangs() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut stuck = Command::new("sleep").arg("600").spawn().unwrap();
+        let _watchdog = Watchdog::start(stuck.id(), Duration::from_millis(200));
+        let status = stuck.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+
+        let mut fine = Command::new("sleep").arg("1").spawn().unwrap();
+        let watchdog = Watchdog::start(fine.id(), Duration::from_millis(300));
+        watchdog.done();
+        let status = fine.wait().unwrap();
+        assert!(status.success(), "{status:?}");
     }
 }
