@@ -38,8 +38,10 @@ fn status_shows_three_waiting_execs_and_the_holders_pid_and_host() {
     let scratch = Scratch::new("status-waiters");
     let locks = scratch.dir("locks");
     let before = now_ms();
+    // A lease the holder keeps renewing while it runs, short enough that the waiters take
+    // over soon after the holder is killed below.
     let holder = lockbydir(&locks)
-        .args(["exec", "--lease", "1m", "bed", "--", "sleep", "120"])
+        .args(["exec", "--lease", "5s", "bed", "--", "sleep", "120"])
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
