@@ -1,6 +1,8 @@
-//! The lock import for Stores driven with `call_async`: the same host functions as the sync
-//! linker (every version's), each run on a blocking thread, so that a wait for a lock never
-//! blocks the executor thread.
+//! How the lock import is served to Stores driven with `call_async`: the host functions of the
+//! sync linker, each run on a blocking thread, so that a wait for a lock never blocks the
+//! executor thread. Each version's module lists its functions next to their implementations
+//! (`super::host::add_async`, `super::v0_1_0::add_async`) with [`forward`] and
+//! [`lock_resource`].
 
 use std::future::Future;
 
@@ -9,14 +11,11 @@ use wasmtime::component::{
     ComponentNamedList, Lift, LinkerInstance, Lower, Resource, ResourceType,
 };
 
-use crate::bindings::plugin::lockbydir::lock::lock as now;
-use crate::bindings::v0_1_0::lockbydir::lock::lock as old;
 use crate::bindings::{LockError, types};
 use crate::handle::PluginLock;
 
 use super::LockbydirView;
-use super::ctx::GONE;
-use super::host::PluginLocks;
+use super::ctx::{GONE, PluginLocks};
 
 /// Run `call` on the plugin's lock state on a blocking thread of the ambient tokio runtime
 /// (wasmtime-wasi's own when there is none), handing the state over and back.
@@ -42,7 +41,7 @@ where
 }
 
 /// What a host function of the sync linker returns, as the component model takes it.
-trait Answer: Send + 'static {
+pub(super) trait Answer: Send + 'static {
     type Value: Lower + Send + Sync + 'static;
     fn into_answer(self) -> wasmtime::Result<Self::Value>;
 }
@@ -68,7 +67,7 @@ impl<T: Lower + Send + Sync + 'static> Answer for wasmtime::Result<T> {
 }
 
 /// Define `name` in `inst` as `call` on a blocking thread.
-fn forward<T, P, A>(
+pub(super) fn forward<T, P, A>(
     inst: &mut LinkerInstance<'_, T>,
     name: &str,
     call: fn(&mut PluginLocks<'_>, P) -> A,
@@ -87,7 +86,7 @@ where
 }
 
 /// Define the `lock` resource, whose destructor is `drop` on a blocking thread.
-fn lock_resource<T: LockbydirView + Send + 'static>(
+pub(super) fn lock_resource<T: LockbydirView + Send + 'static>(
     inst: &mut LinkerInstance<'_, T>,
     drop: fn(&mut PluginLocks<'_>, Resource<PluginLock>) -> wasmtime::Result<()>,
 ) -> wasmtime::Result<()> {
@@ -100,70 +99,4 @@ fn lock_resource<T: LockbydirView + Send + 'static>(
             )
         },
     )
-}
-
-/// `lockbydir:lock/lock@0.2.0` and `@0.1.0`, each function on a blocking thread.
-pub(super) fn add<T: LockbydirView + Send + 'static>(
-    linker: &mut wasmtime::component::Linker<T>,
-) -> wasmtime::Result<()> {
-    let mut inst = linker.instance("lockbydir:lock/lock@0.2.0")?;
-    lock_resource(&mut inst, |v, r| now::HostLock::drop(v, r))?;
-    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
-        now::HostLock::open(v, n, o)
-    })?;
-    forward(&mut inst, "[method]lock.name", |v, (r,)| {
-        now::HostLock::name(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
-        now::HostLock::acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
-        now::HostLock::try_acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
-        now::HostLock::refresh(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.release", |v, (r,)| {
-        now::HostLock::release(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
-        now::HostLock::inspect(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
-        now::HostLock::fence(v, r)
-    })?;
-    forward(&mut inst, "list-locks", |v, ()| now::Host::list_locks(v))?;
-    forward(&mut inst, "now-ms", |v, ()| now::Host::now_ms(v))?;
-    forward(&mut inst, "queue", |v, (n,)| now::Host::queue(v, n))?;
-
-    let mut inst = linker.instance("lockbydir:lock/lock@0.1.0")?;
-    lock_resource(&mut inst, |v, r| old::HostLock::drop(v, r))?;
-    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
-        old::HostLock::open(v, n, o)
-    })?;
-    forward(&mut inst, "[method]lock.name", |v, (r,)| {
-        old::HostLock::name(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
-        old::HostLock::acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
-        old::HostLock::try_acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
-        old::HostLock::refresh(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.release", |v, (r,)| {
-        old::HostLock::release(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
-        old::HostLock::inspect(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
-        old::HostLock::fence(v, r)
-    })?;
-    forward(&mut inst, "list-locks", |v, ()| old::Host::list_locks(v))?;
-    forward(&mut inst, "now-ms", |v, ()| old::Host::now_ms(v))?;
-    forward(&mut inst, "queue", |v, (n,)| old::Host::queue(v, n))?;
-    Ok(())
 }

@@ -277,6 +277,9 @@ impl LockbydirCtx {
     }
 }
 
+/// What the host functions run on: one plugin's lock state, borrowed from its Store data.
+pub struct PluginLocks<'a>(pub(super) &'a mut State);
+
 /// One plugin's lock state: what the host functions of the import work on.
 pub(crate) struct State {
     pub(super) backend: Box<dyn Backend>,

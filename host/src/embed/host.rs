@@ -12,10 +12,9 @@ use crate::handle::{LockId, PluginLock};
 use crate::report::Event;
 use crate::types::{AcquireOutcome, LockState, LockStatus, Options, QueueStatus, ReleaseReport};
 
-use super::ctx::{State, Tracked};
-
-/// What the host functions run on: one plugin's lock state, borrowed from its Store data.
-pub struct PluginLocks<'a>(pub(super) &'a mut State);
+use super::LockbydirView;
+use super::async_linker::{forward, lock_resource};
+use super::ctx::{PluginLocks, State, Tracked};
 
 /// The error value of a handle this import does not know: a host bug, so a trap.
 fn unknown(rep: u32) -> LockError {
@@ -275,4 +274,42 @@ impl imp::HostLock for PluginLocks<'_> {
         // waiters.
         self.0.backend.close(entry.id).map_err(Error::into_trap)
     }
+}
+
+/// `lockbydir:lock/lock@0.2.0` for Stores driven with `call_async`: each function above on a
+/// blocking thread.
+pub(super) fn add_async<T: LockbydirView + Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> wasmtime::Result<()> {
+    let mut inst = linker.instance("lockbydir:lock/lock@0.2.0")?;
+    lock_resource(&mut inst, |v, r| imp::HostLock::drop(v, r))?;
+    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
+        imp::HostLock::open(v, n, o)
+    })?;
+    forward(&mut inst, "[method]lock.name", |v, (r,)| {
+        imp::HostLock::name(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
+        imp::HostLock::acquire(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
+        imp::HostLock::try_acquire(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
+        imp::HostLock::refresh(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.release", |v, (r,)| {
+        imp::HostLock::release(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
+        imp::HostLock::inspect(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
+        imp::HostLock::fence(v, r)
+    })?;
+    forward(&mut inst, "list-locks", |v, ()| imp::Host::list_locks(v))?;
+    forward(&mut inst, "now-ms", |v, ()| imp::Host::now_ms(v))?;
+    forward(&mut inst, "queue", |v, (n,)| imp::Host::queue(v, n))?;
+
+    Ok(())
 }

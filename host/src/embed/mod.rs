@@ -93,9 +93,9 @@ use wasmtime::component::{HasData, Linker};
 
 use crate::bindings::{plugin, v0_1_0 as old};
 
+pub use ctx::PluginLocks;
 pub use ctx::{LockbydirCtx, LockbydirCtxBuilder};
 pub use error::BuildError;
-pub use host::PluginLocks;
 
 /// Store data that holds a [`LockbydirCtx`] and lends it to the lock import's host functions.
 pub trait LockbydirView {
@@ -219,5 +219,6 @@ pub fn add_to_linker_sync<T: LockbydirView + 'static>(
 pub fn add_to_linker_async<T: LockbydirView + Send + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    async_linker::add(linker)
+    host::add_async(linker)?;
+    v0_1_0::add_async(linker)
 }

@@ -14,7 +14,9 @@ use crate::bindings::v0_1_0::lockbydir::lock::lock as old;
 use crate::handle::PluginLock;
 use crate::types;
 
-use super::host::PluginLocks;
+use super::LockbydirView;
+use super::async_linker::{forward, lock_resource};
+use super::ctx::PluginLocks;
 
 /// A 0.2.0 answer as 0.1.0 returns it: the value converted, an error value converted, a trap
 /// kept.
@@ -202,4 +204,41 @@ impl From<types::Error> for old::Error {
             }),
         }
     }
+}
+
+/// `lockbydir:lock/lock@0.1.0` for Stores driven with `call_async`: each function above on a
+/// blocking thread.
+pub(super) fn add_async<T: LockbydirView + Send + 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+) -> wasmtime::Result<()> {
+    let mut inst = linker.instance("lockbydir:lock/lock@0.1.0")?;
+    lock_resource(&mut inst, |v, r| old::HostLock::drop(v, r))?;
+    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
+        old::HostLock::open(v, n, o)
+    })?;
+    forward(&mut inst, "[method]lock.name", |v, (r,)| {
+        old::HostLock::name(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
+        old::HostLock::acquire(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
+        old::HostLock::try_acquire(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
+        old::HostLock::refresh(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.release", |v, (r,)| {
+        old::HostLock::release(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
+        old::HostLock::inspect(v, r)
+    })?;
+    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
+        old::HostLock::fence(v, r)
+    })?;
+    forward(&mut inst, "list-locks", |v, ()| old::Host::list_locks(v))?;
+    forward(&mut inst, "now-ms", |v, ()| old::Host::now_ms(v))?;
+    forward(&mut inst, "queue", |v, (n,)| old::Host::queue(v, n))?;
+    Ok(())
 }
