@@ -10,7 +10,8 @@
 //!   against it, through one adapter (`crate::embed::v0_1_0`).
 //!
 //! Only synchronous host functions are generated: Stores driven with `call_async` get the same
-//! functions run on a blocking thread (`crate::embed::async_linker`).
+//! functions run on a blocking thread (each version's `add_async`, with
+//! `crate::embed::async_linker`'s machinery).
 
 pub use crate::handle::PluginLock;
 
