@@ -1,10 +1,13 @@
 //! How the lock import is served to Stores driven with `call_async`: the host functions of the
 //! sync linker, each run on a blocking thread, so that a wait for a lock never blocks the
-//! executor thread. Each version's module lists its functions next to their implementations
+//! executor thread. Waits ([`forward_wait`]) run on a pool of their own, so that however many
+//! plugins wait, the calls that end waits (releases) and wasmtime-wasi's own blocking
+//! filesystem calls never queue behind them in tokio's blocking pool. Each version's module lists its functions next to their implementations
 //! (`super::host::add_async`, `super::v0_1_0::add_async`) with [`forward`] and
 //! [`lock_resource`].
 
 use std::future::Future;
+use std::sync::OnceLock;
 
 use wasmtime::StoreContextMut;
 use wasmtime::component::{
@@ -17,13 +20,40 @@ use crate::handle::PluginLock;
 use super::LockbydirView;
 use super::ctx::{GONE, PluginLocks};
 
-/// Run `call` on the plugin's lock state on a blocking thread of the ambient tokio runtime
-/// (wasmtime-wasi's own when there is none), handing the state over and back.
+/// Which threads a call runs on.
+#[derive(Clone, Copy)]
+enum Pool {
+    /// The blocking pool of the ambient tokio runtime (wasmtime-wasi's own when there is
+    /// none), where wasmtime-wasi runs its blocking calls too: for calls that end soon.
+    Calls,
+    /// [`waits`]: for calls that wait for a lock.
+    Waits,
+}
+
+/// The threads lock waits run on: the blocking pool of a runtime of their own, which nothing
+/// else uses, with no cap of its own. A 0.2 plugin's call is synchronous, so each plugin
+/// instance waits on at most one thread; idle threads are kept a while for the next waits.
+fn waits() -> &'static tokio::runtime::Runtime {
+    static WAITS: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    WAITS.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .thread_name("lockbydir-wait")
+            .max_blocking_threads(usize::MAX >> 4)
+            .build()
+            .expect("a tokio runtime without drivers builds")
+    })
+}
+
+/// Run `call` on the plugin's lock state on a thread of `pool`, handing the state over and
+/// back.
 ///
-/// If the future is dropped first, the state stays with the blocking thread, which drops it
-/// when the call returns: that releases the plugin's locks, and later calls on this context
-/// trap.
-async fn blocking<T, R, F>(mut store: StoreContextMut<'_, T>, call: F) -> wasmtime::Result<R>
+/// If the future is dropped first, the state stays with the thread, which drops it when the
+/// call returns: that releases the plugin's locks, and later calls on this context trap.
+async fn blocking<T, R, F>(
+    mut store: StoreContextMut<'_, T>,
+    pool: Pool,
+    call: F,
+) -> wasmtime::Result<R>
 where
     T: LockbydirView,
     R: Send + 'static,
@@ -31,11 +61,17 @@ where
 {
     let ctx = store.data_mut().lockbydir();
     let mut state = ctx.state.take().ok_or_else(|| wasmtime::Error::msg(GONE))?;
-    let (state, result) = wasmtime_wasi::runtime::spawn_blocking(move || {
+    let work = move || {
         let result = call(&mut PluginLocks(&mut state));
         (state, result)
-    })
-    .await;
+    };
+    let (state, result) = match pool {
+        Pool::Calls => wasmtime_wasi::runtime::spawn_blocking(work).await,
+        Pool::Waits => waits().spawn_blocking(work).await.map_err(|e| {
+            // The pool is never shut down, and a panic in a host function is a host bug.
+            wasmtime::Error::msg(format!("a lock wait's thread failed: {e}"))
+        })?,
+    };
     store.data_mut().lockbydir().state = Some(state);
     Ok(result)
 }
@@ -66,7 +102,7 @@ impl<T: Lower + Send + Sync + 'static> Answer for wasmtime::Result<T> {
     }
 }
 
-/// Define `name` in `inst` as `call` on a blocking thread.
+/// Define `name` in `inst` as `call` on a blocking thread: for calls that end soon.
 pub(super) fn forward<T, P, A>(
     inst: &mut LinkerInstance<'_, T>,
     name: &str,
@@ -77,9 +113,38 @@ where
     P: ComponentNamedList + Lift + Send + 'static,
     A: Answer,
 {
+    forward_on(inst, name, Pool::Calls, call)
+}
+
+/// Define `name` in `inst` as `call` on a thread of the pool lock waits run on: for calls
+/// that may wait for a lock.
+pub(super) fn forward_wait<T, P, A>(
+    inst: &mut LinkerInstance<'_, T>,
+    name: &str,
+    call: fn(&mut PluginLocks<'_>, P) -> A,
+) -> wasmtime::Result<()>
+where
+    T: LockbydirView + Send + 'static,
+    P: ComponentNamedList + Lift + Send + 'static,
+    A: Answer,
+{
+    forward_on(inst, name, Pool::Waits, call)
+}
+
+fn forward_on<T, P, A>(
+    inst: &mut LinkerInstance<'_, T>,
+    name: &str,
+    pool: Pool,
+    call: fn(&mut PluginLocks<'_>, P) -> A,
+) -> wasmtime::Result<()>
+where
+    T: LockbydirView + Send + 'static,
+    P: ComponentNamedList + Lift + Send + 'static,
+    A: Answer,
+{
     inst.func_wrap_async(name, move |store: StoreContextMut<'_, T>, params: P| {
         Box::new(async move {
-            let answer = blocking(store, move |v| call(v, params)).await?;
+            let answer = blocking(store, pool, move |v| call(v, params)).await?;
             Ok((answer.into_answer()?,))
         }) as Box<dyn Future<Output = wasmtime::Result<(A::Value,)>> + Send>
     })
@@ -94,9 +159,9 @@ pub(super) fn lock_resource<T: LockbydirView + Send + 'static>(
         "lock",
         ResourceType::host::<PluginLock>(),
         move |store, rep| {
-            Box::new(
-                async move { blocking(store, move |v| drop(v, Resource::new_own(rep))).await? },
-            )
+            Box::new(async move {
+                blocking(store, Pool::Calls, move |v| drop(v, Resource::new_own(rep))).await?
+            })
         },
     )
 }

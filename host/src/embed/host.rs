@@ -13,7 +13,7 @@ use crate::report::Event;
 use crate::types::{AcquireOutcome, LockState, LockStatus, Options, QueueStatus, ReleaseReport};
 
 use super::LockbydirView;
-use super::async_linker::{forward, lock_resource};
+use super::async_linker::{forward, forward_wait, lock_resource};
 use super::ctx::{PluginLocks, State, Tracked};
 
 /// The error value of a handle this import does not know: a host bug, so a trap.
@@ -289,7 +289,7 @@ pub(super) fn add_async<T: LockbydirView + Send + 'static>(
     forward(&mut inst, "[method]lock.name", |v, (r,)| {
         imp::HostLock::name(v, r)
     })?;
-    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
+    forward_wait(&mut inst, "[method]lock.acquire", |v, (r,)| {
         imp::HostLock::acquire(v, r)
     })?;
     forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {

@@ -13,7 +13,7 @@
 //!    synchronously (a plugin's `acquire` blocks the calling thread, which is what a sync
 //!    host wants), [`add_to_linker_async`] for Stores you drive with `call_async` on tokio
 //!    (every lock call, waits included, runs on a blocking thread: the executor thread goes
-//!    on with other tasks).
+//!    on with other tasks; waits have threads of their own).
 //!
 //! Dropping the context (with the Store) releases every lock the plugin still holds.
 //!
@@ -129,13 +129,16 @@ pub fn add_to_linker_sync<T: LockbydirView + 'static>(
 /// Provide `lockbydir:lock/lock` to the plugins instantiated with `linker`, for Stores driven
 /// with `call_async` (`Command::instantiate_async`, `call_run(..).await`).
 ///
-/// The lock component is synchronous code that sleeps while it waits, so every lock call
-/// (waits, and the few filesystem operations of the others) runs on a blocking thread:
+/// The lock component is synchronous code that sleeps while it waits, so every lock call runs
+/// on a blocking thread. The plugin is suspended meanwhile and the executor thread runs other
+/// tasks. (A sync host function cannot do this: it would block the executor thread for the
+/// whole wait.) Calls that end soon (the few filesystem operations of a release, say) run on
 /// `wasmtime_wasi::runtime::spawn_blocking`, that is tokio's `spawn_blocking` on the ambient
 /// runtime (wasmtime-wasi's own when there is none), the pool wasmtime-wasi runs its own
-/// blocking filesystem calls on. The plugin is suspended meanwhile and the executor thread
-/// runs other tasks. (A sync host function cannot do this: it would block the executor
-/// thread for the whole wait.)
+/// blocking filesystem calls on. Waits (`acquire`) run on a pool of threads of their own,
+/// named `lockbydir-wait`, with no cap: however many plugins wait, the release that would end
+/// their waits never queues behind them in a full blocking pool. Each waiting plugin instance
+/// takes one such thread while it waits.
 ///
 /// If the future running the plugin is dropped while a lock call is under way (a
 /// `tokio::time::timeout`, say), the call goes on on its blocking thread until it returns (a

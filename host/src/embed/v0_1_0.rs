@@ -15,7 +15,7 @@ use crate::handle::PluginLock;
 use crate::types;
 
 use super::LockbydirView;
-use super::async_linker::{forward, lock_resource};
+use super::async_linker::{forward, forward_wait, lock_resource};
 use super::ctx::PluginLocks;
 
 /// A 0.2.0 answer as 0.1.0 returns it: the value converted, an error value converted, a trap
@@ -219,7 +219,7 @@ pub(super) fn add_async<T: LockbydirView + Send + 'static>(
     forward(&mut inst, "[method]lock.name", |v, (r,)| {
         old::HostLock::name(v, r)
     })?;
-    forward(&mut inst, "[method]lock.acquire", |v, (r,)| {
+    forward_wait(&mut inst, "[method]lock.acquire", |v, (r,)| {
         old::HostLock::acquire(v, r)
     })?;
     forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
