@@ -215,6 +215,34 @@ fn the_demo_runs_and_finds_no_overlap() {
     assert!(out.contains("counter = 44 (expected 44)"), "{out}");
 }
 
+/// README's command for the demo, `cargo run --release -- demo`, picks the `lockbydir` binary
+/// although the workspace's default members have other binaries (the embedding examples).
+/// Run here with `--version` instead of `demo` (the test above runs the demo itself).
+#[test]
+fn readmes_run_command_runs_the_lockbydir_binary() {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let readme = std::fs::read_to_string(workspace.join("README.md")).unwrap();
+    assert!(
+        readme
+            .lines()
+            .any(|line| line == "cargo run --release -- demo"),
+        "README no longer shows `cargo run --release -- demo` on a line of its own"
+    );
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut run = Command::new(cargo);
+    run.current_dir(workspace)
+        .args(["run", "--release", "--quiet"]);
+    if std::env::var_os("CARGO_NET_OFFLINE").is_some() {
+        run.arg("--offline");
+    }
+    run.args(["--", "--version"]);
+    let o = output(&mut run);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("lockbydir "), "{}", stdout(&o));
+}
+
 /// Bad input: a clear message, a nonzero exit, and nothing created anywhere.
 fn assert_refused(scratch: &Scratch, cmd: &mut Command, expected: &str) {
     let before = scratch.tree();
