@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Scratch, cache_dir, lockbydir, output, stderr, stdout, wait_until_held};
+use common::{
+    Scratch, cache_dir, default_signals, lockbydir, output, stderr, stdout, wait_until_held,
+};
 
 /// Poll `cond` every 20 ms for up to `secs` seconds.
 fn poll(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
@@ -163,7 +165,7 @@ fn a_waiter_ended_by_a_signal_withdraws_its_ticket_and_exits_128_plus_the_signal
         (libc::SIGINT, 130),
         (libc::SIGHUP, 129),
     ] {
-        let waiter = lockbydir(&locks)
+        let waiter = default_signals(&mut lockbydir(&locks))
             .args(["exec", "job", "--", "true"])
             .stderr(Stdio::piped())
             .spawn()

@@ -23,7 +23,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::wrappers::{Contender, Gate, Hosts, examples, hosts, missing_tools, setup};
-use common::{Scratch, assert_exclusive, count, guest, intervals, lockbydir, output, stderr};
+use common::{
+    Scratch, assert_exclusive, count, default_signals, guest, intervals, lockbydir, output, stderr,
+};
 
 /// Rounds per contender.
 const ROUNDS: usize = 40;
@@ -483,12 +485,13 @@ fn interrupted_or_terminated_node_and_python_holders_release_at_once() {
         ] {
             let scratch = Scratch::new("wrapper-signal");
             let locks = scratch.dir("locks");
-            let cmd = hold_command(
+            let mut cmd = hold_command(
                 kind,
                 &locks,
                 "job",
                 &["--timeout-ms", "60000", "--hold-ms", "inf"],
             );
+            default_signals(&mut cmd);
             let mut holder = Watched::spawn(&format!("{kind:?} holder"), cmd);
             holder.wait_for("out: held");
             holder.signal(signal);

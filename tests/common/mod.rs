@@ -94,6 +94,24 @@ pub fn lockbydir(locks: &Path) -> Command {
     cmd
 }
 
+/// Start `cmd` with SIGINT, SIGTERM and SIGHUP at their default dispositions, whatever this
+/// test run inherited (`nohup` leaves SIGHUP ignored; a non-interactive shell leaves SIGINT
+/// ignored in a background job). For tests that send those signals: lockbydir and its
+/// wrappers keep a signal that was ignored at start ignored, as `nohup` users expect.
+pub fn default_signals(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only async-signal-safe calls: signal(2).
+    unsafe {
+        cmd.pre_exec(|| {
+            for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(signal, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
 /// Run and capture; panics with the output if it could not start.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()
