@@ -1,10 +1,10 @@
 //! How the lock import is served to Stores driven with `call_async`: the host functions of the
 //! sync linker, each run on a blocking thread, so that a wait for a lock never blocks the
-//! executor thread. Waits ([`forward_wait`]) run on a pool of their own, so that however many
+//! executor thread. Waits ([`Pool::Waits`]) run on a pool of their own, so that however many
 //! plugins wait, the calls that end waits (releases) and wasmtime-wasi's own blocking
-//! filesystem calls never queue behind them in tokio's blocking pool. Each version's module lists its functions next to their implementations
-//! (`super::host::add_async`, `super::v0_1_0::add_async`) with [`forward`] and
-//! [`lock_resource`].
+//! filesystem calls never queue behind them in tokio's blocking pool. Each version's module
+//! lists its functions next to their implementations (`super::host::add_async`,
+//! `super::v0_1_0::add_async`) with [`forward`] and [`lock_resource`], naming the pool of each.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -22,7 +22,7 @@ use super::ctx::{GONE, PluginLocks};
 
 /// Which threads a call runs on.
 #[derive(Clone, Copy)]
-enum Pool {
+pub(super) enum Pool {
     /// The blocking pool of the ambient tokio runtime (wasmtime-wasi's own when there is
     /// none), where wasmtime-wasi runs its blocking calls too: for calls that end soon.
     Calls,
@@ -102,36 +102,8 @@ impl<T: Lower + Send + Sync + 'static> Answer for wasmtime::Result<T> {
     }
 }
 
-/// Define `name` in `inst` as `call` on a blocking thread: for calls that end soon.
+/// Define `name` in `inst` as `call` on a thread of `pool`.
 pub(super) fn forward<T, P, A>(
-    inst: &mut LinkerInstance<'_, T>,
-    name: &str,
-    call: fn(&mut PluginLocks<'_>, P) -> A,
-) -> wasmtime::Result<()>
-where
-    T: LockbydirView + Send + 'static,
-    P: ComponentNamedList + Lift + Send + 'static,
-    A: Answer,
-{
-    forward_on(inst, name, Pool::Calls, call)
-}
-
-/// Define `name` in `inst` as `call` on a thread of the pool lock waits run on: for calls
-/// that may wait for a lock.
-pub(super) fn forward_wait<T, P, A>(
-    inst: &mut LinkerInstance<'_, T>,
-    name: &str,
-    call: fn(&mut PluginLocks<'_>, P) -> A,
-) -> wasmtime::Result<()>
-where
-    T: LockbydirView + Send + 'static,
-    P: ComponentNamedList + Lift + Send + 'static,
-    A: Answer,
-{
-    forward_on(inst, name, Pool::Waits, call)
-}
-
-fn forward_on<T, P, A>(
     inst: &mut LinkerInstance<'_, T>,
     name: &str,
     pool: Pool,

@@ -13,7 +13,7 @@ use crate::report::Event;
 use crate::types::{AcquireOutcome, LockState, LockStatus, Options, QueueStatus, ReleaseReport};
 
 use super::LockbydirView;
-use super::async_linker::{forward, forward_wait, lock_resource};
+use super::async_linker::{Pool, forward, lock_resource};
 use super::ctx::{PluginLocks, State, Tracked};
 
 /// The error value of a handle this import does not know: a host bug, so a trap.
@@ -283,33 +283,42 @@ pub(super) fn add_async<T: LockbydirView + Send + 'static>(
 ) -> wasmtime::Result<()> {
     let mut inst = linker.instance("lockbydir:lock/lock@0.2.0")?;
     lock_resource(&mut inst, |v, r| imp::HostLock::drop(v, r))?;
-    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
+    forward(&mut inst, "[static]lock.open", Pool::Calls, |v, (n, o)| {
         imp::HostLock::open(v, n, o)
     })?;
-    forward(&mut inst, "[method]lock.name", |v, (r,)| {
+    forward(&mut inst, "[method]lock.name", Pool::Calls, |v, (r,)| {
         imp::HostLock::name(v, r)
     })?;
-    forward_wait(&mut inst, "[method]lock.acquire", |v, (r,)| {
+    forward(&mut inst, "[method]lock.acquire", Pool::Waits, |v, (r,)| {
         imp::HostLock::acquire(v, r)
     })?;
-    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
-        imp::HostLock::try_acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
+    forward(
+        &mut inst,
+        "[method]lock.try-acquire",
+        Pool::Calls,
+        |v, (r,)| imp::HostLock::try_acquire(v, r),
+    )?;
+    forward(&mut inst, "[method]lock.refresh", Pool::Calls, |v, (r,)| {
         imp::HostLock::refresh(v, r)
     })?;
-    forward(&mut inst, "[method]lock.release", |v, (r,)| {
+    forward(&mut inst, "[method]lock.release", Pool::Calls, |v, (r,)| {
         imp::HostLock::release(v, r)
     })?;
-    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
+    forward(&mut inst, "[method]lock.inspect", Pool::Calls, |v, (r,)| {
         imp::HostLock::inspect(v, r)
     })?;
-    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
+    forward(&mut inst, "[method]lock.fence", Pool::Calls, |v, (r,)| {
         imp::HostLock::fence(v, r)
     })?;
-    forward(&mut inst, "list-locks", |v, ()| imp::Host::list_locks(v))?;
-    forward(&mut inst, "now-ms", |v, ()| imp::Host::now_ms(v))?;
-    forward(&mut inst, "queue", |v, (n,)| imp::Host::queue(v, n))?;
+    forward(&mut inst, "list-locks", Pool::Calls, |v, ()| {
+        imp::Host::list_locks(v)
+    })?;
+    forward(&mut inst, "now-ms", Pool::Calls, |v, ()| {
+        imp::Host::now_ms(v)
+    })?;
+    forward(&mut inst, "queue", Pool::Calls, |v, (n,)| {
+        imp::Host::queue(v, n)
+    })?;
 
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::handle::PluginLock;
 use crate::types;
 
 use super::LockbydirView;
-use super::async_linker::{forward, forward_wait, lock_resource};
+use super::async_linker::{Pool, forward, lock_resource};
 use super::ctx::PluginLocks;
 
 /// A 0.2.0 answer as 0.1.0 returns it: the value converted, an error value converted, a trap
@@ -213,32 +213,41 @@ pub(super) fn add_async<T: LockbydirView + Send + 'static>(
 ) -> wasmtime::Result<()> {
     let mut inst = linker.instance("lockbydir:lock/lock@0.1.0")?;
     lock_resource(&mut inst, |v, r| old::HostLock::drop(v, r))?;
-    forward(&mut inst, "[static]lock.open", |v, (n, o)| {
+    forward(&mut inst, "[static]lock.open", Pool::Calls, |v, (n, o)| {
         old::HostLock::open(v, n, o)
     })?;
-    forward(&mut inst, "[method]lock.name", |v, (r,)| {
+    forward(&mut inst, "[method]lock.name", Pool::Calls, |v, (r,)| {
         old::HostLock::name(v, r)
     })?;
-    forward_wait(&mut inst, "[method]lock.acquire", |v, (r,)| {
+    forward(&mut inst, "[method]lock.acquire", Pool::Waits, |v, (r,)| {
         old::HostLock::acquire(v, r)
     })?;
-    forward(&mut inst, "[method]lock.try-acquire", |v, (r,)| {
-        old::HostLock::try_acquire(v, r)
-    })?;
-    forward(&mut inst, "[method]lock.refresh", |v, (r,)| {
+    forward(
+        &mut inst,
+        "[method]lock.try-acquire",
+        Pool::Calls,
+        |v, (r,)| old::HostLock::try_acquire(v, r),
+    )?;
+    forward(&mut inst, "[method]lock.refresh", Pool::Calls, |v, (r,)| {
         old::HostLock::refresh(v, r)
     })?;
-    forward(&mut inst, "[method]lock.release", |v, (r,)| {
+    forward(&mut inst, "[method]lock.release", Pool::Calls, |v, (r,)| {
         old::HostLock::release(v, r)
     })?;
-    forward(&mut inst, "[method]lock.inspect", |v, (r,)| {
+    forward(&mut inst, "[method]lock.inspect", Pool::Calls, |v, (r,)| {
         old::HostLock::inspect(v, r)
     })?;
-    forward(&mut inst, "[method]lock.fence", |v, (r,)| {
+    forward(&mut inst, "[method]lock.fence", Pool::Calls, |v, (r,)| {
         old::HostLock::fence(v, r)
     })?;
-    forward(&mut inst, "list-locks", |v, ()| old::Host::list_locks(v))?;
-    forward(&mut inst, "now-ms", |v, ()| old::Host::now_ms(v))?;
-    forward(&mut inst, "queue", |v, (n,)| old::Host::queue(v, n))?;
+    forward(&mut inst, "list-locks", Pool::Calls, |v, ()| {
+        old::Host::list_locks(v)
+    })?;
+    forward(&mut inst, "now-ms", Pool::Calls, |v, ()| {
+        old::Host::now_ms(v)
+    })?;
+    forward(&mut inst, "queue", Pool::Calls, |v, (n,)| {
+        old::Host::queue(v, n)
+    })?;
     Ok(())
 }
