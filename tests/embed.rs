@@ -98,6 +98,12 @@ fn an_async_embedding_host_takes_turns_with_exec() {
     takes_turns_with_exec("embed-async", &guest("counter.wasm"));
 }
 
+/// A WASI 0.3 plugin's tasks (2·rounds of them in one instance) wait beside two exec loops.
+#[test]
+fn a_concurrent_embedding_host_s_tasks_take_turns_with_exec() {
+    takes_turns_with_exec("embed-concurrent", &guest("tasks.wasm"));
+}
+
 /// The JavaScript counter plugin (examples/plugins/js, built with componentize-js by the test)
 /// in the sync embedding host, taking turns with exec: an embedder's host runs it as it runs
 /// a Rust plugin.

@@ -20,6 +20,8 @@ const INPUTS: &[&str] = &[
     "protocol/Cargo.toml",
     "protocol/src",
     "wit",
+    "wit-host",
+    "wit-published/waiting-0.1.0",
     "example-plugins",
     "plugin",
     "rust-toolchain.toml",

@@ -1,6 +1,7 @@
 //! The lockbydir lock as a WASI 0.2 component.
 //!
-//! Exports `lockbydir:lock/lock@0.2.0` (world `provider`). Everything it touches goes through WASI: the lock directory
+//! Exports `lockbydir:lock/lock@0.2.0`, and the steps of a wait for lockbydir's own host
+//! (`lockbydir:lock-steps/steps`, private; world `provider` of `wit-host/`). Everything it touches goes through WASI: the lock directory
 //! is the preopened directory mapped as `.`, deadlines use wasi:clocks, tokens wasi:random.
 //! Any component host that grants those can run it. The protocol itself lives in
 //! `lockbydir-protocol`; this crate only converts between it and the WIT types.
@@ -17,11 +18,13 @@ use protocol::Env;
 use wasi_fs::WasiFs;
 
 wit_bindgen::generate!({
-    path: "../wit",
-    world: "provider",
+    path: "../wit-host",
+    world: "lockbydir:lock-steps/provider",
+    generate_all,
 });
 
 use exports::lockbydir::lock::lock::{Guest, GuestLock, LockBorrow};
+use exports::lockbydir::lock_steps::steps::{Sleep, Step};
 use lockbydir::lock::types::{
     AcquireOutcome, Error, LockState, LockStatus, Options, QueueStatus, ReleaseReport,
 };
@@ -110,6 +113,23 @@ impl GuestLock for LockHandle {
 
     fn fence(&self) -> Option<u64> {
         self.0.borrow().fence()
+    }
+}
+
+/// The steps of a wait, for a host that sleeps between them without holding a thread.
+impl exports::lockbydir::lock_steps::steps::Guest for Component {
+    fn acquire_step(lock: LockBorrow<'_>) -> Result<Step, Error> {
+        let step = lock.get::<LockHandle>().0.borrow_mut().acquire_step();
+        match step.map_err(convert::error)? {
+            protocol::Step::Done(outcome) => Ok(Step::Done(convert::outcome(outcome))),
+            protocol::Step::Sleep { until_changed, us } => {
+                Ok(Step::Sleep(Sleep { until_changed, us }))
+            }
+        }
+    }
+
+    fn cancel_wait(lock: LockBorrow<'_>) {
+        lock.get::<LockHandle>().0.borrow_mut().cancel_wait();
     }
 }
 

@@ -6,6 +6,7 @@
 //!   binding below uses these (`with`).
 //! - [`provider`]: calling the lock component, which exports `lockbydir:lock/lock@0.2.0`.
 //! - [`plugin`]: serving `lockbydir:lock/lock@0.2.0` to plugins.
+//! - [`waiting`]: serving `lockbydir:waiting/waiting@0.1.0`, the waits that block no thread.
 //! - [`v0_1_0`]: serving `lockbydir:lock/lock@0.1.0` (`wit-published/0.1.0`) to plugins built
 //!   against it, through one adapter (`crate::embed::v0_1_0`).
 //!
@@ -39,12 +40,13 @@ mod generated_types {
 /// The values of `lockbydir:lock/types@0.2.0` (documented in `wit/types.wit`).
 pub use generated_types::lockbydir::lock::types;
 
-/// Calls into the lock component (world `provider`).
+/// Calls into the lock component (world `provider` of the private package in `wit-host/`:
+/// the lock interface, and the steps of a wait that the host drives).
 #[allow(missing_docs)]
 pub mod provider {
     wasmtime::component::bindgen!({
-        path: "wit",
-        world: "provider",
+        path: "wit-host",
+        world: "lockbydir:lock-steps/provider",
         with: { "lockbydir:lock/types": crate::bindings::types },
     });
 }
@@ -60,6 +62,23 @@ pub mod plugin {
         with: {
             "lockbydir:lock/types": crate::bindings::types,
             "lockbydir:lock/lock.lock": crate::bindings::PluginLock,
+        },
+    });
+}
+
+/// `lockbydir:waiting/waiting@0.1.0` (`wit-published/waiting-0.1.0`): the lock interface's
+/// `acquire` as an `async func`, for plugins run with `run_concurrent`. Its `lock` is the
+/// plugin's handle of `lockbydir:lock/lock@0.2.0`.
+#[allow(missing_docs)]
+pub mod waiting {
+    wasmtime::component::bindgen!({
+        path: "wit-published/waiting-0.1.0",
+        world: "lockbydir:waiting/async-plugin",
+        imports: { default: trappable },
+        trappable_error_type: { "lockbydir:lock/types.error" => crate::bindings::LockError },
+        with: {
+            "lockbydir:lock/types": crate::bindings::types,
+            "lockbydir:lock/lock": crate::bindings::plugin::lockbydir::lock::lock,
         },
     });
 }

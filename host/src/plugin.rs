@@ -1,5 +1,8 @@
 //! Running a plugin: an ordinary `wasi:cli/command` component that may import
-//! `lockbydir:lock/lock`, in a sandbox that sees only the directories granted to it.
+//! `lockbydir:lock/lock`, in a sandbox that sees only the directories granted to it. A WASI
+//! 0.3 command (it exports `wasi:cli/run@0.3.0`) runs on an executor of its own with
+//! `run_concurrent`, and may also import `lockbydir:waiting/waiting`: its tasks wait for locks
+//! without blocking each other.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -90,11 +93,35 @@ impl LockbydirView for PluginCtx {
     }
 }
 
-/// Runs plugins: holds the linker with WASI and the lock import (every version), built once.
+/// Runs plugins: holds the linkers with WASI and the lock import (every version), built once:
+/// one for WASI 0.2 commands, one for WASI 0.3 commands (with the waiting interface).
 #[derive(Clone)]
 pub struct PluginRunner {
     runtime: Runtime,
     linker: Linker<PluginCtx>,
+    concurrent: Linker<PluginCtx>,
+}
+
+/// The kinds of command a plugin can be.
+enum Kind {
+    /// Exports `wasi:cli/run@0.2.x`: its lock calls block it.
+    Wasi02,
+    /// Exports `wasi:cli/run@0.3.x`: run with `run_concurrent`.
+    Wasi03,
+}
+
+/// What kind of command `component` is, by the `run` it exports (WASI 0.2 if neither, so that
+/// the message about a missing `run` is the one every plugin gets).
+fn kind(component: &Component, runtime: &Runtime) -> Kind {
+    let ty = component.component_type();
+    let exports_p3 = ty
+        .exports(runtime.engine())
+        .any(|(name, _)| name.starts_with("wasi:cli/run@0.3."));
+    if exports_p3 {
+        Kind::Wasi03
+    } else {
+        Kind::Wasi02
+    }
 }
 
 impl PluginRunner {
@@ -107,9 +134,14 @@ impl PluginRunner {
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
         embed::add_to_linker_sync(&mut linker).map_err(link)?;
+        let mut concurrent = Linker::new(runtime.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut concurrent).map_err(link)?;
+        wasmtime_wasi::p3::add_to_linker(&mut concurrent).map_err(link)?;
+        embed::add_to_linker_concurrent(&mut concurrent).map_err(link)?;
         Ok(PluginRunner {
             runtime: runtime.clone(),
             linker,
+            concurrent,
         })
     }
 
@@ -140,6 +172,33 @@ impl PluginRunner {
             what: format!(
                 "plugin `{}` is not a wasi:cli/command component (build it as a program with \
                  `fn main` for wasm32-wasip2)",
+                crate::display::escape(name)
+            ),
+            reason,
+        })
+    }
+
+    /// [`PluginRunner::prepare`] for a WASI 0.3 command.
+    fn prepare_concurrent(
+        &self,
+        component: &Component,
+        name: &str,
+    ) -> Result<wasmtime_wasi::p3::bindings::CommandPre<PluginCtx>, Error> {
+        let pre = self
+            .concurrent
+            .instantiate_pre(component)
+            .map_err(|reason| Error::Component {
+                what: format!(
+                    "plugin `{}` needs an import lockbydir does not provide (to WASI 0.3 \
+                     commands it provides WASI 0.3 and 0.2, lockbydir:lock/lock@0.2.0 and \
+                     @0.1.0, and lockbydir:waiting/waiting@0.1.0, nothing else)",
+                    crate::display::escape(name)
+                ),
+                reason,
+            })?;
+        wasmtime_wasi::p3::bindings::CommandPre::new(pre).map_err(|reason| Error::Component {
+            what: format!(
+                "plugin `{}` exports wasi:cli/run@0.3 but is not a WASI 0.3 command",
                 crate::display::escape(name)
             ),
             reason,
@@ -204,19 +263,47 @@ impl PluginRunner {
             memory: budget.limiter(Whose::Plugin),
             stopped_by: None,
         };
-        let command = self.prepare(component, &config.name)?;
         let mut store = Store::new(self.runtime.engine(), ctx);
         store.limiter(|ctx| &mut ctx.memory);
         store.set_max_component_handles(max_handles.saturating_add(OTHER_HANDLES));
         limits::apply_deadline(&mut store, deadline, |ctx, hit| ctx.stopped_by = Some(hit));
-        let command: Command =
-            command
-                .instantiate(&mut store)
-                .map_err(|reason| Error::Component {
-                    what: format!("instantiate plugin `{}`", config.name),
-                    reason,
-                })?;
-        let ran = command.wasi_cli_run().call_run(&mut store);
+        let instantiated = |reason| Error::Component {
+            what: format!("instantiate plugin `{}`", config.name),
+            reason,
+        };
+        let ran = match kind(component, &self.runtime) {
+            Kind::Wasi02 => {
+                let command = self.prepare(component, &config.name)?;
+                let command: Command = command.instantiate(&mut store).map_err(instantiated)?;
+                command.wasi_cli_run().call_run(&mut store)
+            }
+            Kind::Wasi03 => {
+                let command = self.prepare_concurrent(component, &config.name)?;
+                // One worker drives the timers and the I/O; the plugin runs on this thread,
+                // where its blocking lock calls can step out of the executor in place.
+                let executor = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("lockbydir-plugin-io")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::Component {
+                        what: format!("start an executor for plugin `{}`", config.name),
+                        reason: e.into(),
+                    })?;
+                executor.block_on(async {
+                    let command = command
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(instantiated)?;
+                    let ran = store
+                        .run_concurrent(async move |store| {
+                            command.wasi_cli_run().call_run(store).await
+                        })
+                        .await;
+                    Ok::<_, Error>(ran.and_then(|ran| ran))
+                })?
+            }
+        };
         let ctx = store.data_mut();
         // Whatever it still holds goes back now (each release is reported).
         ctx.locks.release_all();

@@ -81,6 +81,8 @@ impl RuntimeBuilder {
     pub fn build(self) -> Result<Runtime, Error> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // WASI 0.3 plugins and the waiting interface's `async func`.
+        config.wasm_component_model_async(true);
         // Plugin deadlines interrupt running wasm at epoch ticks.
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|reason| Error::Component {

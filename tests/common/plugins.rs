@@ -9,7 +9,11 @@ use std::sync::OnceLock;
 
 /// The wasm packages the tests build, each with every binary it has (one component per
 /// binary, named after it). Add a package here and its components appear in [`dir`].
-pub const PACKAGES: &[&str] = &["lockbydir-example-plugins", "lockbydir-compat-plugins"];
+pub const PACKAGES: &[&str] = &[
+    "lockbydir-example-plugins",
+    "lockbydir-compat-plugins",
+    "lockbydir-async-plugins",
+];
 
 const TARGET: &str = "wasm32-wasip2";
 

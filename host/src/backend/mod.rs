@@ -13,7 +13,10 @@
 pub mod etcd;
 pub mod lockdir;
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::bindings::types::{
     AcquireOutcome, LockState, LockStatus, Options, QueueStatus, ReleaseReport,
@@ -58,6 +61,23 @@ pub trait Backend: Send {
     fn close(&mut self, lock: LockId) -> Result<(), Error>;
     /// `lock.acquire`: wait in line, up to the handle's `wait-ms`.
     fn acquire(&mut self, lock: LockId) -> Result<AcquireOutcome, Error>;
+    /// `waiting.acquire`: the wait of [`Backend::acquire`] as a future that holds no thread
+    /// while it waits (it sleeps on the host's change notification or a timer between
+    /// looks). Dropping it before it is done gives the handle's place in line up at once.
+    ///
+    /// The future does not borrow the backend: the handle's other calls may go on meanwhile
+    /// (a caller allows one wait per handle at a time).
+    fn wait_async(&mut self, lock: LockId) -> Result<AsyncWait, Error> {
+        let _ = lock;
+        Err(Error::Lock {
+            lock: String::new(),
+            place: self.place().to_owned(),
+            error: crate::types::Error::Denied(format!(
+                "this host's backend ({}) cannot wait without blocking: use `lock.acquire`",
+                self.place()
+            )),
+        })
+    }
     /// `lock.try-acquire`: one attempt that never waits.
     fn try_acquire(&mut self, lock: LockId) -> Result<AcquireOutcome, Error>;
     /// `lock.refresh`: extend the deadline; returns the new one (ms since the epoch).
@@ -88,6 +108,124 @@ pub trait Backend: Send {
     /// What a command run under one of these locks is told about where it lives (`exec` sets
     /// these variables for it).
     fn command_env(&self) -> Vec<(String, String)>;
+}
+
+/// A wait begun by [`Backend::wait_async`]: a future of the wait's outcome, `Send`, that
+/// gives the handle's place in line up when dropped before it is done.
+#[must_use = "a wait does nothing unless awaited, and gives its place up when dropped"]
+pub struct AsyncWait(Pin<Box<dyn Future<Output = Result<AcquireOutcome, Error>> + Send>>);
+
+impl AsyncWait {
+    /// The wait that `wait` does (a future that withdraws its ticket when dropped).
+    pub fn new(wait: impl Future<Output = Result<AcquireOutcome, Error>> + Send + 'static) -> Self {
+        AsyncWait(Box::pin(wait))
+    }
+}
+
+impl Future for AsyncWait {
+    type Output = Result<AcquireOutcome, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for AsyncWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AsyncWait")
+    }
+}
+
+/// Run `f`, which blocks (the lock component's WASI calls, the etcd client's `block_on`),
+/// outside any tokio runtime this thread drives: where it is called from a task (a plugin
+/// Store driven with `run_concurrent`), blocking in place would panic. On a multi-thread
+/// runtime `f` runs in place (`block_in_place`); on a current-thread runtime, on a thread of
+/// its own for the call; outside a runtime, as it is.
+pub(crate) fn outside_async<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Err(_) => f(),
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        Ok(_) => std::thread::scope(|scope| match scope.spawn(f).join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }),
+    }
+}
+
+/// A backend whose every call leaves the async context first ([`outside_async`]) once
+/// `active`: what a plugin Store driven with `run_concurrent` calls.
+pub(crate) struct OutsideAsync {
+    pub(crate) backend: Box<dyn Backend>,
+    pub(crate) active: bool,
+}
+
+impl OutsideAsync {
+    fn call<R: Send>(&mut self, f: impl FnOnce(&mut dyn Backend) -> R + Send) -> R {
+        let backend = &mut *self.backend;
+        if self.active {
+            outside_async(|| f(backend))
+        } else {
+            f(backend)
+        }
+    }
+}
+
+impl Backend for OutsideAsync {
+    fn place(&self) -> &str {
+        self.backend.place()
+    }
+    fn open(&mut self, name: &str, options: &Options) -> Result<LockId, Error> {
+        self.call(|b| b.open(name, options))
+    }
+    fn close(&mut self, lock: LockId) -> Result<(), Error> {
+        self.call(|b| b.close(lock))
+    }
+    fn acquire(&mut self, lock: LockId) -> Result<AcquireOutcome, Error> {
+        self.call(|b| b.acquire(lock))
+    }
+    fn wait_async(&mut self, lock: LockId) -> Result<AsyncWait, Error> {
+        self.call(|b| b.wait_async(lock))
+    }
+    fn try_acquire(&mut self, lock: LockId) -> Result<AcquireOutcome, Error> {
+        self.call(|b| b.try_acquire(lock))
+    }
+    fn refresh(&mut self, lock: LockId) -> Result<u64, Error> {
+        self.call(|b| b.refresh(lock))
+    }
+    fn release(&mut self, lock: LockId) -> Result<ReleaseReport, Error> {
+        self.call(|b| b.release(lock))
+    }
+    fn inspect(&mut self, lock: LockId) -> Result<LockState, Error> {
+        self.call(|b| b.inspect(lock))
+    }
+    fn fence(&mut self, lock: LockId) -> Result<Option<u64>, Error> {
+        self.call(|b| b.fence(lock))
+    }
+    fn list_locks(&mut self) -> Result<Vec<LockStatus>, Error> {
+        self.call(|b| b.list_locks())
+    }
+    fn now_ms(&mut self) -> Result<u64, Error> {
+        self.call(|b| b.now_ms())
+    }
+    fn queue(&mut self, name: &str) -> Result<QueueStatus, Error> {
+        self.call(|b| b.queue(name))
+    }
+    fn lock_names(&mut self) -> Result<Vec<String>, Error> {
+        self.call(|b| b.lock_names())
+    }
+    fn lock_exists(&mut self, name: &str) -> Result<bool, Error> {
+        self.call(|b| b.lock_exists(name))
+    }
+    fn release_by_fence(&mut self, name: &str, fence: u64) -> Result<bool, Error> {
+        self.call(|b| b.release_by_fence(name, fence))
+    }
+    fn waits(&self) -> Waits {
+        self.backend.waits()
+    }
+    fn command_env(&self) -> Vec<(String, String)> {
+        self.backend.command_env()
+    }
 }
 
 /// Where locks live: a lock directory or a cluster. The one place a backend is chosen.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use lockbydir_protocol::entry::kept_label;
 use wasmtime::component::ResourceTable;
 
-use crate::backend::{Backend, Limits, Place};
+use crate::backend::{Backend, Limits, OutsideAsync, Place};
 use crate::error::Error;
 use crate::handle::LockId;
 use crate::limits::{MAX_HANDLES_HONOURED, MemoryBudget, MemoryCap, WAIT_MARGIN, Whose};
@@ -221,7 +221,10 @@ impl LockbydirCtxBuilder {
         table.set_max_capacity(table.max_capacity().saturating_add(policy.max_handles));
         Ok(LockbydirCtx {
             state: Some(Box::new(State {
-                backend,
+                backend: OutsideAsync {
+                    backend,
+                    active: false,
+                },
                 table,
                 plugin: self.name,
                 reporter: self.reporter,
@@ -282,7 +285,8 @@ pub struct PluginLocks<'a>(pub(super) &'a mut State);
 
 /// One plugin's lock state: what the host functions of the import work on.
 pub(crate) struct State {
-    pub(super) backend: Box<dyn Backend>,
+    /// Leaves the async context at each call once [`State::leave_async_context`] was called.
+    pub(super) backend: OutsideAsync,
     /// The plugin's lock handles (`lock` resources).
     pub(super) table: ResourceTable,
     plugin: String,
@@ -309,6 +313,9 @@ pub(super) struct Tracked {
     pub(super) options: Options,
     /// The wait the backend's handle has (the plugin's, capped by its deadline).
     pub(super) wait_ms: Option<u64>,
+    /// An async wait (`waiting.acquire`) on this handle is in progress; cleared when it ends
+    /// or is dropped.
+    pub(super) waiting: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl State {
@@ -317,6 +324,12 @@ impl State {
         if let Some(reporter) = &self.reporter {
             reporter(&event);
         }
+    }
+
+    /// From now on, every call of the backend leaves the async context first (for a Store
+    /// driven with `run_concurrent`, whose host functions run inside the executor's task).
+    pub(super) fn leave_async_context(&mut self) {
+        self.backend.active = true;
     }
 
     /// The plugin's name.

@@ -2,8 +2,11 @@
 //! policy, then forwarded to its backend; what it holds is tracked so that it can be released
 //! when the plugin ends.
 
+use std::sync::atomic::Ordering;
+
 use wasmtime::component::Resource;
 
+use crate::backend::Backend;
 use crate::bindings::LockError;
 use crate::bindings::plugin::lockbydir::lock::lock as imp;
 use crate::bindings::types;
@@ -29,6 +32,14 @@ impl PluginLocks<'_> {
             .open
             .get(&lock.rep())
             .ok_or_else(|| unknown(lock.rep()))
+    }
+
+    /// The flag that marks `lock` as waiting (see [`Tracked::waiting`]).
+    pub(super) fn waiting_flag(
+        &self,
+        lock: &Resource<PluginLock>,
+    ) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>, LockError> {
+        Ok(std::sync::Arc::clone(&self.tracked(lock)?.waiting))
     }
 
     /// Give `lock`'s backend handle the wait a wait starting now may have (the plugin's
@@ -68,13 +79,33 @@ impl PluginLocks<'_> {
         lock: Resource<PluginLock>,
         wait: bool,
     ) -> Result<AcquireOutcome, LockError> {
-        let rep = lock.rep();
-        let t = self.tracked(&lock)?;
+        match self.begin_acquire(&lock, wait)? {
+            Begun::Done(begun, outcome) => self.finish_acquire(&lock, begun, outcome),
+            Begun::Wait(begun, id) => {
+                let outcome = self.0.backend.acquire(id);
+                self.finish_acquire(&lock, begun, outcome)
+            }
+        }
+    }
+
+    /// The checks and the first try of an acquisition: its outcome if that ends it (`wait`
+    /// false, or the lock was free), or the backend handle to wait on.
+    pub(super) fn begin_acquire(
+        &mut self,
+        lock: &Resource<PluginLock>,
+        wait: bool,
+    ) -> Result<Begun, LockError> {
+        let t = self.tracked(lock)?;
         let (id, name, known) = (t.lock, t.name.clone(), t.exists);
         if t.fence.is_some() {
             return Err(LockError::Value(types::Error::AlreadyHeld));
         }
+        let waiting = t.waiting.load(Ordering::SeqCst);
         let state = &mut *self.0;
+        if waiting {
+            let rule = "one wait per lock handle at a time: this handle already waits".into();
+            return Err(state.deny(rule).into());
+        }
         if let Err(rule) = state.policy.check_acquire(state.held_count()) {
             return Err(state.deny(rule).into());
         }
@@ -87,23 +118,54 @@ impl PluginLocks<'_> {
         if !existed && let Err(rule) = state.policy.check_create(&name, state.created) {
             return Err(state.deny(rule).into());
         }
+        let begun = Acquiring {
+            name,
+            existed,
+            counted,
+        };
         // Try once first, so that a plugin that has to wait is told once, up front.
-        let mut outcome = state.backend.try_acquire(id);
+        let outcome = state.backend.try_acquire(id);
         if wait && let Ok(AcquireOutcome::Busy(holder)) = &outcome {
             state.report(Event::Waiting {
                 plugin: state.plugin(),
-                lock: &name,
+                lock: &begun.name,
                 holder: holder.as_ref(),
             });
-            let id = self.with_wait_now(&lock)?;
-            outcome = self.0.backend.acquire(id);
+            let id = self.with_wait_now(lock)?;
+            return Ok(Begun::Wait(begun, id));
         }
+        Ok(Begun::Done(begun, outcome))
+    }
+
+    /// Track an acquisition's outcome: the fence held, the locks created. A grant that would
+    /// take the plugin over its cap of locks held (several waits that were granted at once)
+    /// is given back and refused.
+    pub(super) fn finish_acquire(
+        &mut self,
+        lock: &Resource<PluginLock>,
+        begun: Acquiring,
+        outcome: Result<AcquireOutcome, Error>,
+    ) -> Result<AcquireOutcome, LockError> {
+        let rep = lock.rep();
         let state = &mut *self.0;
+        if let Ok(AcquireOutcome::Acquired(_)) = &outcome
+            && let Err(rule) = state.policy.check_acquire(state.held_count())
+            && let Some(t) = state.open.get(&rep)
+        {
+            let id = t.lock;
+            state.backend.release(id)?;
+            return Err(state.deny(rule).into());
+        }
         let fence = match &outcome {
             Ok(AcquireOutcome::Acquired(grant)) => Some(grant.fence),
             _ => None,
         };
         track(state, rep, &outcome, Some(fence));
+        let Acquiring {
+            name,
+            existed,
+            counted,
+        } = begun;
         let exists_now = existed || state.backend.lock_exists(&name).unwrap_or(false);
         if !existed && exists_now {
             state.created += 1;
@@ -116,6 +178,23 @@ impl PluginLocks<'_> {
         }
         Ok(outcome?)
     }
+}
+
+/// What [`PluginLocks::begin_acquire`] found out, for [`PluginLocks::finish_acquire`].
+pub(super) struct Acquiring {
+    name: String,
+    /// The lock existed before (or creations are not counted).
+    existed: bool,
+    /// Creations count against a cap.
+    counted: bool,
+}
+
+/// How an acquisition goes on after its first try.
+pub(super) enum Begun {
+    /// It is over: the outcome of the try.
+    Done(Acquiring, Result<AcquireOutcome, Error>),
+    /// Wait on this backend handle.
+    Wait(Acquiring, LockId),
 }
 
 /// Note what an acquisition, refresh or release says about holding: `on_ok` is the fence held
@@ -226,6 +305,7 @@ impl imp::HostLock for PluginLocks<'_> {
             fence: None,
             options,
             wait_ms,
+            waiting: Default::default(),
         };
         state.open.insert(handle.rep(), tracked);
         Ok(handle)

@@ -88,10 +88,11 @@ mod ctx;
 mod error;
 mod host;
 mod v0_1_0;
+mod waiting;
 
 use wasmtime::component::{HasData, Linker};
 
-use crate::bindings::{plugin, v0_1_0 as old};
+use crate::bindings::{plugin, v0_1_0 as old, waiting as wait};
 
 pub use ctx::PluginLocks;
 pub use ctx::{LockbydirCtx, LockbydirCtxBuilder};
@@ -224,4 +225,93 @@ pub fn add_to_linker_async<T: LockbydirView + Send + 'static>(
 ) -> wasmtime::Result<()> {
     host::add_async(linker)?;
     v0_1_0::add_async(linker)
+}
+
+/// Add the lock interface (every version) and `lockbydir:waiting/waiting@0.1.0` to `linker`,
+/// for Stores driven with `run_concurrent`: WASI 0.3 plugins (components that export
+/// `wasi:cli/run@0.3.0`), whose tasks wait for locks without blocking each other.
+///
+/// `waiting.acquire` is a task of the plugin that holds no thread while it waits: between its
+/// looks at the lock it awaits the host's change notification (or a timer), so one executor
+/// thread serves any number of waits. Cancelling it (the plugin drops the call) withdraws its
+/// place in line. The other lock functions run on the thread that drives the Store, as with
+/// [`add_to_linker_sync`] (a plugin's `lock.acquire` blocks that thread: use
+/// `waiting.acquire`). The same policy applies to both; one wait per handle at a time, so a
+/// plugin waits for at most as many locks at once as it may open handles.
+///
+/// The Engine needs `Config::wasm_component_model_async(true)`; add WASI 0.3
+/// (`wasmtime_wasi::p3::add_to_linker`) and WASI 0.2 for the parts of the plugin's standard
+/// library that still use it (`wasmtime_wasi::p2::add_to_linker_async`). The etcd backend
+/// cannot wait this way yet: its `waiting.acquire` fails with `denied`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use lockbydir::embed::{self, LockbydirCtx, LockbydirView};
+/// use wasmtime::component::{Component, Linker, ResourceTable};
+/// use wasmtime::{Config, Engine, Store};
+/// use wasmtime_wasi::p3::bindings::Command;
+/// use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+///
+/// struct Host {
+///     wasi: WasiCtx,
+///     table: ResourceTable,
+///     locks: LockbydirCtx,
+/// }
+///
+/// impl WasiView for Host {
+///     fn ctx(&mut self) -> WasiCtxView<'_> {
+///         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+///     }
+/// }
+///
+/// impl LockbydirView for Host {
+///     fn lockbydir(&mut self) -> &mut LockbydirCtx {
+///         &mut self.locks
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let runtime = lockbydir::RuntimeBuilder::new().build()?;
+/// let engine = Engine::new(Config::new().wasm_component_model_async(true))?;
+/// let mut linker = Linker::<Host>::new(&engine);
+/// wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+/// wasmtime_wasi::p3::add_to_linker(&mut linker)?;
+/// embed::add_to_linker_concurrent(&mut linker)?;
+/// let plugin = Component::from_file(&engine, "tasks.wasm")?;
+///
+/// let host = Host {
+///     wasi: WasiCtx::builder().inherit_stdio().build(),
+///     table: ResourceTable::new(),
+///     locks: LockbydirCtx::builder().lock_dir("/var/lock/jobs").build(&runtime)?,
+/// };
+/// // Drive the Store from this thread, on a multi-thread executor: the lock calls that block
+/// // (the lock component's file operations) step out of it in place. On a current-thread
+/// // executor each such call runs on a thread of its own, which is slower.
+/// let executor = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+/// let ran = executor.block_on(async {
+///     let mut store = Store::new(&engine, host);
+///     let command = Command::instantiate_async(&mut store, &plugin, &linker).await?;
+///     store
+///         .run_concurrent(async move |store| command.wasi_cli_run().call_run(store).await)
+///         .await?
+/// })?;
+/// assert!(ran.is_ok());
+/// # Ok(())
+/// # }
+/// ```
+pub fn add_to_linker_concurrent<T: LockbydirView + Send + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    plugin::Plugin::add_to_linker::<T, HasLocks>(linker, view_concurrent)?;
+    old::Plugin::add_to_linker::<T, HasLocks>(linker, view_concurrent)?;
+    wait::lockbydir::waiting::waiting::add_to_linker::<T, HasLocks>(linker, view_concurrent)
+}
+
+/// [`view`] for a Store driven with `run_concurrent`: the host functions run inside the
+/// executor's task, and the backend's blocking calls must leave it.
+fn view_concurrent<T: LockbydirView>(t: &mut T) -> PluginLocks<'_> {
+    let state = t.lockbydir().state();
+    state.leave_async_context();
+    PluginLocks(state)
 }

@@ -7,6 +7,7 @@
 //! any process (modules `watched_stat`, `watch`); short sleeps without such a watch end when
 //! a lock service of this process releases a lock in the same directory (module `wakeup`).
 
+mod async_wait;
 mod listing;
 mod wakeup;
 mod watch;
@@ -14,7 +15,7 @@ mod watched_stat;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use lockbydir_protocol::LockName;
 use lockbydir_protocol::recover::Recovered;
@@ -23,7 +24,7 @@ use wasmtime::component::{Linker, ResourceAny};
 use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::{FsPerms, ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
-use super::{Backend, Canceller, Limits, WaitMode, Waits};
+use super::{AsyncWait, Backend, Canceller, Limits, WaitMode, Waits};
 use crate::bindings::provider::Provider;
 use crate::bindings::types::{
     AcquireOutcome, Error as Value, IoError, LockState, LockStatus, Options, QueueStatus,
@@ -112,8 +113,13 @@ impl WasiView for LockCtx {
 /// any process; short sleeps without such a watch end when a backend of this process releases
 /// a lock in the same directory.
 pub struct LockDirBackend {
-    store: Store<LockCtx>,
-    exports: Provider,
+    /// The lock component, shared with this backend's async waits (each call locks it only
+    /// while it runs).
+    component: Arc<Mutex<LockComponent>>,
+    /// Its Store's sleeper (wake-ups, wait statistics, cancelling), without the lock.
+    sleeper: Arc<Sleeper>,
+    /// The change notification waiters are woken by, if any.
+    watcher: Option<&'static Watcher>,
     lock_dir: PathBuf,
     /// The lock directory as messages name it.
     place: String,
@@ -121,6 +127,18 @@ pub struct LockDirBackend {
     /// The open handles: the lock component's resource, and the lock's name.
     handles: BTreeMap<LockId, (ResourceAny, String)>,
     next: u64,
+}
+
+/// The lock component instance and its Store.
+struct LockComponent {
+    store: Store<LockCtx>,
+    exports: Provider,
+}
+
+impl LockComponent {
+    fn lock(component: &Mutex<LockComponent>) -> MutexGuard<'_, LockComponent> {
+        component.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl LockDirBackend {
@@ -195,9 +213,15 @@ impl LockDirBackend {
             Ok(_) => None,
             Err(why) => Some(why),
         };
+        let sleeper = Arc::clone(&store.data().sleeper);
         Ok(LockDirBackend {
-            store,
-            exports,
+            component: Arc::new(Mutex::new(LockComponent { store, exports })),
+            sleeper,
+            watcher: if polling.is_none() {
+                watcher.ok()
+            } else {
+                None
+            },
             place: lock_dir.display().to_string(),
             lock_dir: lock_dir.to_owned(),
             polling,
@@ -219,20 +243,20 @@ impl LockDirBackend {
 
     /// How this backend's waits went so far.
     pub fn wait_stats(&self) -> WaitStats {
-        self.store.data().sleeper.stats()
+        self.sleeper.stats()
     }
 
     /// How many directory listings the lock component made so far.
     #[cfg(test)]
     pub(crate) fn listings(&self) -> u64 {
-        self.store.data().listings
+        LockComponent::lock(&self.component).store.data().listings
     }
 
     /// End the current sleep of every lockdir backend of this process waiting in this lock
     /// directory, so that they look at their lock again now instead of at their next poll.
     /// Releases (and closing a handle) do it themselves.
     pub fn wake_waiters(&self) {
-        self.store.data().sleeper.wake_all();
+        self.sleeper.wake_all();
     }
 
     /// The lock component's handle behind `lock`, and the lock's name; a handle this backend
@@ -260,9 +284,23 @@ impl LockDirBackend {
     ) -> Result<T, Error> {
         let (resource, name) = self.handle(lock)?;
         let name = name.to_owned();
-        self.store.data().sleeper.observe();
-        let result = call(&self.exports, &mut self.store, resource);
+        self.sleeper.observe();
+        let result = {
+            let mut c = LockComponent::lock(&self.component);
+            let c = &mut *c;
+            call(&c.exports, &mut c.store, resource)
+        };
         self.lift(result, doing, &name)
+    }
+
+    /// Call `call` on the lock component (no handle).
+    fn call_component<T>(
+        &self,
+        call: impl FnOnce(&Provider, &mut Store<LockCtx>) -> wasmtime::Result<T>,
+    ) -> wasmtime::Result<T> {
+        let mut c = LockComponent::lock(&self.component);
+        let c = &mut *c;
+        call(&c.exports, &mut c.store)
     }
 
     fn lift<T>(
@@ -290,9 +328,9 @@ impl Backend for LockDirBackend {
     }
 
     fn open(&mut self, name: &str, options: &Options) -> Result<LockId, Error> {
-        self.store.data().sleeper.observe();
-        let lock = self.exports.lockbydir_lock_lock().lock();
-        let opened = lock.call_open(&mut self.store, name, options);
+        self.sleeper.observe();
+        let opened =
+            self.call_component(|e, s| e.lockbydir_lock_lock().lock().call_open(s, name, options));
         let resource = self.lift(opened, "opening", name)?;
         let id = LockId(self.next);
         self.next += 1;
@@ -304,15 +342,22 @@ impl Backend for LockDirBackend {
         let (resource, name) = self.handle(lock)?;
         let name = name.to_owned();
         self.handles.remove(&lock);
-        self.store.data().sleeper.observe();
+        self.sleeper.observe();
         let trap = |reason| Error::Trap {
             doing: format!("closing lock `{name}`"),
             reason: not_an_exit(reason),
         };
-        let lock = self.exports.lockbydir_lock_lock().lock();
-        let held = lock.call_fence(&mut self.store, resource).map_err(trap)?;
-        // The component's destructor releases the lock if the handle holds it.
-        resource.resource_drop(&mut self.store).map_err(trap)?;
+        let held = self
+            .call_component(|e, s| {
+                let held = e
+                    .lockbydir_lock_lock()
+                    .lock()
+                    .call_fence(&mut *s, resource)?;
+                // The component's destructor releases the lock if the handle holds it.
+                resource.resource_drop(s)?;
+                Ok(held)
+            })
+            .map_err(trap)?;
         if held.is_some() {
             self.wake_waiters();
         }
@@ -323,6 +368,20 @@ impl Backend for LockDirBackend {
         self.call(lock, "acquiring", |e, s, r| {
             e.lockbydir_lock_lock().lock().call_acquire(s, r)
         })
+    }
+
+    fn wait_async(&mut self, lock: LockId) -> Result<AsyncWait, Error> {
+        let (resource, name) = self.handle(lock)?;
+        let wait = async_wait::StepWait {
+            component: Arc::clone(&self.component),
+            resource,
+            name: name.to_owned(),
+            place: self.place.clone(),
+            lock_dir: self.lock_dir.clone(),
+            watcher: self.watcher,
+            done: false,
+        };
+        Ok(AsyncWait::new(wait.run()))
     }
 
     fn try_acquire(&mut self, lock: LockId) -> Result<AcquireOutcome, Error> {
@@ -360,28 +419,19 @@ impl Backend for LockDirBackend {
     }
 
     fn list_locks(&mut self) -> Result<Vec<LockStatus>, Error> {
-        self.store.data().sleeper.observe();
-        let listed = self
-            .exports
-            .lockbydir_lock_lock()
-            .call_list_locks(&mut self.store);
+        self.sleeper.observe();
+        let listed = self.call_component(|e, s| e.lockbydir_lock_lock().call_list_locks(s));
         self.lift(listed, "listing", "*")
     }
 
     fn now_ms(&mut self) -> Result<u64, Error> {
-        let now = self
-            .exports
-            .lockbydir_lock_lock()
-            .call_now_ms(&mut self.store);
+        let now = self.call_component(|e, s| e.lockbydir_lock_lock().call_now_ms(s));
         self.lift(now.map(Ok), "reading the clock of", "*")
     }
 
     fn queue(&mut self, name: &str) -> Result<QueueStatus, Error> {
-        self.store.data().sleeper.observe();
-        let queue = self
-            .exports
-            .lockbydir_lock_lock()
-            .call_queue(&mut self.store, name);
+        self.sleeper.observe();
+        let queue = self.call_component(|e, s| e.lockbydir_lock_lock().call_queue(s, name));
         self.lift(queue, "looking at the queue of", name)
     }
 
@@ -430,7 +480,7 @@ impl Backend for LockDirBackend {
     }
 
     fn waits(&self) -> Waits {
-        let sleeper = Arc::clone(&self.store.data().sleeper);
+        let sleeper = Arc::clone(&self.sleeper);
         let stats = self.wait_stats();
         Waits {
             canceller: Canceller::new(move || sleeper.cancel()),

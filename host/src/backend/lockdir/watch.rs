@@ -27,11 +27,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-/// What a registration rings when it fires: a mutex and condvar that a sleeper waits on.
+/// What a registration rings when it fires: a mutex and condvar that a sleeper waits on, and
+/// a notification that an async waiter awaits.
 #[derive(Default)]
 pub(crate) struct Bell {
     lock: Mutex<()>,
     rung: Condvar,
+    rung_async: tokio::sync::Notify,
 }
 
 impl Bell {
@@ -57,6 +59,13 @@ impl Bell {
     pub(crate) fn ring(&self) {
         drop(self.lock());
         self.rung.notify_all();
+        self.rung_async.notify_waiters();
+    }
+
+    /// A ring to await: enable it (`Notified::enable`) before checking the condition, so that
+    /// a ring between the check and the await is not missed.
+    pub(crate) fn rung(&self) -> tokio::sync::futures::Notified<'_> {
+        self.rung_async.notified()
     }
 }
 
