@@ -618,3 +618,78 @@ fn a_member_paused_and_resumed_stops_nobody() {
     assert_eq!(count(&work.join("counter")), loops * rounds);
     assert_exclusive(&work.join("log"), loops * rounds);
 }
+
+/// A WASI 0.3 plugin's tasks wait for an etcd lock through `lockbydir:waiting` (etcd's watch,
+/// no thread per wait) beside an exec loop; then a wait cut short by a timer leaves no key in
+/// line and never takes the lock.
+#[test]
+fn an_async_plugin_s_tasks_wait_for_an_etcd_lock_and_a_dropped_wait_leaves_the_line() {
+    let Some(etcd) = Etcd::start("waiting") else {
+        return;
+    };
+    let scratch = Scratch::new("etcd-waiting");
+    let locks = scratch.dir("locks");
+    let work = scratch.dir("work");
+    let rounds = 10;
+    std::fs::write(work.join("counter"), "0").unwrap();
+    let mut tasks = etcd.lockbydir(&locks, &["run", "--quiet", "--dir"]);
+    tasks
+        .arg(format!("{}::/work", work.display()))
+        .arg(guest("tasks.wasm"))
+        .args([
+            "--",
+            "count",
+            "--lock",
+            "shared",
+            "--counter",
+            "/work/counter",
+        ])
+        .args(["--log", "/work/log", "--waits", "20", "--label", "tasks"]);
+    let mut children = vec![tasks.spawn().unwrap()];
+    let exe = env!("CARGO_BIN_EXE_lockbydir");
+    let script = format!(
+        "for i in $(seq {rounds}); do \"{exe}\" exec --backend etcd --etcd-endpoints \"$2\" --quiet shared -- sh -c '{EXEC_INCREMENT}' sh \"$1\" exec || exit 1; done"
+    );
+    let mut sh = Command::new("sh");
+    sh.env("LOCKBYDIR_CACHE_DIR", cache_dir())
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(&work)
+        .arg(&etcd.url);
+    children.push(sh.spawn().unwrap());
+    for mut child in children {
+        let status = wait_at_most(&mut child, Duration::from_secs(300), "a contender");
+        assert!(status.success(), "a contender failed");
+    }
+    assert_eq!(count(&work.join("counter")), 20 + rounds);
+    assert_exclusive(&work.join("log"), 20 + rounds);
+
+    // A holder for 3 s; the plugin waits, gives up after 600 ms, and looks at the line.
+    let mut holder = etcd.lockbydir(&locks, &["exec", "--quiet", "--holder", "sleeper"]);
+    let mut holder = holder.args(["bed", "--", "sleep", "3"]).spawn().unwrap();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !etcd
+        .status(&locks)
+        .iter()
+        .any(|r| r["name"] == "bed" && r["state"] == "held")
+    {
+        assert!(Instant::now() < until, "the holder never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut give_up = etcd.lockbydir(&locks, &["run", "--quiet", "--dir"]);
+    give_up
+        .arg(format!("{}::/work", work.display()))
+        .arg(guest("tasks.wasm"))
+        .args(["--", "give-up", "--lock", "bed", "--after-ms", "600"]);
+    let o = output(&mut give_up);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stdout(&o);
+    assert!(said.contains("waiters while waiting: 1\n"), "{said}");
+    assert!(
+        said.contains("waiters now: 0; this handle's fence: None\n"),
+        "{said}"
+    );
+    assert!(said.ends_with("this handle's fence: None\n"), "{said}");
+    assert!(wait_at_most(&mut holder, Duration::from_secs(60), "the holder").success());
+}

@@ -3,6 +3,7 @@
 //! this module is its synchronous face: a small tokio runtime owned by the backend, and the
 //! handles a plugin or command opened.
 
+mod async_wait;
 mod call;
 pub mod keys;
 mod queue;
@@ -58,6 +59,9 @@ struct Handle {
     /// Its options, every default filled in.
     options: lockbydir_protocol::Options,
     held: Option<Held>,
+    /// What an async wait on this handle was granted (taken into `held` at the handle's next
+    /// use; see `async_wait`).
+    granted: async_wait::Granted,
     /// The place in line a busy try kept for an acquire that follows (see
     /// [`KEPT_PLACE_GRACE`]).
     kept: Option<Kept>,
@@ -154,10 +158,14 @@ impl EtcdBackend {
     }
 
     fn handle(&mut self, lock: LockId) -> Result<&mut Handle, Error> {
-        self.handles.get_mut(&lock).ok_or_else(|| Error::Trap {
+        let h = self.handles.get_mut(&lock).ok_or_else(|| Error::Trap {
             doing: format!("using lock handle {}", lock.0),
             reason: wasmtime::Error::msg("no such handle is open in this etcd backend"),
-        })
+        })?;
+        if let Some(held) = h.granted.take() {
+            h.held = Some(held);
+        }
+        Ok(h)
     }
 
     /// `error`, a value of the interface about lock `name`, in the host's terms.
@@ -296,6 +304,7 @@ impl Backend for EtcdBackend {
                 name: name.to_owned(),
                 options,
                 held: None,
+                granted: Default::default(),
                 kept: None,
             },
         );
@@ -318,6 +327,25 @@ impl Backend for EtcdBackend {
 
     fn try_acquire(&mut self, lock: LockId) -> Result<wit::AcquireOutcome, Error> {
         self.acquire_with(lock, false)
+    }
+
+    fn wait_async(&mut self, lock: LockId) -> Result<super::AsyncWait, Error> {
+        self.leave_kept(lock)?;
+        let (client, place) = (self.client.clone(), self.place.clone());
+        let runtime = self.runtime.handle().clone();
+        let h = self.handle(lock)?;
+        if h.held.is_some() {
+            let name = h.name.clone();
+            return Err(self.value(&name, wit::Error::AlreadyHeld));
+        }
+        let wait = async_wait::EtcdWait {
+            client,
+            place,
+            name: h.name.clone(),
+            options: h.options.clone(),
+            granted: h.granted.clone(),
+        };
+        Ok(wait.start(&runtime))
     }
 
     fn refresh(&mut self, lock: LockId) -> Result<u64, Error> {
