@@ -6,6 +6,7 @@
 mod call;
 pub mod keys;
 mod queue;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
