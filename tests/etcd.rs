@@ -298,22 +298,37 @@ fn a_holder_paused_past_its_lease_is_told_compromised_and_its_fence_is_lower() {
     );
 }
 
+/// A page of etcd's HTTP server (`GET`, or `POST` with a JSON body): its body.
+fn http(etcd: &Etcd, path: &str, body: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let addr = etcd.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    match body {
+        None => write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap(),
+        Some(b) => write!(
+            conn,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+        .unwrap(),
+    }
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    page.split_once("\r\n\r\n")
+        .map_or(page.clone(), |(_, b)| b.to_owned())
+}
+
 /// etcd's count of gRPC calls of `method` (`Txn`, `LeaseGrant`, `Watch`...): `started`
 /// (`grpc_server_started_total`) or handled (`grpc_server_handled_total`, every code), read
 /// from its `/metrics` page.
 fn grpc_calls(etcd: &Etcd, method: &str, started: bool) -> u64 {
-    use std::io::{Read, Write};
-    let addr = etcd.url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut page = String::new();
-    conn.read_to_string(&mut page).unwrap();
     let metric = match started {
         true => "grpc_server_started_total{",
         false => "grpc_server_handled_total{",
     };
     let method = format!("grpc_method=\"{method}\"");
-    page.lines()
+    http(etcd, "/metrics", None)
+        .lines()
         .filter(|l| l.starts_with(metric) && l.contains(&method))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -361,26 +376,6 @@ fn a_contended_exec_enqueues_once_and_takes_the_lock_with_one_request_after_the_
     // After the watch fired: the holder's release, the waiter's one transaction that found
     // itself first and took the lock, and the waiter's release.
     assert_eq!(grpc_calls(&etcd, "Txn", false) - txns, 3);
-}
-
-/// A page of etcd's HTTP server (`GET`, or `POST` with a JSON body): its body.
-fn http(etcd: &Etcd, path: &str, body: Option<&str>) -> String {
-    use std::io::{Read, Write};
-    let addr = etcd.url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    match body {
-        None => write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap(),
-        Some(b) => write!(
-            conn,
-            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-            b.len()
-        )
-        .unwrap(),
-    }
-    let mut page = String::new();
-    conn.read_to_string(&mut page).unwrap();
-    page.split_once("\r\n\r\n")
-        .map_or(page.clone(), |(_, b)| b.to_owned())
 }
 
 /// A gauge from etcd's `/metrics` page: `etcd_debugging_mvcc_slow_watcher_total` (watches
