@@ -298,22 +298,37 @@ fn a_holder_paused_past_its_lease_is_told_compromised_and_its_fence_is_lower() {
     );
 }
 
+/// A page of etcd's HTTP server (`GET`, or `POST` with a JSON body): its body.
+fn http(etcd: &Etcd, path: &str, body: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let addr = etcd.url.trim_start_matches("http://");
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    match body {
+        None => write!(conn, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap(),
+        Some(b) => write!(
+            conn,
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )
+        .unwrap(),
+    }
+    let mut page = String::new();
+    conn.read_to_string(&mut page).unwrap();
+    page.split_once("\r\n\r\n")
+        .map_or(page.clone(), |(_, b)| b.to_owned())
+}
+
 /// etcd's count of gRPC calls of `method` (`Txn`, `LeaseGrant`, `Watch`...): `started`
 /// (`grpc_server_started_total`) or handled (`grpc_server_handled_total`, every code), read
 /// from its `/metrics` page.
 fn grpc_calls(etcd: &Etcd, method: &str, started: bool) -> u64 {
-    use std::io::{Read, Write};
-    let addr = etcd.url.trim_start_matches("http://");
-    let mut conn = std::net::TcpStream::connect(addr).unwrap();
-    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut page = String::new();
-    conn.read_to_string(&mut page).unwrap();
     let metric = match started {
         true => "grpc_server_started_total{",
         false => "grpc_server_handled_total{",
     };
     let method = format!("grpc_method=\"{method}\"");
-    page.lines()
+    http(etcd, "/metrics", None)
+        .lines()
         .filter(|l| l.starts_with(metric) && l.contains(&method))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
@@ -361,6 +376,114 @@ fn a_contended_exec_enqueues_once_and_takes_the_lock_with_one_request_after_the_
     // After the watch fired: the holder's release, the waiter's one transaction that found
     // itself first and took the lock, and the waiter's release.
     assert_eq!(grpc_calls(&etcd, "Txn", false) - txns, 3);
+}
+
+/// A gauge from etcd's `/metrics` page: `etcd_debugging_mvcc_slow_watcher_total` (watches
+/// that started at a revision already written and wait for etcd's catch-up loop, every
+/// 100 ms, to be sent their events) or `etcd_debugging_mvcc_watcher_total` (all watches).
+fn gauge(etcd: &Etcd, name: &str) -> u64 {
+    let prefix = format!("{name} ");
+    http(etcd, "/metrics", None)
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("etcd reports no {name}")) as u64
+}
+
+#[test]
+fn a_waiter_whose_queue_was_written_before_it_watched_is_told_of_the_release_at_once() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::os::unix::net::UnixStream;
+    let Some(etcd) = Etcd::start("late-watch") else {
+        return;
+    };
+    let scratch = Scratch::new("etcd-late-watch");
+    let locks = scratch.dir("locks");
+    let go = scratch.join("go");
+    let mut holder = etcd
+        .lockbydir(
+            &locks,
+            &[
+                "exec", "--lease", "60s", "--holder", "first", "watched", "--",
+            ],
+        )
+        .args(["sh", "-c", r#"while [ ! -e "$0" ]; do sleep 0.05; done"#])
+        .arg(&go)
+        .spawn()
+        .unwrap();
+    wait_until_held(&etcd, &locks, "watched", "first", &mut holder);
+    // The waiter's stderr is a socket already full: it stops at its "blocking waiting"
+    // notice, after it took its place in line and before it waits.
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    let chunk = [b'.'; 4096];
+    loop {
+        match (&theirs).write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) => panic!("filling the socket: {e}"),
+        }
+    }
+    theirs.set_nonblocking(false).unwrap();
+    let txns = grpc_calls(&etcd, "Txn", false);
+    let mut waiter = etcd
+        .lockbydir(
+            &locks,
+            &[
+                "exec", "--wait", "60s", "--holder", "second", "watched", "--", "true",
+            ],
+        )
+        .stderr(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(60);
+    while grpc_calls(&etcd, "Txn", false) == txns {
+        assert!(
+            Instant::now() < until,
+            "the waiter never took its place in line"
+        );
+        assert!(waiter.try_wait().unwrap().is_none(), "the waiter exited");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Someone else writes: the revision the waiter read its place at is now in the past.
+    let put = http(
+        &etcd,
+        "/v3/kv/put",
+        Some(r#"{"key":"b3RoZXI=","value":"MQ=="}"#),
+    );
+    assert!(put.contains("revision"), "{put}");
+    // Let the waiter go on (what it wrote is read to the end in the background).
+    let drain = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = ours.read_to_end(&mut all);
+        String::from_utf8_lossy(&all)
+            .trim_start_matches('.')
+            .to_owned()
+    });
+    // Over more than one round of etcd's catch-up loop (100 ms), no watch waits for it.
+    let until = Instant::now() + Duration::from_millis(300);
+    let (mut slow, mut watchers) = (0, 0);
+    while Instant::now() < until {
+        slow = slow.max(gauge(&etcd, "etcd_debugging_mvcc_slow_watcher_total"));
+        watchers = watchers.max(gauge(&etcd, "etcd_debugging_mvcc_watcher_total"));
+    }
+    std::fs::write(&go, "").unwrap();
+    assert!(wait_at_most(&mut holder, Duration::from_secs(60), "the holder").success());
+    let status = wait_at_most(&mut waiter, Duration::from_secs(60), "the waiter");
+    let said = drain.join().unwrap();
+    assert!(status.success(), "{said}");
+    assert!(
+        said.contains("blocking waiting for lock `watched`"),
+        "{said}"
+    );
+    assert_eq!(
+        slow, 0,
+        "a watch started at a revision already written: etcd sends its events only in its \
+         catch-up loop, up to 100 ms late"
+    );
+    // The key ahead is watched twice, so that one watch that etcd files as behind (a write
+    // committed while it registered it) is not the only one.
+    assert_eq!(watchers, 2, "watches of the key ahead");
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod async_wait;
 mod call;
 pub mod keys;
 mod queue;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -5,9 +5,11 @@
 //!   then, in one transaction, puts the acquisition's key with that lease and reads the
 //!   lowest key of the queue: the holder. If that is the new key, the lock is held; its fence
 //!   is the key's create revision, strictly increasing across the whole cluster.
-//! - A waiter watches only its predecessor's deletion, from the revision it read it at + 1,
-//!   so that a deletion in between is not missed; no herd, no polling. Its lease is kept
-//!   alive while it waits (a waiter that is paused past it loses its place and enqueues anew).
+//! - A waiter watches only its predecessor's deletion; no herd, no polling. The watch starts
+//!   at etcd's current revision (one that starts at a past revision is delivered late, see
+//!   [`super::watch`]); if the queue was written since the waiter read it, it reads it once
+//!   more, so that a deletion in between is not missed. Its lease is kept alive while it
+//!   waits (a waiter that is paused past it loses its place and enqueues anew).
 //! - The holder's deadline is its own clock's time at the start of the round trip that made
 //!   or renewed its lease, plus its exact timeout: never later than the server's lease ends.
 //!   Refresh is a keepalive plus a transaction that checks the key is still this one.
@@ -17,13 +19,14 @@
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, Error as EtcdError, EventType, GetOptions, KeyValue, PutOptions,
-    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+    Client, Compare, CompareOp, Error as EtcdError, GetOptions, KeyValue, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 
 use super::Cancel;
 use super::call::{CALL_BUDGET, Failed, retrying};
 use super::keys::{self, Record};
+use super::watch::{Seen, Watch};
 use crate::bindings::types as wit;
 
 /// Result of a lock operation: the interface's own error values.
@@ -235,7 +238,8 @@ pub struct Place {
     /// The key right ahead of it, as last read, if known; `None`: read it (or find the lock
     /// ours) at the next look.
     ahead: Option<KeyValue>,
-    /// The revision after that read: a watch starts there, so no deletion is missed.
+    /// The revision after that read: a watch must see every change from there on, so that
+    /// no deletion is missed.
     watch_from: i64,
     /// The holder seen last.
     pub holder: Option<wit::HolderInfo>,
@@ -354,11 +358,11 @@ async fn enqueue(
 
 /// Wait in `place` until the lock is ours: `None` if the lease was lost meanwhile.
 ///
-/// A waiter watches the key right ahead of it. When that key is deleted, one round trip
-/// both looks and takes the lock: a transaction that, if no key of the queue is older than
-/// ours (and ours is still there), writes our record with the new deadline, and otherwise
-/// reads the key now right ahead (the one deleted was a waiter that left), with a lease
-/// keepalive sent alongside it (the deadline counts from before both were sent).
+/// A waiter watches the key right ahead of it (see [`Watch`]). When that key is deleted, one
+/// round trip both looks and takes the lock: a transaction that, if no key of the queue is
+/// older than ours (and ours is still there), writes our record with the new deadline, and
+/// otherwise reads the key now right ahead (the one deleted was a waiter that left), with a
+/// lease keepalive sent alongside it (the deadline counts from before both were sent).
 async fn wait(
     client: &Client,
     name: &str,
@@ -370,9 +374,12 @@ async fn wait(
     let prefix = keys::queue(name);
     let key = place.key.clone();
     let (lease, mine) = (place.lease, place.mine);
-    let mut took_over = None;
+    // The last value of the key deleted right before the look that found the lock ours.
+    let mut gone_ahead: Option<KeyValue> = None;
     let keep_every = Duration::from_millis((place.ttl as u64).saturating_mul(1000) / 3);
     let mut next_keep = Instant::now() + keep_every;
+    // A watch kept across a look, for the key it watches.
+    let mut kept_watch: Option<Watch> = None;
     let gave_up = |place: Place| async move {
         leave(client, &place).await?;
         Ok::<_, wit::Error>(Some(Acquired::Busy(place.holder)))
@@ -419,6 +426,7 @@ async fn wait(
                 place.record = record;
                 break;
             }
+            gone_ahead = None;
             if kvs(&resp, 1).is_empty() {
                 return Ok(None);
             }
@@ -429,70 +437,62 @@ async fn wait(
             place.watch_from = header_revision(&resp) + 1;
             continue;
         };
-        let watch = WatchOptions::new()
-            .with_start_revision(place.watch_from)
-            .with_filters([WatchFilterType::NoPut])
-            .with_prev_key();
-        let stream = retrying(CALL_BUDGET, || {
-            let mut c = client.clone();
-            let (k, w) = (ahead.key().to_vec(), watch.clone());
-            async move { c.watch(k, Some(w)).await }
-        })
-        .await;
         // From here on, whatever ends the watch, the next look reads the queue again.
         place.ahead = None;
-        let Ok((mut stream, _)) = stream else {
-            // Look again (the cluster may be electing a leader); the budget bounds the wait.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+        let mut watch = match kept_watch.take() {
+            // Started before the look that found this key still ahead: it misses nothing.
+            Some(w) if w.is_on(&ahead) => w,
+            _ => match Watch::start(client, &ahead).await {
+                Ok(w) => w,
+                Err(_) => {
+                    // Look again (the cluster may be electing a leader); the budget bounds
+                    // the wait.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
         };
+        if !watch.sees_from(place.watch_from) {
+            // The queue was written between the read and the watch's start: the key may be
+            // gone already. Look once more, keeping the watch for the key if it is still ahead.
+            gone_ahead = Some(ahead);
+            kept_watch = Some(watch);
+            continue;
+        }
         // Wait for the deletion, keeping the lease alive, until patience or a cancel.
-        loop {
-            let patience = async {
-                match give_up {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                msg = stream.message() => match msg {
-                    Ok(Some(resp)) => {
-                        let deleted = resp
-                            .events()
-                            .iter()
-                            .find(|e| e.event_type() == EventType::Delete);
-                        if let Some(event) = deleted {
-                            // Whether the one ahead was the holder and was past its deadline:
-                            // its lease ran out, and this acquisition takes over.
-                            took_over = event
-                                .prev_kv()
-                                .map(holder_info)
-                                .filter(|h| h.deadline_ms < now_ms());
-                            break;
-                        }
-                        if resp.canceled() {
-                            break;
-                        }
-                    }
-                    // The stream broke: look again.
-                    _ => break,
-                },
-                _ = tokio::time::sleep_until(next_keep.into()) => {
-                    if !keep_alive(client, lease, &key).await? {
-                        return Ok(None);
-                    }
-                    next_keep = Instant::now() + keep_every;
-                    // Look again and watch anew: a watch on a member that stalled (paused,
-                    // cut off) may never deliver, so no watch is trusted longer than this.
-                    break;
-                }
-                _ = patience => return gave_up(place).await,
-                _ = cancel.cancelled() => return gave_up(place).await,
+        let patience = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending::<()>().await,
             }
+        };
+        tokio::select! {
+            seen = watch.deleted() => {
+                // The stream broke (or etcd ended the watch): look again.
+                gone_ahead = match seen {
+                    Seen::Deleted(last) => last,
+                    Seen::Ended => None,
+                };
+            }
+            _ = tokio::time::sleep_until(next_keep.into()) => {
+                if !keep_alive(client, lease, &key).await? {
+                    return Ok(None);
+                }
+                next_keep = Instant::now() + keep_every;
+                // Look again and watch anew: a watch on a member that stalled (paused, cut
+                // off) may never deliver, so no watch is trusted longer than this.
+            }
+            _ = patience => return gave_up(place).await,
+            _ = cancel.cancelled() => return gave_up(place).await,
         }
     }
     let fence = u64::try_from(mine).unwrap_or(0);
-    let took_over = took_over.filter(|h| h.fence < fence);
+    // Whether the one right ahead was past its deadline when it went: its lease ran out, and
+    // this acquisition takes over.
+    let took_over = gone_ahead
+        .as_ref()
+        .map(holder_info)
+        .filter(|h| h.fence < fence && h.deadline_ms < now_ms());
     let grant = wit::Grant {
         fence,
         deadline_ms: place.record.deadline_ms,
