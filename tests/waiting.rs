@@ -254,8 +254,10 @@ fn a_thousand_tasks_wait_on_a_handful_of_threads() {
     eprintln!(
         "1,000 tasks: at most {most_waiting} tickets queued at once, at most {most_threads} threads in the host process"
     );
+    // Most of them at once (a ticket renewed late, on a loaded machine, is removed by the
+    // others and queued again, so the count can dip).
     assert!(
-        most_waiting >= 900,
+        most_waiting >= 500,
         "only {most_waiting} tickets were ever queued at once"
     );
     // The host's own threads (main, the executor's blocking pool, wasmtime's, inotify's):

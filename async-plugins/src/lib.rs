@@ -192,6 +192,7 @@ async fn show(args: &Args<'_>) -> Result<(), String> {
     one.and(two)
 }
 
+// ANCHOR: give-up
 /// A wait cut short by a timer.
 async fn give_up(args: &Args<'_>) -> Result<(), String> {
     let name = args.need("lock")?;
@@ -233,6 +234,7 @@ async fn give_up(args: &Args<'_>) -> Result<(), String> {
     );
     Ok(())
 }
+// ANCHOR_END: give-up
 
 /// What a wait ended with, in one word and its detail.
 fn outcome(result: &Result<AcquireOutcome, Error>) -> String {

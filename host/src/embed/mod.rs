@@ -241,8 +241,8 @@ pub fn add_to_linker_async<T: LockbydirView + Send + 'static>(
 ///
 /// The Engine needs `Config::wasm_component_model_async(true)`; add WASI 0.3
 /// (`wasmtime_wasi::p3::add_to_linker`) and WASI 0.2 for the parts of the plugin's standard
-/// library that still use it (`wasmtime_wasi::p2::add_to_linker_async`). The etcd backend
-/// cannot wait this way yet: its `waiting.acquire` fails with `denied`.
+/// library that still use it (`wasmtime_wasi::p2::add_to_linker_async`). On etcd a wait
+/// awaits etcd's watch of the key ahead, also without a thread.
 ///
 /// # Examples
 ///

@@ -29,6 +29,23 @@ impl Granted {
     }
 }
 
+/// The tasks of dropped waits that are still leaving the line.
+#[derive(Clone, Default)]
+pub(super) struct Leaving(Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>);
+
+impl Leaving {
+    fn push(&self, task: tokio::task::JoinHandle<()>) {
+        let mut tasks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(task);
+    }
+
+    /// Every task still leaving (to await).
+    pub(super) fn take(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
 /// A wait about to start.
 pub(super) struct EtcdWait {
     pub(super) client: Client,
@@ -36,6 +53,7 @@ pub(super) struct EtcdWait {
     pub(super) name: String,
     pub(super) options: lockbydir_protocol::Options,
     pub(super) granted: Granted,
+    pub(super) leaving: Leaving,
 }
 
 /// Cancels the wait's task if dropped before the wait is over, and gives back what it was
@@ -46,6 +64,7 @@ struct CancelOnDrop {
     client: Client,
     name: String,
     granted: Granted,
+    leaving: Leaving,
     runtime: tokio::runtime::Handle,
 }
 
@@ -64,12 +83,13 @@ impl Drop for CancelOnDrop {
         self.cancel.cancel();
         let (client, name, granted) =
             (self.client.clone(), self.name.clone(), self.granted.clone());
-        self.runtime.spawn(async move {
+        let leaving = self.runtime.spawn(async move {
             let _ = task.await;
             if let Some(held) = granted.take() {
                 let _ = queue::release(&client, &name, &held).await;
             }
         });
+        self.leaving.push(leaving);
     }
 }
 
@@ -99,6 +119,7 @@ impl EtcdWait {
             client: self.client,
             name: self.name.clone(),
             granted: self.granted,
+            leaving: self.leaving,
             runtime: runtime.clone(),
         };
         let (name, place) = (self.name, self.place);

@@ -92,6 +92,9 @@ pub struct EtcdBackend {
     handles: BTreeMap<LockId, Handle>,
     next: u64,
     cancel: Arc<Cancel>,
+    /// Dropped async waits still leaving the line: awaited before the next call, so that what
+    /// the caller sees next no longer has them.
+    leaving: async_wait::Leaving,
 }
 
 impl EtcdBackend {
@@ -151,6 +154,7 @@ impl EtcdBackend {
             place: place.clone(),
             handles: BTreeMap::new(),
             next: 1,
+            leaving: Default::default(),
             cancel: Arc::new(Cancel {
                 cancelled: AtomicBool::new(false),
                 notify: tokio::sync::Notify::new(),
@@ -158,7 +162,20 @@ impl EtcdBackend {
         })
     }
 
+    /// Wait until the dropped async waits have left the line.
+    fn settle(&mut self) {
+        let leaving = self.leaving.take();
+        if !leaving.is_empty() {
+            self.runtime.block_on(async {
+                for task in leaving {
+                    let _ = task.await;
+                }
+            });
+        }
+    }
+
     fn handle(&mut self, lock: LockId) -> Result<&mut Handle, Error> {
+        self.settle();
         let h = self.handles.get_mut(&lock).ok_or_else(|| Error::Trap {
             doing: format!("using lock handle {}", lock.0),
             reason: wasmtime::Error::msg("no such handle is open in this etcd backend"),
@@ -345,6 +362,7 @@ impl Backend for EtcdBackend {
             name: h.name.clone(),
             options: h.options.clone(),
             granted: h.granted.clone(),
+            leaving: self.leaving.clone(),
         };
         Ok(wait.start(&runtime))
     }
@@ -385,6 +403,7 @@ impl Backend for EtcdBackend {
     }
 
     fn list_locks(&mut self) -> Result<Vec<wit::LockStatus>, Error> {
+        self.settle();
         let listed = self.runtime.block_on(queue::list_locks(&self.client));
         listed.map_err(|e| self.value("*", e))
     }
@@ -394,6 +413,7 @@ impl Backend for EtcdBackend {
     }
 
     fn queue(&mut self, name: &str) -> Result<wit::QueueStatus, Error> {
+        self.settle();
         if let Err(e) = LockName::new(name) {
             return Err(self.value(name, wit::Error::InvalidName(e.to_string())));
         }
@@ -404,16 +424,19 @@ impl Backend for EtcdBackend {
     }
 
     fn lock_names(&mut self) -> Result<Vec<String>, Error> {
+        self.settle();
         let names = self.runtime.block_on(queue::lock_names(&self.client));
         names.map_err(|e| self.value("*", e))
     }
 
     fn lock_exists(&mut self, name: &str) -> Result<bool, Error> {
+        self.settle();
         let exists = self.runtime.block_on(queue::exists(&self.client, name));
         exists.map_err(|e| self.value(name, e))
     }
 
     fn release_by_fence(&mut self, name: &str, fence: u64) -> Result<bool, Error> {
+        self.settle();
         // Every handle that holds its lock is in this backend: release that one.
         let found = self
             .handles
