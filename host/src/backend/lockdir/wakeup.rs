@@ -248,7 +248,7 @@ impl Sleeper {
         if (meta.dev(), meta.ino()) != watching.identity {
             return None;
         }
-        // A directory that cannot be watched (gone, or inotify's limit reached): this sleep
+        // An entry that cannot be watched (gone, or inotify's limit reached): this sleep
         // is a plain one, as without wake-ups.
         watching
             .watcher
