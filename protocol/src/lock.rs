@@ -232,10 +232,6 @@ pub struct Lock<F: Fs, E: Env> {
     /// Asleep on the ticket just before ours: that ticket, to tell at the next look whether
     /// its owner was served.
     watched_predecessor: Option<Ticket>,
-    /// The state entry read right after a compare-and-swap of ours failed (see `Lock::swap`):
-    /// the next look of the same attempt, or of the attempt that follows it at once, starts
-    /// from it instead of listing the lockdir again.
-    seen_after_lost_swap: Option<Entry>,
 }
 
 impl<F: Fs, E: Env> Lock<F, E> {
@@ -261,7 +257,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
             waiting: None,
             after_release: None,
             watched_predecessor: None,
-            seen_after_lost_swap: None,
         })
     }
 
@@ -326,8 +321,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
 
     /// Attempts until one is not a lost race (or [`RACE_RETRIES`] were).
     fn attempt_settled(&mut self) -> Result<Attempt, Error> {
-        // A state read before this call (an earlier wait step, say) is not fresh enough.
-        self.seen_after_lost_swap = None;
         let mut last_seen = None;
         for _ in 0..RACE_RETRIES {
             match self.attempt()? {

@@ -94,12 +94,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
         {
             return Ok(done);
         }
-        // A compare-and-swap of ours that just failed read the state already: start from that.
-        let read = match self.seen_after_lost_swap.take() {
-            Some(entry) => Read::Entry(entry),
-            None => read_entry(&self.fs, &self.lockdir)?,
-        };
-        let entry = match read {
+        let entry = match read_entry(&self.fs, &self.lockdir)? {
             Read::Entry(entry) => entry,
             Read::Unsettled => return Ok(Attempt::LostRace(None)),
             Read::Missing => {
@@ -461,12 +456,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 Err(Error::NotHeld) if !held.waiters => {
                     // The same acquisition (fence and token; the label in the name may be cut
                     // short), now marked: its name is our record's, marked, with the time of
-                    // our write its marker recorded. The failed swap read the state already.
-                    let read = match self.seen_after_lost_swap.take() {
-                        Some(entry) => Read::Entry(entry),
-                        None => read_entry(&self.fs, &self.lockdir)?,
-                    };
-                    match read {
+                    // our write its marker recorded.
+                    match read_entry(&self.fs, &self.lockdir)? {
                         Read::Entry(Entry::Held(now))
                             if now.waiters
                                 && now.token == held.token
@@ -501,15 +492,13 @@ impl<F: Fs, E: Env> Lock<F, E> {
         Error::Compromised { fence, now_held_by }
     }
 
-    /// Rename our state entry `from` to `to`. `Err(NotHeld)` if `from` is gone; the state
-    /// entry read to tell that is kept for the look that follows (`seen_after_lost_swap`).
+    /// Rename our state entry `from` to `to`. `Err(NotHeld)` if `from` is gone.
     pub(super) fn swap(
-        &mut self,
+        &self,
         from: &Entry,
         to: &Entry,
         operation: &'static str,
     ) -> Result<(), Error> {
-        self.seen_after_lost_swap = None;
         let from_path = format!("{}/{}", self.lockdir, from.encode());
         let to_path = format!("{}/{}", self.lockdir, to.encode());
         match self.fs.rename(&from_path, &to_path) {
@@ -519,10 +508,6 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 // NotFound: if the state is exactly what we renamed to, it was ours.
                 match read_entry(&self.fs, &self.lockdir) {
                     Ok(Read::Entry(now)) if &now == to => Ok(()),
-                    Ok(Read::Entry(now)) => {
-                        self.seen_after_lost_swap = Some(now);
-                        Err(Error::NotHeld)
-                    }
                     _ => Err(Error::NotHeld),
                 }
             }
