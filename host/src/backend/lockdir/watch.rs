@@ -446,7 +446,14 @@ mod tests {
         // Its own rename fires it.
         std::fs::rename(dir.join("mine"), dir.join("mine.2")).unwrap();
         assert!(fires(&mine));
-        drop((mine, gone));
+        // So does another directory renamed onto its name, replacing it.
+        std::fs::create_dir(dir.join("onto")).unwrap();
+        let replaced = watcher
+            .register(&dir, "mine.2".as_ref(), Arc::clone(&bell))
+            .unwrap();
+        std::fs::rename(dir.join("onto"), dir.join("mine.2")).unwrap();
+        assert!(fires(&replaced));
+        drop((mine, gone, replaced));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
