@@ -1,46 +1,53 @@
 //! The protocol's [`Fs`] directly on `wasi:filesystem`, relative to the preopened lock
-//! directory's descriptor, with the lockdirs themselves kept open.
+//! directory's descriptor, with each lock's own directories kept open.
 //!
 //! Rust's `std::fs` on wasm32-wasip2 goes through wasi-libc, which resolves every path from
 //! the preopen again and stats every directory entry it lists (to fill in inode numbers). The
 //! protocol needs neither: it names everything relative to one directory and only reads names.
 //! Calling wasi:filesystem directly keeps each protocol step to the calls it needs.
 //!
-//! # Lockdir descriptors
+//! # Descriptors of a lock's directories
 //!
 //! Almost every protocol step names an entry directly inside a lockdir
-//! (`bed.lockdir/free.3`), or lists a lockdir. A host built on cap-std (wasmtime) resolves a
-//! path of several components by opening, checking and closing each parent directory on every
-//! call, so a rename of `bed.lockdir/free.3` costs five system calls instead of one. [`WasiFs`]
-//! therefore keeps a descriptor of each lockdir it uses open (at most [`MAX_LOCKDIRS`], in a
+//! (`bed.lockdir/free.3`) or a queue directory (`bed.queue/wait.…`), or lists one of them. A
+//! host built on cap-std (wasmtime) resolves a path of several components by opening,
+//! checking and closing each parent directory on every call, so a rename of
+//! `bed.lockdir/free.3` costs five system calls instead of one. [`WasiFs`] therefore keeps a
+//! descriptor of each lockdir and queue directory it uses open (at most [`MAX_CACHED`], in a
 //! per-thread cache shared by every lock of the component) and makes those calls relative to
 //! it, with the single-component entry name. Every other path (the lock directory itself,
-//! staging and probe directories and their contents, the lockdir's own name) is still
-//! resolved from the preopen, as before.
+//! staging and probe directories and their contents, the lock's directories' own names) is
+//! still resolved from the preopen, as before. A `stat` of an entry, by which the component
+//! asks its host to be woken (see `crate::env`), always goes through the preopen too.
 //!
 //! A descriptor that is open on a directory follows that directory, not its name. A lockdir
 //! can be removed and made again under the same name (an administrator's `rm -r`; and the
 //! protocol creates a lockdir by renaming a staging directory onto the name, replacing an
-//! empty directory that stands there). A cached descriptor of the old directory then refers
-//! to a dead one, which on Linux behaves as an empty directory in which nothing can be made:
-//! creating, removing, renaming and stat'ing entries in it fail with `NoEntry`, listing it
-//! gives no names, and on a network filesystem its handle goes stale (wasmtime reports
-//! `ESTALE` as `Io`). None of those answers is believed from a cached descriptor: a call
-//! through a cached descriptor that fails (with anything but `Exist` or `NotEmpty`, which a
-//! dead, empty directory never reports) or a listing that comes back empty drops the cache
-//! entry and is made once more through a freshly opened descriptor, whose answer stands. A
-//! dead directory cannot give any other answer (it is empty, and stays so: nothing can be
-//! created in an unlinked directory), so every answer the protocol acts on comes from the
-//! directory that has the lockdir's name at the time of the call, or just before it. That is
-//! no weaker than resolving the path: cap-std too opens the parent first and operates
-//! relative to it afterwards. The retried call is safe because the failed one changed
-//! nothing; the retry is the same atomic step, made a moment later.
+//! empty directory that stands there), and so can a queue directory (`lockbydir prune`
+//! removes both). A cached descriptor of the old directory then refers to a dead one, which
+//! on Linux behaves as an empty directory in which nothing can be made: creating, removing,
+//! renaming and stat'ing entries in it fail with `NoEntry`, listing it gives no names, and on
+//! a network filesystem its handle goes stale (wasmtime reports `ESTALE` as `Io`). None of
+//! those answers is believed from a cached descriptor as it stands: after a call through a
+//! cached descriptor that fails (with anything but `Exist` or `NotEmpty`, which a dead, empty
+//! directory never reports) or a listing that comes back empty, the descriptor itself is
+//! stat'ed. A directory that has been removed, or replaced by a rename onto its name, has no
+//! link left (its link count is 0), and a stale handle fails the stat: then the cache entry
+//! is dropped and the call is made once more through a freshly opened descriptor, whose
+//! answer stands. A directory with a link is alive, and its answer stands (one `stat` instead
+//! of closing, opening, checking and calling again). A dead directory cannot give any other
+//! answer (it is empty, and stays so: nothing can be created in an unlinked directory), so
+//! every answer the protocol acts on comes from the directory that has the name at the time
+//! of the call, or just before it. That is no weaker than resolving the path: cap-std too
+//! opens the parent first and operates relative to it afterwards. The retried call is safe
+//! because the failed one changed nothing; the retry is the same atomic step, made a moment
+//! later.
 //!
-//! What a cached descriptor does not notice is a lockdir *renamed away* (by hand; the
+//! What a cached descriptor does not notice is a directory *renamed away* (by hand; the
 //! protocol never does this, and this component drops its own entry when it renames or
-//! removes a lockdir by name): it keeps following the moved directory, which is alive. The
-//! README lists anyone with direct access to the lock directory renaming lockdirs among what
-//! the lock does not defend against.
+//! removes a lock's directory by name): it keeps following the moved directory, which is
+//! alive. The README lists anyone with direct access to the lock directory renaming lockdirs
+//! among what the lock does not defend against.
 //!
 //! Descriptors are opened with `DescriptorFlags::READ` only: wasmtime-wasi checks creating,
 //! removing and renaming entries against the permissions of the preopen the descriptor was
@@ -61,42 +68,48 @@ use wasip2::filesystem::types::{
 /// entry renamed during the listing can fail it).
 const LISTING_RETRIES: usize = 32;
 
-/// How many lockdir descriptors are kept open at most; beyond that the oldest is closed.
-const MAX_LOCKDIRS: usize = 64;
+/// How many descriptors of lock's directories are kept open at most; beyond that the oldest
+/// is closed.
+const MAX_CACHED: usize = 64;
+
+/// The name of a lock's queue directory ends with this (`bed.queue`).
+const QUEUE_SUFFIX: &str = ".queue";
 
 thread_local! {
     /// The preopened lock directory: the one mapped as `.`, else the first preopen.
     static LOCK_DIR: OnceCell<Option<Rc<Descriptor>>> = const { OnceCell::new() };
-    /// Open lockdirs by name (`bed.lockdir`), oldest first. See the module documentation.
-    static LOCKDIRS: RefCell<Vec<(String, Rc<Descriptor>)>> = const { RefCell::new(Vec::new()) };
+    /// Open lockdirs and queue directories by name (`bed.lockdir`, `bed.queue`), oldest
+    /// first. See the module documentation.
+    static CACHED: RefCell<Vec<(String, Rc<Descriptor>)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The cached descriptor of lockdir `name`, if any.
+/// The cached descriptor of the lock's directory `name`, if any.
 fn cached(name: &str) -> Option<Rc<Descriptor>> {
-    LOCKDIRS.with_borrow(|dirs| {
+    CACHED.with_borrow(|dirs| {
         dirs.iter()
             .find(|(n, _)| n == name)
             .map(|(_, d)| Rc::clone(d))
     })
 }
 
-/// Forget (and, once no call uses it, close) the cached descriptor of lockdir `name`.
+/// Forget (and, once no call uses it, close) the cached descriptor of the lock's directory `name`.
 fn forget(name: &str) {
-    LOCKDIRS.with_borrow_mut(|dirs| dirs.retain(|(n, _)| n != name));
+    CACHED.with_borrow_mut(|dirs| dirs.retain(|(n, _)| n != name));
 }
 
-/// [`forget`] `path` if it is a lockdir's own name.
-fn forget_if_lockdir(path: &str) {
-    if is_lockdir(path) {
+/// [`forget`] `path` if it is a lock's directory's own name.
+fn forget_if_cached_kind(path: &str) {
+    if is_cached_kind(path) {
         forget(path);
     }
 }
 
-/// Cache `dir` as lockdir `name`'s descriptor, closing the oldest one if the cache is full.
+/// Cache `dir` as the lock's directory `name`'s descriptor, closing the oldest one if the
+/// cache is full.
 fn remember(name: &str, dir: Rc<Descriptor>) {
-    LOCKDIRS.with_borrow_mut(|dirs| {
+    CACHED.with_borrow_mut(|dirs| {
         dirs.retain(|(n, _)| n != name);
-        if dirs.len() >= MAX_LOCKDIRS {
+        if dirs.len() >= MAX_CACHED {
             dirs.remove(0);
         }
         dirs.push((name.to_owned(), dir));
@@ -108,15 +121,26 @@ fn is_component(name: &str) -> bool {
     !name.is_empty() && name != "." && name != ".." && !name.contains('/')
 }
 
-/// Whether `path` is a lockdir's own name: one component ending in `.lockdir`.
-fn is_lockdir(path: &str) -> bool {
-    is_component(path) && path.len() > LOCKDIR_SUFFIX.len() && path.ends_with(LOCKDIR_SUFFIX)
+/// Whether `path` is a lock's own directory, whose descriptor is cached: one component
+/// ending in `.lockdir` or `.queue`.
+fn is_cached_kind(path: &str) -> bool {
+    is_component(path)
+        && [LOCKDIR_SUFFIX, QUEUE_SUFFIX]
+            .iter()
+            .any(|suffix| path.len() > suffix.len() && path.ends_with(suffix))
 }
 
-/// `(lockdir, entry)` if `path` names an entry directly inside a lockdir.
-fn in_lockdir(path: &str) -> Option<(&str, &str)> {
-    let (lockdir, entry) = path.split_once('/')?;
-    (is_lockdir(lockdir) && is_component(entry)).then_some((lockdir, entry))
+/// `(directory, entry)` if `path` names an entry directly inside a lock's own directory.
+fn in_cached_kind(path: &str) -> Option<(&str, &str)> {
+    let (dir, entry) = path.split_once('/')?;
+    (is_cached_kind(dir) && is_component(entry)).then_some((dir, entry))
+}
+
+/// Whether the directory open as `dir` still has a name: a removed directory, or one
+/// replaced by a rename onto its name, has no link left, and a stale handle cannot be
+/// stat'ed.
+fn is_linked(dir: &Descriptor) -> bool {
+    dir.stat().is_ok_and(|stat| stat.link_count > 0)
 }
 
 /// Whether a failure seen through a cached descriptor may come from that descriptor's
@@ -169,8 +193,8 @@ impl WasiFs {
         })
     }
 
-    /// Open lockdir `name` from the preopen and cache its descriptor.
-    fn open_lockdir(&self, name: &str) -> Result<Rc<Descriptor>, ErrorCode> {
+    /// Open the lock's directory `name` from the preopen and cache its descriptor.
+    fn open_cached(&self, name: &str) -> Result<Rc<Descriptor>, ErrorCode> {
         let root = self.dir().map_err(|_| ErrorCode::BadDescriptor)?;
         let dir = Rc::new(root.open_at(
             PathFlags::empty(),
@@ -182,10 +206,11 @@ impl WasiFs {
         Ok(dir)
     }
 
-    /// `op` on lockdir `name`'s descriptor: the cached one, and if that answer is `doubtful`
-    /// (it may come from a dead directory, see the module documentation), once more on a
-    /// freshly opened one. The outer error is that of opening the lockdir afresh.
-    fn on_lockdir<T>(
+    /// `op` on the lock's directory `name`'s descriptor: the cached one, and if that answer
+    /// is `doubtful` (it may come from a dead directory, see the module documentation) and
+    /// the directory has no link left, once more on a freshly opened one. The outer error is
+    /// that of opening the directory afresh.
+    fn on_cached<T>(
         &self,
         name: &str,
         op: impl Fn(&Descriptor) -> Result<T, ErrorCode>,
@@ -193,27 +218,27 @@ impl WasiFs {
     ) -> Result<Result<T, ErrorCode>, ErrorCode> {
         if let Some(dir) = cached(name) {
             let result = op(&dir);
-            if !doubtful(&result) {
+            if !doubtful(&result) || is_linked(&dir) {
                 return Ok(result);
             }
             forget(name);
         }
-        let dir = self.open_lockdir(name)?;
+        let dir = self.open_cached(name)?;
         Ok(op(&dir))
     }
 
-    /// `op` on the entry `path` names: through the lockdir's descriptor when `path` is inside
-    /// a lockdir (`op` then gets the single-component entry name), else relative to the
-    /// preopen. When the lockdir cannot be opened the call is made through the preopen too,
-    /// so that its error is exactly the one the path gives.
+    /// `op` on the entry `path` names: through the descriptor of the lock's directory `path`
+    /// is in, if it is in one (`op` then gets the single-component entry name), else relative
+    /// to the preopen. When that directory cannot be opened the call is made through the
+    /// preopen too, so that its error is exactly the one the path gives.
     fn on_entry<T>(
         &self,
         path: &str,
         op: impl Fn(&Descriptor, &str) -> Result<T, ErrorCode>,
     ) -> Result<T, FsError> {
-        if let Some((lockdir, entry)) = in_lockdir(path)
-            && let Ok(result) = self.on_lockdir(
-                lockdir,
+        if let Some((dir_name, entry)) = in_cached_kind(path)
+            && let Ok(result) = self.on_cached(
+                dir_name,
                 |dir| op(dir, entry),
                 |result| matches!(result, Err(code) if may_be_dead(*code)),
             )
@@ -251,10 +276,10 @@ impl WasiFs {
         if path == "." {
             return list(root);
         }
-        if is_lockdir(path) {
+        if is_cached_kind(path) {
             // An empty listing through a cached descriptor is re-checked like a failure: a
-            // dead lockdir lists as empty, and an empty lockdir means "no state".
-            return self.on_lockdir(path, list, |result| match result {
+            // dead directory lists as empty, and an empty lockdir means "no state".
+            return self.on_cached(path, list, |result| match result {
                 Ok(names) => names.is_empty(),
                 Err(code) => may_be_dead(*code),
             })?;
@@ -299,32 +324,32 @@ fn describe(code: ErrorCode) -> String {
 
 impl Fs for WasiFs {
     fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        // Making or removing a lockdir by name changes which directory has that name.
-        forget_if_lockdir(path);
+        // Making or removing a lock's directory by name changes which directory has that name.
+        forget_if_cached_kind(path);
         self.on_entry(path, |dir, path| dir.create_directory_at(path))
     }
 
     fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        forget_if_lockdir(path);
+        forget_if_cached_kind(path);
         self.on_entry(path, |dir, path| dir.remove_directory_at(path))
     }
 
     fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        if let (Some((lockdir, from_entry)), Some((to_lockdir, to_entry))) =
-            (in_lockdir(from), in_lockdir(to))
-            && lockdir == to_lockdir
-            && let Ok(result) = self.on_lockdir(
-                lockdir,
+        if let (Some((dir_name, from_entry)), Some((to_dir_name, to_entry))) =
+            (in_cached_kind(from), in_cached_kind(to))
+            && dir_name == to_dir_name
+            && let Ok(result) = self.on_cached(
+                dir_name,
                 |dir| dir.rename_at(from_entry, dir, to_entry),
                 |result| matches!(result, Err(code) if may_be_dead(*code)),
             )
         {
             return result.map_err(fs_error);
         }
-        // Renaming a lockdir away, or onto a lockdir's name, changes which directory has
+        // Renaming a lock's directory away, or onto its name, changes which directory has
         // that name.
-        forget_if_lockdir(from);
-        forget_if_lockdir(to);
+        forget_if_cached_kind(from);
+        forget_if_cached_kind(to);
         let dir = self.dir()?;
         dir.rename_at(from, dir, to).map_err(fs_error)
     }
@@ -352,7 +377,7 @@ impl Fs for WasiFs {
     }
 
     fn exists(&self, path: &str) -> Result<bool, FsError> {
-        // One `stat`; "gone" through a cached lockdir descriptor is re-checked on a fresh one.
+        // One `stat`; "gone" through a cached descriptor is re-checked (see `on_cached`).
         match self.on_entry(path, |dir, path| dir.stat_at(PathFlags::empty(), path)) {
             Ok(_) => Ok(true),
             Err(e) if e.kind == FsErrorKind::NotFound => Ok(false),

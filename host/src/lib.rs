@@ -48,6 +48,7 @@ pub mod guests;
 mod handle;
 pub mod limits;
 pub mod plugin;
+mod plugin_clock;
 pub mod policy;
 pub mod report;
 pub mod runtime;

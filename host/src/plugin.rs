@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime_wasi::clocks::WasiClocksCtxView;
 use wasmtime_wasi::p2::bindings::sync::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
@@ -16,6 +17,7 @@ use crate::backend::Place;
 use crate::embed::{self, BuildError, LockbydirCtx, LockbydirView};
 use crate::error::Error;
 use crate::limits::{self, LimitHit, MemoryBudget, MemoryCap, OTHER_HANDLES, PluginLimits, Whose};
+use crate::plugin_clock::{self, PreciseClock};
 use crate::policy::LockPolicy;
 use crate::report::Reporter;
 use crate::runtime::Runtime;
@@ -133,6 +135,14 @@ impl PluginRunner {
             reason,
         };
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link)?;
+        // Sleeps to the OS timer's precision, not tokio's whole milliseconds.
+        plugin_clock::shadow_monotonic_clock(&mut linker, |ctx: &mut PluginCtx| {
+            PreciseClock(WasiClocksCtxView {
+                ctx: ctx.wasi.clocks(),
+                table: &mut ctx.table,
+            })
+        })
+        .map_err(link)?;
         embed::add_to_linker_sync(&mut linker).map_err(link)?;
         let mut concurrent = Linker::new(runtime.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut concurrent).map_err(link)?;

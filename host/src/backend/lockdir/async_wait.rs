@@ -107,8 +107,11 @@ async fn sleep_until_changed(
         return timer.await;
     };
     let bell = Arc::new(Bell::default());
-    let Ok(registration) = watcher.register(dir, name, Arc::clone(&bell)) else {
-        return timer.await;
+    let registration = match watcher.register(dir, name, Arc::clone(&bell)) {
+        Ok(registration) => registration,
+        // Gone already: step again at once.
+        Err(_) if std::fs::symlink_metadata(&entry).is_err() => return,
+        Err(_) => return timer.await,
     };
     let rung = bell.rung();
     tokio::pin!(rung);

@@ -46,7 +46,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::watch::{Bell, Registration, Watcher};
@@ -78,6 +78,10 @@ static DIRS: LazyLock<Mutex<HashMap<PathBuf, Weak<DirWakeups>>>> = LazyLock::new
 struct DirWakeups {
     generation: Mutex<u64>,
     changed: Condvar,
+    /// How many sleeps wait on `changed` (changed only under `generation`'s mutex): a
+    /// release with nobody asleep makes no system call (a condvar's `notify_all` always
+    /// makes one).
+    sleepers: AtomicUsize,
 }
 
 impl DirWakeups {
@@ -92,6 +96,7 @@ impl DirWakeups {
     /// or `cancelled` is set; return the generation then.
     fn wait(&self, seen: u64, deadline: Option<Instant>, cancelled: &AtomicBool) -> u64 {
         let mut generation = self.lock();
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
         while *generation == seen && !cancelled.load(Ordering::SeqCst) {
             generation = match deadline {
                 None => self
@@ -111,7 +116,20 @@ impl DirWakeups {
                 }
             };
         }
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
         *generation
+    }
+
+    /// Bump the generation, and wake the sleeps waiting on it, if any.
+    fn bump(&self) {
+        let mut generation = self.lock();
+        *generation += 1;
+        // Read under the mutex: a sleep counted later sees the new generation and returns.
+        let asleep = self.sleepers.load(Ordering::SeqCst) > 0;
+        drop(generation);
+        if asleep {
+            self.changed.notify_all();
+        }
     }
 }
 
@@ -248,7 +266,7 @@ impl Sleeper {
         if (meta.dev(), meta.ino()) != watching.identity {
             return None;
         }
-        // A directory that cannot be watched (gone, or inotify's limit reached): this sleep
+        // An entry that cannot be watched (gone, or inotify's limit reached): this sleep
         // is a plain one, as without wake-ups.
         watching
             .watcher
@@ -288,8 +306,7 @@ impl Sleeper {
     /// A lock in this directory was released: end the current sleep of every lock service of
     /// this process on it (their own included; it is never asleep when this is called).
     pub(crate) fn wake_all(&self) {
-        *self.dir.lock() += 1;
-        self.dir.changed.notify_all();
+        self.dir.bump();
     }
 
     /// Whether the waits were cancelled.

@@ -2,26 +2,35 @@
 //! directory `dir` is renamed away or removed", on Linux's inotify.
 //!
 //! One inotify instance per process ([`Watcher::global`]) and one thread that reads its
-//! events. A [`Registration`] puts a watch on its directory (shared by every registration on
-//! that directory, however the path is spelled: inotify gives one watch per inode) and is
-//! [`Registration::fired`] once an event names its entry: `IN_MOVED_FROM` or `IN_DELETE`
-//! (the entry went away), `IN_MOVED_TO` (something was renamed onto its name), or anything
-//! that may have hidden such an event: the directory itself removed, moved or unmounted, or
-//! the event queue overflowing (then every registration fires). When the last registration
-//! of a directory is dropped its watch is removed, so the process watches at most as many
-//! directories as it has live registrations, and a lock service has at most one (the sleep
-//! it is about to take); inotify's own per-user limit (`fs.inotify.max_user_watches`) bounds
-//! them too, and a watch that cannot be added is an error the caller falls back from.
+//! events. A [`Registration`] puts a watch on the entry itself (every entry the protocol
+//! waits on is a directory: a state entry or a ticket), shared by every registration on that
+//! entry (inotify gives one watch per inode), and is [`Registration::fired`] once an event of
+//! that watch comes: `IN_MOVE_SELF` or `IN_DELETE_SELF` (the entry was renamed or removed),
+//! `IN_ATTRIB` (its link count changed: something was renamed onto its name), the watch
+//! dropped by the kernel (`IN_IGNORED`, `IN_UNMOUNT`), or the event queue overflowing (then
+//! every registration fires). Watching the entry rather than its directory means that only
+//! the change a sleeper waits for reaches this process: the other tickets of a long line
+//! coming and going, and the renames of the lock changing hands, make no event here, so the
+//! reading thread wakes once per wake-up, whatever the length of the line. The watch follows
+//! the inode the path named when it was added: the caller checks the name after registering
+//! (a `stat`), so that a rename just before the watch is not missed.
 //!
-//! Only the events asked for are delivered (not the creations, attribute changes and opens
-//! that every look at a lockdir makes), so waiters' looks do not wake the reading thread.
-//! That is why this uses the `inotify` crate rather than `notify`, whose inotify backend
-//! always asks for those too and keys watches by path.
+//! When the last registration of an entry is dropped its watch is removed, so the process
+//! watches at most as many entries as it has live registrations, and a lock service has at
+//! most one (the sleep it is about to take); inotify's own per-user limit
+//! (`fs.inotify.max_user_watches`) bounds them too, and a watch that cannot be added (the
+//! entry is gone, or the limit is reached) is an error the caller falls back from.
+//!
+//! The instance's descriptor is made blocking once, and the reading thread blocks in `read`:
+//! one system call per batch of events (the `inotify` crate's `read_events_blocking` would
+//! switch `O_NONBLOCK` off and on again around each read, four `fcntl`s more). That is why
+//! this uses the `inotify` crate rather than `notify`, whose inotify backend watches
+//! directories and keys watches by path.
 //!
 //! Elsewhere than Linux there is no watcher: [`Watcher::global`] is `None` and the lock
 //! component polls.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,7 +80,6 @@ impl Bell {
 
 /// One entry waited on.
 struct Interest {
-    name: OsString,
     fired: AtomicBool,
     bell: Arc<Bell>,
 }
@@ -91,13 +99,12 @@ mod imp {
 
     use super::*;
 
-    /// The events that end a wait (see the module documentation). `ONLYDIR`: a registration
-    /// is on a directory, never on whatever else stands at its path.
-    const MASK: WatchMask = WatchMask::MOVED_FROM
-        .union(WatchMask::MOVED_TO)
-        .union(WatchMask::DELETE)
-        .union(WatchMask::DELETE_SELF)
+    /// The events that end a wait (see the module documentation), on the entry itself.
+    /// `ONLYDIR`: every entry waited on is a directory, never whatever else stands at its
+    /// path.
+    const MASK: WatchMask = WatchMask::DELETE_SELF
         .union(WatchMask::MOVE_SELF)
+        .union(WatchMask::ATTRIB)
         .union(WatchMask::ONLYDIR);
 
     /// The process's inotify instance and who waits on what, by watch descriptor.
@@ -107,10 +114,13 @@ mod imp {
 
     struct State {
         watches: Watches,
-        /// Each watched directory's watch and the registrations on it, by the watch's id.
-        dirs: HashMap<i32, (WatchDescriptor, Vec<Arc<Interest>>)>,
+        /// Each watched entry's watch and the registrations on it, by the watch's id.
+        entries: HashMap<i32, (WatchDescriptor, Vec<Arc<Interest>>)>,
         /// The reading thread stopped (the instance failed): no event will come.
         broken: bool,
+        /// Events read so far.
+        #[cfg_attr(not(test), allow(dead_code))]
+        events: u64,
     }
 
     impl Watcher {
@@ -119,14 +129,27 @@ mod imp {
         }
 
         /// Start the instance and its reading thread.
-        pub(super) fn start() -> io::Result<&'static Watcher> {
+        pub(crate) fn start() -> io::Result<&'static Watcher> {
             let mut inotify = Inotify::init()?;
+            // Blocking from now on, for good: the reading thread is the only reader.
+            {
+                use std::os::fd::AsRawFd;
+                let fd = inotify.as_raw_fd();
+                // SAFETY: fcntl on a descriptor this instance owns, with flags only.
+                let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+                if flags < 0
+                    || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             // One per process, for the process's lifetime.
             let watcher: &'static Watcher = Box::leak(Box::new(Watcher {
                 state: Mutex::new(State {
                     watches: inotify.watches(),
-                    dirs: HashMap::new(),
+                    entries: HashMap::new(),
                     broken: false,
+                    events: 0,
                 }),
             }));
             std::thread::Builder::new()
@@ -134,15 +157,12 @@ mod imp {
                 .spawn(move || {
                     let mut buffer = [0u8; 16 * 1024];
                     loop {
-                        match inotify.read_events_blocking(&mut buffer) {
+                        // The descriptor blocks: this waits for the next events.
+                        match inotify.read_events(&mut buffer) {
                             Ok(events) => {
                                 let mut state = watcher.state();
                                 for event in events {
-                                    state.dispatch(
-                                        event.wd.get_watch_descriptor_id(),
-                                        event.mask,
-                                        event.name,
-                                    );
+                                    state.dispatch(event.wd.get_watch_descriptor_id(), event.mask);
                                 }
                             }
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -160,8 +180,9 @@ mod imp {
             Ok(watcher)
         }
 
-        /// Watch `dir` (if not already) and fire the returned registration when `name` in it
-        /// changes. The watch is in place when this returns.
+        /// Watch the entry `name` of `dir` (if not already) and fire the returned
+        /// registration when it is renamed or removed. The watch is in place when this
+        /// returns; an entry that is not there (or not a directory) is an error.
         pub(crate) fn register(
             &'static self,
             dir: &Path,
@@ -169,7 +190,6 @@ mod imp {
             bell: Arc<Bell>,
         ) -> io::Result<Registration> {
             let interest = Arc::new(Interest {
-                name: name.to_owned(),
                 fired: AtomicBool::new(false),
                 bell,
             });
@@ -177,10 +197,10 @@ mod imp {
             if state.broken {
                 return Err(io::Error::other("the inotify instance failed"));
             }
-            let wd = state.watches.add(dir, MASK)?;
+            let wd = state.watches.add(dir.join(name), MASK)?;
             let id = wd.get_watch_descriptor_id();
             state
-                .dirs
+                .entries
                 .entry(id)
                 .or_insert_with(|| (wd, Vec::new()))
                 .1
@@ -192,56 +212,53 @@ mod imp {
             })
         }
 
+        /// How many events the reading thread has read.
+        #[cfg(test)]
+        pub(crate) fn events(&self) -> u64 {
+            self.state().events
+        }
+
         /// Whether the watch `id` is in use.
         #[cfg(test)]
         pub(crate) fn is_watched(&self, id: i32) -> bool {
-            self.state().dirs.contains_key(&id)
+            self.state().entries.contains_key(&id)
         }
 
         pub(super) fn unregister(&self, id: i32, interest: &Arc<Interest>) {
             let mut state = self.state();
-            let Some((_, list)) = state.dirs.get_mut(&id) else {
+            let Some((_, list)) = state.entries.get_mut(&id) else {
                 return;
             };
             list.retain(|i| !Arc::ptr_eq(i, interest));
             if list.is_empty()
-                && let Some((wd, _)) = state.dirs.remove(&id)
+                && let Some((wd, _)) = state.entries.remove(&id)
             {
-                // Failing (the directory is gone, and the watch with it) is fine.
+                // Failing (the entry is gone, and the watch with it) is fine.
                 let _ = state.watches.remove(wd);
             }
         }
     }
 
     impl State {
-        fn dispatch(&mut self, id: i32, mask: EventMask, name: Option<&OsStr>) {
+        fn dispatch(&mut self, id: i32, mask: EventMask) {
+            self.events += 1;
             if mask.contains(EventMask::Q_OVERFLOW) {
                 self.fire_all();
                 return;
             }
-            let gone = EventMask::DELETE_SELF
-                | EventMask::MOVE_SELF
-                | EventMask::UNMOUNT
-                | EventMask::IGNORED;
-            if mask.intersects(gone) {
-                if let Some((_, list)) = self.dirs.get(&id) {
-                    list.iter().for_each(|i| i.fire());
-                }
-                if mask.contains(EventMask::IGNORED) {
-                    // The kernel dropped this watch: a later registration adds a new one.
-                    self.dirs.remove(&id);
-                }
-                return;
+            // Every event of an entry's watch is one the mask asked for, or the watch's end.
+            if let Some((_, list)) = self.entries.get(&id) {
+                list.iter().for_each(|i| i.fire());
             }
-            if let (Some((_, list)), Some(name)) = (self.dirs.get(&id), name) {
-                list.iter()
-                    .filter(|i| i.name == name)
-                    .for_each(|i| i.fire());
+            if mask.contains(EventMask::IGNORED) {
+                // The kernel dropped this watch (the entry was removed): a later registration
+                // adds a new one.
+                self.entries.remove(&id);
             }
         }
 
         fn fire_all(&mut self) {
-            self.dirs
+            self.entries
                 .values()
                 .flat_map(|(_, list)| list)
                 .for_each(|i| i.fire());
@@ -257,7 +274,7 @@ mod imp {
     pub(crate) struct Watcher(());
 
     impl Watcher {
-        pub(super) fn start() -> io::Result<&'static Watcher> {
+        pub(crate) fn start() -> io::Result<&'static Watcher> {
             Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 "no change notification on this platform",
@@ -335,7 +352,7 @@ impl Watcher {
     }
 }
 
-/// An entry waited on; dropping it stops the waiting (and the directory's watch with the
+/// An entry waited on; dropping it stops the waiting (and the entry's watch with the
 /// last registration on it).
 pub(crate) struct Registration {
     watcher: &'static Watcher,
@@ -361,17 +378,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registrations_share_their_directory_s_watch_and_the_last_one_removes_it() {
+    fn registrations_share_their_entry_s_watch_and_the_last_one_removes_it() {
         let dir = std::env::temp_dir().join(format!("lockbydir-share-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("a")).unwrap();
         let watcher = Watcher::global().unwrap();
         let bell = Arc::new(Bell::default());
         let a = watcher
             .register(&dir, "a".as_ref(), Arc::clone(&bell))
             .unwrap();
-        // Another spelling of the same directory: the same watch.
+        // Another spelling of the same entry: the same watch.
         let b = watcher
-            .register(&dir.join("."), "b".as_ref(), bell)
+            .register(&dir.join("."), "a".as_ref(), bell)
             .unwrap();
         assert_eq!(a.id, b.id);
         let id = a.id;
@@ -379,15 +396,74 @@ mod tests {
         assert!(watcher.is_watched(id));
         drop(b);
         assert!(!watcher.is_watched(id));
-        std::fs::remove_dir(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
-    fn a_directory_that_cannot_be_watched_is_an_error() {
-        let missing = std::env::temp_dir().join("lockbydir-no-such-dir/x.lockdir");
+    fn an_entry_that_is_not_there_cannot_be_watched() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-absent-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let bell = Arc::new(Bell::default());
         let watcher = Watcher::global().unwrap();
+        assert!(
+            watcher
+                .register(&dir, "gone".as_ref(), Arc::clone(&bell))
+                .is_err()
+        );
+        let missing = std::env::temp_dir().join("lockbydir-no-such-dir/x.lockdir");
         assert!(watcher.register(&missing, "a".as_ref(), bell).is_err());
+        std::fs::remove_dir(&dir).unwrap();
+    }
+
+    /// Wait up to a second for `registration` to fire; whether it did.
+    fn fires(registration: &Registration) -> bool {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !registration.fired() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        registration.fired()
+    }
+
+    #[test]
+    fn only_the_entry_s_own_rename_or_removal_fires_it_not_its_neighbours() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-own-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in ["mine", "other", "gone"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+        }
+        // An instance of its own, whose events are this test's alone.
+        let watcher = Watcher::start().unwrap();
+        let bell = Arc::new(Bell::default());
+        let mine = watcher
+            .register(&dir, "mine".as_ref(), Arc::clone(&bell))
+            .unwrap();
+        let gone = watcher
+            .register(&dir, "gone".as_ref(), Arc::clone(&bell))
+            .unwrap();
+        // Neighbours coming, going and being renamed: no event for `mine`.
+        std::fs::rename(dir.join("other"), dir.join("other.2")).unwrap();
+        std::fs::create_dir(dir.join("new")).unwrap();
+        std::fs::remove_dir(dir.join("new")).unwrap();
+        // `gone`'s removal is read by the same thread, after those events: once it fired,
+        // they were all dispatched.
+        std::fs::remove_dir(dir.join("gone")).unwrap();
+        assert!(fires(&gone));
+        assert!(!mine.fired());
+        // Only `gone`'s own events were read (its removal, and the watch's end): the reading
+        // thread did not wake for the neighbours.
+        assert!(watcher.events() <= 2, "{} events", watcher.events());
+        // Its own rename fires it.
+        std::fs::rename(dir.join("mine"), dir.join("mine.2")).unwrap();
+        assert!(fires(&mine));
+        // So does another directory renamed onto its name, replacing it.
+        std::fs::create_dir(dir.join("onto")).unwrap();
+        let replaced = watcher
+            .register(&dir, "mine.2".as_ref(), Arc::clone(&bell))
+            .unwrap();
+        std::fs::rename(dir.join("onto"), dir.join("mine.2")).unwrap();
+        assert!(fires(&replaced));
+        drop((mine, gone, replaced));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The lock component's `wasi:filesystem/types.[method]descriptor.stat-at`, through which it
 //! asks to be woken (the `LOCKBYDIR_WAKEUPS=stat-at` convention, see `guest/src/env.rs`).
 //!
-//! The shadowing function watches the entry's directory *before* making the real stat (so no
+//! The shadowing function watches the entry itself *before* making the real stat (so no
 //! rename can slip between the look and the watch), then makes it through wasmtime-wasi's
 //! own implementation and hands the watch to the next sleep if the entry was there. Any other
 //! `stat-at` (other paths, other descriptors, wake-ups not offered) is only counted.
