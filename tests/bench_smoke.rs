@@ -123,6 +123,19 @@ fn bench_smoke_runs_and_writes_json() {
         assert!(get(h, "held_pct").is_number(), "{h:#}");
     }
 
+    // One plugin instance's tasks waiting at once: one alone, then the plan's count; every
+    // task queued (a ticket each) and every one held the lock (the bench checks the counter).
+    let async_waits = get(&report, "async_waits").as_array().unwrap();
+    let tasks: Vec<u64> = async_waits
+        .iter()
+        .map(|row| get(row, "tasks").as_u64().unwrap())
+        .collect();
+    assert_eq!(tasks, [1, 20], "{async_waits:#?}");
+    for row in async_waits {
+        assert_eq!(get(row, "most_tickets"), get(row, "tasks"), "{row:#}");
+        assert!(get(row, "most_threads").as_u64().unwrap() > 0, "{row:#}");
+        assert!(get(row, "drained_ms").is_number(), "{row:#}");
+    }
     check_etcd(get(&report, "etcd"));
 
     // Every target says where it belongs, and whether it was met.

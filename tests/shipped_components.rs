@@ -23,12 +23,17 @@ const INPUTS: &[&str] = &[
     "wit-host",
     "wit-published/waiting-0.1.0",
     "example-plugins",
+    "async-plugins",
     "plugin",
     "rust-toolchain.toml",
 ];
 
 /// The workspace packages whose locked dependencies (transitively) go into the components.
-const ROOT_PACKAGES: &[&str] = &["lockbydir-guest", "lockbydir-example-plugins"];
+const ROOT_PACKAGES: &[&str] = &[
+    "lockbydir-guest",
+    "lockbydir-example-plugins",
+    "lockbydir-async-plugins",
+];
 
 /// The shipped files, relative to the workspace.
 const SHIPPED: &[&str] = &[

@@ -9,6 +9,7 @@
 //! it needs of the program through [`Program`]. Child processes are started from the running
 //! executable (`lockbydir run`, `lockbydir exec`, `lockbydir bench worker`).
 
+mod async_waits;
 mod contended;
 mod contenders;
 mod etcd;
@@ -112,6 +113,8 @@ pub struct Report {
     pub dirs: Vec<DirReport>,
     /// The etcd backend next to lockdir and flock (on the first directory).
     pub etcd: etcd::EtcdReport,
+    /// One WASI 0.3 plugin instance's tasks waiting at once (on the first directory).
+    pub async_waits: Vec<async_waits::AsyncWaitsRow>,
     pub targets: Vec<Target>,
 }
 
@@ -207,6 +210,10 @@ pub fn bench(global: &dyn Program, args: BenchArgs) -> anyhow::Result<u8> {
             hammer,
         });
     }
+    let async_waits = match args.etcd_only {
+        true => Vec::new(),
+        false => async_waits::measure(&setup, &plan, &scratch[0].0)?,
+    };
     let etcd_server = etcd::server(&args.etcd_endpoints, &scratch[0].0);
     let etcd = etcd::measure(&setup, &plan, &scratch[0].0, etcd_server)?;
     let report = Report {
@@ -226,6 +233,7 @@ pub fn bench(global: &dyn Program, args: BenchArgs) -> anyhow::Result<u8> {
         startup,
         dirs: reports,
         etcd,
+        async_waits,
     };
     print!("{}", table::render(&report));
     if let Some(file) = &args.json {

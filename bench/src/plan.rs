@@ -56,6 +56,8 @@ pub struct Plan {
     pub hammer_patience_ms: u64,
     /// Whether the hammering runs on every directory or only the first.
     pub hammer_every_dir: bool,
+    /// How many tasks of one WASI 0.3 plugin instance wait at once (besides one alone).
+    pub async_waits: usize,
 }
 
 impl Plan {
@@ -85,6 +87,7 @@ impl Plan {
             hammer_hold_ms: 5,
             hammer_patience_ms: 1_000,
             hammer_every_dir: false,
+            async_waits: 1_000,
         }
     }
 
@@ -125,6 +128,7 @@ impl Plan {
             hammer_contenders: 3,
             hammer_hold_ms: 1,
             hammer_patience_ms: 200,
+            async_waits: 20,
             ..Plan::quick()
         }
     }

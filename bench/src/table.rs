@@ -57,6 +57,7 @@ pub fn render(r: &Report) -> String {
     if !r.dirs.is_empty() {
         hammer(&mut o, r);
     }
+    async_waits(&mut o, r);
     etcd(&mut o, r);
     targets(&mut o, r);
     o
@@ -290,6 +291,38 @@ fn startup(o: &mut String, s: &super::startup::Startup) {
         ],
     );
     o.push('\n');
+}
+
+fn async_waits(o: &mut String, r: &Report) {
+    if r.async_waits.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "### WASI 0.3 plugin tasks waiting at once (`lockbydir:waiting`): one `lockbydir run` process, first directory\n"
+    );
+    let _ = writeln!(
+        o,
+        "Each task waits on a handle of its own for a lock the benchmark holds; threads: the most the process had while they waited (/proc). Drained: from the release to the process's end, every task having held the lock once.\n"
+    );
+    header(
+        o,
+        &[
+            "tasks",
+            "tickets at once",
+            "threads",
+            "all queued after",
+            "drained",
+        ],
+    );
+    for a in &r.async_waits {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.0} ms | {:.0} ms |",
+            a.tasks, a.most_tickets, a.most_threads, a.queued_ms, a.drained_ms
+        );
+    }
+    let _ = writeln!(o);
 }
 
 fn hammer(o: &mut String, r: &Report) {

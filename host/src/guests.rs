@@ -15,6 +15,10 @@ pub const COUNTER_PLUGIN: &[u8] = include_bytes!("../component/counter.wasm");
 /// The benchmark plugin (`example-plugins/src/bin/bench.rs`), used by `bench`.
 pub const BENCH_PLUGIN: &[u8] = include_bytes!("../component/bench.wasm");
 
+/// The `tasks` plugin (`async-plugins/`), a WASI 0.3 plugin whose tasks wait without
+/// blocking, used by `bench`.
+pub const TASKS_PLUGIN: &[u8] = include_bytes!("../component/tasks.wasm");
+
 /// The SHA-256 of [`LOCK_COMPONENT`] in lowercase hex, as `sha256sum` prints it for the file
 /// `lockbydir component --out` writes; `lockbydir --version` names it.
 pub fn lock_component_sha256() -> String {
