@@ -788,9 +788,21 @@ fn an_async_plugin_s_tasks_wait_for_an_etcd_lock_and_a_dropped_wait_leaves_the_l
     assert_eq!(count(&work.join("counter")), 20 + rounds);
     assert_exclusive(&work.join("log"), 20 + rounds);
 
-    // A holder for 3 s; the plugin waits, gives up after 600 ms, and looks at the line.
+    // A holder until `go` exists; the plugin waits, gives up after 600 ms, and looks at the
+    // line; then the holder lets go.
+    let go = scratch.join("go");
     let mut holder = etcd.lockbydir(&locks, &["exec", "--quiet", "--holder", "sleeper"]);
-    let mut holder = holder.args(["bed", "--", "sleep", "3"]).spawn().unwrap();
+    let mut holder = holder
+        .args([
+            "bed",
+            "--",
+            "sh",
+            "-c",
+            "while [ ! -e \"$0\" ]; do sleep 0.02; done",
+        ])
+        .arg(&go)
+        .spawn()
+        .unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     while !etcd
         .status(&locks)
@@ -804,10 +816,25 @@ fn an_async_plugin_s_tasks_wait_for_an_etcd_lock_and_a_dropped_wait_leaves_the_l
     give_up
         .arg(format!("{}::/work", work.display()))
         .arg(guest("tasks.wasm"))
-        .args(["--", "give-up", "--lock", "bed", "--after-ms", "600"]);
-    let o = output(&mut give_up);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let said = stdout(&o);
+        .args(["--", "give-up", "--lock", "bed", "--after-ms", "600"])
+        .stdout(Stdio::piped());
+    let mut plugin = give_up.spawn().unwrap();
+    let mut said = String::new();
+    let stdout = std::io::BufReader::new(plugin.stdout.take().unwrap());
+    let mut lines = std::io::BufRead::lines(stdout);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said += &format!("{line}\n");
+        if line.starts_with("waiters now: ") {
+            break;
+        }
+    }
+    std::fs::write(&go, "").unwrap();
+    for line in lines {
+        said += &format!("{}\n", line.unwrap());
+    }
+    let status = wait_at_most(&mut plugin, Duration::from_secs(60), "the plugin");
+    assert!(status.success(), "{said}");
     assert!(said.contains("waiters while waiting: 1\n"), "{said}");
     assert!(
         said.contains("waiters now: 0; this handle's fence: None\n"),
