@@ -239,6 +239,9 @@ fn hold_command(kind: Kind, locks: &Path, lock: &str, args: &[&str]) -> Command 
         .arg(locks)
         .args(["--lock", lock])
         .args(args);
+    // Whatever this test run inherited: started as a background job of a non-interactive
+    // shell (as CI may be), SIGINT is ignored, and Python then never raises KeyboardInterrupt.
+    default_signals(&mut cmd);
     cmd
 }
 
