@@ -290,14 +290,20 @@ impl Watched {
     /// Wait (at most the hang guard) for a line containing `text`; panics if the process ends
     /// first.
     fn wait_for(&mut self, text: &str) {
+        self.wait_for_any(&[text]);
+    }
+
+    /// Wait (at most the hang guard) for a line containing one of `texts`; returns which came
+    /// first. Panics if the process ends first.
+    fn wait_for_any(&mut self, texts: &[&str]) -> usize {
         let started = Instant::now();
         while started.elapsed() < HANG_GUARD {
             match self.lines.recv_timeout(Duration::from_millis(100)) {
                 Ok(line) => {
-                    let hit = line.contains(text);
+                    let hit = texts.iter().position(|t| line.contains(t));
                     self.seen.push(line);
-                    if hit {
-                        return;
+                    if let Some(i) = hit {
+                        return i;
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -306,7 +312,7 @@ impl Watched {
         }
         let _ = self.child.kill();
         panic!(
-            "{} never said {text:?}; it said:\n{}",
+            "{} never said any of {texts:?}; it said:\n{}",
             self.what,
             self.seen.join("\n")
         );
@@ -643,15 +649,32 @@ fn node_and_python_waiters_are_served_in_turn_behind_two_exec_loops() {
         while rounds_done() < 4 && started.elapsed() < HANG_GUARD {
             std::thread::sleep(Duration::from_millis(10));
         }
-        // Hold a while once in, so that the count read below is the one at the grant.
-        let cmd = hold_command(
-            kind,
-            &locks,
-            "fair",
-            &["--hold-ms", "300", "--label", "waiter"],
-        );
-        let mut node = Watched::spawn(&format!("{kind:?} waiter"), cmd);
-        node.wait_for("blocking waiting for lock");
+        // Hold a while once in, so that the count read below is the one at the grant. A waiter
+        // that comes while neither loop holds or waits (one exec has let go, the other's next
+        // process is still starting) takes the lock at once; then another one comes, until one
+        // has to wait.
+        let mut node = None;
+        for _ in 0..20 {
+            let cmd = hold_command(
+                kind,
+                &locks,
+                "fair",
+                &["--hold-ms", "300", "--label", "waiter"],
+            );
+            let mut waiter = Watched::spawn(&format!("{kind:?} waiter"), cmd);
+            if waiter.wait_for_any(&["blocking waiting for lock", "out: held"]) == 0 {
+                node = Some(waiter);
+                break;
+            }
+            let (status, said) = waiter.finish_within(HANG_GUARD);
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{kind:?} waiter failed:\n{said}"
+            );
+        }
+        let mut node = node.unwrap_or_else(|| {
+            panic!("20 {kind:?} waiters in a row found the lock free between two exec loops")
+        });
         let before = rounds_done();
         let asked = Instant::now();
         node.wait_for("out: held");
