@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{
@@ -62,9 +62,20 @@ fn wait_queued(locks: &Path, name: &str, n: usize, child: &mut Child) {
     }
 }
 
-/// The lines `child` writes on stdout, as they come.
-fn lines_of(child: &mut Child) -> std::io::Lines<BufReader<ChildStdout>> {
-    BufReader::new(child.stdout.take().unwrap()).lines()
+/// Everything `child` writes on stdout, one line at a time; once a line satisfies `at`, the
+/// file `go` is made (its holder lets go).
+fn said_opening_at(child: &mut Child, go: &Path, at: impl Fn(&str) -> bool) -> String {
+    let mut said = String::new();
+    let mut opened = false;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        said += &format!("{line}\n");
+        if !opened && at(&line) {
+            std::fs::write(go, "").unwrap();
+            opened = true;
+        }
+    }
+    said
 }
 
 #[test]
@@ -149,20 +160,8 @@ fn a_task_waits_for_one_lock_while_another_takes_a_second() {
         &["show", "--lock-a", "a", "--lock-b", "b"],
     );
     let mut plugin = plugin.stdout(Stdio::piped()).spawn().unwrap();
-    let mut lines = lines_of(&mut plugin);
-    let mut said = String::new();
     // Task 1 waits for a (held) while task 2 takes and releases b; then a is let go.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        said += &format!("{line}\n");
-        if line == "task 2: released b" {
-            break;
-        }
-    }
-    std::fs::write(&go, "").unwrap();
-    for line in lines {
-        said += &format!("{}\n", line.unwrap());
-    }
+    let said = said_opening_at(&mut plugin, &go, |l| l == "task 2: released b");
     assert!(plugin.wait().unwrap().success(), "{said}");
     let at = |line: &str| {
         said.lines()
@@ -188,20 +187,8 @@ fn a_wait_cut_short_by_a_timer_leaves_no_ticket_and_never_takes_the_lock() {
         &["give-up", "--lock", "bed", "--after-ms", "600"],
     );
     let mut plugin = plugin.stdout(Stdio::piped()).spawn().unwrap();
-    let mut lines = lines_of(&mut plugin);
-    let mut said = String::new();
     // The holder lets go only once the plugin has given up and looked at the line.
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        said += &format!("{line}\n");
-        if line.starts_with("waiters now: ") {
-            break;
-        }
-    }
-    std::fs::write(&go, "").unwrap();
-    for line in lines {
-        said += &format!("{}\n", line.unwrap());
-    }
+    let said = said_opening_at(&mut plugin, &go, |l| l.starts_with("waiters now: "));
     assert!(plugin.wait().unwrap().success(), "{said}");
     assert!(said.contains("waiters while waiting: 1\n"), "{said}");
     assert!(said.contains("gave up after 600 ms\n"), "{said}");

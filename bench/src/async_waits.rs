@@ -4,7 +4,6 @@
 //! lets go and times the line draining. One task alone first, for the baseline.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -12,7 +11,7 @@ use lockbydir::Place;
 use lockbydir::types::{AcquireOutcome, Options};
 use serde::Serialize;
 
-use super::contenders::Setup;
+use super::contenders::{Setup, lockbydir_command};
 use super::plan::Plan;
 
 /// One number of waiting tasks.
@@ -73,15 +72,7 @@ fn one(setup: &Setup, plugin: &Path, dir: &Path, tasks: usize) -> anyhow::Result
             locks.display()
         );
     };
-    let exe = std::env::current_exe().context("find the lockbydir executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.stdin(Stdio::null()).stdout(Stdio::null());
-    if setup.global.no_cache() {
-        cmd.arg("--no-cache");
-    }
-    if let Some(component) = setup.global.lock_component() {
-        cmd.arg("--lock-component").arg(component);
-    }
+    let mut cmd = lockbydir_command(setup)?;
     cmd.arg("--locks")
         .arg(&locks)
         .args([

@@ -376,7 +376,9 @@ fn run_processes(
     Ok(Ran { started, cpu })
 }
 
-fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Result<Command> {
+/// This `lockbydir` as a child process, with the global options passed on (no stdin, no
+/// stdout).
+pub fn lockbydir_command(setup: &Setup) -> anyhow::Result<Command> {
     let exe = std::env::current_exe().context("find the lockbydir executable")?;
     let mut cmd = Command::new(exe);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
@@ -386,6 +388,11 @@ fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Resu
     if let Some(component) = setup.global.lock_component() {
         cmd.arg("--lock-component").arg(component);
     }
+    Ok(cmd)
+}
+
+fn process_command(setup: &Setup, spec: &RoundSpec, label: &str) -> anyhow::Result<Command> {
+    let mut cmd = lockbydir_command(setup)?;
     wakeups::for_child(&mut cmd, spec.kind.polling());
     match spec.kind {
         Kind::PluginProcs | Kind::PluginProcsPolling => {
