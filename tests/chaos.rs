@@ -5,7 +5,9 @@
 //!
 //! Contenders: 12 threads looping `lockbydir exec --lease <5-200ms> --patience <...> chaos --
 //! bash -c '...'` and 4 looping `lockbydir run sleeper.wasm` (the lock component inside a
-//! plugin host), all on lock `chaos`. Each `exec`'d command logs, from bash's `$EPOCHREALTIME`
+//! plugin host), all on lock `chaos`; half the runs, picked at random, with
+//! `LOCKBYDIR_NO_WAKEUPS=1` (they poll, as on a host without wake-ups), so waiters that are
+//! woken and waiters that poll share one line. Each `exec`'d command logs, from bash's `$EPOCHREALTIME`
 //! (CLOCK_REALTIME in µs, read without forking; `date +%s%N` costs a fork and exec, about
 //! 4 ms here), a start line with its `LOCKBYDIR_FENCE` as soon as it runs and an end line when
 //! its work (a random sleep, often longer than the timeout, so refreshes matter) is done. The
@@ -68,6 +70,8 @@ const WALL_CAP: Duration = Duration::from_secs(30);
 const CHAOS_THREADS: usize = 2;
 /// The lock everyone fights over.
 const LOCK: &str = "chaos";
+/// Set to 1 for a run: that lockbydir polls instead of sleeping until woken.
+const NO_WAKEUPS_VAR: &str = "LOCKBYDIR_NO_WAKEUPS";
 
 /// The command `exec` runs: `$1` log, `$2` run id, `$3` seconds of work (or 0).
 const COMMAND: &str = r#"s=$EPOCHREALTIME; echo "S $2 $LOCKBYDIR_FENCE ${s/./}" >> "$1"; [ "$3" = 0 ] || sleep "$3"; e=$EPOCHREALTIME; echo "E $2 ${e/./}" >> "$1""#;
@@ -108,6 +112,8 @@ enum End {
 struct Run {
     id: String,
     plugin: bool,
+    /// Run with `LOCKBYDIR_NO_WAKEUPS=1`.
+    polling: bool,
     end: End,
     stderr: PathBuf,
 }
@@ -238,6 +244,12 @@ fn contender(
         let id = format!("c{index}-{round}");
         let stderr = work.join("stderr").join(&id);
         let mut cmd = lockbydir(locks);
+        // Half the runs poll, as a host without wake-ups would (the fallback's own run of this
+        // hammer): woken waiters and polling ones share the line.
+        let polling = rng.below(2) == 0;
+        if polling {
+            cmd.env(NO_WAKEUPS_VAR, "1");
+        }
         if plugin {
             cmd.args(["run", "--quiet", "--dir"])
                 .arg(format!("{}::/work", work.display()))
@@ -275,6 +287,7 @@ fn contender(
         runs.push(Run {
             id,
             plugin,
+            polling,
             end,
             stderr,
         });
@@ -654,12 +667,13 @@ fn hammer(place: &str, locks: &Path, work: &Path) {
     }
     let v = check(&logged, &confirmed);
     eprintln!(
-        "{place}: {} runs ({} exec, {} plugin) in {:.1}s: {} confirmed, {} compromised (taken over \
+        "{place}: {} runs ({} exec, {} plugin; {} polling) in {:.1}s: {} confirmed, {} compromised (taken over \
          while holding), {} gave up, {} killed, {} other; {} takeovers; chaos: {} stops of \
          lockbydir alone, {} of its whole group, {} SIGKILLs",
         runs.len(),
         runs.iter().filter(|r| !r.plugin).count(),
         runs.iter().filter(|r| r.plugin).count(),
+        runs.iter().filter(|r| r.polling).count(),
         hammered.as_secs_f64(),
         confirmed.len(),
         compromised,
