@@ -17,9 +17,12 @@ use super::uncontended::{flock_pairs, locks_pairs, per_op, plugin_pairs, wit_opt
 use lockbydir::Place;
 
 /// What was measured on etcd, or why nothing was.
+/// The status of an etcd report when `--only` left the etcd part out.
+pub const NOT_MEASURED: &str = "not measured (--only)";
+
 #[derive(Debug, Default, Serialize)]
 pub struct EtcdReport {
-    /// `measured`, or `skipped: <why>`.
+    /// `measured`, `skipped: <why>`, or [`NOT_MEASURED`].
     pub status: String,
     /// Which server: the one started by the benchmark (its version, where its data lived), or
     /// the endpoints given.

@@ -85,11 +85,50 @@ pub struct BenchArgs {
     /// loopback with its data on tmpfs, and stopped afterwards; needs `--features etcd`].
     #[arg(long, value_delimiter = ',', value_name = "URL,...")]
     etcd_endpoints: Vec<String>,
-    /// Measure only the etcd backend next to lockdir and flock (seconds, not minutes).
+    /// Measure only the etcd backend next to lockdir and flock (seconds, not minutes); the
+    /// same as `--only etcd`.
     #[arg(long)]
     etcd_only: bool,
+    /// Measure only these parts (comma-separated or repeated) [default: all].
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PART,...")]
+    only: Vec<Part>,
+    /// The contender counts of the contended handover, instead of the plan's (2, 8, 32 and
+    /// 200 in quick and full runs; the targets are judged at 8 and 32).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    contenders: Vec<usize>,
     #[command(subcommand)]
     worker: Option<Internal>,
+}
+
+/// The parts of a benchmark run, each a table of the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    /// Start-up: compiling, starting from the cache, one more instance.
+    Startup,
+    /// Uncontended acquire + release.
+    Uncontended,
+    /// Contended handover with 2 to 200 looping contenders.
+    Contended,
+    /// Waiting CPU behind a long hold.
+    Waiting,
+    /// The last of several waiters after a short hold.
+    AfterHold,
+    /// The seed's massive hammering.
+    Hammer,
+    /// A WASI 0.3 plugin's tasks waiting at once.
+    AsyncWaits,
+    /// The etcd backend next to lockdir and flock.
+    Etcd,
+}
+
+impl BenchArgs {
+    /// Whether `part` is measured in this run.
+    fn wants(&self, part: Part) -> bool {
+        match self.etcd_only {
+            true => part == Part::Etcd,
+            false => self.only.is_empty() || self.only.contains(&part),
+        }
+    }
 }
 
 /// Commands `bench` runs itself.
@@ -132,7 +171,8 @@ pub struct Machine {
 pub struct DirReport {
     pub path: String,
     pub fs: String,
-    pub uncontended: Uncontended,
+    /// Not measured with `--only` without `uncontended`.
+    pub uncontended: Option<Uncontended>,
     pub contended: Vec<ContendedRow>,
     /// Waiting CPU: one waiter process, and waiting plugins, behind a long hold.
     pub waiting: Vec<WaitingRow>,
@@ -149,13 +189,20 @@ pub fn bench(global: &dyn Program, args: BenchArgs) -> anyhow::Result<u8> {
         worker::run(spec)?;
         return Ok(0);
     }
-    let plan = if args.smoke {
+    let mut plan = if args.smoke {
         Plan::smoke()
     } else if args.quick {
         Plan::quick()
     } else {
         Plan::full()
     };
+    if !args.contenders.is_empty() {
+        anyhow::ensure!(
+            args.contenders.iter().all(|&n| n >= 2),
+            "--contenders: each count must be at least 2 (a handover needs two)"
+        );
+        plan.contenders = args.contenders.clone();
+    }
     let dirs = if args.dirs.is_empty() {
         default_dirs()
     } else {
@@ -180,25 +227,44 @@ pub fn bench(global: &dyn Program, args: BenchArgs) -> anyhow::Result<u8> {
         etcd_endpoints: None,
     };
 
-    let startup = match args.etcd_only {
-        true => None,
-        false => Some(startup::measure(
+    let startup = match args.wants(Part::Startup) {
+        true => Some(startup::measure(
             &setup,
             &plan,
             &scratch[0].0.join("startup"),
         )?),
+        false => None,
     };
+    let per_dir = [
+        Part::Uncontended,
+        Part::Contended,
+        Part::Waiting,
+        Part::AfterHold,
+        Part::Hammer,
+    ];
+    let any_per_dir = per_dir.iter().any(|&p| args.wants(p));
     let mut reports = Vec::new();
-    for (i, s) in scratch.iter().enumerate().filter(|_| !args.etcd_only) {
+    for (i, s) in scratch.iter().enumerate().filter(|_| any_per_dir) {
         let base = &s.0;
-        let uncontended = uncontended::measure(&setup, &plan, base)?;
-        let contended = contended::measure(&setup, &plan, base)?;
-        let waiting = waiting::measure_cpu(&setup, &plan, base)?;
-        let after_hold = waiting::measure_after_hold(&setup, &plan, base)?;
-        let hammer = if i == 0 || plan.hammer_every_dir {
-            hammer::measure(&setup, &plan, base)?
-        } else {
-            Vec::new()
+        let uncontended = match args.wants(Part::Uncontended) {
+            true => Some(uncontended::measure(&setup, &plan, base)?),
+            false => None,
+        };
+        let contended = match args.wants(Part::Contended) {
+            true => contended::measure(&setup, &plan, base)?,
+            false => Vec::new(),
+        };
+        let waiting = match args.wants(Part::Waiting) {
+            true => waiting::measure_cpu(&setup, &plan, base)?,
+            false => Vec::new(),
+        };
+        let after_hold = match args.wants(Part::AfterHold) {
+            true => waiting::measure_after_hold(&setup, &plan, base)?,
+            false => Vec::new(),
+        };
+        let hammer = match args.wants(Part::Hammer) && (i == 0 || plan.hammer_every_dir) {
+            true => hammer::measure(&setup, &plan, base)?,
+            false => Vec::new(),
         };
         reports.push(DirReport {
             path: dirs[i].display().to_string(),
@@ -210,12 +276,20 @@ pub fn bench(global: &dyn Program, args: BenchArgs) -> anyhow::Result<u8> {
             hammer,
         });
     }
-    let async_waits = match args.etcd_only {
-        true => Vec::new(),
-        false => async_waits::measure(&setup, &plan, &scratch[0].0)?,
+    let async_waits = match args.wants(Part::AsyncWaits) {
+        true => async_waits::measure(&setup, &plan, &scratch[0].0)?,
+        false => Vec::new(),
     };
-    let etcd_server = etcd::server(&args.etcd_endpoints, &scratch[0].0);
-    let etcd = etcd::measure(&setup, &plan, &scratch[0].0, etcd_server)?;
+    let etcd = match args.wants(Part::Etcd) {
+        true => {
+            let etcd_server = etcd::server(&args.etcd_endpoints, &scratch[0].0);
+            etcd::measure(&setup, &plan, &scratch[0].0, etcd_server)?
+        }
+        false => etcd::EtcdReport {
+            status: etcd::NOT_MEASURED.into(),
+            ..etcd::EtcdReport::default()
+        },
+    };
     let report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         mode: plan.mode,

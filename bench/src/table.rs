@@ -45,16 +45,22 @@ pub fn render(r: &Report) -> String {
         "lockbydir bench ({} mode): {} CPUs, kernel {}, load average {} at start, {} at end.\n",
         r.mode, r.machine.cpus, r.machine.kernel, r.machine.loadavg_start, r.machine.loadavg_end
     );
-    if !r.dirs.is_empty() {
+    if r.dirs.iter().any(|d| d.uncontended.is_some()) {
         uncontended(&mut o, r);
+    }
+    if r.dirs.iter().any(|d| !d.contended.is_empty()) {
         contended(&mut o, r);
+    }
+    if r.dirs.iter().any(|d| !d.waiting.is_empty()) {
         waiting(&mut o, r);
+    }
+    if r.dirs.iter().any(|d| !d.after_hold.is_empty()) {
         after_hold(&mut o, r);
     }
     if let Some(s) = &r.startup {
         startup(&mut o, s);
     }
-    if !r.dirs.is_empty() {
+    if r.dirs.iter().any(|d| !d.hammer.is_empty()) {
         hammer(&mut o, r);
     }
     async_waits(&mut o, r);
@@ -67,7 +73,10 @@ fn uncontended(o: &mut String, r: &Report) {
     let _ = writeln!(
         o,
         "### Uncontended acquire + release, per pair (median of {} runs; ratios: median of the per-run ratios)\n",
-        r.dirs.first().map_or(0, |d| d.uncontended.runs)
+        r.dirs
+            .iter()
+            .find_map(|d| d.uncontended.as_ref())
+            .map_or(0, |u| u.runs)
     );
     header(
         o,
@@ -88,7 +97,9 @@ fn uncontended(o: &mut String, r: &Report) {
         ],
     );
     for d in &r.dirs {
-        let u = &d.uncontended;
+        let Some(u) = &d.uncontended else {
+            continue;
+        };
         row(
             o,
             &[
@@ -388,6 +399,9 @@ fn hammer(o: &mut String, r: &Report) {
 
 fn etcd(o: &mut String, r: &Report) {
     let e = &r.etcd;
+    if e.status == super::etcd::NOT_MEASURED {
+        return;
+    }
     let _ = writeln!(o, "### The etcd backend, next to lockdir and flock\n");
     let Some(u) = &e.uncontended else {
         let _ = writeln!(o, "{}\n", e.status);

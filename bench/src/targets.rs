@@ -183,7 +183,9 @@ fn row(table: &'static str, d: &DirReport, kind: Option<Kind>, n: Option<usize>)
 }
 
 fn uncontended(out: &mut Vec<Target>, d: &DirReport) {
-    let u = &d.uncontended;
+    let Some(u) = &d.uncontended else {
+        return;
+    };
     let r = row("uncontended", d, None, None);
     out.push(r.target(
         "plugin->component acquire+release / native protocol",
