@@ -259,6 +259,13 @@ impl LockDirBackend {
         self.sleeper.wake_all();
     }
 
+    /// Lock `name` was released by this backend: wake this process's waiters on it (see
+    /// [`wakeup::Sleeper::released`]).
+    fn released(&self, name: &str) {
+        let lockdir = format!("{name}{}", lockbydir_protocol::name::LOCKDIR_SUFFIX);
+        self.sleeper.released(&lockdir);
+    }
+
     /// The lock component's handle behind `lock`, and the lock's name; a handle this backend
     /// did not give out is a host bug.
     fn handle(&self, lock: LockId) -> Result<(ResourceAny, &str), Error> {
@@ -359,7 +366,7 @@ impl Backend for LockDirBackend {
             })
             .map_err(trap)?;
         if held.is_some() {
-            self.wake_waiters();
+            self.released(&name);
         }
         Ok(())
     }
@@ -377,7 +384,12 @@ impl Backend for LockDirBackend {
             resource,
             name: name.to_owned(),
             place: self.place.clone(),
-            lock_dir: self.lock_dir.clone(),
+            // As the sync sleeps' watches name it, so that a release here rings both.
+            lock_dir: self
+                .sleeper
+                .watched_lock_dir()
+                .unwrap_or(&self.lock_dir)
+                .to_owned(),
             watcher: self.watcher,
             done: false,
         };
@@ -401,7 +413,8 @@ impl Backend for LockDirBackend {
             e.lockbydir_lock_lock().lock().call_release(s, r)
         });
         if released.is_ok() {
-            self.wake_waiters();
+            let name = self.handle(lock)?.1.to_owned();
+            self.released(&name);
         }
         released
     }
@@ -474,7 +487,7 @@ impl Backend for LockDirBackend {
             }),
         })? == Recovered::Released;
         if released {
-            self.wake_waiters();
+            self.released(name);
         }
         Ok(released)
     }

@@ -309,6 +309,22 @@ impl Sleeper {
         self.dir.bump();
     }
 
+    /// This process released the lock whose lockdir is `lockdir` (its name in the lock
+    /// directory): [`Sleeper::wake_all`], and end now the watched sleeps of this process on
+    /// that lockdir's state entry (the first in line), which the kernel's event would end a
+    /// thread switch later (see [`Watcher::ring_dir`]).
+    pub(crate) fn released(&self, lockdir: &str) {
+        self.wake_all();
+        if let Some(watching) = &self.watching {
+            watching.watcher.ring_dir(&watching.lock_dir.join(lockdir));
+        }
+    }
+
+    /// The lock directory as watches name it (resolved), if this service's waits are watched.
+    pub(crate) fn watched_lock_dir(&self) -> Option<&Path> {
+        self.watching.as_ref().map(|w| w.lock_dir.as_path())
+    }
+
     /// Whether the waits were cancelled.
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
@@ -667,6 +683,38 @@ mod tests {
             "{stats:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_release_by_this_process_ends_a_watched_sleep_on_that_lockdir_at_once() {
+        // The services name the directory through a symlink: the watches and the release's
+        // ring must still meet (both use the resolved path).
+        let (dir, waiter) = watched_dir("ring", &["held.1"]);
+        let link = dir.with_extension("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let releaser = Sleeper::new(&link, Watcher::global());
+        let other = watched_dir("ring-other", &["held.1"]);
+        // Bounded, so that a ring that never comes fails the test instead of hanging it.
+        let mut sleep =
+            stat_and_sleep(&waiter, &dir, "bed.lockdir/held.1", Duration::from_secs(20)).unwrap();
+        let mut elsewhere = stat_and_sleep(
+            &other.1,
+            &other.0,
+            "bed.lockdir/held.1",
+            Duration::from_millis(100),
+        )
+        .unwrap();
+        // Nothing is renamed on disk, so no event can end the sleep: only the ring does.
+        releaser.released("bed.lockdir");
+        block(&mut sleep);
+        assert_eq!(waiter.stats().woken_sleeps, 1);
+        // A release in another lock directory rings nothing here.
+        block(&mut elsewhere);
+        assert_eq!(other.1.stats().woken_sleeps, 0);
+        std::fs::remove_file(&link).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&other.0).unwrap();
     }
 
     #[test]

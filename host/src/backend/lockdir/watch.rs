@@ -93,7 +93,8 @@ impl Interest {
 
 #[cfg(target_os = "linux")]
 mod imp {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
+    use std::path::PathBuf;
 
     use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 
@@ -116,6 +117,9 @@ mod imp {
         watches: Watches,
         /// Each watched entry's watch and the registrations on it, by the watch's id.
         entries: HashMap<i32, (WatchDescriptor, Vec<Arc<Interest>>)>,
+        /// The watches of entries in each directory (as registered), for
+        /// [`Watcher::ring_dir`].
+        dirs: HashMap<PathBuf, HashSet<i32>>,
         /// The reading thread stopped (the instance failed): no event will come.
         broken: bool,
         /// Events read so far.
@@ -148,6 +152,7 @@ mod imp {
                 state: Mutex::new(State {
                     watches: inotify.watches(),
                     entries: HashMap::new(),
+                    dirs: HashMap::new(),
                     broken: false,
                     events: 0,
                 }),
@@ -205,11 +210,29 @@ mod imp {
                 .or_insert_with(|| (wd, Vec::new()))
                 .1
                 .push(Arc::clone(&interest));
+            state.dirs.entry(dir.to_owned()).or_default().insert(id);
             Ok(Registration {
                 watcher: self,
                 id,
                 interest,
             })
+        }
+
+        /// Fire every registration on an entry of `dir` (as given to [`Watcher::register`]),
+        /// now, without waiting for the kernel's events: this process has just changed the
+        /// entries there (released a lock whose state entry is in `dir`), and its sleepers
+        /// on them would otherwise wait for the reading thread to be scheduled. A firing is
+        /// only a hint (the sleeper looks again), so one too many costs a look; the events
+        /// still come, and fire whatever is registered then.
+        pub(crate) fn ring_dir(&self, dir: &Path) {
+            let state = self.state();
+            let Some(ids) = state.dirs.get(dir) else {
+                return;
+            };
+            ids.iter()
+                .filter_map(|id| state.entries.get(id))
+                .flat_map(|(_, list)| list)
+                .for_each(|i| i.fire());
         }
 
         /// How many events the reading thread has read.
@@ -235,6 +258,7 @@ mod imp {
             {
                 // Failing (the entry is gone, and the watch with it) is fine.
                 let _ = state.watches.remove(wd);
+                state.forget_dir_of(id);
             }
         }
     }
@@ -254,7 +278,16 @@ mod imp {
                 // The kernel dropped this watch (the entry was removed): a later registration
                 // adds a new one.
                 self.entries.remove(&id);
+                self.forget_dir_of(id);
             }
+        }
+
+        /// Watch `id` is gone: take it out of its directory's set.
+        fn forget_dir_of(&mut self, id: i32) {
+            self.dirs.retain(|_, ids| {
+                ids.remove(&id);
+                !ids.is_empty()
+            });
         }
 
         fn fire_all(&mut self) {
@@ -291,6 +324,8 @@ mod imp {
         }
 
         pub(super) fn unregister(&self, _id: i32, _interest: &Arc<Interest>) {}
+
+        pub(crate) fn ring_dir(&self, _dir: &Path) {}
     }
 }
 
@@ -413,6 +448,39 @@ mod tests {
         let missing = std::env::temp_dir().join("lockbydir-no-such-dir/x.lockdir");
         assert!(watcher.register(&missing, "a".as_ref(), bell).is_err());
         std::fs::remove_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn ringing_a_directory_fires_its_entries_registrations_at_once_and_no_others() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-ring-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["x.lockdir/held", "x.queue/wait", "y.lockdir/held"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let watcher = Watcher::start().unwrap();
+        let bell = Arc::new(Bell::default());
+        let register = |sub: &str| {
+            watcher
+                .register(&dir.join(sub), "held".as_ref(), Arc::clone(&bell))
+                .or_else(|_| watcher.register(&dir.join(sub), "wait".as_ref(), Arc::clone(&bell)))
+                .unwrap()
+        };
+        let (x, queue, y) = (
+            register("x.lockdir"),
+            register("x.queue"),
+            register("y.lockdir"),
+        );
+        // Nothing changed on disk: only the ring can fire them, and it fires synchronously.
+        watcher.ring_dir(&dir.join("x.lockdir"));
+        assert!(x.fired());
+        assert!(!queue.fired());
+        assert!(!y.fired());
+        assert_eq!(watcher.events(), 0);
+        // A directory nobody watches in: nothing.
+        watcher.ring_dir(&dir.join("z.lockdir"));
+        assert!(!y.fired());
+        drop((x, queue, y));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Wait up to a second for `registration` to fire; whether it did.
