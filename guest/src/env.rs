@@ -39,6 +39,9 @@ impl Env for GuestEnv {
     fn monotonic_ms(&self) -> u64 {
         self.0.monotonic_ms()
     }
+    fn monotonic_us(&self) -> u64 {
+        self.0.monotonic_us()
+    }
     fn sleep_ms(&self, ms: u64) {
         self.0.sleep_ms(ms)
     }

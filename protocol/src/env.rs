@@ -11,6 +11,11 @@ pub trait Env {
     fn now_ms(&self) -> u64;
     /// Milliseconds on a clock that never goes backwards (for patience and backoff).
     fn monotonic_ms(&self) -> u64;
+    /// Microseconds on the same clock as [`Env::monotonic_ms`] (for the fairness bound). An
+    /// environment without a finer clock keeps the default: its milliseconds times 1000.
+    fn monotonic_us(&self) -> u64 {
+        self.monotonic_ms().saturating_mul(1000)
+    }
     /// Block this caller for `ms` milliseconds.
     fn sleep_ms(&self, ms: u64);
     /// Block this caller for about `us` microseconds. An environment that cannot sleep that
@@ -43,6 +48,9 @@ impl<T: Env + ?Sized> Env for &T {
     }
     fn monotonic_ms(&self) -> u64 {
         (**self).monotonic_ms()
+    }
+    fn monotonic_us(&self) -> u64 {
+        (**self).monotonic_us()
     }
     fn sleep_ms(&self, ms: u64) {
         (**self).sleep_ms(ms)
@@ -93,6 +101,10 @@ impl Env for StdEnv {
 
     fn monotonic_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    fn monotonic_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     fn sleep_ms(&self, ms: u64) {

@@ -71,23 +71,24 @@ pub enum Fairness {
     /// Every acquisition while others wait is a handover to another waiter (a wake-up).
     Fifo,
     /// Bounded unfairness: a holder that lets go and asks again may take the lock straight
-    /// back, ahead of the waiters, while its monotonic clock (whole milliseconds) is less
-    /// than [`FAIRNESS_BOUND_MS`] past the moment it first did so while they waited: at most
-    /// 1 ms, half of that on average, plus the hold then under way; its first release after
-    /// that goes to the first in line, and it queues behind the others. Anyone who finds the lock free may take it too, and each such
-    /// holder gets the same allowance in turn. The line itself is first come, first served,
-    /// so with one looping holder the waiter `k`-th in line waits about `k` times (bound +
-    /// hold), while the lock changes processes about once per bound instead of at every
-    /// release. The holder decides, so the bound holds however late the waiters run.
+    /// back, ahead of the waiters, while its monotonic clock is less than
+    /// [`FAIRNESS_BOUND_US`] past the moment it first did so while they waited (at most that,
+    /// plus the hold then under way); its first release after that goes to the first in line,
+    /// and it queues behind the others. Anyone who finds the lock free may take it too, and
+    /// each such holder gets the same allowance in turn. The line itself is first come, first
+    /// served, so with one looping holder the waiter `k`-th in line waits about `k` times
+    /// (bound + hold), while the lock changes processes about once per bound instead of at
+    /// every release. The holder decides, so the bound holds however late the waiters run.
     #[default]
     Bounded,
 }
 
 /// How long a holder may keep taking the lock back from a waiting line, in
 /// [`Fairness::Bounded`], before its next release goes to the line: it may while its
-/// monotonic clock reads less than this many whole milliseconds past the first time (so
-/// with 1, within the millisecond it began: at most 1 ms, 0.5 ms on average).
-pub const FAIRNESS_BOUND_MS: u64 = 1;
+/// monotonic clock ([`crate::Env::monotonic_us`]) reads less than this many microseconds
+/// past the first time. An environment whose clock has whole milliseconds only keeps it
+/// within the millisecond it began.
+pub const FAIRNESS_BOUND_US: u64 = 300;
 
 impl Default for Options {
     fn default() -> Self {
@@ -207,7 +208,7 @@ pub struct Lock<F: Fs, E: Env> {
     /// which its next acquire tries first without listing.
     known_free: Option<u64>,
     /// Under bounded fairness, while this handle keeps the lock from a waiting line (see
-    /// [`Fairness::Bounded`]): when it first did (monotonic ms). Its re-takes are marked.
+    /// [`Fairness::Bounded`]): when it first did (monotonic µs). Its re-takes are marked.
     kept_since: Option<u64>,
     /// This handle's place in the queue while [`Lock::acquire`] waits.
     ticket: Option<Ticket>,

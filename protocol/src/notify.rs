@@ -61,6 +61,9 @@ impl Env for NotifyEnv {
     fn monotonic_ms(&self) -> u64 {
         self.inner.monotonic_ms()
     }
+    fn monotonic_us(&self) -> u64 {
+        self.inner.monotonic_us()
+    }
     fn sleep_ms(&self, ms: u64) {
         self.inner.sleep_ms(ms)
     }

@@ -369,6 +369,13 @@ fn bounded_fairness_keeps_the_invariants() {
                 ("crash", s.crashes),
             ],
         );
+        // Woken, the first in line guesses the name the release left: marked, then unmarked.
+        if scenario.wakeups {
+            assert_exercised(
+                &scenario.name,
+                &[("grant on a second guess", s.second_guesses)],
+            );
+        }
     }
 }
 

@@ -284,19 +284,30 @@ impl<F: Fs, E: Env> Lock<F, E> {
     }
 
     /// First in line, woken on the holder's entry: rename the free entry its release leaves
-    /// (`free.k`, or `free+.k` if it was marked) without reading the lockdir. `None` if that
-    /// name is not there (the holder refreshed, was taken over, or someone else took the lock
-    /// first): then the attempt looks as usual.
+    /// without reading the lockdir. That is `free+.k` if the entry was marked, but under
+    /// bounded fairness a holder within its bound releases a marked entry unmarked (`free.k`,
+    /// for itself to take back; one that tries once and goes never does), so the other name
+    /// is tried next: either is the whole state when it exists, and taking `free.k` is what
+    /// anyone who read it may do. `None` if neither name is there (the holder refreshed,
+    /// was taken over, or someone else took the lock first): then the attempt looks as usual.
     pub(super) fn attempt_after_release(&mut self, free: Entry) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
         // Others may have queued since our last full look: mark, as if someone were behind.
         let behind = self.place.map_or(1, |p| p.behind.max(1));
         let mine = self.new_holder(free.fence(), now, self.marks_own(behind))?;
-        match self.swap(&free, &Entry::Held(mine.clone()), "acquire") {
-            Ok(()) => Ok(Some(self.claimed(mine, None))),
-            Err(Error::NotHeld) => Ok(None),
-            Err(e) => Err(e),
+        let fence = free.fence();
+        let other = Entry::Free {
+            fence,
+            waiters: !free.waiters(),
+        };
+        for name in [free, other] {
+            match self.swap(&name, &Entry::Held(mine.clone()), "acquire") {
+                Ok(()) => return Ok(Some(self.claimed(mine, None))),
+                Err(Error::NotHeld) => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(None)
     }
 
     /// Whether a new holder with `behind` waiters queued after it marks its own entry:
@@ -382,7 +393,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     ///
     /// A marked entry (waiters queued) is released as `free+.k`, for the first in line; under
     /// bounded fairness it is released unmarked, for this handle to take back, until the
-    /// handle has kept the lock from the line for [`super::FAIRNESS_BOUND_MS`].
+    /// handle has kept the lock from the line for [`super::FAIRNESS_BOUND_US`].
     pub fn release(&mut self) -> Result<Released, Error> {
         let held = self.held.clone().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
@@ -390,10 +401,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
         // handle (it has not kept the lock from the line for the bound yet).
         let (now, may_keep) = match self.options.fairness {
             Fairness::Bounded => {
-                let now = self.env.monotonic_ms();
+                let now = self.env.monotonic_us();
                 let within = self
                     .kept_since
-                    .is_none_or(|since| now.saturating_sub(since) < super::FAIRNESS_BOUND_MS);
+                    .is_none_or(|since| now.saturating_sub(since) < super::FAIRNESS_BOUND_US);
                 (now, within)
             }
             Fairness::Fifo => (0, false),

@@ -146,6 +146,9 @@ pub struct Checker {
     pub skew_ms: i64,
     /// What happened, for the summary.
     pub stats: Stats,
+    /// Per actor: the free entry its last operation failed to rename, if that was its last
+    /// operation (a guess at the name a release leaves).
+    failed_guess: Vec<Option<Entry>>,
 }
 
 /// `t` as the trace prints it.
@@ -173,6 +176,7 @@ impl Checker {
             prompt_within_ms: None,
             skew_ms: 0,
             stats: Stats::default(),
+            failed_guess: vec![None; n],
         }
     }
 
@@ -183,6 +187,23 @@ impl Checker {
         self.beliefs.push(None);
         self.faulted.push(false);
         self.crashed.push(false);
+        self.failed_guess.push(None);
+    }
+
+    /// `actor` made `op`, which succeeded or not (`done`): remember a failed rename of a free
+    /// entry until the actor's next change or sleep, for [`Stats::second_guesses`] (a failed
+    /// rename is followed by a look whether a retried rename did succeed). Call after
+    /// [`Checker::fs_effect`].
+    pub fn op_done(&mut self, actor: usize, op: &Op, done: bool) {
+        match op {
+            Op::Rename(from, _) if !done => {
+                self.failed_guess[actor] = self
+                    .entry_at(from)
+                    .filter(|e| matches!(e, Entry::Free { .. }));
+            }
+            Op::ReadDir(_) | Op::Modified(_) | Op::NowMs | Op::MonotonicMs => {}
+            _ => self.failed_guess[actor] = None,
+        }
     }
 
     fn name(&self, actor: usize) -> &str {
@@ -207,12 +228,24 @@ impl Checker {
                     }
                     None
                 }
-                (Some(Entry::Free { waiters: false, .. }), Some(Entry::Held(_))) => {
+                (
+                    Some(Entry::Free {
+                        waiters: false,
+                        fence,
+                    }),
+                    Some(Entry::Held(_)),
+                ) => {
                     let passed = self
                         .tickets(world)
                         .iter()
                         .any(|t| token_owner(t.token) != Some(actor));
                     self.stats.overtakes += u64::from(passed);
+                    // Right after failing to rename the marked name of the same release.
+                    let guessed = matches!(
+                        self.failed_guess[actor],
+                        Some(Entry::Free { waiters: true, fence: f }) if f == fence
+                    );
+                    self.stats.second_guesses += u64::from(guessed);
                     None
                 }
                 (from, _) => from,

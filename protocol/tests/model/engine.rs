@@ -379,6 +379,8 @@ impl Engine {
         {
             st.violation = Some(v);
         }
+        st.checker
+            .op_done(me, &op, matches!(actual, OpResult::Unit(Ok(()))));
         reported
     }
 

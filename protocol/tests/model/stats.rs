@@ -51,6 +51,10 @@ pub struct Stats {
     /// Acquisitions of an unmarked free lock by an actor while another actor's ticket was in
     /// the queue: a waiter passed over (bounded fairness allows it until the bound).
     pub overtakes: u64,
+    /// Acquisitions of an unmarked free lock right after the same actor failed to rename the
+    /// marked name of that release (the first in line, woken, guessing the name a release
+    /// left: a holder within its bound releases unmarked).
+    pub second_guesses: u64,
     /// Acquisitions refused because the lock had handed out its last fence.
     pub exhausted: u64,
     /// Sleeps until a change that ended before their time (woken by the change, or for
@@ -85,6 +89,7 @@ impl AddAssign for Stats {
         self.tickets += o.tickets;
         self.marks += o.marks;
         self.overtakes += o.overtakes;
+        self.second_guesses += o.second_guesses;
         self.exhausted += o.exhausted;
         self.early_wakeups += o.early_wakeups;
         self.lost_wakeups += o.lost_wakeups;
@@ -97,7 +102,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes; {} refused for exhausted fences; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
@@ -112,6 +117,7 @@ impl fmt::Display for Stats {
             self.tickets,
             self.marks,
             self.overtakes,
+            self.second_guesses,
             self.exhausted,
             self.crashes,
             self.pauses,
