@@ -113,7 +113,7 @@ enum Part {
     Waiting,
     /// The last of several waiters after a short hold.
     AfterHold,
-    /// The seed's massive hammering.
+    /// Massive hammering: many contenders, one try each.
     Hammer,
     /// A WASI 0.3 plugin's tasks waiting at once.
     AsyncWaits,
