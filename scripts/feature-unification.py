@@ -17,17 +17,39 @@ TARGET = subprocess.run(
 
 
 def features(args):
-    cmd = ["cargo", "tree", "--locked", "-q", "--prefix", "none", "-f", "{p} [{f}]",
+    """Each crate's features in a build, apart for its two kinds of instance: `target` (linked
+    into the programs) and `host` (built for build scripts and proc-macros, which resolver 2
+    gives features of their own). A crate of either kind whose features differ between two
+    builds is compiled twice, and so is everything built on it."""
+    cmd = ["cargo", "tree", "--locked", "-q", "-e", "normal,build", "-f", "{p} [{f}]",
            "--target", TARGET] + args
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({run.returncode}):\n{run.stderr}")
-    out = run.stdout
     crates = {}
-    for line in out.splitlines():
-        m = re.match(r"(\S+ v\S+)(?: \([^)]*\))* \[([^\]]*)\]", line.strip())
-        if m:
-            crates.setdefault(m.group(1), set()).update(f for f in m.group(2).split(",") if f)
+    # (depth, host) of the nodes above the current line; which section the children of the
+    # node at each depth are in (normal or build-dependencies).
+    stack, build_section = [], {}
+    for line in run.stdout.splitlines():
+        body = line.lstrip("│├└─ \u00a0")
+        depth = (len(line) - len(body)) // 4
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        for d in [d for d in build_section if d >= depth + 1]:
+            del build_section[d]
+        if body.startswith("["):
+            # A section header for the children of the node above it.
+            build_section[depth] = body.startswith("[build-dependencies]")
+            continue
+        m = re.match(r"(\S+ v\S+)(?: \([^)]*\))* \[([^\]]*)\]", body)
+        if not m:
+            continue
+        parent_host = stack[-1][1] if stack else False
+        host = parent_host or build_section.get(depth, False)
+        kind = "host" if host else "target"
+        crates.setdefault((m.group(1), kind), set()).update(f for f in m.group(2).split(",") if f)
+        # A proc-macro runs in the compiler: it and everything below it are host crates.
+        stack.append((depth, host or "(proc-macro)" in body))
     return crates
 
 
@@ -44,10 +66,10 @@ for name, other in others.items():
         (crate, sorted(other[crate] - default[crate]), sorted(default[crate] - other[crate]))
         for crate in sorted(other)
         if crate in default and other[crate] != default[crate]
-        and not crate.startswith("lockbydir")
+        and not crate[0].startswith("lockbydir")
     ]
-    for crate, more, fewer in differ:
-        print(f"{crate}: {name} adds features {more}, the default build {fewer}")
+    for (crate, kind), more, fewer in differ:
+        print(f"{crate} ({kind}): {name} adds features {more}, the default build {fewer}")
     if differ:
         print(f"{len(differ)} shared crates are built with other features in {name}; "
               "add them to workspace-hack/Cargo.toml with the union of those features",
