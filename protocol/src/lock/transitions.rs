@@ -286,28 +286,33 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// First in line, woken on the holder's entry: rename the free entry its release leaves
     /// without reading the lockdir. That is `free+.k` if the entry was marked, but under
     /// bounded fairness a holder within its bound releases a marked entry unmarked (`free.k`,
-    /// for itself to take back; one that tries once and goes never does), so the other name
-    /// is tried next: either is the whole state when it exists, and taking `free.k` is what
-    /// anyone who read it may do. `None` if neither name is there (the holder refreshed,
-    /// was taken over, or someone else took the lock first): then the attempt looks as usual.
+    /// for itself to take back; one that tries once and goes never does): when the failed
+    /// rename's look (made anyway, see [`Lock::swap`]) shows the other name, that one is
+    /// renamed: either is the whole state when it exists, and taking `free.k` is what anyone
+    /// who read it may do. `None` otherwise (the holder refreshed, was taken over, or
+    /// someone else took the lock first): then the attempt looks as usual.
     pub(super) fn attempt_after_release(&mut self, free: Entry) -> Result<Option<Attempt>, Error> {
         let now = self.env.now_ms();
         // Others may have queued since our last full look: mark, as if someone were behind.
         let behind = self.place.map_or(1, |p| p.behind.max(1));
         let mine = self.new_holder(free.fence(), now, self.marks_own(behind))?;
-        let fence = free.fence();
         let other = Entry::Free {
-            fence,
+            fence: free.fence(),
             waiters: !free.waiters(),
         };
-        for name in [free, other] {
-            match self.swap(&name, &Entry::Held(mine.clone()), "acquire") {
-                Ok(()) => return Ok(Some(self.claimed(mine, None))),
-                Err(Error::NotHeld) => {}
-                Err(e) => return Err(e),
-            }
+        let to = Entry::Held(mine.clone());
+        match self.swap_or_see(&free, &to, "acquire") {
+            Ok(()) => return Ok(Some(self.claimed(mine, None))),
+            // The failed rename's look saw the other name: rename that one.
+            Err(Missed::Gone(Some(seen))) if seen == other => {}
+            Err(Missed::Gone(_)) => return Ok(None),
+            Err(Missed::Failed(e)) => return Err(e),
         }
-        Ok(None)
+        match self.swap(&other, &to, "acquire") {
+            Ok(()) => Ok(Some(self.claimed(mine, None))),
+            Err(Error::NotHeld) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a new holder with `behind` waiters queued after it marks its own entry:
@@ -510,6 +515,20 @@ impl<F: Fs, E: Env> Lock<F, E> {
         to: &Entry,
         operation: &'static str,
     ) -> Result<(), Error> {
+        self.swap_or_see(from, to, operation).map_err(|e| match e {
+            Missed::Gone(_) => Error::NotHeld,
+            Missed::Failed(e) => e,
+        })
+    }
+
+    /// [`Lock::swap`], saying what the state was when `from` turned out gone (the look that
+    /// tells a retried rename that did succeed from one that did not), if it could be read.
+    pub(super) fn swap_or_see(
+        &self,
+        from: &Entry,
+        to: &Entry,
+        operation: &'static str,
+    ) -> Result<(), Missed> {
         let from_path = format!("{}/{}", self.lockdir, from.encode());
         let to_path = format!("{}/{}", self.lockdir, to.encode());
         match self.fs.rename(&from_path, &to_path) {
@@ -519,10 +538,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 // NotFound: if the state is exactly what we renamed to, it was ours.
                 match read_entry(&self.fs, &self.lockdir) {
                     Ok(Read::Entry(now)) if &now == to => Ok(()),
-                    _ => Err(Error::NotHeld),
+                    Ok(Read::Entry(now)) => Err(Missed::Gone(Some(now))),
+                    _ => Err(Missed::Gone(None)),
                 }
             }
-            Err(source) => Err(io(operation, from_path, source)),
+            Err(source) => Err(Missed::Failed(io(operation, from_path, source))),
         }
     }
 
@@ -552,6 +572,14 @@ impl<F: Fs, E: Env> Lock<F, E> {
             Err(_) => holder.clone(),
         }
     }
+}
+
+/// Why [`Lock::swap_or_see`] did not rename.
+pub(super) enum Missed {
+    /// The entry renamed from is gone; the state then, if a listing could tell.
+    Gone(Option<Entry>),
+    /// Another failure.
+    Failed(Error),
 }
 
 pub(super) enum Attempt {
