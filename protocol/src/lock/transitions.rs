@@ -89,12 +89,19 @@ impl<F: Fs, E: Env> Lock<F, E> {
             self.kept_since = None;
         }
         // Woken, first in line, on the holder's entry: its release leaves a name we know.
-        if let Some(free) = self.after_release.take()
-            && let Some(done) = self.attempt_after_release(free)?
-        {
-            return Ok(done);
+        let mut seen = None;
+        if let Some(free) = self.after_release.take() {
+            match self.attempt_after_release(free)? {
+                AfterRelease::Done(done) => return Ok(done),
+                AfterRelease::Saw(state) => seen = state,
+            }
         }
-        let entry = match read_entry(&self.fs, &self.lockdir)? {
+        // The state as the failed rename's look just read it, or a look now.
+        let read = match seen {
+            Some(state) => Read::Entry(state),
+            None => read_entry(&self.fs, &self.lockdir)?,
+        };
+        let entry = match read {
             Read::Entry(entry) => entry,
             Read::Unsettled => return Ok(Attempt::LostRace(None)),
             Read::Missing => {
@@ -289,9 +296,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// for itself to take back; one that tries once and goes never does): when the failed
     /// rename's look (made anyway, see [`Lock::swap`]) shows the other name, that one is
     /// renamed: either is the whole state when it exists, and taking `free.k` is what anyone
-    /// who read it may do. `None` otherwise (the holder refreshed, was taken over, or
-    /// someone else took the lock first): then the attempt looks as usual.
-    pub(super) fn attempt_after_release(&mut self, free: Entry) -> Result<Option<Attempt>, Error> {
+    /// who read it may do. Otherwise (the holder refreshed, was taken over, or someone else
+    /// took the lock first) the attempt goes on from the state that look read, without
+    /// reading it again.
+    pub(super) fn attempt_after_release(&mut self, free: Entry) -> Result<AfterRelease, Error> {
         let now = self.env.now_ms();
         // Others may have queued since our last full look: mark, as if someone were behind.
         let behind = self.place.map_or(1, |p| p.behind.max(1));
@@ -301,17 +309,17 @@ impl<F: Fs, E: Env> Lock<F, E> {
             waiters: !free.waiters(),
         };
         let to = Entry::Held(mine.clone());
-        match self.swap_or_see(&free, &to, "acquire") {
-            Ok(()) => return Ok(Some(self.claimed(mine, None))),
+        let renamed = match self.swap_or_see(&free, &to, "acquire") {
             // The failed rename's look saw the other name: rename that one.
-            Err(Missed::Gone(Some(seen))) if seen == other => {}
-            Err(Missed::Gone(_)) => return Ok(None),
-            Err(Missed::Failed(e)) => return Err(e),
-        }
-        match self.swap(&other, &to, "acquire") {
-            Ok(()) => Ok(Some(self.claimed(mine, None))),
-            Err(Error::NotHeld) => Ok(None),
-            Err(e) => Err(e),
+            Err(Missed::Gone(Some(seen))) if seen == other => {
+                self.swap_or_see(&other, &to, "acquire")
+            }
+            first => first,
+        };
+        match renamed {
+            Ok(()) => Ok(AfterRelease::Done(self.claimed(mine, None))),
+            Err(Missed::Gone(seen)) => Ok(AfterRelease::Saw(seen)),
+            Err(Missed::Failed(e)) => Err(e),
         }
     }
 
@@ -572,6 +580,14 @@ impl<F: Fs, E: Env> Lock<F, E> {
             Err(_) => holder.clone(),
         }
     }
+}
+
+/// What [`Lock::attempt_after_release`] came to.
+pub(super) enum AfterRelease {
+    /// The lock is ours (or the grant was given back: see [`Lock::claimed`]).
+    Done(Attempt),
+    /// Neither name was there; the state as the failed rename's look read it, if it could.
+    Saw(Option<Entry>),
 }
 
 /// Why [`Lock::swap_or_see`] did not rename.
