@@ -459,16 +459,15 @@ mod tests {
         }
         let watcher = Watcher::start().unwrap();
         let bell = Arc::new(Bell::default());
-        let register = |sub: &str| {
+        let register = |sub: &str, name: &str| {
             watcher
-                .register(&dir.join(sub), "held".as_ref(), Arc::clone(&bell))
-                .or_else(|_| watcher.register(&dir.join(sub), "wait".as_ref(), Arc::clone(&bell)))
+                .register(&dir.join(sub), name.as_ref(), Arc::clone(&bell))
                 .unwrap()
         };
         let (x, queue, y) = (
-            register("x.lockdir"),
-            register("x.queue"),
-            register("y.lockdir"),
+            register("x.lockdir", "held"),
+            register("x.queue", "wait"),
+            register("y.lockdir", "held"),
         );
         // Nothing changed on disk: only the ring can fire them, and it fires synchronously.
         watcher.ring_dir(&dir.join("x.lockdir"));
