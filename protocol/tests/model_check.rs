@@ -97,6 +97,37 @@ fn line_of_waiters() -> Scenario {
     }
 }
 
+/// A hold longer than a ticket's half-life, with two waiters behind it: the waiters renew
+/// their tickets while they wait, and the one behind, watching the ticket before it, follows
+/// that ticket's renewal to its new name (or reads the queue when a pause made it late).
+fn long_hold() -> Scenario {
+    const HOLD: u64 = 1_500;
+    Scenario {
+        pauses: 1,
+        ..Scenario::new(
+            "a-hold-longer-than-half-a-ticket",
+            SKEW,
+            vec![
+                ActorSpec {
+                    refreshes: 0,
+                    hold_ms: HOLD,
+                    may_crash: false,
+                    ..ActorSpec::new("H", 2 * HOLD, 0)
+                },
+                ActorSpec {
+                    patience_ms: 4 * HOLD,
+                    ..waiter("V")
+                },
+                ActorSpec {
+                    patience_ms: 4 * HOLD,
+                    start_ms: 1,
+                    ..waiter("W")
+                },
+            ],
+        )
+    }
+}
+
 /// Retried RPCs and torn listings while two actors create the lockdir and trade the lock
 /// twice.
 fn faults() -> Scenario {
@@ -342,6 +373,26 @@ fn a_line_of_waiters_keeps_the_invariants() {
             ],
         );
     }
+}
+
+#[test]
+fn waiters_behind_a_long_hold_renew_and_follow_renewals() {
+    // Woken waiters only: polling through a hold this long takes six minutes for bound 2,
+    // and a polling waiter never follows a renewal (it reads the queue as it looks).
+    let scenario = long_hold().with_wakeups();
+    let s = no_violation(exhaustive_search(&scenario, 2, &no_setup));
+    assert_exercised(
+        &scenario.name,
+        &[
+            ("renewal", s.renewals),
+            (
+                "renewal followed by a look at the name",
+                s.renewals_followed,
+            ),
+            ("wake-up", s.early_wakeups),
+            ("pause", s.pauses),
+        ],
+    );
 }
 
 #[test]

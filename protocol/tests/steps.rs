@@ -5,14 +5,21 @@
 //! many waiting handles and serves them in the order they came; a sleep names the entry
 //! whose change is worth waking for (the holder's state entry first in line, the ticket of
 //! the one before further back); a cancelled or dropped wait leaves no ticket and never takes
-//! the lock; a step after patience ran out says busy and keeps the place, as `acquire` does.
+//! the lock; a step after patience ran out says busy and keeps the place, as `acquire` does;
+//! a waiter far back in line, woken by its own timer or by the renewal of the ticket before
+//! it, does not read the queue (a thousand waits of one host would otherwise list a thousand
+//! tickets a thousand times a second).
 //!
 //! No assertion is about time.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use lockbydir_protocol::{Env, Fairness, Lock, Options, Outcome, Released, StdEnv, StdFs, Step};
+use lockbydir_protocol::{
+    Env, Fairness, Fs, FsError, Lock, Options, Outcome, Released, StdEnv, StdFs, Step,
+};
 
 /// [`StdEnv`] that refuses to sleep: the caller of the steps sleeps, never the lock.
 struct NoSleepEnv {
@@ -291,4 +298,116 @@ fn a_step_after_patience_says_busy_and_keeps_the_place() {
     };
     assert!(matches!(outcome, Outcome::Acquired(_)), "{outcome:?}");
     assert_eq!(first.release(), Ok(Released::InTime));
+}
+
+/// [`StdFs`] that counts listings of the queue directory.
+struct QueueListingsFs {
+    inner: StdFs,
+    listings: Arc<AtomicU32>,
+}
+
+impl Fs for QueueListingsFs {
+    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.create_dir(path)
+    }
+    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+        self.inner.remove_dir(path)
+    }
+    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+        self.inner.rename(from, to)
+    }
+    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+        if path.ends_with(".queue") {
+            self.listings.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.read_dir(path)
+    }
+    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+        self.inner.modified_ms(path)
+    }
+    fn exists(&self, path: &str) -> Result<bool, FsError> {
+        self.inner.exists(path)
+    }
+}
+
+#[test]
+fn a_waiter_far_back_reads_the_queue_neither_on_its_timer_nor_on_a_renewal_ahead() {
+    let dir = Dir::new("renewals");
+    let mut held = holder(&dir.0);
+    // Four waiters ahead of the last one: far enough back that the lock's state alone tells
+    // it that its turn is not near.
+    let mut ahead: Vec<StepLock> = (0..4)
+        .map(|i| {
+            let mut lock = open(&dir.0, &format!("w{i}"), u64::MAX, true);
+            sleeps(&mut lock);
+            std::thread::sleep(Duration::from_millis(2));
+            lock
+        })
+        .collect();
+    let listings = Arc::new(AtomicU32::new(0));
+    let fs = QueueListingsFs {
+        inner: StdFs::new(&dir.0),
+        listings: Arc::clone(&listings),
+    };
+    let options = Options {
+        timeout_ms: 60_000,
+        patience_ms: u64::MAX,
+        holder: "last".into(),
+        ..Options::default()
+    };
+    let env = NoSleepEnv {
+        inner: StdEnv::new(),
+        wakes: true,
+    };
+    let mut last = Lock::new(fs, env, "bed", options).unwrap();
+    let step = |lock: &mut Lock<QueueListingsFs, NoSleepEnv>| match lock.acquire_step().unwrap() {
+        Step::Sleep { until_changed, .. } => until_changed.expect("a name to watch"),
+        Step::Done(outcome) => panic!("expected to sleep, got {outcome:?}"),
+    };
+    // Its first look reads the queue, and so does the next (which finds its place among the
+    // tickets, its own now included).
+    step(&mut last);
+    let watched = step(&mut last);
+    let predecessor = format!("bed.queue/{}", dir.entries("bed.queue")[3]);
+    assert_eq!(watched, predecessor, "{:?}", dir.entries("bed.queue"));
+    let before = listings.load(Ordering::Relaxed);
+    // Its sleep ends by its timer, nothing changed: the state and the ticket it watched tell.
+    assert_eq!(step(&mut last), predecessor);
+    assert_eq!(
+        listings.load(Ordering::Relaxed),
+        before,
+        "a step on its timer read the queue"
+    );
+    // The one before renews its ticket (after half its lifetime) under a new name.
+    std::thread::sleep(Duration::from_millis(1_050));
+    sleeps(&mut ahead[3]);
+    assert!(
+        !dir.0.join(&predecessor).exists(),
+        "the ticket before was not renewed: {:?}",
+        dir.entries("bed.queue")
+    );
+    let renewed = step(&mut last);
+    assert_ne!(renewed, predecessor);
+    assert!(dir.0.join(&renewed).exists(), "{renewed} is not a ticket");
+    assert_eq!(
+        renewed.rsplit_once('.').unwrap().0,
+        predecessor.rsplit_once('.').unwrap().0,
+        "not the same waiter's ticket"
+    );
+    assert_eq!(
+        listings.load(Ordering::Relaxed),
+        before,
+        "a renewal ahead made it read the queue"
+    );
+    // The one before goes (it gives up): now the queue is read, and the one before that is
+    // watched.
+    drop(ahead.pop());
+    let next = step(&mut last);
+    assert_eq!(listings.load(Ordering::Relaxed), before + 1);
+    assert_eq!(next.rsplit_once('.').unwrap().0, {
+        let third = format!("bed.queue/{}", dir.entries("bed.queue")[2]);
+        third.rsplit_once('.').unwrap().0.to_string()
+    });
+    drop((ahead, last));
+    assert_eq!(held.release(), Ok(Released::InTime));
 }

@@ -89,9 +89,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 self.ticket_withdrawn = false;
                 return Ok(());
             }
-            Some(t) if t.expires_ms.saturating_sub(now) < TICKET_LIFETIME_MS / 2 => {
-                Ticket { expires_ms, ..t }
-            }
+            Some(t) if t.expires_ms.saturating_sub(now) < TICKET_LIFETIME_MS / 2 => Ticket {
+                expires_ms: renewed_expiry(t.expires_ms, now),
+                ..t
+            },
             Some(_) => return Ok(()),
         };
         let old = self.ticket_path(&self.ticket.expect("renewing a ticket we have"));
@@ -209,20 +210,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 if self.ticket.is_none_or(|mine| ticket.is_before(&mine)) {
                     queue.ahead += 1;
                     if queue.predecessor.is_none_or(|p| p.ticket.is_before(ticket)) {
-                        // It counts until it expires by our wall clock or has been the same
-                        // name too long by our monotonic one, whichever comes first.
-                        let until_expired = ticket
-                            .expires_ms
-                            .saturating_add(self.options.max_clock_skew_ms)
-                            .saturating_add(1)
-                            .saturating_sub(now);
-                        let until_stuck = first_seen.saturating_add(patience).saturating_add(1);
-                        queue.predecessor = Some(Predecessor {
-                            ticket: *ticket,
-                            counts_until_ms: seen_now
-                                .saturating_add(until_expired)
-                                .min(until_stuck),
-                        });
+                        queue.predecessor = Some(self.counting(*ticket, now, seen_now, first_seen));
                     }
                 } else {
                     queue.behind += 1;
@@ -231,6 +219,75 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
         self.tickets_seen = seen;
         queue
+    }
+
+    /// The ticket just before ours as `ticket`, first seen (under that name) at `first_seen`:
+    /// it counts until it expires by our wall clock (`now`) or has been the same name too long
+    /// by our monotonic one (`seen_now`), whichever comes first.
+    fn counting(&self, ticket: Ticket, now: u64, seen_now: u64, first_seen: u64) -> Predecessor {
+        let skew = self.options.max_clock_skew_ms;
+        let until_expired = ticket
+            .expires_ms
+            .saturating_add(skew)
+            .saturating_add(1)
+            .saturating_sub(now);
+        let until_stuck = first_seen
+            .saturating_add(TICKET_LIFETIME_MS.saturating_add(skew))
+            .saturating_add(1);
+        Predecessor {
+            ticket,
+            counts_until_ms: seen_now.saturating_add(until_expired).min(until_stuck),
+        }
+    }
+
+    /// Whether the one before us, whose ticket we watched, still waits, judged without
+    /// reading the queue: its ticket is still the name we watched and still counts, or it
+    /// was renamed to the name its renewal gives (see [`renewed_expiry`]; one `stat` each).
+    /// `None` when it may have gone (or renewed otherwise): then the queue is read in full.
+    pub(super) fn predecessor_still_waiting(
+        &mut self,
+        watched: &Predecessor,
+    ) -> Option<Predecessor> {
+        let seen_now = self.env.monotonic_ms();
+        // Any error: let the full look find out.
+        if self
+            .fs
+            .exists(&self.ticket_path(&watched.ticket))
+            .unwrap_or(false)
+        {
+            return (seen_now < watched.counts_until_ms).then_some(*watched);
+        }
+        let ticket = watched.ticket;
+        let renewed = Ticket {
+            expires_ms: ticket.expires_ms.saturating_add(TICKET_LIFETIME_MS / 2),
+            ..ticket
+        };
+        if !self.fs.exists(&self.ticket_path(&renewed)).unwrap_or(false) {
+            return None;
+        }
+        let now = self.env.now_ms();
+        let expired = now
+            > renewed
+                .expires_ms
+                .saturating_add(self.options.max_clock_skew_ms);
+        if expired {
+            return None;
+        }
+        // A new name: the stuck rule counts from now, and the next full look remembers it.
+        self.tickets_seen.insert(renewed, seen_now);
+        Some(self.counting(renewed, now, seen_now, seen_now))
+    }
+}
+
+/// The expiry a renewal at `now` gives a ticket that expires at `expires_ms`: half a lifetime
+/// later than before, which a waiter renewing on time (less than half its lifetime left, not
+/// yet expired) keeps within one lifetime from now; so the waiter behind, watching the old
+/// name, knows the new one without reading the queue. A waiter renewing late (expired by its
+/// own clock) takes a full lifetime from now.
+fn renewed_expiry(expires_ms: u64, now: u64) -> u64 {
+    match expires_ms >= now {
+        true => expires_ms.saturating_add(TICKET_LIFETIME_MS / 2),
+        false => now.saturating_add(TICKET_LIFETIME_MS),
     }
 }
 

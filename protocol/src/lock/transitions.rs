@@ -114,9 +114,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
             return Err(self.fences_exhausted());
         }
         let now = self.env.now_ms();
-        // Woken because the ticket just before ours went: if its owner holds the lock now, it
-        // was served (a waiter's holder token is its ticket's), so we are first. Otherwise
-        // (it gave up, renewed its ticket, or already let go) the queue is read in full.
+        // Woken while we watched the ticket just before ours: if its owner holds the lock now,
+        // it was served (a waiter's holder token is its ticket's), so we are first. If its
+        // ticket is still there, or renewed, our place stands. Otherwise (it gave up, renewed
+        // late, or already let go) the queue is read in full.
         if let Some(predecessor) = self.watched_predecessor.take() {
             self.place = match &entry {
                 Entry::Held(h) if h.token == predecessor.token => Some(Place {
@@ -125,7 +126,17 @@ impl<F: Fs, E: Env> Lock<F, E> {
                     fence: h.fence,
                     predecessor: None,
                 }),
-                _ => None,
+                _ => match self.place {
+                    Some(place) => place
+                        .predecessor
+                        .filter(|p| p.ticket == predecessor)
+                        .and_then(|p| self.predecessor_still_waiting(&p))
+                        .map(|p| Place {
+                            predecessor: Some(p),
+                            ..place
+                        }),
+                    None => None,
+                },
             };
         }
         // Far back in line, and the lock is held within its deadline, or free but just

@@ -23,7 +23,7 @@
 //!
 //! Errors from lock calls are violations too, unless an injected fault caused them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use lockbydir_protocol::entry::{Entry, Ticket};
@@ -149,6 +149,8 @@ pub struct Checker {
     /// Per actor: the free entry its last operation failed to rename, if that was its last
     /// operation (a guess at the name a release leaves).
     failed_guess: Vec<Option<Entry>>,
+    /// The names renewed tickets took (path -> ticket).
+    renewed: BTreeMap<String, Ticket>,
 }
 
 /// `t` as the trace prints it.
@@ -177,6 +179,7 @@ impl Checker {
             skew_ms: 0,
             stats: Stats::default(),
             failed_guess: vec![None; n],
+            renewed: BTreeMap::new(),
         }
     }
 
@@ -190,11 +193,19 @@ impl Checker {
         self.failed_guess.push(None);
     }
 
-    /// `actor` made `op`, which succeeded or not (`done`): remember a failed rename of a free
-    /// entry until the actor's next change or sleep, for [`Stats::second_guesses`] (a failed
-    /// rename is followed by a look whether a retried rename did succeed). Call after
-    /// [`Checker::fs_effect`].
+    /// `actor` made `op`, which succeeded or not (`done`; for a `stat`, found it): remember a
+    /// failed rename of a free entry until the actor's next change or sleep, for
+    /// [`Stats::second_guesses`] (a failed rename is followed by a look whether a retried
+    /// rename did succeed), and count a renewed ticket found by another actor's `stat`, for
+    /// [`Stats::renewals_followed`]. Call after [`Checker::fs_effect`].
     pub fn op_done(&mut self, actor: usize, op: &Op, done: bool) {
+        if let Op::Modified(path) = op
+            && done
+            && let Some(ticket) = self.renewed.get(path)
+            && token_owner(ticket.token) != Some(actor)
+        {
+            self.stats.renewals_followed += 1;
+        }
         match op {
             Op::Rename(from, _) if !done => {
                 self.failed_guess[actor] = self
@@ -210,6 +221,14 @@ impl Checker {
         &self.labels[actor]
     }
 
+    /// The ticket a path inside the queue directory stands for.
+    fn ticket_at(&self, path: &str) -> Option<Ticket> {
+        let (dir, name) = path.rsplit_once('/')?;
+        (dir == format!("{LOCK_NAME}.queue"))
+            .then(|| Ticket::parse(name))
+            .flatten()
+    }
+
     /// The entry a path inside the lockdir stands for.
     fn entry_at(&self, path: &str) -> Option<Entry> {
         let (dir, name) = path.rsplit_once('/')?;
@@ -219,6 +238,13 @@ impl Checker {
     /// A mutating filesystem operation by `actor` succeeded (whatever it was reported as):
     /// note whose acquisition it ended, and check the lockdir and the fences it wrote.
     pub fn fs_effect(&mut self, actor: usize, t: i64, op: &Op, world: &World) -> Check {
+        if let Op::Rename(from, to) = op
+            && let (Some(old), Some(new)) = (self.ticket_at(from), self.ticket_at(to))
+            && old.token == new.token
+        {
+            self.stats.renewals += 1;
+            self.renewed.insert(to.clone(), new);
+        }
         let gone = match op {
             // A waiter marking the entry (`held` -> `held+`, same acquisition) takes nothing.
             Op::Rename(from, to) if from != to => match (self.entry_at(from), self.entry_at(to)) {

@@ -379,8 +379,11 @@ impl Engine {
         {
             st.violation = Some(v);
         }
-        st.checker
-            .op_done(me, &op, matches!(actual, OpResult::Unit(Ok(()))));
+        st.checker.op_done(
+            me,
+            &op,
+            matches!(actual, OpResult::Unit(Ok(())) | OpResult::Stamp(Ok(_))),
+        );
         reported
     }
 

@@ -55,6 +55,11 @@ pub struct Stats {
     /// marked name of that release (the first in line, woken, guessing the name a release
     /// left: a holder within its bound releases unmarked).
     pub second_guesses: u64,
+    /// Tickets renewed (renamed to a later expiry).
+    pub renewals: u64,
+    /// Renewed tickets found by another actor with one look at the name (a waiter behind,
+    /// following its predecessor's renewal without reading the queue).
+    pub renewals_followed: u64,
     /// Acquisitions refused because the lock had handed out its last fence.
     pub exhausted: u64,
     /// Sleeps until a change that ended before their time (woken by the change, or for
@@ -90,6 +95,8 @@ impl AddAssign for Stats {
         self.marks += o.marks;
         self.overtakes += o.overtakes;
         self.second_guesses += o.second_guesses;
+        self.renewals += o.renewals;
+        self.renewals_followed += o.renewals_followed;
         self.exhausted += o.exhausted;
         self.early_wakeups += o.early_wakeups;
         self.lost_wakeups += o.lost_wakeups;
@@ -102,7 +109,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} refused for exhausted fences; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} renewals ({} followed by a look at the name); {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
@@ -118,6 +125,8 @@ impl fmt::Display for Stats {
             self.marks,
             self.overtakes,
             self.second_guesses,
+            self.renewals,
+            self.renewals_followed,
             self.exhausted,
             self.crashes,
             self.pauses,
