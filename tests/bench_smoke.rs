@@ -135,6 +135,7 @@ fn bench_smoke_runs_and_writes_json() {
         assert_eq!(get(row, "most_tickets"), get(row, "tasks"), "{row:#}");
         assert!(get(row, "most_threads").as_u64().unwrap() > 0, "{row:#}");
         assert!(get(row, "drained_ms").is_number(), "{row:#}");
+        assert!(get(row, "waiting_cpu_pct").is_number(), "{row:#}");
     }
     check_etcd(get(&report, "etcd"));
 

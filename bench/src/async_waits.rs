@@ -1,7 +1,8 @@
 //! WASI 0.3 plugin tasks waiting at once: one `lockbydir run` of the `tasks` plugin, whose N
 //! tasks all wait for a lock the benchmark holds. While they wait, the threads of that process
-//! (`/proc/PID/status`) and the tickets in the lock's queue are sampled; then the benchmark
-//! lets go and times the line draining. One task alone first, for the baseline.
+//! (`/proc/PID/status`) and the tickets in the lock's queue are sampled, and its CPU time is
+//! counted over a wait long enough for every ticket to be renewed; then the benchmark lets go
+//! and times the line draining. One task alone first, for the baseline.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use serde::Serialize;
 
 use super::contenders::{Setup, lockbydir_command};
 use super::plan::Plan;
+use super::sys;
 
 /// One number of waiting tasks.
 #[derive(Clone, Debug, Serialize)]
@@ -25,6 +27,9 @@ pub struct AsyncWaitsRow {
     pub most_threads: u64,
     /// From the start of the process to every task's ticket in the queue (ms).
     pub queued_ms: f64,
+    /// The process's CPU time while every task waited (`Plan::async_wait_ms` after all had
+    /// queued), as a share of one core (%).
+    pub waiting_cpu_pct: f64,
     /// From the benchmark's release to the process's end, every task having held the lock
     /// once (ms).
     pub drained_ms: f64,
@@ -49,12 +54,19 @@ pub fn measure(setup: &Setup, plan: &Plan, base: &Path) -> anyhow::Result<Vec<As
             &plugin,
             &base.join(format!("async-{tasks}")),
             tasks,
+            plan.async_wait_ms,
         )?);
     }
     Ok(rows)
 }
 
-fn one(setup: &Setup, plugin: &Path, dir: &Path, tasks: usize) -> anyhow::Result<AsyncWaitsRow> {
+fn one(
+    setup: &Setup,
+    plugin: &Path,
+    dir: &Path,
+    tasks: usize,
+    wait_ms: u64,
+) -> anyhow::Result<AsyncWaitsRow> {
     let (locks, work) = (dir.join("locks"), dir.join("work"));
     std::fs::create_dir_all(&locks)?;
     std::fs::create_dir_all(&work)?;
@@ -116,12 +128,15 @@ fn one(setup: &Setup, plugin: &Path, dir: &Path, tasks: usize) -> anyhow::Result
         std::thread::sleep(Duration::from_millis(5));
     }
     let queued_ms = started.elapsed().as_secs_f64() * 1e3;
-    // A while longer, all of them waiting.
-    let until = Instant::now() + Duration::from_millis(300);
+    // A while longer, all of them waiting (and renewing their tickets): the CPU it takes.
+    let (waiting_from, cpu_from) = (Instant::now(), sys::process_cpu_ns(child.id()));
+    let until = waiting_from + Duration::from_millis(wait_ms);
     while Instant::now() < until {
         sample(&mut most_tickets, &mut most_threads);
         std::thread::sleep(Duration::from_millis(10));
     }
+    let cpu_ns = sys::process_cpu_ns(child.id()).saturating_sub(cpu_from);
+    let waiting_cpu_pct = 100.0 * cpu_ns as f64 / waiting_from.elapsed().as_nanos().max(1) as f64;
     let released = Instant::now();
     holder.release(lock)?;
     let status = child.wait()?;
@@ -138,6 +153,7 @@ fn one(setup: &Setup, plugin: &Path, dir: &Path, tasks: usize) -> anyhow::Result
         most_tickets,
         most_threads,
         queued_ms,
+        waiting_cpu_pct,
         drained_ms,
     })
 }

@@ -58,6 +58,9 @@ pub struct Plan {
     pub hammer_every_dir: bool,
     /// How many tasks of one WASI 0.3 plugin instance wait at once (besides one alone).
     pub async_waits: usize,
+    /// How long the async waits' tasks all wait before the release (ms): longer than half a
+    /// ticket's lifetime, so that every waiter renews its ticket while the CPU is counted.
+    pub async_wait_ms: u64,
 }
 
 impl Plan {
@@ -88,6 +91,7 @@ impl Plan {
             hammer_patience_ms: 1_000,
             hammer_every_dir: false,
             async_waits: 1_000,
+            async_wait_ms: 2_500,
         }
     }
 
@@ -129,6 +133,7 @@ impl Plan {
             hammer_hold_ms: 1,
             hammer_patience_ms: 200,
             async_waits: 20,
+            async_wait_ms: 50,
             ..Plan::quick()
         }
     }

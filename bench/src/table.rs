@@ -314,7 +314,8 @@ fn async_waits(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "Each task waits on a handle of its own for a lock the benchmark holds; threads: the most the process had while they waited (/proc). Drained: from the release to the process's end, every task having held the lock once.\n"
+        "Each task waits on a handle of its own for a lock the benchmark holds; threads: the most the process had while they waited (/proc). CPU while waiting: the process's, over {:.1} s with every task queued (each renews its ticket about once a second), as a share of one core. Drained: from the release to the process's end, every task having held the lock once.\n",
+        r.plan.async_wait_ms as f64 / 1e3
     );
     header(
         o,
@@ -323,14 +324,15 @@ fn async_waits(o: &mut String, r: &Report) {
             "tickets at once",
             "threads",
             "all queued after",
+            "CPU while waiting",
             "drained",
         ],
     );
     for a in &r.async_waits {
         let _ = writeln!(
             o,
-            "| {} | {} | {} | {:.0} ms | {:.0} ms |",
-            a.tasks, a.most_tickets, a.most_threads, a.queued_ms, a.drained_ms
+            "| {} | {} | {} | {:.0} ms | {:.1} % | {:.0} ms |",
+            a.tasks, a.most_tickets, a.most_threads, a.queued_ms, a.waiting_cpu_pct, a.drained_ms
         );
     }
     let _ = writeln!(o);
