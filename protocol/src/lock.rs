@@ -346,7 +346,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// lifetime), since each look lists the whole queue.
     ///
     /// When patience runs out, the handle keeps its ticket: called again soon (before the
-    /// ticket expires, [`TICKET_LIFETIME_MS`] after its last renewal), `acquire` goes on
+    /// ticket expires, at most [`TICKET_LIFETIME_MS`] after its last renewal), `acquire` goes on
     /// waiting in the same place, so a caller that waits in slices (to stay responsive, as
     /// the Node and Python wrappers do) is served in its turn rather than queueing again at
     /// the back. Dropping the handle gives the ticket back at once; a handle that is neither

@@ -59,7 +59,7 @@ use super::{Fairness, Lock};
 
 /// How long a waiter's ticket counts without being renewed (ms, its owner's clock). A waiter
 /// renews it when less than half is left; the ticket of a waiter that crashed stops holding up
-/// the queue this long (plus the skew margin) after its last renewal.
+/// the queue at most this long (plus the skew margin) after its last renewal.
 pub const TICKET_LIFETIME_MS: u64 = 2_000;
 
 impl<F: Fs, E: Env> Lock<F, E> {
