@@ -34,6 +34,9 @@ pub struct Hammer {
     pub elapsed_s: f64,
     /// The share of that time the lock was held (%).
     pub held_pct: f64,
+    /// Median hold: from a contender holding to its starting to release, for a hold asleep
+    /// `hold_ms` (ms): how late its sleep ends.
+    pub hold_median_ms: f64,
     /// Pairs of holds that overlapped (must be 0).
     pub overlaps: usize,
 }
@@ -81,6 +84,7 @@ fn median_of(runs: &[Hammer]) -> Hammer {
         longest_wait_ms: m(|h| h.longest_wait_ms),
         elapsed_s: m(|h| h.elapsed_s),
         held_pct: m(|h| h.held_pct),
+        hold_median_ms: m(|h| h.hold_median_ms),
         overlaps: runs.iter().map(|h| h.overlaps).sum(),
         ..runs[0].clone()
     }
@@ -127,6 +131,10 @@ fn once(setup: &Setup, plan: &Plan, kind: Kind, dir: &Path) -> anyhow::Result<Ha
     }
     holds.sort_unstable();
     let held: u64 = holds.iter().map(|(g, r)| r.saturating_sub(*g)).sum();
+    let mut hold_ms: Vec<f64> = holds
+        .iter()
+        .map(|(g, r)| r.saturating_sub(*g) as f64 / 1e6)
+        .collect();
     let elapsed = end.saturating_sub(out.go_ns);
     let mut gaps: Vec<f64> = holds
         .windows(2)
@@ -145,6 +153,7 @@ fn once(setup: &Setup, plan: &Plan, kind: Kind, dir: &Path) -> anyhow::Result<Ha
         longest_wait_ms: longest as f64 / 1e6,
         elapsed_s: elapsed as f64 / 1e9,
         held_pct: 100.0 * held as f64 / elapsed.max(1) as f64,
+        hold_median_ms: median(&mut hold_ms),
         overlaps: holds.windows(2).filter(|w| w[1].0 < w[0].1).count(),
     })
 }

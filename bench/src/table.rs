@@ -346,7 +346,7 @@ fn hammer(o: &mut String, r: &Report) {
     );
     let _ = writeln!(
         o,
-        "lockbydir: plugin instances on threads; flock and seed-like: one process each. held: the share of the time from the go to the last contender's end that the lock was held.\n"
+        "lockbydir: plugin instances on threads; flock and seed-like: one process each. held: the share of the time from the go to the last contender's end that the lock was held; hold median: from holding to starting to release (a sleep of the hold's length).\n"
     );
     header(
         o,
@@ -363,6 +363,7 @@ fn hammer(o: &mut String, r: &Report) {
             "longest wait",
             "elapsed",
             "held",
+            "hold median",
             "overlaps",
             "targets",
         ],
@@ -384,6 +385,7 @@ fn hammer(o: &mut String, r: &Report) {
                     ns(h.longest_wait_ms * 1e6),
                     format!("{} s", num(h.elapsed_s, 2)),
                     format!("{}%", num(h.held_pct, 1)),
+                    ns(h.hold_median_ms * 1e6),
                     h.overlaps.to_string(),
                     for_row(
                         &r.targets,

@@ -285,7 +285,8 @@ impl PluginRunner {
             Kind::Wasi02 => {
                 let command = self.prepare(component, &config.name)?;
                 let command: Command = command.instantiate(&mut store).map_err(instantiated)?;
-                command.wasi_cli_run().call_run(&mut store)
+                // Its thread runs it alone: its sleeps may end on it (see `plugin_clock`).
+                plugin_clock::on_own_thread(|| command.wasi_cli_run().call_run(&mut store))
             }
             Kind::Wasi03 => {
                 let command = self.prepare_concurrent(component, &config.name)?;
