@@ -61,7 +61,11 @@
 //! that ticket's removal, can tell from the state alone that it was served (see
 //! `lock/queue.rs`). A ticket serves one acquisition only (a grant given back makes the
 //! ticket again with a fresh token), so tokens stay one per acquisition, and the names of two
-//! acquisitions differ in their fences anyway.
+//! acquisitions differ in their fences anyway. (The one exception: an acquire rename whose
+//! success was never reported, a retried one reported `NotFound` and the entry taken over
+//! before the look, leaves the ticket and its token to the waiter's next acquisition, under
+//! a greater fence; the waiter behind may then take the first for the second and believe
+//! itself first a little early, which only the order of service feels.)
 //!
 //! # Fencing tokens
 //!
@@ -192,10 +196,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
         } else {
             // Bounded fairness does not mark a held entry for every waiter: a newcomer reads
-            // the queue to learn whether it is first.
-            let bounded_and_held =
-                self.options.fairness == Fairness::Bounded && matches!(entry, Entry::Held(_));
-            let tickets = match entry.waiters() || self.ticket.is_some() || bounded_and_held {
+            // the queue to learn whether it is first. Nor does an unmarked free entry say
+            // that nobody waits (see `barges` below): a newcomer reads it to learn whether
+            // to mark the entry it takes.
+            let bounded = self.options.fairness == Fairness::Bounded;
+            let tickets = match entry.waiters() || self.ticket.is_some() || bounded {
                 true => read_tickets(&self.fs, &self.queue_dir)?,
                 false => Vec::new(),
             };
@@ -218,8 +223,16 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 predecessor: queue.predecessor,
             }))
         };
+        // Under bounded fairness a holder within its bound releases unmarked (`free.k`) while
+        // the line waits; anyone who finds that may take it, as the holder would have, but
+        // marked if anyone waits: unmarked, its own bound would not start until the first in
+        // line got a CPU to mark it, and it could keep taking the lock back until then
+        // (`tests/fairness.rs`, `..._a_newcomer_that_takes_a_kept_release_hands_it_on_...`).
+        let barges = self.options.fairness == Fairness::Bounded
+            && self.ticket.is_none()
+            && matches!(entry, Entry::Free { waiters: false, .. });
         let took_over = match &entry {
-            Entry::Free { .. } if queue.ahead > 0 => return wait(None),
+            Entry::Free { .. } if queue.ahead > 0 && !barges => return wait(None),
             Entry::Free { .. } => None,
             Entry::Held(h) => {
                 if now <= h.deadline_ms.saturating_add(self.options.max_clock_skew_ms)
@@ -236,7 +249,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
         };
         // Others are queued behind us: in first-come-first-served, mark our entry at once, so
         // that we do not take the lock straight back after releasing it.
-        let mine = self.new_holder(entry.fence(), now, self.marks_own(queue.behind))?;
+        let waiting = match barges {
+            true => queue.ahead,
+            false => queue.behind,
+        };
+        let mine = self.new_holder(entry.fence(), now, self.marks_own(waiting))?;
         let to = Entry::Held(mine.clone());
         #[cfg(not(feature = "planted-bugs"))]
         let swapped = self.swap(&entry, &to, "acquire");

@@ -124,12 +124,16 @@ pub struct Checker {
     offsets: Vec<i64>,
     lockdir: String,
     beliefs: Vec<Option<Belief>>,
-    /// Tokens of acquisitions whose entry somebody else renamed or removed.
-    lost: BTreeSet<u64>,
-    /// Tokens an actor believed it held and has not let go of (released, or was told).
-    open: BTreeSet<u64>,
-    /// Every token seen in the lockdir.
-    written: BTreeSet<u64>,
+    /// Acquisitions (token, fence) whose entry somebody else renamed or removed. An
+    /// acquisition is its token and fence: a waiter's acquisition carries its ticket's
+    /// token, and a rename whose success was never reported (a retried one reported
+    /// `NotFound`, then the entry taken over before the look) leaves the ticket, and so the
+    /// token, for the waiter's next acquisition, under another fence.
+    lost: BTreeSet<(u64, u64)>,
+    /// Acquisitions an actor believed it held and has not let go of (released, or was told).
+    open: BTreeSet<(u64, u64)>,
+    /// Every acquisition seen in the lockdir.
+    written: BTreeSet<(u64, u64)>,
     max_written_fence: Option<u64>,
     max_granted_fence: Option<u64>,
     /// Per actor: a fault was injected since its current lock call began.
@@ -286,7 +290,7 @@ impl Checker {
         if let Some(Entry::Held(h)) = gone
             && token_owner(h.token) != Some(actor)
         {
-            self.lost.insert(h.token);
+            self.lost.insert((h.token, h.fence));
         }
         self.check_lockdir(world, false)?;
         for name in world.children(&self.lockdir).unwrap_or_default() {
@@ -297,7 +301,7 @@ impl Checker {
                 self.written_at.entry((h.token, h.deadline_ms)).or_insert(t);
             }
             if let Entry::Held(h) = &entry
-                && self.written.insert(h.token)
+                && self.written.insert((h.token, h.fence))
                 && self.max_written_fence.is_some_and(|m| h.fence <= m)
             {
                 return Err(Violation::new(
@@ -425,7 +429,7 @@ impl Checker {
             valid_until: holder.deadline_ms as i64 - T0 - self.offsets[actor],
             active: true,
         });
-        self.open.insert(holder.token);
+        self.open.insert((holder.token, holder.fence));
     }
 
     fn stop_believing(&mut self, actor: usize) -> Option<Belief> {
@@ -537,7 +541,7 @@ impl Checker {
 
     /// Check a refresh's or release's `Err` against what really happened.
     fn told(&mut self, actor: usize, call: &str, belief: &Belief, err: &Error) -> Check {
-        self.open.remove(&belief.token);
+        self.open.remove(&(belief.token, belief.fence));
         match err {
             Error::Compromised { fence, .. } if *fence != belief.fence => Err(Violation::new(
                 Invariant::LostHolderLearns,
@@ -547,7 +551,7 @@ impl Checker {
                     belief.fence
                 ),
             )),
-            Error::Compromised { .. } if self.lost.contains(&belief.token) => {
+            Error::Compromised { .. } if self.lost.contains(&(belief.token, belief.fence)) => {
                 self.stats.compromised += 1;
                 Ok(())
             }
@@ -568,7 +572,7 @@ impl Checker {
     }
 
     fn not_lost(&self, actor: usize, call: &str, belief: &Belief) -> Check {
-        if self.lost.contains(&belief.token) {
+        if self.lost.contains(&(belief.token, belief.fence)) {
             return Err(Violation::new(
                 Invariant::LostHolderLearns,
                 format!(
@@ -622,7 +626,7 @@ impl Checker {
         match result {
             Ok(_) => {
                 self.stats.releases += 1;
-                self.open.remove(&belief.token);
+                self.open.remove(&(belief.token, belief.fence));
                 self.not_lost(actor, "release", &belief)
             }
             Err(e) => self.told(actor, "release", &belief, e),
@@ -656,7 +660,7 @@ impl Checker {
         if let Some(Entry::Held(h)) = self.state(world)
             && let Some(owner) = token_owner(h.token)
             && !self.crashed[owner]
-            && self.open.contains(&h.token)
+            && self.open.contains(&(h.token, h.fence))
         {
             return Err(Violation::new(
                 Invariant::Liveness,
