@@ -72,8 +72,10 @@ pub enum Fairness {
     Fifo,
     /// Bounded unfairness: a holder that lets go and asks again may take the lock straight
     /// back, ahead of the waiters, while its monotonic clock is less than
-    /// [`FAIRNESS_BOUND_US`] past the moment it first did so while they waited (at most that,
-    /// plus the hold then under way); its first release after that goes to the first in line,
+    /// [`FAIRNESS_BOUND_US`] past the moment its turn began: when it took the lock while they
+    /// waited (its entry marked), or else its first release after a waiter marked its entry
+    /// (at most that, plus the hold then under way); its first release after that goes to the
+    /// first in line,
     /// and it queues behind the others. Anyone who finds the lock free may take it too, and
     /// each such holder gets the same allowance in turn. The line itself is first come, first
     /// served, so with one looping holder the waiter `k`-th in line waits about `k` times
@@ -208,7 +210,7 @@ pub struct Lock<F: Fs, E: Env> {
     /// which its next acquire tries first without listing.
     known_free: Option<u64>,
     /// Under bounded fairness, while this handle keeps the lock from a waiting line (see
-    /// [`Fairness::Bounded`]): when it first did (monotonic µs). Its re-takes are marked.
+    /// [`Fairness::Bounded`]): when its turn began (monotonic µs). Its re-takes are marked.
     kept_since: Option<u64>,
     /// This handle's place in the queue while [`Lock::acquire`] waits.
     ticket: Option<Ticket>,

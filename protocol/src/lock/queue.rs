@@ -36,8 +36,8 @@
 //!
 //! Under [`crate::lock::Fairness::Bounded`] waiters queue the same way, but only the first in
 //! line marks the holder's entry, and the holder decides what a marked release does: for
-//! [`crate::lock::FAIRNESS_BOUND_US`] of its own time after it first kept the lock from the
-//! line, it releases unmarked (`free.k`) and takes `free.k` back with one rename, marked
+//! [`crate::lock::FAIRNESS_BOUND_US`] of its own time after its turn began (it took the lock
+//! marked, or first released an entry marked while it held it), it releases unmarked (`free.k`) and takes `free.k` back with one rename, marked
 //! again; its first release after that is `free+.k`, which only the first in line may take,
 //! and it queues behind the others. Anyone who finds `free.k` may take it meanwhile (the
 //! first in line, woken by the release, tries too: the rename decides). The holder decides

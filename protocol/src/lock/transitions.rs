@@ -287,6 +287,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// which changes nothing if it was taken over) and looks again, keeping its place.
     pub(super) fn claimed(&mut self, mine: Holder, took_over: Option<Holder>) -> Attempt {
         self.withdraw_ticket();
+        // Taken while others wait: under bounded fairness our turn counts from now, so that
+        // a turn is the bound plus one hold, not the first hold plus the bound plus another.
+        // Read before the check below: nothing may come between that check and the grant.
+        let turn_began = (self.options.fairness == Fairness::Bounded && mine.waiters)
+            .then(|| self.env.monotonic_us());
         if self.env.now_ms() > mine.deadline_ms {
             self.held = Some(mine);
             let _ = self.release();
@@ -297,6 +302,9 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 ticket.token = self.env.random_u64();
             }
             return Attempt::LostRace(took_over);
+        }
+        if let Some(began) = turn_began {
+            self.kept_since.get_or_insert(began);
         }
         self.granted(mine, took_over)
     }
@@ -434,7 +442,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     ///
     /// A marked entry (waiters queued) is released as `free+.k`, for the first in line; under
     /// bounded fairness it is released unmarked, for this handle to take back, until the
-    /// handle has kept the lock from the line for [`super::FAIRNESS_BOUND_US`].
+    /// handle's turn has lasted [`super::FAIRNESS_BOUND_US`] (see [`super::Fairness::Bounded`]).
     pub fn release(&mut self) -> Result<Released, Error> {
         let held = self.held.clone().ok_or(Error::NotHeld)?;
         let late = self.env.now_ms() > held.deadline_ms;
