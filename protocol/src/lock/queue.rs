@@ -257,25 +257,21 @@ impl<F: Fs, E: Env> Lock<F, E> {
         {
             return (seen_now < watched.counts_until_ms).then_some(*watched);
         }
-        let ticket = watched.ticket;
         let renewed = Ticket {
-            expires_ms: ticket.expires_ms.saturating_add(TICKET_LIFETIME_MS / 2),
-            ..ticket
+            expires_ms: renewed_on_time(watched.ticket.expires_ms),
+            ..watched.ticket
         };
         if !self.fs.exists(&self.ticket_path(&renewed)).unwrap_or(false) {
             return None;
         }
+        // A new name: the stuck rule counts from now, and the next full look remembers it.
         let now = self.env.now_ms();
-        let expired = now
-            > renewed
-                .expires_ms
-                .saturating_add(self.options.max_clock_skew_ms);
-        if expired {
+        let predecessor = self.counting(renewed, now, seen_now, seen_now);
+        if seen_now >= predecessor.counts_until_ms {
             return None;
         }
-        // A new name: the stuck rule counts from now, and the next full look remembers it.
         self.tickets_seen.insert(renewed, seen_now);
-        Some(self.counting(renewed, now, seen_now, seen_now))
+        Some(predecessor)
     }
 }
 
@@ -286,9 +282,15 @@ impl<F: Fs, E: Env> Lock<F, E> {
 /// own clock) takes a full lifetime from now.
 fn renewed_expiry(expires_ms: u64, now: u64) -> u64 {
     match expires_ms >= now {
-        true => expires_ms.saturating_add(TICKET_LIFETIME_MS / 2),
+        true => renewed_on_time(expires_ms),
         false => now.saturating_add(TICKET_LIFETIME_MS),
     }
+}
+
+/// The expiry a renewal on time gives a ticket that expired at `expires_ms` (see
+/// [`renewed_expiry`]): the name the waiter behind looks for when the one it watched went.
+fn renewed_on_time(expires_ms: u64) -> u64 {
+    expires_ms.saturating_add(TICKET_LIFETIME_MS / 2)
 }
 
 /// Where a waiter stood at its last full look at the queue.
