@@ -28,7 +28,7 @@ use crate::name::LockName;
 use directory::{Read, io, read_entry};
 use pacing::Waiting;
 use queue::Place;
-use transitions::Attempt;
+use transitions::{Attempt, Wait};
 
 pub use crate::limits::MAX_TIMEOUT_MS;
 pub use directory::LEFTOVER_AGE_MS;
@@ -235,7 +235,17 @@ pub struct Lock<F: Fs, E: Env> {
     /// Asleep on the ticket just before ours: that ticket, to tell at the next look whether
     /// its owner was served.
     watched_predecessor: Option<Ticket>,
+    /// What the last [`Lock::try_acquire`] saw when it found the lock busy, and when
+    /// (monotonic µs): the first step of a wait that begins within [`BUSY_LOOK_FRESH_US`]
+    /// takes it as its look instead of looking again (a caller that tries first, to say
+    /// once that it waits, and then waits, as the lockbydir host does).
+    busy_look: Option<(Wait, u64)>,
 }
+
+/// How long what a [`Lock::try_acquire`] that found the lock busy saw serves as the first
+/// look of the wait that follows it (µs). Only ever the first sleep's choice rests on it, and
+/// every sleep is bounded and followed by a look of its own.
+pub const BUSY_LOOK_FRESH_US: u64 = 1_000;
 
 impl<F: Fs, E: Env> Lock<F, E> {
     /// A handle on lock `name`; creates nothing yet.
@@ -260,6 +270,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             waiting: None,
             after_release: None,
             watched_predecessor: None,
+            busy_look: None,
         })
     }
 
@@ -317,7 +328,11 @@ impl<F: Fs, E: Env> Lock<F, E> {
         }
         Ok(match self.attempt_settled()? {
             Attempt::Acquired(grant) => Outcome::Acquired(grant),
-            Attempt::Wait(wait) => Outcome::Busy(wait.holder),
+            Attempt::Wait(wait) => {
+                let holder = wait.holder.clone();
+                self.busy_look = Some((wait, self.env.monotonic_us()));
+                Outcome::Busy(holder)
+            }
             Attempt::LostRace(seen) => Outcome::Busy(seen),
         })
     }

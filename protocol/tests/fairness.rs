@@ -502,3 +502,30 @@ fn under_bounded_fairness_a_newcomer_that_takes_a_kept_release_hands_it_on_after
     }
     assert_eq!(bob.release(), Ok(Released::InTime));
 }
+
+/// A caller that tries first and then waits (the lockbydir host does, to say once that it
+/// waits) does not look twice in a row: the wait's first step takes the try's look.
+#[test]
+fn a_wait_right_after_a_busy_try_does_not_look_again() {
+    let dir = TempDir::new("busy-look");
+    let mut alice = open_bounded(&dir.0, "alice");
+    acquired(alice.acquire().unwrap());
+    let fs = CountingFs {
+        inner: StdFs::new(&dir.0),
+        listings: Rc::default(),
+        renames: Rc::default(),
+    };
+    let mut bob = Lock::new(fs.clone(), StdEnv::new(), "bed", Options::default()).unwrap();
+    assert!(matches!(bob.try_acquire().unwrap(), Outcome::Busy(Some(_))));
+    let listings = fs.listings.get();
+    assert!(listings > 0, "the try looked");
+    assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
+    assert_eq!(fs.listings.get(), listings, "the first step did not list");
+    assert_eq!(dir.entries("bed.queue").len(), 1, "bob queued");
+    assert!(dir.marked_at_fence(1), "and marked the holder's entry");
+    // Its next step looks as usual.
+    let _ = bob.acquire_step().unwrap();
+    assert!(fs.listings.get() > listings, "the second step looked");
+    bob.cancel_wait();
+    alice.release().unwrap();
+}

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::fs::Fs;
 
 use super::transitions::{Attempt, Wait};
-use super::{Fairness, TICKET_LIFETIME_MS};
+use super::{BUSY_LOOK_FRESH_US, Fairness, TICKET_LIFETIME_MS};
 use super::{Lock, Outcome, Step};
 
 /// How often the first two waiters in line look whether the state changed (µs). They look
@@ -35,6 +35,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
     /// or renew it, and say how long to sleep until the next look is worth making; or the
     /// outcome, once the lock is ours or patience ended. Never sleeps itself.
     pub(super) fn wait_step(&mut self) -> Result<Step, Error> {
+        let first_step = self.waiting.is_none();
         let mut waiting = self.waiting.take().unwrap_or_else(|| Waiting {
             start_ms: self.env.monotonic_ms(),
             backoff: self.options.min_poll_ms,
@@ -55,7 +56,16 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 });
             }
         }
-        let wait = match self.attempt_settled()? {
+        // The first step of a wait right after a `try_acquire` that found the lock busy:
+        // that was the look.
+        let busy_look = self.busy_look.take().filter(|(_, at)| {
+            first_step && self.env.monotonic_us().saturating_sub(*at) <= BUSY_LOOK_FRESH_US
+        });
+        let attempt = match busy_look {
+            Some((wait, _)) => Attempt::Wait(wait),
+            None => self.attempt_settled()?,
+        };
+        let wait = match attempt {
             Attempt::Acquired(grant) => return Ok(Step::Done(Outcome::Acquired(grant))),
             Attempt::Wait(wait) => wait,
             Attempt::LostRace(seen) => Wait {

@@ -643,6 +643,7 @@ pub(super) enum Attempt {
 }
 
 /// Why an attempt did not take the lock.
+#[derive(Clone)]
 pub(super) struct Wait {
     /// Who holds it (`None`: it is free, but others queued first).
     pub(super) holder: Option<Holder>,
