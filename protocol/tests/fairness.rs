@@ -6,12 +6,15 @@
 //! No assertion here is about time: threads wait for each other through what they can see in
 //! the lock directory (a ticket appearing, an entry being marked).
 
+mod hooked_fs;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use hooked_fs::{HookedFs, Hooks};
 use lockbydir_protocol::entry::Ticket;
 use lockbydir_protocol::{
     Env, Fairness, Fs, FsError, Lock, LockState, Options, Outcome, Released, StdEnv, StdFs, Step,
@@ -206,49 +209,47 @@ fn a_marked_holder_still_refreshes_and_releases() {
     assert!(["free.2", "free+.2"].contains(&dir.state().as_str()));
 }
 
-/// [`StdFs`] that counts listings and renames.
-#[derive(Clone)]
-struct CountingFs {
-    inner: StdFs,
+/// Counts listings, `stat`s and renames.
+#[derive(Clone, Default)]
+struct Counting {
     listings: Rc<Cell<u32>>,
+    stats: Rc<Cell<u32>>,
     renames: Rc<Cell<u32>>,
 }
 
-impl Fs for CountingFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.create_dir(path)
+impl Counting {
+    /// Listings and `stat`s: the looks a waiter makes.
+    fn looks(&self) -> u32 {
+        self.listings.get() + self.stats.get()
     }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.remove_dir(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+}
+
+impl Hooks for Counting {
+    fn rename(&self, fs: &StdFs, from: &str, to: &str) -> Result<(), FsError> {
         self.renames.set(self.renames.get() + 1);
-        self.inner.rename(from, to)
+        fs.rename(from, to)
     }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+    fn read_dir(&self, fs: &StdFs, path: &str) -> Result<Vec<String>, FsError> {
         self.listings.set(self.listings.get() + 1);
-        self.inner.read_dir(path)
+        fs.read_dir(path)
     }
-    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
-        self.inner.modified_ms(path)
+    fn exists(&self, fs: &StdFs, path: &str) -> Result<bool, FsError> {
+        self.stats.set(self.stats.get() + 1);
+        fs.exists(path)
     }
 }
 
 #[test]
 fn an_uncontended_acquire_after_ones_own_release_is_one_rename() {
     let dir = TempDir::new("fast");
-    let fs = CountingFs {
-        inner: StdFs::new(&dir.0),
-        listings: Rc::default(),
-        renames: Rc::default(),
-    };
+    let fs = HookedFs::new(&dir.0, Counting::default());
     let mut lock = Lock::new(fs.clone(), StdEnv::new(), "bed", Options::default()).unwrap();
     acquired(lock.try_acquire().unwrap());
     lock.release().unwrap();
-    let (listings, renames) = (fs.listings.get(), fs.renames.get());
+    let (listings, renames) = (fs.hooks.listings.get(), fs.hooks.renames.get());
     assert_eq!(acquired(lock.acquire().unwrap()), 2);
-    assert_eq!(fs.listings.get() - listings, 0, "no listing");
-    assert_eq!(fs.renames.get() - renames, 1, "one rename");
+    assert_eq!(fs.hooks.listings.get() - listings, 0, "no listing");
+    assert_eq!(fs.hooks.renames.get() - renames, 1, "one rename");
     lock.release().unwrap();
     // Someone else took it meanwhile: the remembered `free.2` is gone, the acquire looks.
     let mut other = open(&dir.0, "other");
@@ -256,7 +257,7 @@ fn an_uncontended_acquire_after_ones_own_release_is_one_rename() {
     other.release().unwrap();
     assert_eq!(acquired(lock.try_acquire().unwrap()), 4);
     assert!(
-        fs.listings.get() > listings,
+        fs.hooks.listings.get() > listings,
         "it listed after the fast path failed"
     );
 }
@@ -293,31 +294,15 @@ fn a_newcomer_queues_behind_every_ticket_it_saw_even_one_stamped_later() {
 /// first: the waiter is descheduled between deciding to take the lock and taking it, as on a
 /// loaded machine.
 struct SlowTake {
-    inner: StdFs,
     pause: Duration,
 }
 
-impl Fs for SlowTake {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.create_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.remove_dir(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+impl Hooks for SlowTake {
+    fn rename(&self, fs: &StdFs, from: &str, to: &str) -> Result<(), FsError> {
         if from.starts_with("bed.lockdir/free") {
             std::thread::sleep(self.pause);
         }
-        self.inner.rename(from, to)
-    }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
-        self.inner.read_dir(path)
-    }
-    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
-        self.inner.modified_ms(path)
-    }
-    fn exists(&self, path: &str) -> Result<bool, FsError> {
-        self.inner.exists(path)
+        fs.rename(from, to)
     }
 }
 
@@ -335,10 +320,12 @@ fn a_waiter_paused_while_it_takes_its_turn_is_not_overtaken_by_the_next() {
             holder: "w1".into(),
             ..Options::default()
         };
-        let fs = SlowTake {
-            inner: StdFs::new(&path),
-            pause: Duration::from_millis(300),
-        };
+        let fs = HookedFs::new(
+            &path,
+            SlowTake {
+                pause: Duration::from_millis(300),
+            },
+        );
         let mut lock = Lock::new(fs, StdEnv::new(), "bed", options).unwrap();
         let fence = acquired(lock.acquire().unwrap());
         log.lock().unwrap().push("w1");
@@ -510,22 +497,18 @@ fn a_wait_right_after_a_busy_try_does_not_look_again() {
     let dir = TempDir::new("busy-look");
     let mut alice = open_bounded(&dir.0, "alice");
     acquired(alice.acquire().unwrap());
-    let fs = CountingFs {
-        inner: StdFs::new(&dir.0),
-        listings: Rc::default(),
-        renames: Rc::default(),
-    };
+    let fs = HookedFs::new(&dir.0, Counting::default());
     let mut bob = Lock::new(fs.clone(), StdEnv::new(), "bed", Options::default()).unwrap();
     assert!(matches!(bob.try_acquire().unwrap(), Outcome::Busy(Some(_))));
-    let listings = fs.listings.get();
-    assert!(listings > 0, "the try looked");
+    let looks = fs.hooks.looks();
+    assert!(looks > 0, "the try looked");
     assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
-    assert_eq!(fs.listings.get(), listings, "the first step did not list");
+    assert_eq!(fs.hooks.looks(), looks, "the first step did not look");
     assert_eq!(dir.entries("bed.queue").len(), 1, "bob queued");
     assert!(dir.marked_at_fence(1), "and marked the holder's entry");
     // Its next step looks as usual.
     let _ = bob.acquire_step().unwrap();
-    assert!(fs.listings.get() > listings, "the second step looked");
+    assert!(fs.hooks.looks() > looks, "the second step looked");
     bob.cancel_wait();
     alice.release().unwrap();
 }

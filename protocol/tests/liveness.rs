@@ -3,6 +3,8 @@
 //! said, tickets stop counting by the reader's clock, and one broken lockdir does not hide
 //! the others.
 
+mod hooked_fs;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,29 +12,14 @@ use std::sync::{Arc, Mutex};
 use lockbydir_protocol::lock::MAX_TIMEOUT_MS;
 use lockbydir_protocol::repair::{RepairError, Repaired};
 
+use hooked_fs::{HookedFs, Hooks, NoClock};
 use lockbydir_protocol::{
     Env, Error, Fs, FsError, Lock, LockState, Options, Outcome, StdEnv, StdFs, list_locks,
 };
 
 /// A real directory whose timestamps the protocol cannot see, so that the manual clock alone
 /// decides expiry.
-#[derive(Clone)]
-struct NoClockFs(StdFs);
-
-impl Fs for NoClockFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.0.create_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.0.remove_dir(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.0.rename(from, to)
-    }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
-        self.0.read_dir(path)
-    }
-}
+type NoClockFs = HookedFs<NoClock>;
 
 /// A wall clock that only moves when told to or when someone sleeps, and a monotonic clock
 /// of its own (so that a handle's wall clock can be set apart from the others').
@@ -120,7 +107,7 @@ fn patient(holder: &str, timeout_ms: u64, patience_ms: u64) -> Options {
 }
 
 fn lock(dir: &TempDir, env: &ManualEnv, options: Options) -> Lock<NoClockFs, ManualEnv> {
-    Lock::new(NoClockFs(StdFs::new(&dir.0)), env.clone(), "bed", options).unwrap()
+    Lock::new(HookedFs::new(&dir.0, NoClock), env.clone(), "bed", options).unwrap()
 }
 
 /// A `held` name as the protocol writes it, with the given numbers.
@@ -257,9 +244,8 @@ fn a_lockdir_that_cannot_be_read_reports_what_the_filesystem_said() {
 
 /// A filesystem that "crashes" its user (every call fails from then on, so nothing more
 /// reaches the disk, as with SIGKILL) right after the first rename onto a marked entry.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct DiesAfterMarking {
-    fs: NoClockFs,
     dead: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -275,26 +261,33 @@ impl DiesAfterMarking {
     }
 }
 
-impl Fs for DiesAfterMarking {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
+impl Hooks for DiesAfterMarking {
+    fn create_dir(&self, fs: &StdFs, path: &str) -> Result<(), FsError> {
         self.alive()?;
-        self.fs.create_dir(path)
+        fs.create_dir(path)
     }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
+    fn remove_dir(&self, fs: &StdFs, path: &str) -> Result<(), FsError> {
         self.alive()?;
-        self.fs.remove_dir(path)
+        fs.remove_dir(path)
     }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
+    fn rename(&self, fs: &StdFs, from: &str, to: &str) -> Result<(), FsError> {
         self.alive()?;
-        let done = self.fs.rename(from, to);
+        let done = fs.rename(from, to);
         if done.is_ok() && to.contains("/held+.") {
             self.dead.store(true, Ordering::SeqCst);
         }
         done
     }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+    fn read_dir(&self, fs: &StdFs, path: &str) -> Result<Vec<String>, FsError> {
         self.alive()?;
-        self.fs.read_dir(path)
+        fs.read_dir(path)
+    }
+    fn modified_ms(&self, _fs: &StdFs, _path: &str) -> Result<Option<u64>, FsError> {
+        Ok(None)
+    }
+    fn exists(&self, fs: &StdFs, path: &str) -> Result<bool, FsError> {
+        self.alive()?;
+        fs.exists(path)
     }
 }
 
@@ -354,10 +347,7 @@ fn the_ticket_of_a_killed_waiter_whose_clock_ran_an_hour_ahead_does_not_starve_t
     assert!(matches!(holder.try_acquire(), Ok(Outcome::Acquired(_))));
     // The waiter's clock runs an hour ahead; it queues, marks the holder's entry, and is
     // killed there: its ticket stays, claiming an expiry an hour away.
-    let killed_fs = DiesAfterMarking {
-        fs: NoClockFs(StdFs::new(&dir.0)),
-        dead: Arc::default(),
-    };
+    let killed_fs = HookedFs::new(&dir.0, DiesAfterMarking::default());
     let mut killed = Lock::new(
         killed_fs,
         env.ahead(3_600_000),
@@ -390,7 +380,7 @@ fn one_broken_lockdir_does_not_hide_the_other_locks() {
     std::fs::write(dir.0.join("c.lockdir"), "").unwrap();
     dir.mkdir("d.lockdir/free.4");
     let env = ManualEnv::new();
-    let locks = list_locks(&NoClockFs(StdFs::new(&dir.0)), &env).unwrap();
+    let locks = list_locks(&HookedFs::new(&dir.0, NoClock), &env).unwrap();
     let names: Vec<_> = locks.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["a", "b", "c", "d"]);
     assert_eq!(locks[0].1, Ok(LockState::Free(1)));
@@ -422,7 +412,7 @@ fn a_lock_past_its_deadline_is_expired_only_once_a_waiter_could_take_it_over() {
     assert!(matches!(state, LockState::Held(_)), "{state:?}");
     // Where the filesystem keeps no timestamps, the own clock decides.
     let state = lockbydir_protocol::inspect(
-        &NoClockFs(StdFs::new(&dir.0)),
+        &HookedFs::new(&dir.0, NoClock),
         &StdEnv::new(),
         &lockbydir_protocol::LockName::new("bed").unwrap(),
     )
@@ -441,7 +431,7 @@ fn names_in(dir: &TempDir, sub: &str) -> Vec<String> {
 
 fn repair(dir: &TempDir, env: &ManualEnv) -> Result<Repaired, RepairError> {
     lockbydir_protocol::repair::repair(
-        &NoClockFs(StdFs::new(&dir.0)),
+        &HookedFs::new(&dir.0, NoClock),
         env,
         &lockbydir_protocol::LockName::new("bed").unwrap(),
     )

@@ -2,10 +2,13 @@
 //! release after takeover, and name and option validation. Time is a manual clock, so expiry
 //! is tested without waiting.
 
+mod hooked_fs;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use hooked_fs::{HookedFs, Hooks, NoClock};
 use lockbydir_protocol::{
     Env, Error, Fs, FsError, Lock, LockState, NameError, Options, Outcome, Released, StdEnv, StdFs,
     list_locks,
@@ -13,29 +16,7 @@ use lockbydir_protocol::{
 
 /// A real directory whose timestamps the protocol cannot see, so that the manual clock alone
 /// decides expiry (the filesystem's clock would say every lock is fresh).
-#[derive(Clone)]
-struct NoClockFs(StdFs);
-
-impl NoClockFs {
-    fn new(dir: &std::path::Path) -> Self {
-        NoClockFs(StdFs::new(dir))
-    }
-}
-
-impl Fs for NoClockFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.0.create_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.0.remove_dir(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.0.rename(from, to)
-    }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
-        self.0.read_dir(path)
-    }
-}
+type NoClockFs = HookedFs<NoClock>;
 
 /// A clock that only moves when told to (or when someone sleeps), shared by all handles.
 #[derive(Clone)]
@@ -125,7 +106,7 @@ fn open(
     timeout_ms: u64,
 ) -> Lock<NoClockFs, ManualEnv> {
     Lock::new(
-        NoClockFs::new(&dir.0),
+        HookedFs::new(&dir.0, NoClock),
         env.clone(),
         "bed",
         opts(holder, timeout_ms),
@@ -308,7 +289,7 @@ fn a_waiter_sleeps_until_the_holders_deadline_not_blindly() {
     acquired(a.try_acquire().unwrap());
     a.abandon(); // alice crashes while holding
     let mut b = Lock::new(
-        NoClockFs::new(&dir.0),
+        HookedFs::new(&dir.0, NoClock),
         env.clone(),
         "bed",
         Options {
@@ -345,7 +326,7 @@ fn patience_runs_out_with_busy() {
     let mut a = open(&dir, &env, "alice", 60_000);
     acquired(a.try_acquire().unwrap());
     let mut b = Lock::new(
-        NoClockFs::new(&dir.0),
+        HookedFs::new(&dir.0, NoClock),
         env.clone(),
         "bed",
         Options {
@@ -368,7 +349,7 @@ fn patience_runs_out_with_busy() {
 fn bad_names_and_options_are_refused_before_touching_the_disk() {
     let dir = TempDir::new("bad");
     let env = ManualEnv::new();
-    let fs = NoClockFs::new(&dir.0);
+    let fs = HookedFs::new(&dir.0, NoClock);
     for (name, expected) in [
         ("", NameError::Empty),
         ("..", NameError::Dots),
@@ -431,7 +412,7 @@ fn two_state_entries_are_reported_as_corrupt() {
 fn list_locks_shows_every_lock_with_its_state() {
     let dir = TempDir::new("list");
     let env = ManualEnv::new();
-    let fs = NoClockFs::new(&dir.0);
+    let fs = HookedFs::new(&dir.0, NoClock);
     let mut bed = open(&dir, &env, "alice", 5_000);
     acquired(bed.try_acquire().unwrap());
     let mut door = Lock::new(fs.clone(), env.clone(), "door", opts("bob", 5_000)).unwrap();
@@ -584,7 +565,7 @@ fn planted(tag: &str, entry: &str) -> (TempDir, ManualEnv) {
 fn refuses_for_exhausted_fences(dir: &TempDir, env: &ManualEnv, entry: &str) {
     let mut waiter = open(dir, env, "waiter", 1_000);
     let mut patient = Lock::new(
-        NoClockFs::new(&dir.0),
+        HookedFs::new(&dir.0, NoClock),
         env.clone(),
         "bed",
         Options {
@@ -644,8 +625,7 @@ fn the_last_fence_is_handed_out_once() {
 /// change stamps the directories it changes with the manual clock's time, as a filesystem
 /// with an exact clock would.
 #[derive(Clone)]
-struct ManualClockFs {
-    fs: StdFs,
+struct ManualClock {
     env: ManualEnv,
     mtimes: Arc<Mutex<std::collections::HashMap<String, u64>>>,
 }
@@ -654,13 +634,13 @@ fn parent_of(path: &str) -> &str {
     path.rsplit_once('/').map_or(".", |(dir, _)| dir)
 }
 
-impl ManualClockFs {
-    fn new(dir: &std::path::Path, env: &ManualEnv) -> Self {
-        ManualClockFs {
-            fs: StdFs::new(dir),
+impl ManualClock {
+    fn fs(dir: &std::path::Path, env: &ManualEnv) -> HookedFs<Self> {
+        let clock = ManualClock {
             env: env.clone(),
             mtimes: Arc::default(),
-        }
+        };
+        HookedFs::new(dir, clock)
     }
     fn stamp(&self, paths: &[&str]) {
         let now = self.env.now_ms();
@@ -671,19 +651,19 @@ impl ManualClockFs {
     }
 }
 
-impl Fs for ManualClockFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.fs.create_dir(path)?;
+impl Hooks for ManualClock {
+    fn create_dir(&self, fs: &StdFs, path: &str) -> Result<(), FsError> {
+        fs.create_dir(path)?;
         self.stamp(&[path, parent_of(path)]);
         Ok(())
     }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.fs.remove_dir(path)?;
+    fn remove_dir(&self, fs: &StdFs, path: &str) -> Result<(), FsError> {
+        fs.remove_dir(path)?;
         self.stamp(&[parent_of(path)]);
         Ok(())
     }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.fs.rename(from, to)?;
+    fn rename(&self, fs: &StdFs, from: &str, to: &str) -> Result<(), FsError> {
+        fs.rename(from, to)?;
         let moved = self.mtimes.lock().unwrap().get(from).copied();
         self.stamp(&[parent_of(from), parent_of(to)]);
         if let Some(m) = moved {
@@ -691,15 +671,9 @@ impl Fs for ManualClockFs {
         }
         Ok(())
     }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
-        self.fs.read_dir(path)
-    }
-    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
-        self.fs.modified_ms(path)?;
+    fn modified_ms(&self, fs: &StdFs, path: &str) -> Result<Option<u64>, FsError> {
+        fs.modified_ms(path)?;
         Ok(self.mtimes.lock().unwrap().get(path).copied())
-    }
-    fn exists(&self, path: &str) -> Result<bool, FsError> {
-        self.fs.exists(path)
     }
 }
 
@@ -707,7 +681,7 @@ impl Fs for ManualClockFs {
 fn a_waiters_mark_does_not_delay_the_takeover_of_a_dead_holder() {
     let dir = TempDir::new("mark-delay");
     let env = ManualEnv::new();
-    let fs = ManualClockFs::new(&dir.0, &env);
+    let fs = ManualClock::fs(&dir.0, &env);
     let written = env.now_ms();
     let mut dead = Lock::new(fs.clone(), env.clone(), "bed", opts("dead", 1_000)).unwrap();
     let deadline = acquired(dead.try_acquire().unwrap()).deadline_ms;

@@ -12,11 +12,14 @@
 //!
 //! No assertion is about time.
 
+mod hooked_fs;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use hooked_fs::{HookedFs, Hooks};
 use lockbydir_protocol::{
     Env, Fairness, Fs, FsError, Lock, Options, Outcome, Released, StdEnv, StdFs, Step,
 };
@@ -300,33 +303,15 @@ fn a_step_after_patience_says_busy_and_keeps_the_place() {
     assert_eq!(first.release(), Ok(Released::InTime));
 }
 
-/// [`StdFs`] that counts listings of the queue directory.
-struct QueueListingsFs {
-    inner: StdFs,
-    listings: Arc<AtomicU32>,
-}
+/// Counts listings of the queue directory.
+struct QueueListings(Arc<AtomicU32>);
 
-impl Fs for QueueListingsFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.create_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.remove_dir(path)
-    }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.inner.rename(from, to)
-    }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+impl Hooks for QueueListings {
+    fn read_dir(&self, fs: &StdFs, path: &str) -> Result<Vec<String>, FsError> {
         if path.ends_with(".queue") {
-            self.listings.fetch_add(1, Ordering::Relaxed);
+            self.0.fetch_add(1, Ordering::Relaxed);
         }
-        self.inner.read_dir(path)
-    }
-    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
-        self.inner.modified_ms(path)
-    }
-    fn exists(&self, path: &str) -> Result<bool, FsError> {
-        self.inner.exists(path)
+        fs.read_dir(path)
     }
 }
 
@@ -345,10 +330,7 @@ fn a_waiter_far_back_reads_the_queue_neither_on_its_timer_nor_on_a_renewal_ahead
         })
         .collect();
     let listings = Arc::new(AtomicU32::new(0));
-    let fs = QueueListingsFs {
-        inner: StdFs::new(&dir.0),
-        listings: Arc::clone(&listings),
-    };
+    let fs = HookedFs::new(&dir.0, QueueListings(Arc::clone(&listings)));
     let options = Options {
         timeout_ms: 60_000,
         patience_ms: u64::MAX,
@@ -360,10 +342,11 @@ fn a_waiter_far_back_reads_the_queue_neither_on_its_timer_nor_on_a_renewal_ahead
         wakes: true,
     };
     let mut last = Lock::new(fs, env, "bed", options).unwrap();
-    let step = |lock: &mut Lock<QueueListingsFs, NoSleepEnv>| match lock.acquire_step().unwrap() {
-        Step::Sleep { until_changed, .. } => until_changed.expect("a name to watch"),
-        Step::Done(outcome) => panic!("expected to sleep, got {outcome:?}"),
-    };
+    let step =
+        |lock: &mut Lock<HookedFs<QueueListings>, NoSleepEnv>| match lock.acquire_step().unwrap() {
+            Step::Sleep { until_changed, .. } => until_changed.expect("a name to watch"),
+            Step::Done(outcome) => panic!("expected to sleep, got {outcome:?}"),
+        };
     // Its first look reads the queue, and so does the next (which finds its place among the
     // tickets, its own now included).
     step(&mut last);

@@ -11,12 +11,15 @@
 //! on a given name). `looks_while_waiting` (ignored, run with `--ignored --nocapture`) prints
 //! how many looks waiters make with and without wake-ups.
 
+mod hooked_fs;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use hooked_fs::{HookedFs, Hooks};
 use lockbydir_protocol::{Env, Fs, FsError, Lock, Options, Outcome, Released, StdEnv, StdFs};
 
 /// The watches of every waiter, and what woke whom.
@@ -96,39 +99,35 @@ fn same(a: &str, b: &str) -> bool {
     a == b || ticket(a).is_some_and(|t| ticket(b) == Some(t))
 }
 
-/// [`StdFs`] that tells the watches of its renames and removals, and counts its looks (the
-/// listings and `stat`s a waiter makes).
-struct WatchedFs {
-    inner: StdFs,
+/// Tells the watches of its renames and removals, and counts its looks (the listings and
+/// `stat`s a waiter makes).
+struct Watched {
     watches: Arc<Watches>,
     looks: Arc<AtomicU64>,
 }
 
-impl Fs for WatchedFs {
-    fn create_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.create_dir(path)
-    }
-    fn remove_dir(&self, path: &str) -> Result<(), FsError> {
-        self.inner.remove_dir(path)?;
+impl Hooks for Watched {
+    fn remove_dir(&self, fs: &StdFs, path: &str) -> Result<(), FsError> {
+        fs.remove_dir(path)?;
         self.watches.gone(path);
         Ok(())
     }
-    fn rename(&self, from: &str, to: &str) -> Result<(), FsError> {
-        self.inner.rename(from, to)?;
+    fn rename(&self, fs: &StdFs, from: &str, to: &str) -> Result<(), FsError> {
+        fs.rename(from, to)?;
         self.watches.gone(from);
         Ok(())
     }
-    fn read_dir(&self, path: &str) -> Result<Vec<String>, FsError> {
+    fn read_dir(&self, fs: &StdFs, path: &str) -> Result<Vec<String>, FsError> {
         self.looks.fetch_add(1, Ordering::Relaxed);
-        self.inner.read_dir(path)
+        fs.read_dir(path)
     }
-    fn modified_ms(&self, path: &str) -> Result<Option<u64>, FsError> {
+    fn modified_ms(&self, fs: &StdFs, path: &str) -> Result<Option<u64>, FsError> {
         self.looks.fetch_add(1, Ordering::Relaxed);
-        self.inner.modified_ms(path)
+        fs.modified_ms(path)
     }
-    fn exists(&self, path: &str) -> Result<bool, FsError> {
+    fn exists(&self, fs: &StdFs, path: &str) -> Result<bool, FsError> {
         self.looks.fetch_add(1, Ordering::Relaxed);
-        self.inner.exists(path)
+        fs.exists(path)
     }
 }
 
@@ -264,7 +263,7 @@ struct Setup {
     wakeups: Wakeups,
 }
 
-type TestLock = Lock<WatchedFs, WakingEnv>;
+type TestLock = Lock<HookedFs<Watched>, WakingEnv>;
 
 impl Setup {
     fn new(tag: &str, wakeups: Wakeups) -> Self {
@@ -331,11 +330,13 @@ fn open_at(
     patience_ms: u64,
 ) -> (TestLock, Arc<AtomicU64>) {
     let looks = Arc::new(AtomicU64::new(0));
-    let fs = WatchedFs {
-        inner: StdFs::new(dir),
-        watches: watches.clone(),
-        looks: looks.clone(),
-    };
+    let fs = HookedFs::new(
+        dir,
+        Watched {
+            watches: watches.clone(),
+            looks: looks.clone(),
+        },
+    );
     let env = WakingEnv {
         inner: StdEnv::new(),
         who: who.into(),
