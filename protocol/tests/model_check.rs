@@ -539,6 +539,7 @@ fn random_scenarios_keep_the_invariants() {
                 ("lost wake-up", s.lost_wakeups),
                 ("wake-up for nothing", s.spurious_wakeups),
                 ("waiter passed over", s.overtakes),
+                ("wait begun on a busy try's look", s.waits_after_a_try),
             ],
         );
     }

@@ -53,10 +53,23 @@ pub fn drive(engine: &Engine, me: usize, scenario: &Scenario, spec: &ActorSpec, 
         engine.begin_call(me);
         let start = engine.now();
         let patient = spec.patience_ms > 0;
-        let outcome = if patient {
-            lock.acquire()
-        } else {
-            lock.try_acquire()
+        let outcome = match (patient, spec.tries_first) {
+            (true, false) => lock.acquire(),
+            (true, true) => match lock.try_acquire() {
+                Ok(Outcome::Busy(_)) => {
+                    engine.observe(
+                        me,
+                        || "try_acquire -> Busy: now waits".to_string(),
+                        |c, _| {
+                            c.stats.waits_after_a_try += 1;
+                            Ok(())
+                        },
+                    );
+                    lock.acquire()
+                }
+                tried => tried,
+            },
+            (false, _) => lock.try_acquire(),
         };
         let call = if patient { "acquire" } else { "try_acquire" };
         match outcome {

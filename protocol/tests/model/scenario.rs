@@ -32,6 +32,9 @@ pub struct ActorSpec {
     pub may_crash: bool,
     /// How long it sleeps before its first round (ms): when it arrives.
     pub start_ms: u64,
+    /// With patience: `try_acquire` first, and `acquire` only if that found the lock busy,
+    /// as the lockbydir host does (the wait then begins with the try's look).
+    pub tries_first: bool,
 }
 
 /// A model: actors plus what the scheduler may do to them.
@@ -102,6 +105,7 @@ impl ActorSpec {
             hold_ms: timeout_ms / 2,
             may_crash: false,
             start_ms: 0,
+            tries_first: false,
         }
     }
 }
@@ -264,6 +268,7 @@ impl Scenario {
                     ]),
                     may_crash: rng.chance(300),
                     start_ms: 0,
+                    tries_first: rng.chance(500),
                 }
             })
             .collect();
@@ -339,10 +344,10 @@ impl fmt::Display for Scenario {
                 a.label,
                 a.offset_ms,
                 a.timeout_ms,
-                if a.patience_ms == 0 {
-                    "try_acquire".to_string()
-                } else {
-                    format!("acquire with patience {} ms", a.patience_ms)
+                match (a.patience_ms, a.tries_first) {
+                    (0, _) => "try_acquire".to_string(),
+                    (p, false) => format!("acquire with patience {p} ms"),
+                    (p, true) => format!("try_acquire, then acquire with patience {p} ms"),
                 },
                 a.rounds,
                 a.refreshes,

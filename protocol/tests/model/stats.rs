@@ -60,6 +60,9 @@ pub struct Stats {
     /// Renewed tickets found by another actor with one look at the name (a waiter behind,
     /// following its predecessor's renewal without reading the queue).
     pub renewals_followed: u64,
+    /// Waits begun right after a `try_acquire` of the same actor found the lock busy (the
+    /// wait's first step takes that try's look).
+    pub waits_after_a_try: u64,
     /// Acquisitions refused because the lock had handed out its last fence.
     pub exhausted: u64,
     /// Sleeps until a change that ended before their time (woken by the change, or for
@@ -97,6 +100,7 @@ impl AddAssign for Stats {
         self.second_guesses += o.second_guesses;
         self.renewals += o.renewals;
         self.renewals_followed += o.renewals_followed;
+        self.waits_after_a_try += o.waits_after_a_try;
         self.exhausted += o.exhausted;
         self.early_wakeups += o.early_wakeups;
         self.lost_wakeups += o.lost_wakeups;
@@ -109,7 +113,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} renewals ({} followed by a look at the name); {} refused for exhausted fences; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} renewals ({} followed by a look at the name); {} waits after a busy try; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
@@ -127,6 +131,7 @@ impl fmt::Display for Stats {
             self.second_guesses,
             self.renewals,
             self.renewals_followed,
+            self.waits_after_a_try,
             self.exhausted,
             self.crashes,
             self.pauses,
