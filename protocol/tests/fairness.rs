@@ -80,10 +80,15 @@ impl Drop for TempDir {
 
 /// A handle with first-come-first-served fairness, which most of these tests are about.
 fn open(dir: &Path, holder: &str) -> Lock<StdFs, StdEnv> {
+    open_with(dir, holder, Fairness::Fifo)
+}
+
+/// A handle with `fairness` on lock `bed` in `dir`.
+fn open_with(dir: &Path, holder: &str, fairness: Fairness) -> Lock<StdFs, StdEnv> {
     let options = Options {
         timeout_ms: 60_000,
         holder: holder.into(),
-        fairness: Fairness::Fifo,
+        fairness,
         ..Options::default()
     };
     Lock::new(StdFs::new(dir), StdEnv::new(), "bed", options).unwrap()
@@ -405,13 +410,7 @@ fn a_waiter_that_waits_in_slices_keeps_its_place_in_line() {
 
 /// A handle with bounded fairness.
 fn open_bounded(dir: &Path, holder: &str) -> Lock<StdFs, StdEnv> {
-    let options = Options {
-        timeout_ms: 60_000,
-        holder: holder.into(),
-        fairness: Fairness::Bounded,
-        ..Options::default()
-    };
-    Lock::new(StdFs::new(dir), StdEnv::new(), "bed", options).unwrap()
+    open_with(dir, holder, Fairness::Bounded)
 }
 
 #[test]
