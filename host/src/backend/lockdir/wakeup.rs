@@ -152,6 +152,9 @@ pub(crate) struct Sleeper {
     /// The entry the lock component asked to be woken for (by `stat`ing it) since the host
     /// last called into it: it ends the next sleep when it changes.
     pending: Mutex<Option<Registration>>,
+    /// The last directory descriptor the lock component stated through, and whether it is
+    /// the lock directory's.
+    known_descriptor: Mutex<Option<(Weak<std::fs::File>, bool)>>,
     /// Counts, for [`WaitStats`].
     stat_at_calls: AtomicU64,
     watched_sleeps: AtomicU64,
@@ -225,6 +228,7 @@ impl Sleeper {
             bell: Arc::default(),
             watching,
             pending: Mutex::new(None),
+            known_descriptor: Mutex::new(None),
             stat_at_calls: AtomicU64::new(0),
             watched_sleeps: AtomicU64::new(0),
             woken_sleeps: AtomicU64::new(0),
@@ -255,15 +259,13 @@ impl Sleeper {
     /// then [`Sleeper::stat_done`] with the stat's outcome.
     pub(crate) fn watch_before_stat(
         &self,
-        descriptor: &std::fs::File,
+        descriptor: &Arc<std::fs::File>,
         path: &str,
     ) -> Option<Registration> {
         self.stat_at_calls.fetch_add(1, Ordering::Relaxed);
         let watching = self.watching.as_ref()?;
         let (dir, name) = watched_entry(path)?;
-        use std::os::unix::fs::MetadataExt;
-        let meta = descriptor.metadata().ok()?;
-        if (meta.dev(), meta.ino()) != watching.identity {
+        if !self.is_lock_dir(descriptor, watching) {
             return None;
         }
         // An entry that cannot be watched (gone, or inotify's limit reached): this sleep
@@ -276,6 +278,29 @@ impl Sleeper {
                 Arc::clone(&self.bell),
             )
             .ok()
+    }
+
+    /// Whether `descriptor` is the lock directory's: by device and inode, asked once per
+    /// descriptor (the lock component stats through its preopen every time).
+    fn is_lock_dir(&self, descriptor: &Arc<std::fs::File>, watching: &Watching) -> bool {
+        let mut known = self
+            .known_descriptor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The `Weak` keeps the allocation: while it is held, no other descriptor has this
+        // address.
+        if let Some((seen, is)) = &*known
+            && std::ptr::eq(seen.as_ptr(), Arc::as_ptr(descriptor))
+        {
+            return *is;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = descriptor.metadata() else {
+            return false;
+        };
+        let is = (meta.dev(), meta.ino()) == watching.identity;
+        *known = Some((Arc::downgrade(descriptor), is));
+        is
     }
 
     /// A `stat-at` through a descriptor that is no directory: only counted.
@@ -638,11 +663,31 @@ mod tests {
         duration: Duration,
     ) -> Option<Sleep> {
         sleeper.observe();
-        let preopen = std::fs::File::open(dir).unwrap();
+        let preopen = Arc::new(std::fs::File::open(dir).unwrap());
         let registration = sleeper.watch_before_stat(&preopen, path);
         let found = dir.join(path).exists();
         sleeper.stat_done(registration, found);
         found.then(|| sleeper.sleep(duration))
+    }
+
+    #[test]
+    fn only_stats_through_the_lock_directory_s_own_descriptor_are_watched() {
+        let (dir, sleeper) = watched_dir("which", &["held.1"]);
+        let (elsewhere, _) = watched_dir("which-other", &["held.1"]);
+        let open = |dir: &Path| Arc::new(std::fs::File::open(dir).unwrap());
+        let (lock_dir, other) = (open(&dir), open(&elsewhere));
+        let path = "bed.lockdir/held.1";
+        // The same entry's name through another directory, between two through the lock
+        // directory: each answer is for its own descriptor, not the one asked before.
+        assert!(sleeper.watch_before_stat(&lock_dir, path).is_some());
+        assert!(sleeper.watch_before_stat(&other, path).is_none());
+        assert!(sleeper.watch_before_stat(&lock_dir, path).is_some());
+        // A new descriptor of the lock directory, after the first was closed.
+        drop(lock_dir);
+        assert!(sleeper.watch_before_stat(&open(&dir), path).is_some());
+        assert!(sleeper.watch_before_stat(&other, path).is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&elsewhere).unwrap();
     }
 
     /// Run `program args` as another process, to completion.

@@ -33,7 +33,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 /// What a registration rings when it fires: a mutex and condvar that a sleeper waits on, and
@@ -43,6 +43,12 @@ pub(crate) struct Bell {
     lock: Mutex<()>,
     rung: Condvar,
     rung_async: tokio::sync::Notify,
+    /// How many threads wait on `rung` (changed only under `lock`): a ring with nobody
+    /// asleep makes no system call (a condvar's `notify_all` always makes one).
+    asleep: AtomicUsize,
+    /// Rings so far.
+    #[cfg_attr(not(test), allow(dead_code))]
+    rings: AtomicU64,
 }
 
 impl Bell {
@@ -57,18 +63,35 @@ impl Bell {
         guard: MutexGuard<'a, ()>,
         timeout: std::time::Duration,
     ) -> MutexGuard<'a, ()> {
-        self.rung
+        // Counted under the mutex, which the wait releases atomically: a ring that takes the
+        // mutex after this sees the count.
+        self.asleep.fetch_add(1, Ordering::SeqCst);
+        let guard = self
+            .rung
             .wait_timeout(guard, timeout)
             .unwrap_or_else(PoisonError::into_inner)
-            .0
+            .0;
+        self.asleep.fetch_sub(1, Ordering::SeqCst);
+        guard
     }
 
     /// Wake every waiter. Under the mutex, so that a waiter that has checked its condition
     /// but not started waiting yet cannot miss it.
     pub(crate) fn ring(&self) {
-        drop(self.lock());
-        self.rung.notify_all();
+        self.rings.fetch_add(1, Ordering::Relaxed);
+        let guard = self.lock();
+        let asleep = self.asleep.load(Ordering::SeqCst) > 0;
+        drop(guard);
+        if asleep {
+            self.rung.notify_all();
+        }
         self.rung_async.notify_waiters();
+    }
+
+    /// How many times the bell was rung.
+    #[cfg(test)]
+    pub(crate) fn rings(&self) -> u64 {
+        self.rings.load(Ordering::Relaxed)
     }
 
     /// A ring to await: enable it (`Notified::enable`) before checking the condition, so that
@@ -85,9 +108,12 @@ struct Interest {
 }
 
 impl Interest {
+    /// Fired once: the kernel's events after the first (the entry's removal, then its
+    /// watch's end; or the event after [`Watcher::ring_dir`]) ring nobody.
     fn fire(&self) {
-        self.fired.store(true, Ordering::SeqCst);
-        self.bell.ring();
+        if !self.fired.swap(true, Ordering::SeqCst) {
+            self.bell.ring();
+        }
     }
 }
 
@@ -479,6 +505,53 @@ mod tests {
         watcher.ring_dir(&dir.join("z.lockdir"));
         assert!(!y.fired());
         drop((x, queue, y));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_registration_rings_its_bell_once_whatever_events_follow() {
+        let dir = std::env::temp_dir().join(format!("lockbydir-once-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for name in ["rung.lockdir/held", "removed.lockdir/held"] {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+        }
+        let watcher = Watcher::start().unwrap();
+        // Rung by this process's release first, then the kernel's events for the same change.
+        let bell = Arc::new(Bell::default());
+        let rung = watcher
+            .register(
+                &dir.join("rung.lockdir"),
+                "held".as_ref(),
+                Arc::clone(&bell),
+            )
+            .unwrap();
+        watcher.ring_dir(&dir.join("rung.lockdir"));
+        assert_eq!(bell.rings(), 1);
+        std::fs::remove_dir(dir.join("rung.lockdir/held")).unwrap();
+        // The removal, then the watch's end (`IN_IGNORED`): both read once the count is 2.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while watcher.events() < 2 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(watcher.events(), 2);
+        assert_eq!(bell.rings(), 1);
+        // Removed, with nobody ringing first: two events, one ring.
+        let bell = Arc::new(Bell::default());
+        let removed = watcher
+            .register(
+                &dir.join("removed.lockdir"),
+                "held".as_ref(),
+                Arc::clone(&bell),
+            )
+            .unwrap();
+        std::fs::remove_dir(dir.join("removed.lockdir/held")).unwrap();
+        while watcher.events() < 4 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(watcher.events(), 4);
+        assert!(removed.fired());
+        assert_eq!(bell.rings(), 1);
+        drop((rung, removed));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
