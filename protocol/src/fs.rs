@@ -103,12 +103,46 @@ impl<T: Fs + ?Sized> Fs for &T {
 /// How many times a listing that failed while its directory still exists is repeated.
 const LISTING_RETRIES: usize = 32;
 
+/// The names in `dir` (not `.` and `..`).
+#[cfg(not(target_os = "linux"))]
 fn list(dir: &std::path::Path) -> io::Result<Vec<String>> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         // Names that are not UTF-8 cannot be ours; skip them rather than fail.
         if let Ok(name) = entry?.file_name().into_string() {
             names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// How many bytes of entries one `getdents64` may return: about 450 queue tickets, so that a
+/// line of up to that many is listed in one call (and one more that finds the end).
+#[cfg(target_os = "linux")]
+const LISTING_BUFFER: usize = 32 * 1024;
+
+/// The names in `dir` (not `.` and `..`): as `std::fs::read_dir`, without the `fstat` that
+/// glibc's `opendir` makes (a listing is 4 system calls, not 5).
+#[cfg(target_os = "linux")]
+fn list(dir: &std::path::Path) -> io::Result<Vec<String>> {
+    use rustix::fs::{Mode, OFlags, RawDir, open};
+    let fd = open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut buffer = Vec::<u8>::with_capacity(LISTING_BUFFER);
+    let mut entries = RawDir::new(&fd, buffer.spare_capacity_mut());
+    let mut names = Vec::new();
+    while let Some(entry) = entries.next() {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        // Names that are not UTF-8 cannot be ours; skip them rather than fail.
+        if let Ok(name) = std::str::from_utf8(name) {
+            names.push(name.to_owned());
         }
     }
     Ok(names)
@@ -186,5 +220,63 @@ impl Fs for StdFs {
             FsErrorKind::Other,
             format!("listing kept failing while entries changed: {e}"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lockbydir-fs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_listing_has_every_name_however_many_and_skips_names_that_are_not_utf8() {
+        let dir = scratch("list");
+        // More ticket-sized names than one read of the directory holds.
+        let mut expected: Vec<String> = (0..600u64)
+            .map(|i| {
+                format!(
+                    "wait.{}.{i:016x}.{}",
+                    1_796_694_151_942_u64 + i,
+                    1_796_694_153_339_u64
+                )
+            })
+            .collect();
+        for name in &expected {
+            std::fs::create_dir(dir.join(name)).unwrap();
+        }
+        std::fs::write(dir.join("notes"), "").unwrap();
+        expected.push("notes".into());
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let odd = std::ffi::OsStr::from_bytes(b"free.\xff");
+            std::fs::create_dir(dir.join(odd)).unwrap();
+        }
+        let fs = StdFs::new(&dir);
+        let mut listed = fs.read_dir(".").unwrap();
+        listed.sort();
+        expected.sort();
+        assert_eq!(listed, expected);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_listing_of_a_missing_directory_or_a_file_says_so() {
+        let dir = scratch("list-errors");
+        std::fs::write(dir.join("file"), "").unwrap();
+        let fs = StdFs::new(&dir);
+        assert_eq!(
+            fs.read_dir("absent").unwrap_err().kind,
+            FsErrorKind::NotFound
+        );
+        let err = fs.read_dir("file").unwrap_err();
+        assert_ne!(err.kind, FsErrorKind::NotFound, "{err:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
