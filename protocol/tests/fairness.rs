@@ -502,12 +502,134 @@ fn a_wait_right_after_a_busy_try_does_not_look_again() {
     let looks = fs.hooks.looks();
     assert!(looks > 0, "the try looked");
     assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
-    assert_eq!(fs.hooks.looks(), looks, "the first step did not look");
+    // Only the queue's listing after its ticket, which every ticket made is followed by
+    // (`two_waiters_that_join_at_once_...`); without the try's look, the lockdir and the
+    // queue would have been listed before it too.
+    assert_eq!(fs.hooks.looks(), looks + 1, "the first step did not look");
     assert_eq!(dir.entries("bed.queue").len(), 1, "bob queued");
     assert!(dir.marked_at_fence(1), "and marked the holder's entry");
     // Its next step looks as usual.
+    let looks = fs.hooks.looks();
     let _ = bob.acquire_step().unwrap();
     assert!(fs.hooks.looks() > looks, "the second step looked");
     bob.cancel_wait();
     alice.release().unwrap();
+}
+
+/// A filesystem whose first listing of the queue runs `between` after reading it, before
+/// returning: someone else joins the line between this waiter's look and its ticket.
+struct JoinsDuringTheLook {
+    between: std::cell::RefCell<Option<Box<dyn FnOnce()>>>,
+}
+
+impl Hooks for JoinsDuringTheLook {
+    fn read_dir(&self, fs: &StdFs, path: &str) -> Result<Vec<String>, FsError> {
+        let names = fs.read_dir(path);
+        if path == "bed.queue"
+            && let Some(between) = self.between.borrow_mut().take()
+        {
+            between();
+        }
+        names
+    }
+}
+
+/// [`StdEnv`] with change notification, as a host with inotify has, that never sleeps
+/// itself: the test steps the waits.
+struct Notified(StdEnv);
+
+impl Env for Notified {
+    fn now_ms(&self) -> u64 {
+        self.0.now_ms()
+    }
+    fn monotonic_ms(&self) -> u64 {
+        self.0.monotonic_ms()
+    }
+    fn sleep_ms(&self, ms: u64) {
+        panic!("a step slept {ms} ms itself");
+    }
+    fn sleep_us(&self, us: u64) {
+        panic!("a step slept {us} µs itself");
+    }
+    fn random_u64(&self) -> u64 {
+        self.0.random_u64()
+    }
+    fn wakes_on_change(&self) -> bool {
+        true
+    }
+    fn sleep_until_changed(&self, path: &str, us: u64) {
+        panic!("a step slept on {path} for {us} µs itself");
+    }
+}
+
+/// A first-come-first-served handle on `fs` whose waits are stepped, woken by changes.
+fn stepped<F: Fs>(fs: F, holder: &str) -> Lock<F, Notified> {
+    let options = Options {
+        timeout_ms: 60_000,
+        holder: holder.into(),
+        fairness: Fairness::Fifo,
+        ..Options::default()
+    };
+    Lock::new(fs, Notified(StdEnv::new()), "bed", options).unwrap()
+}
+
+/// Step `lock` until it holds the lock; its fence.
+fn step_until_acquired<F: Fs>(lock: &mut Lock<F, Notified>) -> u64 {
+    loop {
+        match lock.acquire_step().unwrap() {
+            Step::Done(outcome) => return acquired(outcome),
+            Step::Sleep { .. } => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
+#[test]
+fn two_waiters_that_join_at_once_behind_the_same_one_know_which_of_them_is_next() {
+    let dir = TempDir::new("join-at-once");
+    let mut alice = open(&dir.0, "alice");
+    acquired(alice.acquire().unwrap());
+    let mut dave = stepped(StdFs::new(&dir.0), "dave");
+    assert!(matches!(dave.acquire_step().unwrap(), Step::Sleep { .. }));
+    // Carol joins behind dave while bob looks: bob's look does not show her ticket, made
+    // before his and so ahead of him (a few milliseconds earlier, so that the order is not
+    // the tokens' toss). Both saw dave last.
+    let carol = Rc::new(std::cell::RefCell::new(stepped(
+        StdFs::new(&dir.0),
+        "carol",
+    )));
+    let joining = Rc::clone(&carol);
+    let fs = HookedFs::new(
+        &dir.0,
+        JoinsDuringTheLook {
+            between: std::cell::RefCell::new(Some(Box::new(move || {
+                let step = joining.borrow_mut().acquire_step().unwrap();
+                assert!(matches!(step, Step::Sleep { .. }), "{step:?}");
+                std::thread::sleep(Duration::from_millis(3));
+            }))),
+        },
+    );
+    let mut bob = stepped(fs, "bob");
+    assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
+    assert_eq!(dir.entries("bed.queue").len(), 3, "all three queued");
+    // Dave is served; carol and bob each learn it from his ticket's removal.
+    assert_eq!(alice.release(), Ok(Released::InTime));
+    assert_eq!(step_until_acquired(&mut dave), 2);
+    assert!(matches!(
+        carol.borrow_mut().acquire_step().unwrap(),
+        Step::Sleep { .. }
+    ));
+    assert!(matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }));
+    assert_eq!(dave.release(), Ok(Released::InTime));
+    // Bob, stepping first after the release, must leave the lock to carol.
+    for _ in 0..3 {
+        assert!(
+            matches!(bob.acquire_step().unwrap(), Step::Sleep { .. }),
+            "bob took the lock from carol, ahead of him: {:?}",
+            dir.state()
+        );
+    }
+    assert_eq!(step_until_acquired(&mut *carol.borrow_mut()), 3);
+    assert_eq!(carol.borrow_mut().release(), Ok(Released::InTime));
+    assert_eq!(step_until_acquired(&mut bob), 4);
+    bob.release().unwrap();
 }

@@ -370,6 +370,10 @@ fn a_line_of_waiters_keeps_the_invariants() {
                 ("mark", s.marks),
                 ("crash", s.crashes),
                 ("crashed waiter's ticket left", s.leaked_tickets),
+                (
+                    "ticket just made moved behind one made at the same moment",
+                    s.moves,
+                ),
             ],
         );
     }

@@ -65,7 +65,7 @@ impl<F: Fs, E: Env> Lock<F, E> {
             Some((wait, _)) => Attempt::Wait(wait),
             None => self.attempt_settled()?,
         };
-        let wait = match attempt {
+        let mut wait = match attempt {
             Attempt::Acquired(grant) => return Ok(Step::Done(Outcome::Acquired(grant))),
             Attempt::Wait(wait) => wait,
             Attempt::LostRace(seen) => Wait {
@@ -81,7 +81,12 @@ impl<F: Fs, E: Env> Lock<F, E> {
         if patience_left == 0 {
             return Ok(Step::Done(Outcome::Busy(wait.holder)));
         }
-        self.join_queue(wait.last_arrival)?;
+        // A ticket just made comes with our place as read after it: the look before it can
+        // have missed someone who joined at the same moment.
+        if let Some(queue) = self.join_queue(wait.last_arrival)? {
+            wait.ahead = queue.ahead;
+            wait.predecessor = queue.predecessor;
+        }
         if let Some(holder) = &wait.holder {
             waiting.pace.saw(holder);
         }

@@ -14,6 +14,12 @@
 //! holder's entry name, so a holder whose refresh or release rename fails looks again and, if
 //! the state is its own acquisition marked, renames from the marked name.
 //!
+//! A ticket's place is its arrival, chosen from the look before it; two waiters that looked
+//! before either's ticket was made choose alike, so each reads the queue again right after
+//! making its ticket and moves it behind any ticket that sorts after it
+//! (`Lock::take_last_place`). Then every waiter knows all who are ahead of it, which is what
+//! lets the one behind a waiter that was served know from the state that it is next.
+//!
 //! Tickets and marks only decide *who tries*; who *gets* the lock is still decided by the
 //! rename (see `transitions.rs`), so the queue cannot break mutual exclusion, only delay: a
 //! ticket whose owner crashed counts until it expires ([`TICKET_LIFETIME_MS`] after its last
@@ -62,10 +68,15 @@ use super::{Fairness, Lock};
 /// the queue at most this long (plus the skew margin) after its last renewal.
 pub const TICKET_LIFETIME_MS: u64 = 2_000;
 
+/// How many times a ticket just made moves behind tickets made at the same moment (see
+/// `Lock::take_last_place`) before it stays where it is.
+const MAX_MOVES: usize = 8;
+
 impl<F: Fs, E: Env> Lock<F, E> {
     /// Take a ticket (behind every ticket we saw, the latest of which arrived at
-    /// `last_arrival`), or renew ours when half its lifetime is gone.
-    pub(super) fn join_queue(&mut self, last_arrival: Option<u64>) -> Result<(), Error> {
+    /// `last_arrival`), or renew ours when half its lifetime is gone. A ticket made (not one
+    /// renewed) comes with the queue as read after it: our place in the line.
+    pub(super) fn join_queue(&mut self, last_arrival: Option<u64>) -> Result<Option<Queue>, Error> {
         let now = self.env.now_ms();
         let expires_ms = now.saturating_add(TICKET_LIFETIME_MS);
         let renewed = match self.ticket {
@@ -80,20 +91,20 @@ impl<F: Fs, E: Env> Lock<F, E> {
                 };
                 self.create_ticket(&self.ticket_path(&ticket))?;
                 self.ticket = Some(ticket);
-                return Ok(());
+                return self.take_last_place(now).map(Some);
             }
             Some(t) if self.ticket_withdrawn => {
                 let back = Ticket { expires_ms, ..t };
                 self.create_ticket(&self.ticket_path(&back))?;
                 self.ticket = Some(back);
                 self.ticket_withdrawn = false;
-                return Ok(());
+                return self.take_last_place(now).map(Some);
             }
             Some(t) if t.expires_ms.saturating_sub(now) < TICKET_LIFETIME_MS / 2 => Ticket {
                 expires_ms: renewed_expiry(t.expires_ms, now),
                 ..t
             },
-            Some(_) => return Ok(()),
+            Some(_) => return Ok(None),
         };
         let old = self.ticket_path(&self.ticket.expect("renewing a ticket we have"));
         let new = self.ticket_path(&renewed);
@@ -109,7 +120,54 @@ impl<F: Fs, E: Env> Lock<F, E> {
             Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
         }
         self.ticket = Some(renewed);
-        Ok(())
+        Ok(None)
+    }
+
+    /// Our ticket was just made: read the queue again, and while a ticket sorts after ours,
+    /// move ours behind the last one there. Returns our place in the queue as read last.
+    ///
+    /// A ticket sorts by the arrival its maker chose from its look, so two waiters that
+    /// looked before either's ticket was there choose alike, and the one whose look missed
+    /// the other's ticket can sort before it unknown to it. Both would count the same waiter
+    /// as the one just before them, and once it was served both would believe themselves
+    /// first and race for the lock (`tests/fairness.rs`,
+    /// `two_waiters_that_join_at_once_behind_the_same_one_know_which_of_them_is_next`).
+    /// Made last, a ticket is known to every waiter behind it: whoever joins after this read
+    /// sees it in its own read after its ticket, and moves behind it if it sorts before. A
+    /// ticket that does not settle in [`MAX_MOVES`] moves (others keep joining at the same
+    /// moment) stays where it is: the order of the line, not the lock, is what is at stake.
+    fn take_last_place(&mut self, now: u64) -> Result<Queue, Error> {
+        for _ in 0..MAX_MOVES {
+            let tickets = read_tickets(&self.fs, &self.queue_dir)?;
+            let mine = self.ticket.expect("a ticket just made");
+            let last = tickets
+                .iter()
+                .filter(|t| t.token != mine.token)
+                .copied()
+                .reduce(|a, b| if a.is_before(&b) { b } else { a });
+            let Some(last) = last.filter(|last| mine.is_before(last)) else {
+                return Ok(self.place_among(&tickets, now));
+            };
+            let moved = Ticket {
+                arrival_ms: last.arrival_ms.saturating_add(1),
+                ..mine
+            };
+            let (old, new) = (self.ticket_path(&mine), self.ticket_path(&moved));
+            match self.fs.rename(&old, &new) {
+                Ok(()) => {}
+                // Removed by someone who took it for expired (our clock is behind), or a
+                // retried rename that did succeed: make it where it goes.
+                Err(e) if e.kind == FsErrorKind::NotFound => {
+                    if !self.fs.exists(&new).unwrap_or(false) {
+                        self.create_ticket(&new)?;
+                    }
+                }
+                Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
+            }
+            self.ticket = Some(moved);
+        }
+        let tickets = read_tickets(&self.fs, &self.queue_dir)?;
+        Ok(self.place_among(&tickets, now))
     }
 
     /// Give our ticket back (best effort: an expired ticket stops counting anyway).

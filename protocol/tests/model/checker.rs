@@ -246,8 +246,13 @@ impl Checker {
             && let (Some(old), Some(new)) = (self.ticket_at(from), self.ticket_at(to))
             && old.token == new.token
         {
-            self.stats.renewals += 1;
-            self.renewed.insert(to.clone(), new);
+            // A ticket just made moving behind one made at the same moment, or a renewal.
+            if old.arrival_ms != new.arrival_ms {
+                self.stats.moves += 1;
+            } else {
+                self.stats.renewals += 1;
+                self.renewed.insert(to.clone(), new);
+            }
         }
         let gone = match op {
             // A waiter marking the entry (`held` -> `held+`, same acquisition) takes nothing.

@@ -57,6 +57,9 @@ pub struct Stats {
     pub second_guesses: u64,
     /// Tickets renewed (renamed to a later expiry).
     pub renewals: u64,
+    /// Tickets just made that moved behind a ticket made at the same moment (renamed to a
+    /// later arrival).
+    pub moves: u64,
     /// Renewed tickets found by another actor with one look at the name (a waiter behind,
     /// following its predecessor's renewal without reading the queue).
     pub renewals_followed: u64,
@@ -99,6 +102,7 @@ impl AddAssign for Stats {
         self.overtakes += o.overtakes;
         self.second_guesses += o.second_guesses;
         self.renewals += o.renewals;
+        self.moves += o.moves;
         self.renewals_followed += o.renewals_followed;
         self.waits_after_a_try += o.waits_after_a_try;
         self.exhausted += o.exhausted;
@@ -113,7 +117,7 @@ impl fmt::Display for Stats {
         write!(
             f,
             "{} schedules, {} steps (longest {}); {} acquisitions ({} takeovers), {} refreshes, \
-             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} renewals ({} followed by a look at the name); {} waits after a busy try; {} refused for exhausted fences; {} crashes, {} pauses, \
+             {} releases, {} busy, {} compromised holders told; {} tickets, {} marks, {} overtakes, {} grants on a second guess; {} tickets moved behind; {} renewals ({} followed by a look at the name); {} waits after a busy try; {} refused for exhausted fences; {} crashes, {} pauses, \
              {} global pauses; injected: {} retried RPCs, {} torn listings ({} made a call \
              fail, {} false `Compromised`); {} staging/probe dirs and {} crashed waiters' tickets left behind; wake-ups: {} early, {} lost, {} for nothing",
             self.schedules,
@@ -129,6 +133,7 @@ impl fmt::Display for Stats {
             self.marks,
             self.overtakes,
             self.second_guesses,
+            self.moves,
             self.renewals,
             self.renewals_followed,
             self.waits_after_a_try,
