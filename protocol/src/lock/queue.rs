@@ -106,12 +106,18 @@ impl<F: Fs, E: Env> Lock<F, E> {
             },
             Some(_) => return Ok(None),
         };
-        let old = self.ticket_path(&self.ticket.expect("renewing a ticket we have"));
-        let new = self.ticket_path(&renewed);
+        self.rename_ticket(renewed)?;
+        Ok(None)
+    }
+
+    /// Rename our ticket to `to` (a renewal, or a move behind others), and keep it as ours.
+    fn rename_ticket(&mut self, to: Ticket) -> Result<(), Error> {
+        let old = self.ticket_path(&self.ticket.expect("renaming a ticket we have"));
+        let new = self.ticket_path(&to);
         match self.fs.rename(&old, &new) {
             Ok(()) => {}
-            // Someone removed it as expired (we were slow), or a retried rename did succeed:
-            // either way our place is the same, under the new expiry.
+            // Someone removed it as expired (we were slow, or our clock is behind), or a
+            // retried rename did succeed: either way it goes where it was going.
             Err(e) if e.kind == FsErrorKind::NotFound => {
                 if !self.fs.exists(&new).unwrap_or(false) {
                     self.create_ticket(&new)?;
@@ -119,8 +125,8 @@ impl<F: Fs, E: Env> Lock<F, E> {
             }
             Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
         }
-        self.ticket = Some(renewed);
-        Ok(None)
+        self.ticket = Some(to);
+        Ok(())
     }
 
     /// Our ticket was just made: read the queue again, and while a ticket sorts after ours,
@@ -148,23 +154,10 @@ impl<F: Fs, E: Env> Lock<F, E> {
             let Some(last) = last.filter(|last| mine.is_before(last)) else {
                 return Ok(self.place_among(&tickets, now));
             };
-            let moved = Ticket {
+            self.rename_ticket(Ticket {
                 arrival_ms: last.arrival_ms.saturating_add(1),
                 ..mine
-            };
-            let (old, new) = (self.ticket_path(&mine), self.ticket_path(&moved));
-            match self.fs.rename(&old, &new) {
-                Ok(()) => {}
-                // Removed by someone who took it for expired (our clock is behind), or a
-                // retried rename that did succeed: make it where it goes.
-                Err(e) if e.kind == FsErrorKind::NotFound => {
-                    if !self.fs.exists(&new).unwrap_or(false) {
-                        self.create_ticket(&new)?;
-                    }
-                }
-                Err(source) => return Err(io("rename", format!("{old} -> {new}"), source)),
-            }
-            self.ticket = Some(moved);
+            })?;
         }
         let tickets = read_tickets(&self.fs, &self.queue_dir)?;
         Ok(self.place_among(&tickets, now))

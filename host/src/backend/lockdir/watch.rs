@@ -512,46 +512,33 @@ mod tests {
     fn a_registration_rings_its_bell_once_whatever_events_follow() {
         let dir = std::env::temp_dir().join(format!("lockbydir-once-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for name in ["rung.lockdir/held", "removed.lockdir/held"] {
-            std::fs::create_dir_all(dir.join(name)).unwrap();
-        }
         let watcher = Watcher::start().unwrap();
-        // Rung by this process's release first, then the kernel's events for the same change.
-        let bell = Arc::new(Bell::default());
-        let rung = watcher
-            .register(
-                &dir.join("rung.lockdir"),
-                "held".as_ref(),
-                Arc::clone(&bell),
-            )
-            .unwrap();
-        watcher.ring_dir(&dir.join("rung.lockdir"));
-        assert_eq!(bell.rings(), 1);
-        std::fs::remove_dir(dir.join("rung.lockdir/held")).unwrap();
-        // The removal, then the watch's end (`IN_IGNORED`): both read once the count is 2.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while watcher.events() < 2 && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(watcher.events(), 2);
-        assert_eq!(bell.rings(), 1);
-        // Removed, with nobody ringing first: two events, one ring.
-        let bell = Arc::new(Bell::default());
-        let removed = watcher
-            .register(
-                &dir.join("removed.lockdir"),
-                "held".as_ref(),
-                Arc::clone(&bell),
-            )
-            .unwrap();
-        std::fs::remove_dir(dir.join("removed.lockdir/held")).unwrap();
-        while watcher.events() < 4 && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert_eq!(watcher.events(), 4);
-        assert!(removed.fired());
-        assert_eq!(bell.rings(), 1);
-        drop((rung, removed));
+        // Watch `<lockdir>/held`, ring the lockdir first if `ring` (this process's release),
+        // remove the entry, and wait for the kernel's two events (the removal, then the
+        // watch's end, `IN_IGNORED`): the bell rang once all the same.
+        let removed_after = |lockdir: &str, ring: bool| {
+            let lockdir = dir.join(lockdir);
+            std::fs::create_dir_all(lockdir.join("held")).unwrap();
+            let bell = Arc::new(Bell::default());
+            let registration = watcher
+                .register(&lockdir, "held".as_ref(), Arc::clone(&bell))
+                .unwrap();
+            if ring {
+                watcher.ring_dir(&lockdir);
+                assert_eq!(bell.rings(), 1);
+            }
+            let events = watcher.events() + 2;
+            std::fs::remove_dir(lockdir.join("held")).unwrap();
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while watcher.events() < events && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(watcher.events(), events);
+            assert!(registration.fired());
+            assert_eq!(bell.rings(), 1, "{}", lockdir.display());
+        };
+        removed_after("rung.lockdir", true);
+        removed_after("removed.lockdir", false);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
